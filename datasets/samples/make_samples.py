@@ -4,10 +4,10 @@ Usage (from the repository root)::
 
     python datasets/samples/make_samples.py [--src ../shared/data] [--dst datasets/samples]
 
-What it writes (about 5 MB in all; see LICENSES.md for the licences and citations):
+What it writes (about 4 MB in all; see LICENSES.md for the licences and citations):
 
 - ``ravdess/01-01-EE-II-SS-RR-05.mp4``: the 14 RAVDESS actor-05 audio-visual clips, re-encoded to
-  320x180 h264 (crf 28) with the audio kept (AAC 48 kHz mono 64 kb/s); names keep the RAVDESS codes.
+  480x270 h264 (crf 26) with the audio kept (AAC 48 kHz mono 64 kb/s); names keep the RAVDESS codes.
 - ``ravdess_audio/03-01-EE-II-SS-RR-05.flac``: all 60 RAVDESS actor-05 audio-only takes as 16 kHz mono
   FLAC (the mining stage splices a face of one emotion with a voice of another from these).
 - ``crema_d/1001_DFA_ANG_XX.flv``: the original CREMA-D file (FLV, VP6 video, MP3 audio), byte-exact,
@@ -41,14 +41,14 @@ CREMA_EXTRA_LABELS = {
 BITEXACT = {"fflags": "+bitexact", "flags:v": "+bitexact", "flags:a": "+bitexact", "map_metadata": -1}
 
 
-def _encode_av(src: Path, dst: Path, width: int, audio_rate: int) -> None:
+def _encode_av(src: Path, dst: Path, width: int, audio_rate: int, crf: int = 28) -> None:
     """Downscale ``src`` to ``width`` px (height even, aspect kept) as h264 + AAC mono."""
     stream = ffmpeg.input(str(src))
     out = ffmpeg.output(
         stream.video.filter("scale", width, -2),
         stream.audio,
         str(dst),
-        vcodec="libx264", crf=28, preset="slow", pix_fmt="yuv420p", threads=1,
+        vcodec="libx264", crf=crf, preset="slow", pix_fmt="yuv420p", threads=1,
         acodec="aac", audio_bitrate="64k", ac=1, ar=audio_rate,
         movflags="+faststart", **BITEXACT,
     )
@@ -75,7 +75,7 @@ def build(src: Path, dst: Path) -> None:
     if len(av_clips) != 14 or len(takes) != 60:
         raise SystemExit(f"{rav_src}: expected 14 AV clips and 60 audio takes, found {len(av_clips)}, {len(takes)}")
     for clip in av_clips:
-        _encode_av(clip, dst / "ravdess" / clip.name, width=320, audio_rate=48000)
+        _encode_av(clip, dst / "ravdess" / clip.name, width=480, crf=26, audio_rate=48000)
     for take in takes:
         _encode_flac(take, dst / "ravdess_audio" / (take.stem + ".flac"))
 
