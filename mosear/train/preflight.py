@@ -1,0 +1,186 @@
+"""Checks that run before Ray starts or a model is built: every bad input is a clear, early error.
+
+- the model config is valid (``mosear.model.ModelConfig``);
+- every shard folder exists and has committed shards (an empty list is an error, not a no-op);
+- each shard's first sample carries the members training needs (``frames.npy``, ``wav``, ``json``);
+- a mix manifest, when given, has the needed columns and names samples that the shards hold;
+- ``output`` and ``storage_path`` (local or object storage) are writable: a probe file is written and
+  removed;
+- a checkpoint already under ``{storage_path}/{name}`` belongs to this model and run config.
+
+Returns a :class:`TrainPlan` (resolved shard list, config hashes, the step a resume starts from)
+that the workers receive, so they do not repeat the listing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tarfile
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mosear.config import ConfigError
+from mosear.train.config import NEEDED_MEMBERS, TrainConfig
+from mosear.train.state import check_compatible, latest_checkpoint_state
+
+__all__ = ["TrainPlan", "preflight", "model_config", "check_shard_members", "check_writable"]
+
+
+@dataclass
+class TrainPlan:
+    shards: list[str]
+    model_hash: str
+    run_hash: str
+    resume_step: int = 0
+    resume_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainPlan":
+        return cls(**d)
+
+
+def model_config(cfg: TrainConfig):
+    """``cfg.model`` as a validated ``mosear.model.ModelConfig`` (ConfigError naming bad fields)."""
+    from mosear.config import load_config
+    from mosear.model import ModelConfig
+
+    return load_config(ModelConfig, overrides=dict(cfg.model))
+
+
+def model_hash(cfg: TrainConfig) -> str:
+    mc = model_config(cfg)
+    if hasattr(mc, "hash"):
+        return mc.hash()
+    import hashlib
+
+    return hashlib.sha256(json.dumps(mc.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _members_of_first_sample(fileobj) -> set[str]:
+    """Member suffixes (after the key's first dot) of the first sample in a tar stream."""
+    first_key, found = None, set()
+    with tarfile.open(fileobj=fileobj, mode="r|*") as tf:
+        for info in tf:
+            if not info.isfile():
+                continue
+            base = posixpath.basename(info.name)
+            key, _, ext = base.partition(".")
+            prefix = posixpath.join(posixpath.dirname(info.name), key)
+            if first_key is None:
+                first_key = prefix
+            if prefix != first_key:
+                break
+            found.add(ext)
+    return found
+
+
+def check_shard_members(shard: str, needed: tuple[str, ...] = NEEDED_MEMBERS) -> None:
+    """Raise ConfigError unless the shard's first sample has every ``needed`` member."""
+    try:
+        if "://" in shard:
+            import pyarrow.fs as pafs
+
+            fs, path = pafs.FileSystem.from_uri(shard)
+            with fs.open_input_stream(path) as fh:
+                found = _members_of_first_sample(fh)
+        else:
+            with open(shard, "rb") as fh:
+                found = _members_of_first_sample(fh)
+    except (tarfile.TarError, OSError) as exc:
+        raise ConfigError(f"shard {shard} cannot be read as a tar: {exc}") from None
+    if not found:
+        raise ConfigError(f"shard {shard} holds no sample")
+    missing = [m for m in needed if m not in found]
+    if missing:
+        raise ConfigError(
+            f"shard {shard} lacks member(s) {missing} that training needs (has {sorted(found)}); "
+            "was it written by `mosear shard` with frames and audio?"
+        )
+
+
+def _list_committed(folder: str) -> list[str]:
+    from mosear.shards.reader import list_shards
+
+    if "://" not in folder and not Path(folder).is_dir():
+        raise ConfigError(f"shards: folder {folder} does not exist")
+    return [str(p) for p in list_shards(folder)]
+
+
+def check_writable(uri: str, what: str) -> None:
+    """Create ``uri`` if needed and write + delete a probe file there; ConfigError when that fails."""
+    probe = f".mosear-write-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        if "://" in uri:
+            import pyarrow.fs as pafs
+
+            fs, path = pafs.FileSystem.from_uri(uri)
+            fs.create_dir(path, recursive=True)
+            with fs.open_output_stream(posixpath.join(path, probe)) as fh:
+                fh.write(b"ok")
+            fs.delete_file(posixpath.join(path, probe))
+        else:
+            p = Path(uri)
+            p.mkdir(parents=True, exist_ok=True)
+            (p / probe).write_bytes(b"ok")
+            (p / probe).unlink()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} {uri} is not writable: {exc}") from None
+
+
+def _check_mix(cfg: TrainConfig, shards: list[str]) -> None:
+    from mosear.train.data import load_mix
+
+    assert cfg.mix is not None
+    if "://" not in cfg.mix and not Path(cfg.mix).is_file():
+        raise ConfigError(f"mix: {cfg.mix} does not exist")
+    try:
+        mix = load_mix(cfg.mix)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"mix: {exc}") from None
+    if not mix:
+        raise ConfigError(f"mix: {cfg.mix} has no rows")
+    # The shard indexes list their keys: count mix keys that no shard holds (metadata only).
+    import pyarrow.parquet as pq
+
+    keys: set[str] = set()
+    for shard in shards:
+        index = shard[: -len(".tar")] + ".index.parquet" if shard.endswith(".tar") else None
+        if index and ("://" in index or Path(index).is_file()):
+            table = pq.read_table(index, columns=["key", "status"]) if "status" in pq.read_schema(index).names \
+                else pq.read_table(index, columns=["key"])
+            rows = table.to_pylist()
+            keys.update(r["key"] for r in rows if r.get("status", "ok") in ("ok", None))
+    if keys and not (set(mix) & keys):
+        raise ConfigError(f"mix: none of the {len(mix)} keys in {cfg.mix} is in the shards {cfg.shards}")
+
+
+def preflight(cfg: TrainConfig, world_size: int | None = None) -> TrainPlan:
+    """Validate everything about ``cfg`` that can be checked cheaply; see the module docstring."""
+    mhash = model_hash(cfg)
+    shards: list[str] = []
+    for folder in cfg.shards:
+        found = _list_committed(folder)
+        if not found:
+            raise ConfigError(f"shards: no committed shards in {folder} (run `mosear shard` first)")
+        shards.extend(found)
+    for shard in shards:
+        check_shard_members(shard)
+    if cfg.mix:
+        _check_mix(cfg, shards)
+    check_writable(cfg.output, "output")
+    check_writable(cfg.resolved_storage_path, "storage_path")
+    plan = TrainPlan(shards=shards, model_hash=mhash, run_hash=cfg.run_hash())
+    latest = latest_checkpoint_state(cfg.resolved_storage_path, cfg.name)
+    if latest is not None:
+        where, state = latest
+        check_compatible(state, where, mhash, plan.run_hash, world_size or cfg.num_workers)
+        plan.resume_step = state.step
+        plan.resume_path = where
+    return plan

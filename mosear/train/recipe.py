@@ -1,0 +1,285 @@
+"""Distributed fine-tuning of MoSE experts (or the plain LoRA baseline) with Ray Train.
+
+One recipe, reading top to bottom: :func:`run_train` checks the inputs (:mod:`.preflight`), starts or
+joins Ray, and runs a ``TorchTrainer`` whose workers each execute :func:`train_loop_per_worker`.
+
+Features
+- Data-parallel training: DDP (gloo on CPU, NCCL on GPU) or FSDP (GPU, ``strategy=fsdp``), bf16
+  autocast (``precision=bf16``); one process per worker, ``num_workers`` of them.
+- Streaming input: every worker reads only its share of the shards (:mod:`.data`), collated into
+  multimodal batches by the model's prompt builder (``MoSEARModel.collate``); optional
+  conflict-balanced sampling from the mined ``train_mix.parquet`` (``mix=``).
+- AdamW, gradient accumulation, linear warm-up + cosine decay, gradient clipping; seeds for init,
+  shuffling, mix sampling and (per step) dropout.
+- Metrics (:mod:`.metrics`): loss, lr, gate load per modality, modality weights, samples/s,
+  tokens/s, data-wait share; reported through ``ray.train.report``, ``{output}/metrics.jsonl`` and
+  TensorBoard when enabled.
+- Recovery: a checkpoint every ``checkpoint_every`` steps and at the end; ``FailureConfig`` restarts
+  the worker group from the last one after a worker failure; rerunning the same command (same
+  ``name`` and ``storage_path``) after the whole job died resumes from the last one.
+
+What a checkpoint holds (:mod:`.state`): the adapter only (``save_adapter``: safetensors + model
+config), optimizer and scheduler state, the step, every worker's data position, the hashes of the
+model and run config (a checkpoint of another config is refused), and the metric rows so far.
+
+After training the final adapter is copied to ``{output}/adapter`` and the metric log to
+``{output}/metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mosear.train.config import TrainConfig
+from mosear.train.data import StreamSpec, TrainSampleStream, load_mix, make_loader
+from mosear.train.metrics import MetricsLogger
+from mosear.train.preflight import TrainPlan, model_config, preflight
+from mosear.train.state import (
+    ADAPTER_DIR, METRICS_FILE, TrainState, check_compatible, load_optim_state, read_metrics,
+    read_train_state, write_checkpoint,
+)
+from mosear.train.step import build_optimizer, train_step
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_train", "TrainResult", "train_loop_per_worker"]
+
+FAULT_ENV = "MOSEAR_TRAIN_FAULT"  # test hook: JSON {"step": n, "marker": path, "rank": r}
+
+
+@dataclass
+class TrainResult:
+    """What a finished run left behind."""
+
+    output: Path
+    adapter: Path
+    metrics: Path
+    checkpoint: str
+    steps: int
+    final_loss: float | None
+    resumed_from_step: int
+
+
+# --------------------------------------------------------------------------------------- worker --
+def _versions() -> dict[str, str]:
+    import ray
+    import transformers
+
+    return {"torch": torch.__version__, "ray": ray.__version__, "transformers": transformers.__version__}
+
+
+def _maybe_fault(fault: dict[str, Any] | None, step: int, rank: int) -> None:
+    """Kill this worker process once at a chosen step (a fault injected on purpose, for tests)."""
+    if not fault or step != int(fault["step"]) or rank != int(fault.get("rank", 0)):
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(f"killed rank {rank} at step {step}\n")
+    os._exit(17)
+
+
+def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
+    """Body of every Ray Train worker: build, maybe restore, stream, step, report, checkpoint."""
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    from mosear.model import build_model
+
+    cfg = TrainConfig.model_validate(loop_cfg["train"])
+    plan = TrainPlan.from_dict(loop_cfg["plan"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    device = ray.train.torch.get_device()
+
+    # 1. Model: same seed on every rank, so adapters start identical (DDP also broadcasts rank 0's).
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_config(cfg))
+    collate = model.collate
+
+    # 2. Restore from the last checkpoint (a FailureConfig restart or a rerun of the same command).
+    state: TrainState | None = None
+    rows: list[dict[str, Any]] = []
+    ckpt = ray.train.get_checkpoint()
+    ckpt_dir = None
+    if ckpt is not None:
+        ckpt_dir = ckpt.to_directory(tempfile.mkdtemp(prefix="mosear-resume-"))
+        state = read_train_state(ckpt_dir)
+        check_compatible(state, ckpt.path, plan.model_hash, plan.run_hash, world)
+        model.load_adapter(Path(ckpt_dir) / ADAPTER_DIR)
+        rows = read_metrics(ckpt_dir)
+
+    # 3. Distribute; optimizer over the adapter's parameters only.
+    strategy_kwargs: dict[str, Any] = {}
+    if cfg.strategy == "ddp" and world > 1:
+        # Expert B matrices a batch does not route to get no gradient; DDP must not wait for them.
+        strategy_kwargs = {"find_unused_parameters": True}
+    elif cfg.strategy == "fsdp":
+        strategy_kwargs = {"use_orig_params": True}  # frozen and trainable weights share flat params
+    model = ray.train.torch.prepare_model(model, parallel_strategy=cfg.strategy,
+                                          parallel_strategy_kwargs=strategy_kwargs)
+    inner = model.module if hasattr(model, "module") else model
+    opt, sched = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+    if ckpt_dir is not None:
+        load_optim_state(ckpt_dir, opt, sched)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    step = state.step if state else 0
+    micro_done = step * cfg.grad_accum_steps
+
+    # 4. Data: this rank's streams, resumed at their positions.
+    streams = max(1, cfg.dataloader_workers)
+    my_pos = state.positions[rank] if state else None
+    start = tuple(tuple(my_pos["streams"][s]) for s in range(streams)) if my_pos else None
+    spec = StreamSpec(shards=tuple(plan.shards), rank=rank, world_size=world, loader_streams=streams,
+                      seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer, start=start,
+                      rotation=micro_done % streams)
+    mix = load_mix(cfg.mix) if cfg.mix else None
+    loader = make_loader(TrainSampleStream(spec, mix), cfg.batch_size, collate, cfg.dataloader_workers)
+    batches = iter(loader)
+    positions = [list(p) for p in (start or [(0, 0)] * streams)]
+
+    def micro_batches():
+        while True:
+            batch, pos = next(batches)
+            s, epoch, offset = pos[-1]
+            positions[s] = [epoch, offset]
+            yield batch
+
+    metrics = MetricsLogger(cfg.output, rows, cfg.tensorboard) if rank == 0 else None
+    bar = None
+    if rank == 0 and cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step")
+    samples_seen = state.samples_seen if state else 0
+    window = {"samples": 0, "tokens": 0, "data_s": 0.0, "t0": time.perf_counter()}
+    fault = loop_cfg.get("fault")
+    gen = micro_batches()
+
+    # 5. The loop: one optimizer step per iteration; report every log_every, checkpoint every
+    #    checkpoint_every and at the last step.
+    while step < cfg.max_steps:
+        _maybe_fault(fault, step, rank)
+        stats = train_step(model, gen, opt, sched, grad_accum_steps=cfg.grad_accum_steps, device=device,
+                           max_grad_norm=cfg.max_grad_norm, precision=cfg.precision, seed=cfg.seed, step=step)
+        step += 1
+        # Sum over ranks: loss (for the mean), samples, tokens.
+        red = torch.tensor([stats.loss, stats.samples, stats.tokens], dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(red)
+        loss, n_samples, n_tokens = red[0].item() / world, int(red[1].item()), int(red[2].item())
+        samples_seen += n_samples
+        window["samples"] += n_samples
+        window["tokens"] += n_tokens
+        window["data_s"] += stats.data_s
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+        do_ckpt = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
+        do_log = step % cfg.log_every == 0 or do_ckpt
+        if not do_log:
+            continue
+        elapsed = max(1e-9, time.perf_counter() - window["t0"])
+        row = {"step": step, "loss": loss, "lr": stats.lr, "samples_seen": samples_seen,
+               "samples_per_s": window["samples"] / elapsed, "tokens_per_s": window["tokens"] / elapsed,
+               "data_share": window["data_s"] / elapsed, "epoch": positions[0][0],
+               **({"grad_norm": stats.grad_norm} if stats.grad_norm is not None else {}), **stats.aux}
+        window = {"samples": 0, "tokens": 0, "data_s": 0.0, "t0": time.perf_counter()}
+        if metrics is not None:
+            metrics.log(row)
+        checkpoint = None
+        if do_ckpt:
+            gathered: list[Any] = [None] * world
+            mine = {"streams": positions, "micro_batches": step * cfg.grad_accum_steps}
+            if world > 1:
+                dist.all_gather_object(gathered, mine)
+            else:
+                gathered = [mine]
+            if rank == 0:
+                tmp = tempfile.mkdtemp(prefix="mosear-ckpt-")
+                st = TrainState(step=step, positions=gathered, model_hash=plan.model_hash,
+                                run_hash=plan.run_hash, world_size=world, samples_seen=samples_seen,
+                                versions=_versions())
+                write_checkpoint(tmp, inner, opt, sched, st, metrics.rows if metrics else [])
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(row, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{step:08d}" if do_ckpt else None)
+    if bar is not None:
+        bar.close()
+    if metrics is not None:
+        metrics.close()
+
+
+# --------------------------------------------------------------------------------------- driver --
+def run_train(cfg: TrainConfig) -> TrainResult:
+    """Check inputs, run the TorchTrainer to ``cfg.max_steps`` (resuming if a checkpoint exists)."""
+    plan = preflight(cfg)  # raises ConfigError / CheckpointMismatchError before anything expensive
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from mosear.ray_utils import init_ray
+
+    if plan.resume_step >= cfg.max_steps:
+        # Rerunning a finished command: nothing to train, export the last checkpoint again.
+        log.info("checkpoint %s is already at step %d >= max_steps %d: nothing to train",
+                 plan.resume_path, plan.resume_step, cfg.max_steps)
+        return _export(ray.train.Checkpoint(plan.resume_path), cfg, plan)
+    init_ray(cfg.ray_address)
+    fault = json.loads(os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": cfg.model_dump(mode="json"), "plan": plan.to_dict(), "fault": fault},
+        torch_config=TorchConfig(backend=cfg.backend),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        run_config=RunConfig(
+            name=cfg.name,
+            storage_path=cfg.resolved_storage_path,
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            # Workers inherit the driver's view of the offline / auth settings.
+            worker_runtime_env={"env_vars": {k: os.environ[k] for k in (
+                "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "RAY_AUTH_MODE", "TOKENIZERS_PARALLELISM",
+            ) if k in os.environ}},
+        ),
+    )
+    log.info("training %s: %d worker(s), %s, storage %s/%s%s", cfg.model.get("adapter", "mose"),
+             cfg.num_workers, cfg.backend, cfg.resolved_storage_path, cfg.name,
+             f", resuming from step {plan.resume_step}" if plan.resume_step else "")
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError(f"training under {cfg.resolved_storage_path}/{cfg.name} ended without a checkpoint")
+    return _export(result.checkpoint, cfg, plan)
+
+
+def _export(checkpoint, cfg: TrainConfig, plan: TrainPlan) -> TrainResult:
+    """Copy the final adapter and metric log out of a (possibly remote) checkpoint into ``output``."""
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    with checkpoint.as_directory() as d:
+        final = read_train_state(d)
+        adapter = out / ADAPTER_DIR
+        if adapter.exists():
+            shutil.rmtree(adapter)
+        shutil.copytree(Path(d) / ADAPTER_DIR, adapter)
+        shutil.copyfile(Path(d) / METRICS_FILE, out / METRICS_FILE)
+        rows = read_metrics(d)
+    return TrainResult(output=out, adapter=adapter, metrics=out / METRICS_FILE, checkpoint=checkpoint.path,
+                       steps=final.step, final_loss=rows[-1]["loss"] if rows else None,
+                       resumed_from_step=plan.resume_step)

@@ -1,0 +1,164 @@
+"""What a training checkpoint holds, and how it is written, found and read back.
+
+One checkpoint is a folder (Ray Train copies it into ``{storage_path}/{name}/checkpoint_*``)::
+
+    adapter/            the model's adapter only, via MoSEARModel.save_adapter (safetensors,
+                        save_pretrained layout, plus the model config it belongs to)
+    optim.pt            {"optimizer": AdamW state, "scheduler": LambdaLR state}; plain tensors and
+                        numbers, read back with torch.load(weights_only=True)
+    train_state.json    step, per-rank data positions, hashes of the model and run config, versions
+    metrics.jsonl       the metric rows up to this step (so a resume rewrites the log without
+                        duplicates or gaps even if the output folder was lost)
+
+Nothing here unpickles arbitrary objects. This module does not import Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mosear.config import ConfigError
+
+__all__ = [
+    "TrainState", "CheckpointMismatchError", "write_checkpoint", "read_train_state",
+    "load_optim_state", "latest_checkpoint_state", "check_compatible",
+]
+
+STATE_FILE = "train_state.json"
+OPTIM_FILE = "optim.pt"
+ADAPTER_DIR = "adapter"
+METRICS_FILE = "metrics.jsonl"
+
+
+class CheckpointMismatchError(ConfigError):
+    """A checkpoint that belongs to another model or run config; resuming from it is refused."""
+
+
+@dataclass
+class TrainState:
+    """The resumable scalar state of a run.
+
+    ``positions[r]`` is rank ``r``'s data position: ``{"epoch": e, "offset": n}`` means rank ``r``
+    has consumed ``n`` samples (after mix weighting) of its stream in epoch ``e``.
+    """
+
+    step: int
+    positions: list[dict[str, int]]
+    model_hash: str
+    run_hash: str
+    world_size: int
+    samples_seen: int = 0
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainState":
+        data = json.loads(text)
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def write_checkpoint(
+    directory: str | Path,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: TrainState,
+    metrics_rows: list[dict[str, Any]],
+) -> Path:
+    """Write one checkpoint folder (rank 0 only). ``model`` is the unwrapped MoSEARModel."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    model.save_adapter(d / ADAPTER_DIR)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, d / OPTIM_FILE)
+    with open(d / METRICS_FILE, "w", encoding="utf-8") as fh:
+        for row in metrics_rows:
+            fh.write(json.dumps(row, sort_keys=True) + "\n")
+    # The state file last: a folder without it is not a checkpoint.
+    (d / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
+    return d
+
+
+def read_train_state(directory: str | Path) -> TrainState:
+    return TrainState.from_json((Path(directory) / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def read_metrics(directory: str | Path) -> list[dict[str, Any]]:
+    p = Path(directory) / METRICS_FILE
+    if not p.is_file():
+        return []
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_optim_state(directory: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    """Restore optimizer and scheduler state (tensors and numbers only: weights_only=True)."""
+    blob = torch.load(Path(directory) / OPTIM_FILE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+
+
+def _fs_and_path(uri: str):
+    import pyarrow.fs as pafs
+
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def latest_checkpoint_state(storage_path: str, name: str) -> tuple[str, TrainState] | None:
+    """The checkpoint with the highest step under ``{storage_path}/{name}``, or None.
+
+    Works on local folders and object storage (pyarrow filesystems); reads only the small
+    ``train_state.json`` files.
+    """
+    import pyarrow.fs as pafs
+
+    fs, root = _fs_and_path(storage_path)
+    run_dir = posixpath.join(root, name)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
+    except (FileNotFoundError, OSError):
+        return None
+    best: tuple[str, TrainState] | None = None
+    for info in infos:
+        if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+            continue
+        state_path = posixpath.join(info.path, STATE_FILE)
+        if fs.get_file_info(state_path).type != pafs.FileType.File:
+            continue  # an upload that never finished
+        with fs.open_input_stream(state_path) as fh:
+            state = TrainState.from_json(fh.read().decode("utf-8"))
+        if best is None or state.step > best[1].step:
+            best = (info.path, state)
+    return best
+
+
+def check_compatible(state: TrainState, where: str, model_hash: str, run_hash: str, world_size: int) -> None:
+    """Refuse to resume from a checkpoint of another model config, run config or world size."""
+    if state.model_hash != model_hash:
+        raise CheckpointMismatchError(
+            f"checkpoint {where} was trained with another model config (model hash {state.model_hash}, "
+            f"this config {model_hash}); resuming would load adapters of the wrong shape or meaning. "
+            "Use a new run name (name=...) or another storage_path, or restore the model config."
+        )
+    if state.world_size != world_size:
+        raise CheckpointMismatchError(
+            f"checkpoint {where} was written by {state.world_size} workers, this run has {world_size}: "
+            "each worker's data position would not carry over. Resume with num_workers="
+            f"{state.world_size}, or start a new run name."
+        )
+    if state.run_hash != run_hash:
+        raise CheckpointMismatchError(
+            f"checkpoint {where} belongs to a run with other data/optimizer settings (run hash "
+            f"{state.run_hash}, this config {run_hash}). Only max_steps, logging, checkpointing and "
+            "cluster fields may change on resume; use a new run name for a new experiment."
+        )
