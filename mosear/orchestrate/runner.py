@@ -1,0 +1,159 @@
+"""Run one stage in one of two modes, behind one request type.
+
+- **embedded**: the stage's Python entrypoint runs in this process (it starts or reuses a local
+  Ray itself, see :func:`mosear.ray_utils.init_ray`).
+- **cluster**: the stage's CLI is submitted to a Ray cluster with the Jobs API
+  (:mod:`mosear.orchestrate.ray_jobs`); its logs are streamed back line by line.
+
+Both modes take the same :class:`StageRequest` and return the same :class:`StageOutcome`.
+:func:`cache_key` is what makes a pipeline rerun skip finished stages: a hash of the stage name,
+the package version, the validated config (minus fields that only change scheduling) and the
+*contents* of every input path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+import mosear
+from mosear.config import ConfigError, StageConfig, load_config
+from mosear.orchestrate.errors import BadInputError
+from mosear.orchestrate.hashing import HashMemo, hash_paths
+from mosear.orchestrate.stages import get_stage
+
+__all__ = ["StageRequest", "StageOutcome", "resolve_config", "cache_key", "run_stage", "summarize"]
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["embedded", "cluster"]
+
+
+class StageRequest(BaseModel):
+    """Everything needed to run a stage: the Prefect task's single parameter (typed, JSON-able)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Literal["shard", "mine", "train", "eval"]
+    config: str | None = Field(None, description="the stage's YAML config file (optional)")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="config fields set on top")
+    mode: Mode = Field("embedded", description="embedded: in-process; cluster: Ray Jobs API")
+    ray_address: str | None = Field(
+        None, description="cluster mode: the Ray dashboard / Jobs API address (http://head:8265)"
+    )
+    runtime_env: dict[str, Any] | None = Field(
+        None, description="cluster mode: extra runtime_env for the job (image, pip, env_vars, ...)"
+    )
+    ship_package: bool = Field(
+        True, description="cluster mode: upload this mosear package as a py_module (off when the image has it)"
+    )
+    cache_dir: str | None = Field(
+        None, description="where cache records and the input-hash memo live (default: beside the output)"
+    )
+
+
+class StageOutcome(BaseModel):
+    """What a stage run leaves behind; persisted as the Prefect task result (the cache record)."""
+
+    stage: str
+    output: str
+    cache_key: str
+    mode: Mode
+    seconds: float
+    summary: dict[str, Any] = Field(default_factory=dict)
+    job_id: str | None = None
+
+
+def resolve_config(req: StageRequest) -> StageConfig:
+    """Validate the request's config now (a bad value fails before anything runs)."""
+    spec = get_stage(req.stage)
+    return load_config(spec.config_cls(), req.config, dict(req.overrides) or None)
+
+
+def default_cache_dir(req: StageRequest, cfg: StageConfig) -> Path:
+    if req.cache_dir:
+        return Path(req.cache_dir)
+    return get_stage(req.stage).output(cfg).resolve().parent / ".mosear-cache"
+
+
+def cache_key(req: StageRequest, cfg: StageConfig | None = None) -> str:
+    """``{stage}-{sha256[:32]}`` of stage, package version, config hash and input contents."""
+    spec = get_stage(req.stage)
+    cfg = cfg or resolve_config(req)
+    memo = HashMemo(default_cache_dir(req, cfg) / "input-hashes.json")
+    parts = {
+        "stage": spec.name,
+        "version": mosear.__version__,
+        "config": cfg.hash(exclude=spec.hash_exclude(cfg) or None),
+        "inputs": hash_paths(spec.inputs(cfg), memo),
+    }
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+    return f"{spec.name}-{digest}"
+
+
+def summarize(result: Any) -> dict[str, Any]:
+    """A stage result object as a flat dict of JSON scalars (for the summary table)."""
+    if result is None:
+        return {}
+    if isinstance(result, BaseModel):
+        data = result.model_dump(mode="json")
+    elif dataclasses.is_dataclass(result):
+        data = dataclasses.asdict(result)
+    elif isinstance(result, dict):
+        data = dict(result)
+    else:
+        data = {k: v for k, v in vars(result).items() if not k.startswith("_")} if hasattr(result, "__dict__") else {"result": str(result)}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, Path):
+            out[k] = str(v)
+        elif isinstance(v, (list, tuple, dict)) and len(json.dumps(v, default=str)) <= 200:
+            out[k] = json.loads(json.dumps(v, default=str))
+    return out
+
+
+def run_stage(req: StageRequest, logger: logging.Logger | logging.LoggerAdapter | None = None) -> StageOutcome:
+    """Run the stage in the request's mode; raise a :class:`StageError` subclass on failure."""
+    logger = logger or log
+    spec = get_stage(req.stage)
+    try:
+        cfg = resolve_config(req)
+    except ConfigError as exc:  # the stage's own validation message, never retried
+        raise BadInputError(f"mosear {spec.command}: bad config: {exc}") from None
+    key = cache_key(req, cfg)
+    output = spec.output(cfg)
+    t0 = time.perf_counter()
+    if req.mode == "embedded":
+        logger.info("%s: running in-process -> %s", spec.name, output)
+        result = spec.run_fn()(cfg)
+        summary, job_id = summarize(result), None
+    else:
+        from mosear.orchestrate.ray_jobs import RayJobRunner, raw_config
+
+        if not req.ray_address:
+            raise BadInputError(f"{spec.name}: cluster mode needs ray_address (the Jobs API URL)")
+        runner = RayJobRunner(req.ray_address, logger=logger)
+        job_id = runner.run(spec, raw_config(req.config, req.overrides), key, runtime_env=req.runtime_env, ship_package=req.ship_package)
+        summary = {}
+        run_json = output / "run.json"
+        if run_json.is_file():  # outputs on shared storage: read the stage's own record
+            try:
+                summary = summarize(json.loads(run_json.read_text()).get("totals", {}))
+            except (OSError, ValueError, AttributeError):
+                summary = {}
+    seconds = time.perf_counter() - t0
+    if not spec.is_complete(output):
+        logger.warning("%s finished but %s has none of %s", spec.name, output, list(spec.markers))
+    return StageOutcome(
+        stage=spec.name, output=str(output), cache_key=key, mode=req.mode, seconds=seconds,
+        summary=summary, job_id=job_id,
+    )

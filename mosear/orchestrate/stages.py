@@ -1,0 +1,175 @@
+"""The four stages as data: how to build each one's config, run it, and find its inputs and output.
+
+A :class:`StageSpec` names the stage's Python entrypoint (``mosear.shards:run_shard``), its CLI
+subcommand (the Ray job entrypoint in cluster mode), which config fields are its inputs (hashed by
+content for the cache key) and its output folder, and which files mark that output as complete.
+The orchestration layer holds no stage logic: everything it knows about a stage is on this page.
+
+The config class is read from the entrypoint's ``cfg`` annotation, so a stage's module layout can
+change without touching this file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mosear.config import StageConfig
+
+__all__ = ["StageSpec", "STAGES", "SCHEDULING_FIELDS", "get_stage", "stage_available"]
+
+
+# How fast and where a stage runs, never what it writes. The output folder is NOT here: a run into
+# another folder has to write that folder.
+SCHEDULING_FIELDS: set[str] = {
+    "workers", "num_workers", "ray_address", "progress", "decode_threads", "cpus_per_unit",
+    "gpus_per_unit", "unit_retries", "torch_threads", "cpus_per_worker", "log_every", "dataloader_workers",
+}
+
+
+def _import(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _local(p: str | os.PathLike | None) -> Path | None:
+    """A local path, or None for object-storage URIs (their contents are not hashed here)."""
+    if p is None or "://" in str(p):
+        return None
+    return Path(p)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: ``run`` (``module:function``), its CLI ``command``, and how to read its config.
+
+    ``inputs(cfg)`` lists the paths whose contents determine the output (the cache key hashes them);
+    ``output(cfg)`` is the output folder; ``markers`` are globs (relative to the output) of which at
+    least one must exist once the stage has completed.
+    """
+
+    name: str
+    run: str
+    command: str
+    inputs: Callable[[Any], list[Path]]
+    output: Callable[[Any], Path]
+    markers: tuple[str, ...]
+    # config fields holding local paths: "a[].b" is field b of each item of list a; a trailing "!"
+    # fills a missing value with the current folder (cluster jobs run elsewhere, see ray_jobs.py)
+    path_fields: tuple[str, ...] = ()
+    artifacts: dict[str, str] = field(default_factory=dict)  # label -> path relative to output
+
+    def run_fn(self) -> Callable[[Any], Any]:
+        return _import(self.run)
+
+    def config_cls(self) -> type[StageConfig]:
+        fn = self.run_fn()
+        hints = typing.get_type_hints(fn)
+        params = [p for p in hints if p != "return"]
+        if not params:
+            raise TypeError(f"{self.run} has no annotated config parameter")
+        return hints[params[0]]
+
+    def hash_exclude(self, cfg: StageConfig) -> set[str]:
+        """Fields that change how a stage is scheduled, never what it writes (kept out of cache keys)."""
+        return SCHEDULING_FIELDS & set(type(cfg).model_fields)
+
+    def is_complete(self, output: Path) -> bool:
+        return output.is_dir() and any(any(output.glob(m)) for m in self.markers)
+
+
+# -- per-stage knowledge: which config fields are inputs and outputs --------------------------------
+
+
+def _shard_inputs(cfg: Any) -> list[Path]:
+    """The corpus file and every source's root folder and manifest (as the config resolved them)."""
+    paths = [p for p in [_local(getattr(cfg, "corpus", None))] if p is not None]
+    for src in getattr(cfg, "sources", []):
+        paths.append(src.root_path())
+        if getattr(src, "manifest", None) is not None:
+            paths.append(src.manifest_path())
+    return paths
+
+
+def _paths_of(cfg: Any, *names: str) -> list[Path]:
+    out: list[Path] = []
+    for name in names:
+        value = getattr(cfg, name, None)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        out.extend(p for v in values if (p := _local(v)) is not None)
+    return out
+
+
+def _eval_inputs(cfg: Any) -> list[Path]:
+    paths = [p for c in getattr(cfg, "checkpoints", []) if c != "base" and (p := _local(c))]
+    for b in getattr(cfg, "benchmarks", []):
+        paths += [p for p in (_local(b.path), _local(b.shards)) if p is not None]
+    return paths
+
+
+STAGES: dict[str, StageSpec] = {
+    "shard": StageSpec(
+        name="shard",
+        run="mosear.shards:run_shard",
+        command="shard",
+        inputs=_shard_inputs,
+        output=lambda cfg: Path(cfg.output),
+        markers=("run.json",),
+        # inline sources resolve root/manifest against base_dir; "!" pins a missing one to the cwd
+        path_fields=("corpus", "output", "sources[].base_dir!"),
+        artifacts={"run summary": "run.json", "quarantine": "quarantine.parquet"},
+    ),
+    "mine": StageSpec(
+        name="mine",
+        run="mosear.mine:run_mine",
+        command="mine",
+        inputs=lambda cfg: _paths_of(cfg, "shards", "audio_takes", "ratings"),
+        output=lambda cfg: Path(cfg.output),
+        markers=("conflicts.parquet",),
+        path_fields=("shards", "output", "audio_takes", "ratings"),
+        artifacts={"conflicts": "conflicts.parquet", "training mix": "train_mix.parquet"},
+    ),
+    "train": StageSpec(
+        name="train",
+        run="mosear.train:run_train",
+        command="train",
+        inputs=lambda cfg: _paths_of(cfg, "shards", "mix"),
+        output=lambda cfg: Path(cfg.output),
+        markers=("adapter/adapter_config.json", "adapter/*.safetensors"),
+        path_fields=("shards", "mix", "output", "storage_path"),
+        artifacts={"adapter": "adapter", "metrics": "metrics.jsonl"},
+    ),
+    "eval": StageSpec(
+        name="eval",
+        run="mosear.evaluate:run_eval",
+        command="eval",
+        inputs=_eval_inputs,
+        output=lambda cfg: Path(cfg.output),
+        markers=("metrics.parquet",),
+        path_fields=("checkpoints", "output", "benchmarks[].path", "benchmarks[].shards"),
+        artifacts={"HTML report": "report.html", "metrics": "metrics.parquet"},
+    ),
+}
+
+
+def get_stage(name: str) -> StageSpec:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; stages: {list(STAGES)}") from None
+
+
+def stage_available(name: str) -> bool:
+    """True when the stage's package is installed (stages land independently)."""
+    try:
+        get_stage(name).run_fn()
+    except (ImportError, AttributeError):
+        return False
+    return True
