@@ -1,0 +1,24 @@
+"""Dataset adapters (one per corpus format); each has a card in ``datasets/<name>/card.md``."""
+
+from __future__ import annotations
+
+from mosear.adapters.base import ClipRecord, DatasetAdapter, safe_id
+from mosear.adapters.crema_d import CremaDAdapter
+from mosear.adapters.generic import GenericAdapter
+from mosear.adapters.ravdess import RavdessAdapter
+
+ADAPTERS: dict[str, type[DatasetAdapter]] = {
+    "generic": GenericAdapter,
+    "ravdess": RavdessAdapter,
+    "crema_d": CremaDAdapter,
+}
+
+
+def get_adapter(name: str) -> DatasetAdapter:
+    try:
+        return ADAPTERS[name]()
+    except KeyError:
+        raise KeyError(f"unknown adapter {name!r}; known: {sorted(ADAPTERS)}") from None
+
+
+__all__ = ["ADAPTERS", "ClipRecord", "DatasetAdapter", "get_adapter", "safe_id"]

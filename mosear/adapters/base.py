@@ -1,0 +1,127 @@
+"""Dataset adapters: turn a corpus folder (+ its label files) into :class:`ClipRecord` s.
+
+An adapter is a class with one method, ``clips(root, source)``, yielding a record per clip, lazily
+(a corpus is never held in memory by the adapter; the shard planner keeps only these small records).
+A row that cannot become a clip (a bad file name, a manifest row without a path) is still yielded,
+with ``error=(reason, message)`` set, so that it ends in ``quarantine.parquet`` instead of vanishing.
+
+A new adapter is ~20 lines: subclass :class:`DatasetAdapter`, set ``name``, implement ``clips``, add it
+to :data:`mosear.adapters.ADAPTERS`, and write ``datasets/<name>/card.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from mosear.labels import canonical_label
+
+if TYPE_CHECKING:
+    from mosear.shards.config import SourceConfig
+
+__all__ = ["ClipRecord", "DatasetAdapter", "safe_id", "VIDEO_EXTENSIONS"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def safe_id(name: str) -> str:
+    """A clip id made of ``[A-Za-z0-9_-]`` only (DESIGN.md §3), stable and collision-safe.
+
+    Accents are folded to ASCII and other runs of characters become ``_``; when anything had to change,
+    8 hex digits of the original name's SHA-1 are appended so that ``a b`` and ``a_b`` stay distinct.
+    """
+    if name and not _UNSAFE.search(name):
+        return name
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    cleaned = _UNSAFE.sub("_", folded).strip("_") or "clip"
+    return f"{cleaned}-{hashlib.sha1(name.encode('utf-8')).hexdigest()[:8]}"
+
+
+@dataclass
+class ClipRecord:
+    """One clip as the adapter sees it (no media opened yet).
+
+    ``path`` is where the file is (absolute, not resolved through links); ``source`` is the same path
+    relative to the corpus root as written in the sample metadata. ``label`` is canonical (or None),
+    ``orig_label`` the dataset's own.
+    """
+
+    dataset: str
+    clip_id: str
+    path: str
+    source: str
+    split: str
+    orig_label: str | None = None
+    label: str | None = None
+    speaker: str | None = None
+    transcript: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    error: tuple[str, str] | None = None  # (reason, message) for rows that cannot become a clip
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}__{self.clip_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["error"] = list(self.error) if self.error else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ClipRecord":
+        d = dict(d)
+        d["error"] = tuple(d["error"]) if d.get("error") else None
+        return cls(**d)
+
+
+class DatasetAdapter:
+    """Base class. ``name`` is the adapter's name and the default dataset name of its keys."""
+
+    name: str = "base"
+    label_map: dict[str, str | None] = {}  # dataset label -> canonical label (see the card)
+
+    def clips(self, root: Path, source: "SourceConfig") -> Iterator[ClipRecord]:
+        raise NotImplementedError
+
+    def check(self, root: Path, source: "SourceConfig") -> None:
+        """Raise ``ValueError`` (with the reason) when the source cannot be read at all; before any work."""
+        if not root.is_dir():
+            raise ValueError(f"corpus root {root} is not a folder")
+
+    # helpers for subclasses -------------------------------------------------------------------
+    def map_label(self, raw: str | None) -> str | None:
+        if raw is None or raw == "":
+            return None
+        if raw in self.label_map:
+            return self.label_map[raw]
+        return canonical_label(raw)
+
+    def record(self, root: Path, path: Path, source: "SourceConfig", clip_id: str | None = None, **kw: Any) -> ClipRecord:
+        """A record for ``path`` (relative to ``root`` or absolute) with the source's defaults."""
+        full = path if path.is_absolute() else root / path
+        try:
+            rel = full.relative_to(root).as_posix()
+        except ValueError:
+            rel = str(full)
+        kw.setdefault("split", source.split)
+        if "orig_label" in kw and "label" not in kw:
+            kw["label"] = self.map_label(kw["orig_label"])
+        return ClipRecord(
+            dataset=source.dataset or self.name,
+            clip_id=safe_id(clip_id if clip_id is not None else full.stem),
+            path=str(full),
+            source=rel,
+            **kw,
+        )
+
+    @staticmethod
+    def video_files(root: Path, pattern: str = "*") -> Iterator[Path]:
+        """Video files under ``root`` (recursive, sorted, by extension; links included)."""
+        for p in sorted(root.rglob(pattern)):
+            if p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."):
+                yield p

@@ -1,0 +1,39 @@
+"""``mosear shard``: decode a corpus into WebDataset shards.
+
+    mosear shard corpus=datasets/samples/corpus.yaml output=runs/samples/shards
+    mosear shard --config shard.yaml num_frames=8 workers=2
+    mosear shard --help-config
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mosear.config import load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file with ShardConfig fields")
+    parser.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
+    parser.add_argument("--help-config", action="store_true", help="list the config fields and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (YAML values)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from mosear.shards.config import ShardConfig
+
+    if args.help_config:
+        for name, f in ShardConfig.model_fields.items():
+            print(f"{name:20s} {f.description or ''} (default: {f.default!r})")
+        return 0
+    cfg = load_config(ShardConfig, args.config, args.overrides, ray_address=args.address)
+    from mosear.shards.run import OutputConflictError, run_shard
+
+    try:
+        result = run_shard(cfg)
+    except OutputConflictError as exc:
+        print(f"mosear shard: {exc}", file=sys.stderr)
+        return 3
+    print(result.summary())
+    return 0

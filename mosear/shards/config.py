@@ -1,0 +1,138 @@
+"""``ShardConfig``: what ``mosear shard`` reads, validated before any work starts.
+
+Example (``mosear shard --config shard.yaml num_frames=8``)::
+
+    corpus: datasets/samples/corpus.yaml   # or an inline list under `sources:`
+    output: runs/samples/shards
+    num_frames: 16
+    height: 224
+    width: 224
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mosear.config import StageConfig
+
+__all__ = ["SourceConfig", "ShardConfig", "HASH_EXCLUDE"]
+
+# Fields that do not change what is written (how fast, where Ray runs, the console) stay out of the hash.
+HASH_EXCLUDE = {"workers", "ray_address", "progress", "decode_threads", "overwrite", "output", "corpus"}
+
+
+class SourceConfig(BaseModel):
+    """One sub-corpus read by one adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter: str = Field(description="adapter name: generic, ravdess, crema_d, mer2023, dfew, mafw, ca_mer")
+    root: Path = Field(description="corpus root folder (relative paths: to base_dir)")
+    manifest: Path | None = Field(None, description="manifest / label file (relative: to base_dir)")
+    dataset: str | None = Field(None, description="dataset name in keys (default: the adapter's name)")
+    split: str = Field("train", description="split for clips whose adapter assigns none")
+    options: dict[str, Any] = Field(default_factory=dict, description="adapter-specific options (see its card)")
+    base_dir: Path | None = Field(None, description="folder relative paths resolve against (set by the loader)")
+
+    @field_validator("adapter")
+    @classmethod
+    def _known_adapter(cls, v: str) -> str:
+        from mosear.adapters import ADAPTERS
+
+        if v not in ADAPTERS:
+            raise ValueError(f"unknown adapter {v!r}; known: {', '.join(sorted(ADAPTERS))}")
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _safe_dataset(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(not (c.isascii() and (c.isalnum() or c in "_-")) for c in v) or "__" in v):
+            raise ValueError("dataset names use [A-Za-z0-9_-] without '__' (they prefix sample keys)")
+        return v
+
+    def _abs(self, p: Path) -> Path:
+        p = Path(p).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir or Path.cwd()) / p
+
+    def root_path(self) -> Path:
+        return Path(_normpath(self._abs(self.root)))
+
+    def manifest_path(self) -> Path:
+        assert self.manifest is not None
+        return self._abs(self.manifest)
+
+
+def _normpath(p: Path) -> str:
+    import os
+
+    return os.path.normpath(os.path.abspath(p))
+
+
+class ShardConfig(StageConfig):
+    """Configuration of the shard stage (see docs/shard.md)."""
+
+    corpus: Path | None = Field(None, description="corpus YAML listing `sources:` (paths relative to the file)")
+    sources: list[SourceConfig] = Field(default_factory=list, description="sub-corpora, each read by its adapter")
+    output: Path = Field(Path("runs/shards"), description="output folder of this run")
+    num_frames: int = Field(16, ge=1, le=512, description="frames per clip, uniformly sampled")
+    height: int = Field(224, ge=8, le=4096, description="frame height, pixels")
+    width: int = Field(224, ge=8, le=4096, description="frame width, pixels")
+    resize: Literal["crop", "pad"] = Field("crop", description="aspect-preserving resize, then center crop or pad")
+    sample_rate: int = Field(16000, ge=8000, le=96000, description="audio sample rate, Hz (mono)")
+    missing_audio: Literal["quarantine", "silence"] = Field(
+        "quarantine", description="a clip without audio: quarantine it, or keep it with silence (has_audio=false)")
+    passthrough: bool = Field(False, description="also store the original compressed clip in the sample")
+    samples_per_shard: int = Field(256, ge=1, description="most samples in one shard")
+    target_shard_mb: float = Field(
+        512.0, gt=0, description="byte target per shard, MB: limits samples per shard using the fixed frame "
+        "size plus expected_clip_s of audio (shards are planned before decoding, so keys stay put)")
+    expected_clip_s: float = Field(10.0, gt=0, description="clip length assumed when sizing shards, seconds")
+    workers: int | None = Field(None, ge=1, description="parallel shard writers (default: the CPUs Ray has)")
+    decode_threads: int = Field(1, ge=0, description="libav threads per clip (0 = auto)")
+    ray_address: str | None = Field(None, description="Ray cluster address; none: embedded local Ray")
+    progress: bool = Field(True, description="show a progress bar")
+    overwrite: bool = Field(False, description="delete an output written by another config instead of stopping")
+
+    @field_validator("corpus")
+    @classmethod
+    def _corpus_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"corpus file {v} does not exist")
+        return v
+
+    @model_validator(mode="after")
+    def _load_corpus(self) -> "ShardConfig":
+        if self.corpus is not None and not self.sources:
+            path = Path(self.corpus)
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as exc:
+                raise ValueError(f"corpus {path} is not valid YAML: {exc}") from None
+            if not isinstance(data, dict) or not isinstance(data.get("sources"), list):
+                raise ValueError(f"corpus {path}: needs a `sources:` list")
+            base = Path(_normpath(path.parent))
+            srcs = [SourceConfig.model_validate({**s, "base_dir": s.get("base_dir", base)}) for s in data["sources"]]
+            object.__setattr__(self, "sources", srcs)  # bypass validate_assignment recursion
+        if not self.sources:
+            raise ValueError("no sources: give `corpus` (a corpus YAML) or a `sources` list")
+        base = Path.cwd()
+        for s in self.sources:
+            if s.base_dir is None:
+                s.base_dir = base
+        return self
+
+    def shard_hash(self) -> str:
+        """The config hash recorded in every stats JSON and run.json."""
+        return self.hash(exclude=HASH_EXCLUDE)
+
+    def frame_bytes(self) -> int:
+        return self.num_frames * self.height * self.width * 3
+
+    def planned_samples_per_shard(self) -> int:
+        """``samples_per_shard`` capped by the byte target (frames + expected audio per sample)."""
+        per_sample = self.frame_bytes() + int(self.expected_clip_s * self.sample_rate * 2) + 2048
+        return max(1, min(self.samples_per_shard, int(self.target_shard_mb * 1e6 // per_sample)))

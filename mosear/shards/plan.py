@@ -1,0 +1,107 @@
+"""Plan a shard run: list the corpus through its adapters, quarantine what cannot be a clip, and cut
+the rest into deterministic shards.
+
+The plan depends only on the corpus listing and the config: clips are grouped by split, sorted by key
+and cut every ``planned_samples_per_shard()`` clips, so the same corpus and config always put the same
+keys in the same ``{split}-{NNNNNN}`` shard, whichever clips later fail to decode.
+
+Plan-time quarantine reasons: ``bad_name`` / ``bad_manifest_row`` (from adapters), ``outside_root``
+(a manifest path that leaves the corpus root), ``duplicate_key`` (a second clip with the same key; the
+first by source path is kept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from mosear.adapters import ClipRecord, get_adapter
+from mosear.config import ConfigError
+from mosear.shards.config import ShardConfig
+
+__all__ = ["ShardPlan", "CorpusPlan", "plan_corpus", "quarantine_row", "keys_digest"]
+
+
+@dataclass
+class ShardPlan:
+    split: str
+    index: int
+    clips: list[dict[str, Any]]  # ClipRecord.to_dict(), sorted by key
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.index:06d}"
+
+    @property
+    def digest(self) -> str:
+        return keys_digest([c["dataset"] + "__" + c["clip_id"] for c in self.clips])
+
+
+@dataclass
+class CorpusPlan:
+    shards: list[ShardPlan]
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+    inputs: int = 0
+
+
+def keys_digest(keys: list[str]) -> str:
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+def quarantine_row(rec: ClipRecord | dict[str, Any], reason: str, error: str, stage: str) -> dict[str, Any]:
+    d = rec.to_dict() if isinstance(rec, ClipRecord) else rec
+    return {
+        "key": f"{d['dataset']}__{d['clip_id']}",
+        "dataset": d["dataset"], "clip_id": d["clip_id"], "split": d.get("split"),
+        "source": d.get("source"), "path": d.get("path"), "label": d.get("label"),
+        "reason": reason, "error": error, "stage": stage,
+    }
+
+
+def _inside(path: str, root: str) -> bool:
+    # Lexical check (no link resolution): a link inside the root is the corpus's own business.
+    p = os.path.normpath(os.path.abspath(path))
+    return p == root or p.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
+    """List every source; raises ConfigError (before any work) when a source cannot be read at all."""
+    plan = CorpusPlan(shards=[])
+    candidates: list[ClipRecord] = []
+    for i, source in enumerate(cfg.sources):
+        adapter = get_adapter(source.adapter)
+        root = source.root_path()
+        try:
+            adapter.check(root, source)
+        except ValueError as exc:
+            raise ConfigError(f"sources.{i} ({source.adapter}): {exc}") from None
+        for rec in adapter.clips(root, source):
+            plan.inputs += 1
+            if rec.error is not None:
+                plan.quarantine.append(quarantine_row(rec, rec.error[0], rec.error[1], "plan"))
+            elif not _inside(rec.path, str(root)):
+                plan.quarantine.append(quarantine_row(rec, "outside_root", f"{rec.path} is outside the corpus root {root}", "plan"))
+            else:
+                candidates.append(rec)
+
+    candidates.sort(key=lambda r: (r.key, r.path))
+    kept: list[ClipRecord] = []
+    for rec in candidates:
+        if kept and kept[-1].key == rec.key:
+            plan.quarantine.append(quarantine_row(
+                rec, "duplicate_key", f"key {rec.key} is also {kept[-1].source} ({kept[-1].path}); that one is kept", "plan"))
+        else:
+            kept.append(rec)
+
+    per_shard = cfg.planned_samples_per_shard()
+    by_split: dict[str, list[ClipRecord]] = {}
+    for rec in kept:
+        by_split.setdefault(rec.split, []).append(rec)
+    for split in sorted(by_split):
+        recs = by_split[split]
+        for n, start in enumerate(range(0, len(recs), per_shard)):
+            plan.shards.append(ShardPlan(split, n, [r.to_dict() for r in recs[start : start + per_shard]]))
+    plan.quarantine.sort(key=lambda r: (r["key"], r["reason"], r["path"] or ""))
+    return plan

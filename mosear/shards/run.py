@@ -1,0 +1,266 @@
+"""``run_shard``: the shard stage as a Ray Data job (local Ray by default, a cluster given an address).
+
+Flow: plan (driver, metadata only) -> check the output folder (refuse another config's output) ->
+skip committed shards -> one Ray Data task per missing shard (decode each clip once with PyAV, write the
+tar with :class:`~mosear.shards.writer.ShardWriter`) -> ``quarantine.parquet`` and ``run.json``.
+
+Every input is accounted for: ``inputs = written + quarantined``; quarantine rows come from the plan
+(bad names, paths outside the root, duplicate keys) and from the shards' index rows with
+``status == "failed"`` (missing, unreadable, empty, corrupt, no video, no audio, truncated, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mosear.shards.config import ShardConfig
+from mosear.shards.plan import CorpusPlan, ShardPlan, plan_corpus, quarantine_row
+
+__all__ = ["run_shard", "ShardResult", "OutputConflictError", "build_shard", "QUARANTINE_SCHEMA"]
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_SCHEMA = pa.schema([
+    ("key", pa.string()), ("dataset", pa.string()), ("clip_id", pa.string()), ("split", pa.string()),
+    ("source", pa.string()), ("path", pa.string()), ("label", pa.string()),
+    ("reason", pa.string()), ("error", pa.string()), ("stage", pa.string()),
+])
+
+
+class OutputConflictError(RuntimeError):
+    """The output folder holds shards of another config: stop rather than mix outputs."""
+
+
+@dataclass
+class ShardResult:
+    output: Path
+    config_hash: str
+    inputs: int
+    written: int
+    quarantined: int
+    shards: int
+    shards_skipped: int  # already committed by an earlier (interrupted) run
+    media_seconds: float
+    wall_s: float
+    failures: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def clips_per_s(self) -> float:
+        return (self.written + self.quarantined) / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary(self) -> str:
+        fails = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) or "none"
+        return (
+            f"mosear shard: {self.inputs} inputs = {self.written} written + {self.quarantined} quarantined "
+            f"({fails})\n"
+            f"  {self.shards} shards ({self.shards_skipped} reused) in {self.output}\n"
+            f"  media {self.media_seconds / 3600:.3f} h ({self.media_seconds:.1f} s), wall {self.wall_s:.1f} s, "
+            f"{self.clips_per_s:.2f} clips/s, {self.media_seconds / max(self.wall_s, 1e-9):.1f} media-s/s"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# worker side: one shard
+def _clip_meta(clip: dict[str, Any], decoded) -> dict[str, Any]:
+    p = decoded.probe
+    return {
+        "key": f"{clip['dataset']}__{clip['clip_id']}",
+        "dataset": clip["dataset"], "clip_id": clip["clip_id"], "split": clip["split"],
+        "label": clip["label"], "orig_label": clip["orig_label"], "speaker": clip["speaker"],
+        "transcript": clip["transcript"], "source": clip["source"],
+        "duration_s": round(float(decoded.duration_s), 6), "fps": p.fps, "width": p.width, "height": p.height,
+        "num_frames": int(decoded.frames.shape[0]), "frame_times_s": decoded.frame_times_s,
+        "has_audio": decoded.has_audio, "sample_rate": decoded.sample_rate,
+        "codecs": {"container": p.container, "video": p.video_codec, "audio": p.audio_codec,
+                   "audio_rate": p.audio_rate, "audio_channels": p.audio_channels},
+        "extra": clip.get("extra") or {},
+    }
+
+
+def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: str) -> dict[str, Any]:
+    """Decode every clip of ``plan`` and commit the shard; returns its stats dict."""
+    from mosear.media.decode import MediaError, decode_clip
+    from mosear.shards.writer import ShardSample, ShardWriter
+
+    with ShardWriter(out_dir, plan.split, plan.index, config_hash) as writer:
+        for clip in plan.clips:
+            key = f"{clip['dataset']}__{clip['clip_id']}"
+            fail_meta = {k: clip.get(k) for k in ("dataset", "clip_id", "split", "label", "orig_label", "speaker", "source")}
+            try:
+                decoded = decode_clip(
+                    clip["path"], num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
+                    resize=cfg.resize, sample_rate=cfg.sample_rate,
+                    missing_audio="silence" if cfg.missing_audio == "silence" else "error",
+                    threads=cfg.decode_threads,
+                )
+                extra = {}
+                if cfg.passthrough:
+                    ext = Path(clip["path"]).suffix.lower().lstrip(".") or "bin"
+                    extra[ext] = Path(clip["path"]).read_bytes()
+            except MediaError as exc:
+                writer.fail(key, exc.reason, exc.message, fail_meta)
+                continue
+            except Exception as exc:  # noqa: BLE001 - an unexpected libav/OS error must not lose the shard
+                writer.fail(key, "worker_error", f"{type(exc).__name__}: {exc}", fail_meta)
+                continue
+            writer.write(ShardSample(key, decoded.frames, decoded.audio, decoded.sample_rate,
+                                     _clip_meta(clip, decoded), extra))
+        return writer.close()
+
+
+def _ray_build(row: dict[str, Any], cfg_json: str, out_dir: str, config_hash: str) -> dict[str, Any]:
+    cfg = ShardConfig.model_validate_json(cfg_json)
+    p = json.loads(row["plan"])
+    stats = build_shard(ShardPlan(p["split"], p["index"], p["clips"]), cfg, Path(out_dir), config_hash)
+    return {"stats": json.dumps(stats)}
+
+
+# ---------------------------------------------------------------------------------------------
+# driver side
+def _versions() -> dict[str, str]:
+    import av
+    import numpy
+    import ray
+
+    from mosear import __version__ as mosear_version
+
+    return {"mosear": mosear_version, "python": sys.version.split()[0], "av": av.__version__,
+            "libavformat": ".".join(map(str, av.library_versions.get("libavformat", ()))),
+            "ray": ray.__version__, "pyarrow": pa.__version__, "numpy": numpy.__version__}
+
+
+def _committed(out: Path, shard: ShardPlan, config_hash: str) -> bool:
+    """True when the shard's commit marker matches this config and plan (and its tar is whole)."""
+    stats_p = out / f"{shard.name}.stats.json"
+    tar = out / f"{shard.name}.tar"
+    if not stats_p.is_file():
+        return False
+    stats = json.loads(stats_p.read_text())
+    if stats.get("config_hash") != config_hash:
+        raise OutputConflictError(
+            f"{stats_p} was written by config {stats.get('config_hash')}, this run's config is {config_hash}")
+    if stats.get("keys_digest") != shard.digest:
+        log.warning("%s: the corpus changed since it was written; rebuilding it", shard.name)
+        return False
+    return tar.is_file() and tar.stat().st_size == stats.get("tar_bytes") and (out / f"{shard.name}.index.parquet").is_file()
+
+
+def _prepare_output(cfg: ShardConfig, config_hash: str) -> None:
+    out = Path(cfg.output)
+    run_json = out / "run.json"
+    if run_json.is_file():
+        old = json.loads(run_json.read_text()).get("config_hash")
+        if old != config_hash:
+            if not cfg.overwrite:
+                raise OutputConflictError(
+                    f"{out} holds shards of config {old}; this config is {config_hash}. Refusing to resume into "
+                    f"it: choose another output, or set overwrite=true to delete it")
+            log.warning("overwrite=true: deleting %s (config %s)", out, old)
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for tmp in out.glob(".*.tmp-*"):  # partial files of a killed run
+        tmp.unlink(missing_ok=True)
+
+
+def _write_run_json(out: Path, payload: dict[str, Any]) -> None:
+    tmp = out / f".run.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
+    os.replace(tmp, out / "run.json")
+
+
+def _collect_quarantine(out: Path, plan: CorpusPlan) -> list[dict[str, Any]]:
+    rows = list(plan.quarantine)
+    by_key = {c["dataset"] + "__" + c["clip_id"]: c for s in plan.shards for c in s.clips}
+    for s in plan.shards:
+        index = pq.read_table(out / f"{s.name}.index.parquet", columns=["key", "status", "reason", "error"])
+        for r in index.filter(pa.compute.equal(index["status"], "failed")).to_pylist():
+            rows.append(quarantine_row(by_key[r["key"]], r["reason"], r["error"], "decode"))
+    rows.sort(key=lambda r: (r["key"], r["reason"], r["path"] or ""))
+    return rows
+
+
+def run_shard(cfg: ShardConfig) -> ShardResult:
+    """Run (or resume) the shard stage; see the module docstring. Raises OutputConflictError, ConfigError."""
+    from tqdm.auto import tqdm
+
+    from mosear.ray_utils import init_ray
+
+    t0 = time.time()
+    config_hash = cfg.shard_hash()
+    out = Path(cfg.output)
+    plan = plan_corpus(cfg)
+    _prepare_output(cfg, config_hash)
+    pending = [s for s in plan.shards if not _committed(out, s, config_hash)]
+    planned_names = {s.name for s in plan.shards}
+    for stale in out.glob("*.stats.json"):  # shards of this config that the corpus no longer has
+        name = stale.name[: -len(".stats.json")]
+        if name not in planned_names:
+            log.warning("%s is not in the plan any more (corpus shrank); removing it", name)
+            for suffix in (".stats.json", ".tar", ".index.parquet"):
+                (out / f"{name}{suffix}").unlink(missing_ok=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    run_info = {"config": cfg.model_dump(mode="json"), "config_hash": config_hash, "versions": _versions(),
+                "started_at": started, "status": "running"}
+    _write_run_json(out, run_info)
+
+    n_clips = sum(len(s.clips) for s in plan.shards)
+    done_clips = n_clips - sum(len(s.clips) for s in pending)
+    log.info("%d inputs, %d shards planned, %d to build, %d reused", plan.inputs, len(plan.shards),
+             len(pending), len(plan.shards) - len(pending))
+    if pending:
+        ray = init_ray(cfg.ray_address)
+        import ray.data
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # our bar and summary replace its logs
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        workers = cfg.workers or max(1, int(ray.available_resources().get("CPU", 1)))
+        items = [{"plan": json.dumps({"split": s.split, "index": s.index, "clips": s.clips})} for s in pending]
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
+            _ray_build,
+            fn_kwargs={"cfg_json": cfg.model_dump_json(), "out_dir": str(out.resolve()), "config_hash": config_hash},
+            num_cpus=1, concurrency=min(workers, len(items)),
+        )
+        bar = tqdm(total=n_clips, initial=done_clips, unit="clip", desc="shard", disable=not cfg.progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        failed = 0
+        for row in ds.iter_rows():
+            stats = json.loads(row["stats"])
+            failed += stats["num_failed"]
+            bar.update(stats["num_samples"] + stats["num_failed"])
+            bar.set_postfix(shards=stats["shard"], failed=failed, refresh=False)
+        bar.close()
+
+    quarantine = _collect_quarantine(out, plan)
+    pq.write_table(pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA), out / "quarantine.parquet")
+    written = media = 0.0
+    for s in plan.shards:
+        stats = json.loads((out / f"{s.name}.stats.json").read_text())
+        written += stats["num_samples"]
+        media += stats["media_seconds"]
+    failures: dict[str, int] = {}
+    for r in quarantine:
+        failures[r["reason"]] = failures.get(r["reason"], 0) + 1
+    result = ShardResult(
+        output=out, config_hash=config_hash, inputs=plan.inputs, written=int(written), quarantined=len(quarantine),
+        shards=len(plan.shards), shards_skipped=len(plan.shards) - len(pending), media_seconds=media,
+        wall_s=time.time() - t0, failures=failures,
+    )
+    if result.inputs != result.written + result.quarantined:  # would be a bug: never lose an input silently
+        raise RuntimeError(f"accounting error: {result.inputs} inputs != {result.written} + {result.quarantined}")
+    run_info.update(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    totals={k: v for k, v in asdict(result).items() if k not in ("output",)} | {
+                        "clips_per_s": round(result.clips_per_s, 3), "media_hours": round(media / 3600, 5)})
+    _write_run_json(out, run_info)
+    return result
