@@ -1,0 +1,23 @@
+"""Conflict mining: extensible stages that find and label audio/visual emotion conflicts (CA-MER builder).
+
+Public API: :class:`MiningStage`, :class:`FilterStage`, :class:`Resources`, :class:`Drop`
+(``mosear.mine.stage``), :class:`StagePipeline` (``mosear.mine.pipeline``), :class:`MineConfig`,
+:func:`run_mine`. See ``docs/mining.md``.
+"""
+
+from mosear.mine.config import MineConfig
+from mosear.mine.stage import Drop, FilterStage, MiningStage, Resources
+
+__all__ = ["MineConfig", "MiningStage", "FilterStage", "Resources", "Drop", "run_mine", "StagePipeline"]
+
+
+def __getattr__(name: str):  # heavy imports (ray) only when asked for
+    if name == "run_mine":
+        from mosear.mine.run import run_mine
+
+        return run_mine
+    if name == "StagePipeline":
+        from mosear.mine.pipeline import StagePipeline
+
+        return StagePipeline
+    raise AttributeError(name)

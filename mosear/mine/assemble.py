@@ -1,0 +1,193 @@
+"""From per-shard evidence to the mined outputs (DESIGN.md §3 "Mined output", docs/contracts.md).
+
+Reads only the small evidence tables (features, not media), cross-fits the unimodal classifiers,
+assigns subsets, writes captions, and exports ``conflicts.parquet``, the CA-MER-style JSON files,
+``train_mix.parquet`` and ``summary.json`` + ``summary.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mosear.labels import CANONICAL_LABELS
+from mosear.mine.captions import LLMCaptionRefiner, build_caption
+from mosear.mine.config import MineConfig
+from mosear.mine.crossfit import CrossFitResult, choose_groups, crossfit_predict
+from mosear.mine.subsets import SUBSETS, assign_subset, human_rated_probs
+
+log = logging.getLogger(__name__)
+
+# modality -> (evidence columns concatenated as its features, target column preferred over `label`,
+#              fold-group take column)
+MODALITIES = {
+    "audio": (("audio_feats", "hf_audio_probs"), "voice_label", "voice_take"),
+    "visual": (("visual_feats", "hf_visual_probs"), "face_label", "face_take"),
+    "text": (("text_feats",), None, "voice_take"),
+}
+
+
+def read_evidence(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+    ev = Path(out_dir) / "evidence"
+    stats = [json.loads(p.read_text()) for p in sorted(ev.glob("*.stats.json"))]
+    ok = [s["shard"] for s in stats if s["status"] == "ok"]
+    frames = [pd.read_parquet(ev / f"{n}.parquet") for n in ok if (ev / f"{n}.parquet").stat().st_size]
+    frames = [f for f in frames if len(f)]
+    audits = [pd.read_parquet(ev / f"{n}.audit.parquet") for n in ok]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    audit = pd.concat([a for a in audits if len(a)], ignore_index=True) if any(len(a) for a in audits) else \
+        pd.DataFrame(columns=["key", "shard", "stage", "reason", "detail"])
+    return rows, audit, stats
+
+
+def _matrix(df: pd.DataFrame, cols: tuple[str, ...]) -> np.ndarray | None:
+    parts = []
+    for c in cols:
+        if c in df.columns:
+            parts.append(np.stack([np.asarray(v if v is not None else [np.nan], np.float32) for v in df[c]]))
+    if not parts:
+        return None
+    return np.concatenate(parts, axis=1)
+
+
+def _pred(p: np.ndarray) -> str | None:
+    return None if np.isnan(p).any() else CANONICAL_LABELS[int(p.argmax())]
+
+
+def crossfit_all(df: pd.DataFrame, cfg: MineConfig) -> dict[str, CrossFitResult]:
+    out: dict[str, CrossFitResult] = {}
+    for mod, (cols, target_col, take_col) in MODALITIES.items():
+        X = _matrix(df, cols)
+        if X is None or np.isnan(X).all():
+            continue
+        targets = [
+            (r[target_col] if target_col and isinstance(r.get(target_col), str) else r["label"]) or None
+            for r in df.to_dict("records")
+        ]
+        takes = df[take_col].astype(str).tolist()
+        if cfg.crossfit.group_by == "speaker":
+            groups, how = choose_groups(df["speaker"].tolist(), takes, cfg.crossfit.n_folds)
+        else:
+            groups, how = takes, "source take"
+        out[mod] = crossfit_predict(X, targets, groups, cfg.crossfit.n_folds, cfg.crossfit.c,
+                                    cfg.crossfit.seed, grouping=how)
+    return out
+
+
+def truth_subset(row: dict[str, Any]) -> str | None:
+    """The exact subset of a clip whose per-modality truth is known (spliced), else None."""
+    f, v, y = row.get("face_label"), row.get("voice_label"), row.get("label")
+    if not (isinstance(f, str) and isinstance(v, str) and y):
+        return None
+    if f == y and v == y:
+        return "consistent"
+    if f == y:
+        return "video_aligned"
+    if v == y:
+        return "audio_aligned"
+    return "ambiguous"
+
+
+def subset_quality(df: pd.DataFrame) -> dict[str, dict[str, float | int | None]]:
+    """Precision and recall of each subset's assignment on rows with known truth."""
+    known = df[df["truth_subset"].notna()]
+    out = {}
+    for s in SUBSETS[:3]:
+        pred, true = known["subset"] == s, known["truth_subset"] == s
+        tp = int((pred & true).sum())
+        out[s] = {"precision": tp / int(pred.sum()) if pred.sum() else None,
+                  "recall": tp / int(true.sum()) if true.sum() else None,
+                  "assigned": int(pred.sum()), "true": int(true.sum()), "tp": tp}
+    return out
+
+
+def _refiner(cfg: MineConfig) -> LLMCaptionRefiner | None:
+    if not cfg.llm.base_url:
+        return None
+    key = os.environ.get(cfg.llm.api_key_env) if cfg.llm.api_key_env else None
+    return LLMCaptionRefiner(cfg.llm.base_url, cfg.llm.model, key, cfg.llm.timeout_s)
+
+
+def assemble(cfg: MineConfig, stage_names: list[str]) -> dict[str, Any]:
+    out = Path(cfg.output)
+    df, audit, stats = read_evidence(out)
+    audit.to_parquet(out / "dropped.parquet", index=False)
+    if df.empty:
+        raise RuntimeError(f"no sample survived mining ({len(audit)} dropped; see {out / 'dropped.parquet'})")
+    fits = crossfit_all(df, cfg)
+    records = df.to_dict("records")
+    refiner = _refiner(cfg)
+    rows = []
+    for i, r in enumerate(records):
+        probs = {m: (fits[m].probs[i] if m in fits else np.full(len(CANONICAL_LABELS), np.nan, np.float32))
+                 for m in MODALITIES}
+        meta = json.loads(r["meta_json"])
+        ha, hv = human_rated_probs(meta)
+        origin = r["origin"]
+        if ha is not None and hv is not None:  # per-modality human ratings decide the subset
+            subset, margin = assign_subset(r["label"], ha, hv, cfg.margin)
+            origin = "human-rated"
+        else:
+            subset, margin = assign_subset(r["label"], probs["audio"], probs["visual"], cfg.margin)
+        row = {
+            "key": r["key"], "shard": r["shard"], "label": r["label"], "dataset": r["dataset"],
+            "speaker": r["speaker"],
+            "audio_pred": _pred(probs["audio"]), "audio_probs": probs["audio"].tolist(),
+            "visual_pred": _pred(probs["visual"]), "visual_probs": probs["visual"].tolist(),
+            "text_pred": _pred(probs["text"]), "text_probs": probs["text"].tolist(),
+            "subset": subset, "margin": float(margin), "origin": origin,
+            "face_label": r["face_label"], "voice_label": r["voice_label"],
+            "face_found": r.get("face_found"), "audio_silent": r.get("audio_silent"),
+            "stages": ",".join(stage_names),
+        }
+        row["truth_subset"] = truth_subset(row)
+        descs = {k: json.loads(r[k]) if isinstance(r.get(k), str) else None
+                 for k in ("audio_desc", "visual_desc", "text_desc")}
+        row["caption"] = build_caption({**row, **descs})
+        row["caption_source"], row["caption_error"] = "template", None
+        if refiner is not None:
+            text, err = refiner.refine(row["caption"], row["label"])
+            row["caption"], row["caption_error"] = text, err
+            row["caption_source"] = "template" if err else f"llm:{cfg.llm.model}"
+        rows.append(row)
+    if refiner is not None:
+        refiner.close()
+    conflicts = pd.DataFrame(rows)
+    conflicts.to_parquet(out / "conflicts.parquet", index=False)
+    for s in SUBSETS[:3]:
+        part = conflicts[conflicts["subset"] == s]
+        export = {r["key"]: {"reason": r["caption"], "label": r["label"], "audio_pred": r["audio_pred"],
+                             "visual_pred": r["visual_pred"], "origin": r["origin"], "margin": r["margin"]}
+                  for r in part.to_dict("records")}
+        (out / f"{s}.json").write_text(json.dumps(export, indent=1, ensure_ascii=False))
+    mix = train_mix(conflicts, cfg.ambiguous_weight)
+    mix.to_parquet(out / "train_mix.parquet", index=False)
+    from mosear.mine.summary import write_summary
+
+    return write_summary(out, conflicts, audit, stats, fits)
+
+
+def train_mix(conflicts: pd.DataFrame, ambiguous_weight: float = 0.0) -> pd.DataFrame:
+    """Conflict-balanced mix: each non-empty subset gets the same total weight (mean weight 1 per row).
+
+    ``weight = N_kept / (n_subsets * n_in_subset)``; ambiguous rows get ``ambiguous_weight`` (0 by
+    default: left out). ``target`` is the label followed by the reasoning caption.
+    """
+    keep = conflicts[conflicts["subset"] != "ambiguous"]
+    counts = keep["subset"].value_counts()
+    rows = []
+    for r in conflicts.to_dict("records"):
+        if r["subset"] == "ambiguous":
+            w = ambiguous_weight
+        else:
+            w = len(keep) / (len(counts) * counts[r["subset"]])
+        if w > 0:
+            rows.append({"key": r["key"], "shard": r["shard"], "subset": r["subset"], "weight": float(w),
+                         "target": f"{r['label']}. {r['caption']}"})
+    return pd.DataFrame(rows, columns=["key", "shard", "subset", "weight", "target"])

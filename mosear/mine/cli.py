@@ -1,0 +1,37 @@
+"""``mosear mine``: mine audio/visual emotion conflicts from shards (see docs/mining.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mosear.config import load_config
+from mosear.mine.config import MineConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="MineConfig YAML (see mosear/mine/configs/samples.yaml)")
+    parser.add_argument("--list-stages", action="store_true", help="print the stages this install can resolve")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. shards=runs/shards workers=2")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.list_stages:
+        from mosear.mine.pipeline import available_stages
+
+        for name, where in sorted(available_stages().items()):
+            print(f"{name:20s} {where}")
+        return 0
+    cfg = load_config(MineConfig, args.config, args.overrides)
+    from mosear.mine.run import run_mine
+
+    res = run_mine(cfg)
+    s = res.summary
+    print(f"mined {res.shards_mined} shard(s), resumed past {res.shards_skipped}, in {res.seconds:.1f} s")
+    if res.splice:
+        print(f"spliced: {json.dumps(res.splice)}")
+    print(f"subsets: {json.dumps(s['subsets'])}  dropped: {s['dropped']}")
+    for m, c in s["classifiers"].items():
+        print(f"{m:6s} cross-fitted accuracy {c['cross_fitted_accuracy']}  ({c['grouping']})")
+    print(f"outputs in {res.output}: conflicts.parquet, *.json, train_mix.parquet, summary.json, summary.png")
+    return 0 if not s["shards"]["failed"] else 1

@@ -1,0 +1,72 @@
+"""``MineConfig``: what ``mosear mine`` / :func:`mosear.mine.run_mine` reads (YAML + overrides)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mosear.config import StageConfig
+
+DEFAULT_STAGES: list[Any] = ["require_label", "signal_quality", "audio_egemaps", "visual_fer", "text_lexicon"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SpliceConfig(_Section):
+    """Counterfactual face/voice clips from a RAVDESS-style corpus (same speaker, same statement)."""
+
+    enabled: bool = Field(False, description="build spliced conflict shards before mining them")
+    faces: str | None = Field(None, description="folder of RAVDESS full-AV clips (01-01-EE-II-SS-RR-AA.mp4)")
+    voices: str | None = Field(None, description="folder of RAVDESS audio-only takes (03-01-...wav/.flac)")
+    offset_s: float = Field(0.033, description="seconds cut from the start of the voice take: RAVDESS wavs "
+                            "lag the video by about one frame (33 ms); negative delays the voice instead")
+    max_pairs: int | None = Field(None, ge=1, description="splice at most this many pairs (stratified, seeded)")
+    include_consistent: bool = Field(True, description="also pair faces with another take of the same emotion "
+                                     "(spliced but consistent: exact truth for the consistent subset)")
+    label: Literal["alternate", "face", "voice"] = Field(
+        "alternate", description="the clip's true label: the face's, the voice's, or alternating by key hash")
+    seed: int = 0
+    clips_per_shard: int = Field(64, ge=1)
+    shard: dict[str, Any] = Field(default_factory=dict, description="overrides for the shard stage that "
+                                  "decodes the spliced clips (frames, size, ...), e.g. to match the input shards")
+
+
+class CrossFitConfig(_Section):
+    n_folds: int = Field(5, ge=2, description="k of the grouped k-fold cross-fitting")
+    c: float = Field(0.5, gt=0, description="inverse L2 strength of the logistic regression")
+    group_by: Literal["speaker", "take"] = Field(
+        "speaker", description="fold groups; 'speaker' falls back to source takes when speakers are too few")
+    seed: int = 0
+
+
+class LLMConfig(_Section):
+    base_url: str | None = Field(None, description="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")
+    model: str = "default"
+    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    timeout_s: float = 30.0
+
+
+class MineConfig(StageConfig):
+    """Mining over a shard folder. Every CLI field can be overridden as ``key=value``."""
+
+    shards: str | None = Field(None, description="input shard folder (output of `mosear shard`)")
+    output: str = Field("runs/mined", description="output folder (mined/)")
+    stages: list[Any] = Field(default_factory=lambda: list(DEFAULT_STAGES),
+                              description="the pipeline: stage names or {stage, params} mappings, in order")
+    batch_size: int = Field(8, ge=1, description="samples per stage call")
+    workers: int = Field(1, ge=1, description="Ray actors mining shards in parallel")
+    address: str | None = Field(None, description="Ray address (None: embedded Ray)")
+    margin: float = Field(0.1, ge=0, lt=1, description="confidence margin of subset assignment")
+    splice: SpliceConfig = Field(default_factory=SpliceConfig)
+    crossfit: CrossFitConfig = Field(default_factory=CrossFitConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    ambiguous_weight: float = Field(0.0, ge=0, description="training-mix weight of ambiguous rows")
+    progress: bool = True
+
+    def stage_hash(self) -> str:
+        """Hash of what decides a shard's evidence (not workers, address, later steps)."""
+        return self.hash(exclude={"output", "workers", "address", "progress", "margin", "crossfit", "llm",
+                                  "ambiguous_weight", "shards", "splice"})

@@ -1,0 +1,143 @@
+"""The mining stage API: a small class with declared resources, per-worker setup and a batch method.
+
+A stage sees samples of the shard reader's form (``docs/contracts.md``)::
+
+    {"key": str, "frames": uint8[T, H, W, 3], "audio": float32[N] in [-1, 1],
+     "sample_rate": 16000, "meta": dict}
+
+and returns, for each one, either the sample with the fields it declares in :attr:`MiningStage.adds`
+filled in, or a :class:`Drop` carrying the reason (one of :attr:`MiningStage.drop_reasons`). Stages never
+return error strings: a stage that raises on a sample is caught by the pipeline, which records the
+sample with the error (stage name, exception) in the audit table and goes on.
+
+Two shapes cover most stages:
+
+- :class:`MiningStage` — override :meth:`process` (one sample) or :meth:`process_batch` (a list, for
+  models that batch);
+- :class:`FilterStage` — override only :meth:`FilterStage.keep` returning ``True`` or
+  ``(False, reason)``; the base counts kept/dropped and records why.
+
+Third-party stages register under the ``mosear.stages`` entry-point group (see ``docs/mining.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = ["Resources", "Drop", "MiningStage", "FilterStage", "StageContractError"]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a stage needs. ``gpus`` may be fractional (several actors on one GPU)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    def __add__(self, other: "Resources") -> "Resources":
+        # Stages of one pipeline run in one worker one after the other: CPUs are shared, the
+        # largest GPU share is what the worker must hold.
+        return Resources(cpus=max(self.cpus, other.cpus), gpus=max(self.gpus, other.gpus))
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Returned by a stage instead of a sample: the sample leaves the pipeline, with ``reason``."""
+
+    reason: str
+    detail: str = ""
+
+
+class StageContractError(RuntimeError):
+    """A stage broke the API (wrong output count, a declared field missing): a bug in the stage."""
+
+
+class MiningStage:
+    """Base of every mining stage.
+
+    Class attributes (plain data, read by the pipeline and the docs):
+
+    - ``name``: the stage's name in pipelines and stats (defaults to the class name);
+    - ``version``: recorded in ``conflicts.parquet`` (``stages`` column) so outputs say what made them;
+    - ``resources``: :class:`Resources` one worker needs;
+    - ``adds``: the sample fields the stage sets (checked after every batch);
+    - ``drop_reasons``: every reason the stage may drop a sample for.
+
+    Constructor keyword arguments are the stage's parameters (from YAML ``params:``); keep them plain
+    values so a pipeline can be shipped to Ray workers and recorded in the config hash.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    resources: ClassVar[Resources] = Resources()
+    adds: ClassVar[tuple[str, ...]] = ()
+    drop_reasons: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **params: Any) -> None:
+        if params:
+            raise TypeError(f"{type(self).__name__} takes no parameters, got {sorted(params)}")
+
+    @property
+    def stage_name(self) -> str:
+        return self.name or type(self).__name__
+
+    def setup(self) -> None:
+        """Per-worker initialisation (load a model once). Called before the first batch."""
+
+    def process(self, sample: dict[str, Any]) -> dict[str, Any] | Drop:
+        """One sample in, the same sample with :attr:`adds` set (or a :class:`Drop`) out."""
+        raise NotImplementedError(f"{self.stage_name} implements neither process nor process_batch")
+
+    def process_batch(self, samples: list[dict[str, Any]]) -> list[dict[str, Any] | Drop]:
+        """A list of samples in, one result per sample out, in order. Default: :meth:`process` each."""
+        return [self.process(s) for s in samples]
+
+
+class FilterStage(MiningStage):
+    """A stage that only keeps or drops: implement :meth:`keep`. It adds no fields."""
+
+    def keep(self, sample: dict[str, Any]) -> bool | tuple[bool, str]:
+        raise NotImplementedError
+
+    def process(self, sample: dict[str, Any]) -> dict[str, Any] | Drop:
+        verdict = self.keep(sample)
+        if verdict is True:
+            return sample
+        if verdict is False:
+            return Drop(self.drop_reasons[0] if self.drop_reasons else "filtered")
+        ok, reason = verdict
+        return sample if ok else Drop(reason)
+
+
+@dataclass
+class StageStats:
+    """Counts and time of one stage in one worker (merged across workers with :meth:`merge`)."""
+
+    name: str
+    version: str = "1"
+    samples_in: int = 0
+    samples_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    errors: int = 0
+    seconds: float = 0.0
+
+    def merge(self, other: "StageStats") -> "StageStats":
+        self.samples_in += other.samples_in
+        self.samples_out += other.samples_out
+        self.errors += other.errors
+        self.seconds += other.seconds
+        for k, v in other.dropped.items():
+            self.dropped[k] = self.dropped.get(k, 0) + v
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "in": self.samples_in, "out": self.samples_out,
+            "dropped": dict(self.dropped), "errors": self.errors, "seconds": round(self.seconds, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StageStats":
+        return cls(name=d["name"], version=d.get("version", "1"), samples_in=d["in"], samples_out=d["out"],
+                   dropped=dict(d.get("dropped", {})), errors=d.get("errors", 0), seconds=d.get("seconds", 0.0))

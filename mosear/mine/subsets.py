@@ -1,0 +1,92 @@
+"""CA-MER subset assignment (DESIGN.md §3) from per-modality label probabilities.
+
+A modality's cue, with probabilities ``p`` over CANONICAL_LABELS and true label ``y``:
+
+- *shows the true emotion* when ``argmax p == y`` and ``p[y] - max_{c != y} p[c] >= margin``;
+- *shows another emotion* when ``argmax p != y`` and ``max p - p[y] >= margin``;
+- otherwise it is *unsure* (or missing: NaN probabilities, e.g. no face, silent audio).
+
+Subsets: ``consistent`` (audio and visual both show y), ``video_aligned`` (visual shows y, audio shows
+another), ``audio_aligned`` (audio shows y, visual another); everything else is ``ambiguous`` and kept.
+The row's ``margin`` is the smaller of the two modalities' decision margins (0 when one is missing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mosear.labels import CANONICAL_LABELS, canonical_label, label_index
+
+SUBSETS = ("consistent", "video_aligned", "audio_aligned", "ambiguous")
+
+
+def cue_verdict(probs: np.ndarray | None, label: str, margin: float) -> tuple[str, float]:
+    """``("true" | "other" | "unsure" | "missing", decision margin)`` for one modality."""
+    if probs is None:
+        return "missing", 0.0
+    p = np.asarray(probs, np.float64)
+    if p.size != len(CANONICAL_LABELS) or np.isnan(p).any() or p.sum() <= 0:
+        return "missing", 0.0
+    y = label_index(label)
+    top = int(p.argmax())
+    if top == y:
+        m = float(p[y] - np.max(np.delete(p, y)))
+        return ("true" if m >= margin else "unsure"), m
+    m = float(p[top] - p[y])
+    return ("other" if m >= margin else "unsure"), m
+
+
+def assign_subset(label: str | None, audio_probs: Any, visual_probs: Any, margin: float = 0.1) -> tuple[str, float]:
+    """Subset name and decision margin for one clip (``ambiguous`` when unlabelled)."""
+    if not label:
+        return "ambiguous", 0.0
+    a, ma = cue_verdict(audio_probs, label, margin)
+    v, mv = cue_verdict(visual_probs, label, margin)
+    m = min(ma, mv) if "missing" not in (a, v) else 0.0
+    if a == "true" and v == "true":
+        return "consistent", m
+    if v == "true" and a == "other":
+        return "video_aligned", m
+    if a == "true" and v == "other":
+        return "audio_aligned", m
+    return "ambiguous", m
+
+
+def ratings_to_probs(rating: Any) -> np.ndarray | None:
+    """Human ratings of one modality -> float32[11] vote shares over CANONICAL_LABELS.
+
+    Accepts ``{"votes": [label, ...]}`` (one label per rater, CREMA-D's per-modality votes as the shard
+    stage stores them), ``{label: votes}``, or ``{"label": name, "agreement": share}`` (the majority label
+    and its share; the rest of the mass is spread evenly over the other labels).
+    """
+    if not isinstance(rating, dict) or not rating:
+        return None
+    out = np.zeros(len(CANONICAL_LABELS), np.float32)
+    if isinstance(rating.get("votes"), list):
+        for raw in rating["votes"]:
+            lbl = canonical_label(raw)
+            if lbl is not None:
+                out[label_index(lbl)] += 1.0
+        return out / out.sum() if out.sum() > 0 else None
+    if "label" in rating:
+        lbl = canonical_label(rating["label"])
+        if lbl is None:
+            return None
+        share = float(rating.get("agreement", rating.get("level", 1.0)) or 0.0)
+        share = min(max(share, 0.0), 1.0)
+        out[:] = (1.0 - share) / (len(out) - 1)
+        out[label_index(lbl)] = share
+        return out
+    for raw, votes in rating.items():
+        lbl = canonical_label(raw)
+        if lbl is not None:
+            out[label_index(lbl)] += float(votes)
+    return out / out.sum() if out.sum() > 0 else None
+
+
+def human_rated_probs(meta: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Audio-only and visual-only human rating shares from ``meta.extra.ratings`` (None when absent)."""
+    ratings = (meta.get("extra") or {}).get("ratings") or {}
+    return ratings_to_probs(ratings.get("audio")), ratings_to_probs(ratings.get("visual"))
