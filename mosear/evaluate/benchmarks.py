@@ -1,0 +1,348 @@
+"""Readers for the benchmarks' released label/reference files (the data itself is the user's).
+
+Every reader turns a benchmark into :class:`BenchmarkItem` rows (sample key, label, subset,
+reference text) plus the label space its closed-set scores use. Media are not read here: the items'
+keys are looked up in shard folders produced by ``mosear shard`` (``BenchmarkSpec.shards``), so a
+benchmark is evaluated from the same decoded samples training saw.
+
+Formats (FORMATS.md; where a release's layout is not public in detail, the accepted variants are
+listed and anything else is an error naming the file and row):
+
+- ``camer`` / ``mined``: a folder with ``video_aligned.json``, ``audio_aligned.json``,
+  ``consistent.json``; each maps a sample name to ``{"reason": text, "label": str, ...}`` (a bare
+  string is taken as the reason; ``reasoning``/``caption``/``smp_reason_caption`` also name the
+  reason, ``emo``/``emotion`` the label), or is a list of such objects with a ``name``/``key`` field.
+  CA-MER's names are MER2023 clip names (keys ``mer2023__{name}``); mined keys are sample keys.
+- ``mer2023``: the MERTools ``.npz`` (entry ``split``: name → ``{'emo': str, 'val': float}``), read
+  with an allow-listing unpickler (no arbitrary objects); or Emotion-LLaMA's test list ``.txt``
+  (``name frames label val`` per line). Labels outside the six classes count as neutral (the
+  protocol Emotion-LLaMA scores with).
+- ``dfew``: a fold's CSV (``video_name,label``, label 1–7 = happy, sad, neutral, angry, surprise,
+  disgust, fear, or the name), or the ``EmoLabel_DataSplit`` folder (``test(single-labeled)/set_{fold}.csv``).
+- ``mafw``: a fold's list (``name label`` per line, whitespace or comma separated; label a name or
+  1–11 in MAFW's order), or the split folder (``single/no_caption/set_{fold}/test.txt`` below it).
+- ``emer``: CSV or JSON rows with a name (``name``/``names``/``key``), the reference reasoning
+  (``text_field`` or one of ``reason``, ``eng_reasons``, ``english``, ``reasoning``, ``description``)
+  and optionally a label (``emo``/``label``/``emotion``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import pickle
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mosear.evaluate.config import BenchmarkSpec
+from mosear.labels import CANONICAL_LABELS, MER2023_LABELS, canonical_label
+
+__all__ = ["BenchmarkItem", "Benchmark", "BenchmarkFormatError", "load_benchmark", "CAMER_SUBSETS",
+           "DFEW_LABELS", "MAFW_LABELS", "read_npz_safely"]
+
+CAMER_SUBSETS = ("video_aligned", "audio_aligned", "consistent")
+# DFEW split files number the classes 1..7 in this order.
+DFEW_LABELS = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
+# MAFW's eleven single labels, in its order; those without a canonical name keep their own.
+MAFW_RAW = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise", "contempt",
+            "anxiety", "helplessness", "disappointment")
+MAFW_LABELS = tuple(canonical_label(x) or x for x in MAFW_RAW)
+
+_REASON_FIELDS = ("reason", "reasoning", "caption", "smp_reason_caption", "description", "eng_reasons", "english")
+_LABEL_FIELDS = ("label", "emo", "emotion")
+_NAME_FIELDS = ("key", "name", "names", "video", "video_name", "sample")
+
+
+class BenchmarkFormatError(ValueError):
+    """A benchmark file that cannot be read as its format; the message names the file and row."""
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    key: str                      # sample key in the shards ({dataset}__{clip_id})
+    label: str | None             # reference label in the benchmark's label space (None: reasoning only)
+    subset: str | None = None     # CA-MER subset / None
+    reference: str | None = None  # reference reasoning text (CA-MER, EMER) / None
+
+
+@dataclass
+class Benchmark:
+    spec: BenchmarkSpec
+    labels: tuple[str, ...]       # closed-set label space (what the model scores)
+    items: list[BenchmarkItem]    # label files are small (≤ tens of thousands of rows): held in memory
+    shard_dirs: list[str]         # where the media of the keys are
+    files: list[Path]             # the files read (their content enters the cache hash)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def has_references(self) -> bool:
+        return any(it.reference for it in self.items)
+
+
+def _key(prefix: str | None, name: str) -> str:
+    name = Path(str(name).strip()).stem if str(name).strip().lower().endswith((".mp4", ".avi", ".mkv")) else str(name).strip()
+    return f"{prefix}__{name}" if prefix else name
+
+
+def _first(d: dict, fields: tuple[str, ...]):
+    for f in fields:
+        if f in d and d[f] not in (None, ""):
+            return d[f]
+    return None
+
+
+def _label(raw, space: tuple[str, ...], where: str, *, outside: str | None = None) -> str | None:
+    if raw is None:
+        return None
+    lab = canonical_label(str(raw)) or str(raw).strip().lower()
+    if lab not in space:
+        if outside is not None and canonical_label(str(raw)) is not None:
+            return outside
+        raise BenchmarkFormatError(f"{where}: label {raw!r} is not one of {list(space)}")
+    return lab
+
+
+# ----------------------------------------------------------------------------------- CA-MER / mined
+def _read_subset_json(path: Path, subset: str, prefix: str | None, space: tuple[str, ...]) -> list[BenchmarkItem]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BenchmarkFormatError(f"{path}: not valid JSON: {exc}") from None
+    rows: list[tuple[str, object]]
+    if isinstance(data, dict):
+        rows = list(data.items())
+    elif isinstance(data, list):
+        rows = []
+        for i, r in enumerate(data):
+            name = _first(r, _NAME_FIELDS) if isinstance(r, dict) else None
+            if name is None:
+                raise BenchmarkFormatError(f"{path}: row {i}: no sample name (one of {list(_NAME_FIELDS)})")
+            rows.append((str(name), r))
+    else:
+        raise BenchmarkFormatError(f"{path}: expected an object keyed by sample or a list, got {type(data).__name__}")
+    items = []
+    for name, val in rows:
+        where = f"{path}: row {name!r}"
+        if isinstance(val, str):
+            reason, label = val, None
+        elif isinstance(val, dict):
+            reason, label = _first(val, _REASON_FIELDS), _first(val, _LABEL_FIELDS)
+        else:
+            raise BenchmarkFormatError(f"{where}: expected an object or a string, got {type(val).__name__}")
+        if reason is None and label is None:
+            raise BenchmarkFormatError(
+                f"{where}: missing fields: needs a reasoning ({'/'.join(_REASON_FIELDS[:4])}) or a label ({'/'.join(_LABEL_FIELDS)})"
+            )
+        items.append(BenchmarkItem(_key(prefix, name), _label(label, space, where), subset,
+                                   str(reason) if reason is not None else None))
+    return items
+
+
+def _read_camer(spec: BenchmarkSpec, mined: bool) -> tuple[list[BenchmarkItem], list[Path], tuple[str, ...]]:
+    root = Path(spec.path)
+    if not root.is_dir():
+        raise BenchmarkFormatError(f"{root}: expected the folder holding {', '.join(s + '.json' for s in CAMER_SUBSETS)}")
+    space = CANONICAL_LABELS if mined else MER2023_LABELS
+    prefix = spec.key_prefix if spec.key_prefix is not None else (None if mined else "mer2023")
+    items, files = [], []
+    missing = [s for s in CAMER_SUBSETS if not (root / f"{s}.json").is_file()]
+    if missing:
+        raise BenchmarkFormatError(f"{root}: missing subset file(s) {[m + '.json' for m in missing]}")
+    for s in CAMER_SUBSETS:
+        p = root / f"{s}.json"
+        files.append(p)
+        items += _read_subset_json(p, s, prefix or None, space)
+    return items, files, space
+
+
+def _mined_shard_dirs(root: Path) -> list[str]:
+    """Shard folders named by conflicts.parquet's ``shard`` column (tar paths or folders)."""
+    p = root / "conflicts.parquet"
+    if not p.is_file():
+        return []
+    import pyarrow.parquet as pq
+
+    if "shard" not in pq.read_schema(p).names:
+        return []
+    dirs: list[str] = []
+    for s in sorted({str(x) for x in pq.read_table(p, columns=["shard"]).column("shard").to_pylist() if x}):
+        cand = Path(s)
+        for c in (cand, root / cand, root.parent / cand):
+            if c.exists():
+                d = c if c.is_dir() else c.parent
+                if str(d) not in dirs:
+                    dirs.append(str(d))
+                break
+    return dirs
+
+
+# ------------------------------------------------------------------------------------------ MER2023
+_NPZ_ALLOWED = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("builtins", "dict"), ("builtins", "list"), ("builtins", "str"), ("builtins", "float"), ("builtins", "int"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _NPZ_ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a label file")
+        return super().find_class(module, name)
+
+
+def read_npz_safely(path: Path) -> dict[str, object]:
+    """Entries of an ``.npz`` whose object arrays hold only dicts/strings/numbers (MERTools labels).
+
+    ``np.load(allow_pickle=True)`` would run arbitrary pickled code; this reads each member's ``.npy``
+    header with NumPy and unpickles object payloads with an allow-list of plain types.
+    """
+    out: dict[str, object] = {}
+    with zipfile.ZipFile(path) as z:
+        for member in z.namelist():
+            name = member[:-4] if member.endswith(".npy") else member
+            with z.open(member) as f:
+                buf = io.BytesIO(f.read())
+            version = np.lib.format.read_magic(buf)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            _shape, _fortran, dtype = read_header(buf)
+            if dtype.hasobject:
+                arr = _AllowListUnpickler(buf).load()
+            else:
+                buf.seek(0)
+                arr = np.lib.format.read_array(buf, allow_pickle=False)
+            out[name] = arr.item() if isinstance(arr, np.ndarray) and arr.shape == () else arr
+    return out
+
+
+def _read_mer2023(spec: BenchmarkSpec) -> tuple[list[BenchmarkItem], list[Path]]:
+    path = Path(spec.path)
+    if not path.is_file():
+        raise BenchmarkFormatError(f"{path}: MER2023 label file not found")
+    prefix = spec.key_prefix if spec.key_prefix is not None else "mer2023"
+    items = []
+    if path.suffix == ".txt":  # Emotion-LLaMA test list: name frames label val
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) < 3:
+                raise BenchmarkFormatError(f"{path}: line {lineno}: expected 'name frames label [val]', got {line!r}")
+            items.append(BenchmarkItem(_key(prefix, parts[0]),
+                                       _label(parts[2], MER2023_LABELS, f"{path}: line {lineno}", outside="neutral")))
+        return items, [path]
+    try:
+        data = read_npz_safely(path)
+    except (zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
+        raise BenchmarkFormatError(f"{path}: not a MERTools label .npz: {exc}") from None
+    if spec.split not in data:
+        raise BenchmarkFormatError(f"{path}: no entry {spec.split!r} (has {sorted(data)})")
+    corpus = data[spec.split]
+    if not isinstance(corpus, dict):
+        raise BenchmarkFormatError(f"{path}: {spec.split} is a {type(corpus).__name__}, expected name -> {{'emo', 'val'}}")
+    for name, val in corpus.items():
+        where = f"{path}: {spec.split} row {name!r}"
+        emo = val.get("emo") if isinstance(val, dict) else None
+        if emo is None:
+            raise BenchmarkFormatError(f"{where}: missing field 'emo'")
+        items.append(BenchmarkItem(_key(prefix, name), _label(emo, MER2023_LABELS, where, outside="neutral")))
+    return items, [path]
+
+
+# ------------------------------------------------------------------------------------- DFEW / MAFW
+def _table_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    text = path.read_text(encoding="utf-8-sig")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = next(csv.reader([line])) if "," in line else line.split()
+        yield lineno, [p.strip() for p in parts]
+
+
+def _read_fold(spec: BenchmarkSpec, space: tuple[str, ...], raw: tuple[str, ...], default_file: str) -> tuple[list[BenchmarkItem], list[Path]]:
+    path = Path(spec.path)
+    if path.is_dir():
+        path = path / default_file.format(fold=spec.fold)
+    if not path.is_file():
+        raise BenchmarkFormatError(f"{path}: {spec.format} split file not found")
+    prefix = spec.key_prefix if spec.key_prefix is not None else spec.format
+    items = []
+    for lineno, parts in _table_rows(path):
+        where = f"{path}: line {lineno}"
+        if lineno == 1 and parts and not parts[-1].isdigit() and parts[0].lower() in ("video_name", "name", "video", "clip"):
+            continue  # header
+        if len(parts) < 2 or not parts[0]:
+            raise BenchmarkFormatError(f"{where}: expected 'name,label', got {parts}")
+        lab = parts[1]
+        if lab.isdigit():
+            i = int(lab)
+            if not 1 <= i <= len(raw):
+                raise BenchmarkFormatError(f"{where}: label number {i} outside 1..{len(raw)}")
+            lab = raw[i - 1]
+        items.append(BenchmarkItem(_key(prefix, parts[0]), _label(lab, space, where)))
+    return items, [path]
+
+
+# ------------------------------------------------------------------------------------------- EMER
+def _read_emer(spec: BenchmarkSpec) -> tuple[list[BenchmarkItem], list[Path]]:
+    path = Path(spec.path)
+    if not path.is_file():
+        raise BenchmarkFormatError(f"{path}: EMER file not found")
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = ([{"name": k, **(v if isinstance(v, dict) else {"reason": v})} for k, v in data.items()]
+                if isinstance(data, dict) else list(data))
+    else:
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+    prefix = spec.key_prefix if spec.key_prefix is not None else "mer2023"
+    text_fields = (spec.text_field,) if spec.text_field else _REASON_FIELDS
+    items = []
+    for i, r in enumerate(rows):
+        name = _first(r, _NAME_FIELDS)
+        where = f"{path}: row {i + 1}" + (f" ({name})" if name else "")
+        reason = _first(r, text_fields)
+        if name is None or reason is None:
+            raise BenchmarkFormatError(
+                f"{where}: missing fields: needs a name ({'/'.join(_NAME_FIELDS)}) and a reasoning ({'/'.join(text_fields)})"
+            )
+        label = _first(r, _LABEL_FIELDS)
+        items.append(BenchmarkItem(_key(prefix, str(name)), _label(label, MER2023_LABELS, where, outside="neutral"),
+                                   None, str(reason)))
+    return items, [path]
+
+
+def load_benchmark(spec: BenchmarkSpec) -> Benchmark:
+    """Read ``spec``'s files; raises :class:`BenchmarkFormatError` naming the file and row on bad input."""
+    shard_dirs = [spec.shards] if spec.shards else []
+    if spec.format in ("camer", "mined"):
+        items, files, space = _read_camer(spec, mined=spec.format == "mined")
+        if spec.format == "mined" and not shard_dirs:
+            shard_dirs = _mined_shard_dirs(Path(spec.path))
+    elif spec.format == "mer2023":
+        (items, files), space = _read_mer2023(spec), MER2023_LABELS
+    elif spec.format == "dfew":
+        (items, files), space = _read_fold(spec, DFEW_LABELS, DFEW_LABELS, "test(single-labeled)/set_{fold}.csv"), DFEW_LABELS
+    elif spec.format == "mafw":
+        (items, files), space = _read_fold(spec, MAFW_LABELS, MAFW_RAW, "single/no_caption/set_{fold}/test.txt"), MAFW_LABELS
+    elif spec.format == "emer":
+        (items, files), space = _read_emer(spec), MER2023_LABELS
+    else:  # pragma: no cover - the config's Literal rules this out
+        raise BenchmarkFormatError(f"unknown benchmark format {spec.format!r}")
+    seen: set[str] = set()
+    dups = [it.key for it in items if it.key in seen or seen.add(it.key)]
+    if dups:
+        raise BenchmarkFormatError(f"{spec.name}: sample(s) listed twice: {dups[:5]}")
+    if spec.limit:
+        items = items[: spec.limit]
+    return Benchmark(spec, tuple(space), items, shard_dirs, files)

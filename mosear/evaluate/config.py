@@ -1,0 +1,175 @@
+"""Typed configuration of ``mosear eval`` (``EvalConfig``) and its parts.
+
+An evaluation is the cross product checkpoint × benchmark × setting; every field that changes a
+unit's predictions enters that unit's cache hash (:mod:`mosear.evaluate.units`), every field that
+only changes how the work is scheduled (workers, Ray address, progress bars) does not.
+
+Example (``configs/eval.yaml``, used as ``mosear eval --config configs/eval.yaml``)::
+
+    checkpoints: [runs/mose/adapter, runs/lora/adapter]
+    benchmarks:
+      - {name: camer, format: camer, path: mined/, shards: shards/}
+      - {name: mer2023, format: mer2023, path: MER2023/label-6way.npz, shards: shards-mer/}
+    ar_sweep: [0.1, 0.3, 0.5]
+    output: reports/
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mosear.config import StageConfig
+
+__all__ = [
+    "BenchmarkSpec",
+    "SettingSpec",
+    "JudgeConfig",
+    "EvalConfig",
+    "DEFAULT_SETTINGS",
+    "BENCHMARK_FORMATS",
+]
+
+BENCHMARK_FORMATS = ("camer", "mined", "mer2023", "dfew", "emer", "mafw")
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class BenchmarkSpec(_Part):
+    """One benchmark: where its label/reference files are and where the media of its keys are."""
+
+    name: str = Field(description="name used in reports and unit file names ([A-Za-z0-9_-.])")
+    format: Literal["camer", "mined", "mer2023", "dfew", "emer", "mafw"] = Field(
+        description="reader: camer/mined (three subset JSON files), mer2023 (npz), dfew (fold CSV), "
+        "emer (CSV/JSON reasoning), mafw (fold txt)"
+    )
+    path: str = Field(description="the benchmark's file, or the folder holding its files")
+    shards: str | None = Field(
+        default=None,
+        description="shard folder (mosear shard output) holding the media of the benchmark's keys; "
+        "mined benchmarks default to the shard paths recorded in conflicts.parquet",
+    )
+    split: str = Field(default="test1_corpus", description="mer2023: the npz entry to read")
+    fold: int = Field(default=1, ge=1, le=5, description="dfew/mafw: which of the five folds' test split")
+    key_prefix: str | None = Field(
+        default=None,
+        description="dataset prefix of sample keys ({dataset}__{clip_id}); default per format "
+        "(mer2023, dfew, mafw, emer: the format name; camer: mer2023; mined: keys are used as they are)",
+    )
+    text_field: str | None = Field(
+        default=None, description="emer: the column/field with the reference reasoning (auto-detected)"
+    )
+    limit: int | None = Field(default=None, ge=1, description="evaluate only the first N items (smoke runs)")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+            raise ValueError("use only letters, digits, '_', '-', '.'")
+        return v
+
+
+class SettingSpec(_Part):
+    """One inference setting: attention reallocation on/off and which modality (if any) is removed.
+
+    Removing a modality replaces its input with the neutral filler the shard contract uses for a
+    missing stream: silence for audio (zeros, ``has_audio=False``), black frames for video.
+    """
+
+    name: str = Field(description="setting name in reports, e.g. ar_off, ar_on, ar_f0.3, no_audio")
+    ar: bool = Field(default=False, description="attention reallocation at inference")
+    ar_fraction: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="share of the excess audio attention moved to video (None: model default)"
+    )
+    ar_threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="audio share above which AR acts (None: model default)"
+    )
+    drop: Literal["audio", "video"] | None = Field(default=None, description="modality removed from the input")
+    monitor: bool = Field(default=True, description="record per-modality attention shares (AR monitor mode)")
+
+
+DEFAULT_SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec(name="ar_off"),
+    SettingSpec(name="ar_on", ar=True),
+    SettingSpec(name="no_audio", drop="audio"),
+    SettingSpec(name="no_video", drop="video"),
+)
+
+
+class JudgeConfig(_Part):
+    """Who extracts emotion words / rates reasoning: the offline lexicon or an OpenAI-compatible endpoint."""
+
+    kind: Literal["lexicon", "openai"] = Field(default="lexicon", description="lexicon (offline) or openai (chat endpoint)")
+    synonyms: str | None = Field(
+        default=None, description="synonym table (TSV: group<TAB>word,word,...); default: the shipped table"
+    )
+    base_url: str = Field(default="http://127.0.0.1:8000/v1", description="OpenAI-compatible API base URL")
+    model: str = Field(default="gpt-4o-mini", description="model name sent to the endpoint")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="environment variable holding the API key (may be unset)")
+    timeout_s: float = Field(default=30.0, gt=0, description="per-request timeout, seconds")
+    retries: int = Field(default=3, ge=0, description="retries after the first failed request")
+    backoff_s: float = Field(default=1.0, ge=0, description="first retry delay, seconds (doubles each retry)")
+
+
+class EvalConfig(StageConfig):
+    """``mosear eval``: checkpoints × benchmarks × settings, fanned out as Ray tasks."""
+
+    checkpoints: list[str] = Field(
+        min_length=1,
+        description="adapter folders (training's {output}/adapter); 'base' evaluates the model without an adapter",
+    )
+    model: dict[str, Any] = Field(
+        default_factory=dict,
+        description="ModelConfig fields (preset, paths, ...) for checkpoints that carry no model config, and for 'base'",
+    )
+    benchmarks: list[BenchmarkSpec] = Field(min_length=1)
+    settings: list[SettingSpec] = Field(default_factory=lambda: [s.model_copy() for s in DEFAULT_SETTINGS])
+    ar_sweep: list[float] = Field(
+        default_factory=list, description="extra AR settings, one per fraction (named ar_f{fraction})"
+    )
+    prediction: Literal["score", "generate"] = Field(
+        default="score",
+        description="closed-set label from label log-likelihoods (score) or parsed from generated text (generate)",
+    )
+    generate_reasoning: Literal["auto", "always", "never"] = Field(
+        default="auto", description="generate text for open-vocabulary scoring (auto: benchmarks with reference text)"
+    )
+    max_new_tokens: int = Field(default=48, ge=1, description="generation length")
+    batch_size: int = Field(default=4, ge=1, description="samples per forward pass")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    output: str = Field(default="reports", description="output folder (units/, metrics.parquet, report.html)")
+    ray_address: str | None = Field(default=None, description="Ray cluster address (None: embedded Ray)")
+    num_workers: int | None = Field(default=None, ge=1, description="embedded Ray CPUs (None: all)")
+    cpus_per_unit: float = Field(default=1.0, gt=0, description="Ray CPUs reserved per evaluation unit")
+    gpus_per_unit: float = Field(default=0.0, ge=0, description="Ray GPUs reserved per evaluation unit")
+    torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads inside a unit")
+    unit_retries: int = Field(default=2, ge=0, description="Ray retries of a unit whose worker died")
+    report: bool = Field(default=True, description="build report.html at the end")
+    progress: bool = Field(default=True, description="tqdm progress bar over units")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "EvalConfig":
+        for what, names in (
+            ("benchmarks", [b.name for b in self.benchmarks]),
+            ("settings", [s.name for s in self.all_settings()]),
+        ):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"{what}: duplicate names {dup}")
+        return self
+
+    def all_settings(self) -> list[SettingSpec]:
+        """``settings`` plus one AR setting per ``ar_sweep`` fraction."""
+        out = list(self.settings)
+        for f in self.ar_sweep:
+            out.append(SettingSpec(name=f"ar_f{f:g}", ar=True, ar_fraction=float(f)))
+        return out
+
+    def hash_exclude(self) -> set[str]:
+        """Fields that change scheduling only, never predictions."""
+        return {"ray_address", "num_workers", "cpus_per_unit", "gpus_per_unit", "unit_retries", "report", "progress", "output"}

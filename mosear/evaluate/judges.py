@@ -1,0 +1,264 @@
+"""Judges for open-vocabulary scoring: emotion-word extraction and reasoning ratings.
+
+A judge has two methods:
+
+- ``emotions(text) -> set[str]``: the emotion words in ``text``, each replaced by its synonym group
+  (so "furious" and "angry" are one element). Used by the CA-MER open-vocabulary set metric.
+- ``rate_reasoning(prediction, reference) -> {"clue_overlap": s, "label_overlap": s}`` with scores on
+  EMER's 1–10 scale.
+
+:class:`LexiconJudge` (default) is offline and deterministic: words are matched against the shipped
+synonym table (``synonyms.tsv``); a word preceded within two tokens by a negation ("not happy",
+"never angry") is not counted. :class:`ChatJudge` asks any OpenAI-compatible chat-completions endpoint
+(``{base_url}/chat/completions``) and groups the words it returns with the same table; it retries
+connection failures, timeouts, HTTP 429 and 5xx with doubling delays and then raises
+:class:`JudgeUnavailable` naming the URL and the last error.
+
+Our reconstruction (the lexicon judge's EMER ratings; marked so in docs/evaluation.md):
+label_overlap = 1 + 9·F1(emotion groups of prediction, of reference);
+clue_overlap  = 1 + 9·F1(content words of prediction, of reference), content words being lower-case
+alphabetic tokens minus English stop words. Both are 1 when the prediction is empty.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+from mosear.evaluate.config import JudgeConfig
+
+__all__ = [
+    "Judge",
+    "JudgeUnavailable",
+    "SynonymTable",
+    "LexiconJudge",
+    "ChatJudge",
+    "make_judge",
+    "set_precision_recall",
+]
+
+log = logging.getLogger(__name__)
+
+_TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_NEGATIONS = frozenset({"not", "no", "never", "without", "nor", "hardly", "isn't", "wasn't", "doesn't",
+                        "don't", "didn't", "aren't", "weren't", "isnt", "dont", "didnt"})
+
+
+class JudgeUnavailable(RuntimeError):
+    """The judge endpoint could not be reached or answered errors after all retries."""
+
+
+class Judge(Protocol):
+    name: str
+
+    def emotions(self, text: str | None) -> set[str]: ...
+
+    def rate_reasoning(self, prediction: str | None, reference: str | None) -> dict[str, float]: ...
+
+
+class SynonymTable:
+    """word → synonym group, read from a TSV (``group<TAB>word,word,...``; ``#`` comments)."""
+
+    def __init__(self, groups: dict[str, str]):
+        self.group_of = groups
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "SynonymTable":
+        if path is None:
+            text = resources.files("mosear.evaluate").joinpath("synonyms.tsv").read_text(encoding="utf-8")
+            where = "mosear/evaluate/synonyms.tsv"
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+            where = str(path)
+        groups: dict[str, str] = {}
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            if "\t" not in line:
+                raise ValueError(f"{where}:{lineno}: expected group<TAB>words, got {line!r}")
+            group, words = line.split("\t", 1)
+            group = group.strip().lower()
+            for w in [group, *words.split(",")]:
+                w = w.strip().lower()
+                if not w:
+                    continue
+                if groups.get(w, group) != group:
+                    raise ValueError(f"{where}:{lineno}: {w!r} is in both {groups[w]!r} and {group!r}")
+                groups[w] = group
+        return cls(groups)
+
+    def group(self, word: str) -> str:
+        """The group of ``word``; a word not in the table is its own group (lower-cased)."""
+        w = word.strip().lower()
+        return self.group_of.get(w, w)
+
+
+def set_precision_recall(pred: set[str], ref: set[str]) -> tuple[float, float]:
+    """CA-MER set metric for one item: (|G∩P|/|P|, |G∩P|/|G|); an empty P scores (0, 0)."""
+    if not pred:
+        return 0.0, 0.0
+    hit = len(pred & ref)
+    return hit / len(pred), (hit / len(ref) if ref else 0.0)
+
+
+def _f1(a: set[str], b: set[str]) -> float:
+    if not a or not b:
+        return 0.0
+    hit = len(a & b)
+    return 0.0 if hit == 0 else 2 * hit / (len(a) + len(b))
+
+
+@lru_cache(maxsize=1)
+def _stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
+class LexiconJudge:
+    """Offline judge: emotion words from the synonym table, negation-aware. Deterministic."""
+
+    name = "lexicon"
+
+    def __init__(self, table: SynonymTable | None = None):
+        self.table = table or SynonymTable.load()
+
+    def emotions(self, text: str | None) -> set[str]:
+        if not text:
+            return set()
+        tokens = _TOKEN.findall(text.lower())
+        out: set[str] = set()
+        for i, tok in enumerate(tokens):
+            group = self.table.group_of.get(tok)
+            if group is None:
+                continue
+            if any(t in _NEGATIONS for t in tokens[max(0, i - 2): i]):
+                continue
+            out.add(group)
+        return out
+
+    def rate_reasoning(self, prediction: str | None, reference: str | None) -> dict[str, float]:
+        stop = _stop_words()
+
+        def content(t: str | None) -> set[str]:
+            return {w for w in _TOKEN.findall((t or "").lower()) if w not in stop and len(w) > 2}
+
+        return {
+            "clue_overlap": 1.0 + 9.0 * _f1(content(prediction), content(reference)),
+            "label_overlap": 1.0 + 9.0 * _f1(self.emotions(prediction), self.emotions(reference)),
+        }
+
+
+_EXTRACT_PROMPT = (
+    "List every emotion word that the following text attributes to the person. Answer with a JSON "
+    "array of lower-case English words only, [] if there is none.\n\nText: {text}"
+)
+_RATE_PROMPT = (
+    "Compare a predicted explanation of a person's emotion with the reference explanation. Rate on a "
+    "1-10 scale (10 = same) how far the predicted emotional clues overlap the reference clues, and how "
+    "far the predicted emotion labels overlap the reference labels. Answer only with JSON "
+    '{{"clue_overlap": <1-10>, "label_overlap": <1-10>}}.\n\nReference: {reference}\n\nPrediction: {prediction}'
+)
+
+
+class ChatJudge:
+    """Judge backed by an OpenAI-compatible ``/chat/completions`` endpoint (temperature 0)."""
+
+    name = "openai"
+
+    def __init__(self, cfg: JudgeConfig, table: SynonymTable | None = None):
+        import httpx
+
+        self.cfg = cfg
+        self.table = table or SynonymTable.load(cfg.synonyms)
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(cfg.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.Client(timeout=cfg.timeout_s, headers=headers)
+        self._cache: dict[str, str] = {}
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _ask(self, prompt: str) -> str:
+        """One chat completion; the reply's text. Retries, then :class:`JudgeUnavailable`."""
+        if prompt in self._cache:
+            return self._cache[prompt]
+        import httpx
+
+        body = {"model": self.cfg.model, "temperature": 0,
+                "messages": [{"role": "user", "content": prompt}]}
+        delay = self.cfg.backoff_s
+        last = "no attempt"
+        for attempt in range(self.cfg.retries + 1):
+            if attempt:
+                time.sleep(delay)
+                delay *= 2
+            try:
+                r = self._client.post(self.url, json=body)
+            except httpx.TransportError as exc:  # refused, reset, DNS, timeout
+                last = f"{type(exc).__name__}: {exc}"
+                log.warning("judge %s: attempt %d failed: %s", self.url, attempt + 1, last)
+                continue
+            if r.status_code == 429 or r.status_code >= 500:
+                last = f"HTTP {r.status_code}: {r.text[:200]}"
+                log.warning("judge %s: attempt %d failed: %s", self.url, attempt + 1, last)
+                continue
+            if r.status_code != 200:  # 4xx other than 429: retrying will not help
+                raise JudgeUnavailable(f"judge endpoint {self.url} refused the request: HTTP {r.status_code}: {r.text[:300]}")
+            try:
+                text = r.json()["choices"][0]["message"]["content"]
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise JudgeUnavailable(f"judge endpoint {self.url} sent no chat completion: {r.text[:300]!r}") from exc
+            self._cache[prompt] = text or ""
+            return text or ""
+        raise JudgeUnavailable(
+            f"judge endpoint {self.url} unreachable after {self.cfg.retries + 1} attempts; last error: {last}"
+        )
+
+    @staticmethod
+    def _json(text: str, want: type):
+        """First JSON value of type ``want`` in a reply (models wrap JSON in prose or code fences)."""
+        for m in re.finditer(r"[\[{]", text):
+            try:
+                val, _ = json.JSONDecoder().raw_decode(text[m.start():])
+            except ValueError:
+                continue
+            if isinstance(val, want):
+                return val
+        return None
+
+    def emotions(self, text: str | None) -> set[str]:
+        if not text:
+            return set()
+        words = self._json(self._ask(_EXTRACT_PROMPT.format(text=text)), list) or []
+        return {self.table.group(str(w)) for w in words if str(w).strip()}
+
+    def rate_reasoning(self, prediction: str | None, reference: str | None) -> dict[str, float]:
+        if not prediction:
+            return {"clue_overlap": 1.0, "label_overlap": 1.0}
+        got = self._json(self._ask(_RATE_PROMPT.format(reference=reference or "", prediction=prediction)), dict) or {}
+        out = {}
+        for k in ("clue_overlap", "label_overlap"):
+            try:
+                out[k] = min(10.0, max(1.0, float(got[k])))
+            except (KeyError, TypeError, ValueError):
+                out[k] = float("nan")  # the judge answered, but not with a score: visible as NaN
+        return out
+
+
+def make_judge(cfg: JudgeConfig) -> Judge:
+    """The judge ``cfg`` names."""
+    table = SynonymTable.load(cfg.synonyms)
+    if cfg.kind == "lexicon":
+        return LexiconJudge(table)
+    return ChatJudge(cfg, table)

@@ -1,0 +1,242 @@
+"""The evaluation report: PNG plots plus one self-contained HTML file (plots embedded as data URIs).
+
+``build_report(results_dir)`` recomputes ``metrics.parquet`` from the unit prediction files, draws
+``plots/*.png`` and writes ``report.html``; it needs nothing but the Parquet files, so ``mosear
+report`` can rebuild a report anywhere the results folder is copied to.
+
+Plots: accuracy per subset per checkpoint (one per benchmark, settings without ablation), confusion
+matrices (checkpoint × benchmark, reference setting), conflict gap against AR's fraction, attention
+share per modality (checkpoint × setting), flip rate under modality removal. The table lists every
+number in ``metrics.parquet``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from mosear.evaluate import metrics as M  # noqa: E402
+from mosear.evaluate.aggregate import compute_metrics, current_unit_files, load_unit, unit_meta  # noqa: E402
+
+__all__ = ["build_report"]
+
+_SUBSET_ORDER = ["all", "consistent", "video_aligned", "audio_aligned", "ambiguous"]
+_MOD_COLORS = {"audio": "#d1495b", "visual": "#00798c", "text": "#edae49"}
+
+
+def _value(m: pd.DataFrame, **where) -> pd.DataFrame:
+    sel = m
+    for k, v in where.items():
+        sel = sel[sel[k] == v]
+    return sel
+
+
+def _reference_setting(m: pd.DataFrame) -> str | None:
+    names = m["setting"].unique().tolist()
+    if "ar_off" in names:
+        return "ar_off"
+    plain = m[(~m["ar"].astype(bool)) & m["drop"].isna()]["setting"].unique().tolist()
+    return plain[0] if plain else (names[0] if names else None)
+
+
+def _fig_accuracy(m: pd.DataFrame, bench: str):
+    acc = _value(m, benchmark=bench, metric="accuracy")
+    acc = acc[acc["drop"].isna()]
+    if acc.empty:
+        return None
+    subsets = [s for s in _SUBSET_ORDER if s in set(acc["subset"])] + sorted(set(acc["subset"]) - set(_SUBSET_ORDER))
+    series = sorted({(c, s) for c, s in zip(acc["checkpoint"], acc["setting"])})
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(subsets) + 0.25 * len(series)), 3.6))
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(subsets))
+    for i, (ck, st) in enumerate(series):
+        vals = [_value(acc, checkpoint=ck, setting=st, subset=s)["value"].mean() if s in set(acc["subset"]) else np.nan for s in subsets]
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=f"{ck} · {st}")
+    ax.set_xticks(x, subsets)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{bench}: accuracy per subset")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def _fig_confusions(results_dir: Path, bench: str, setting: str):
+    tables = []
+    for f in current_unit_files(results_dir):
+        meta = unit_meta(f)
+        if meta["benchmark"] == bench and meta["setting"]["name"] == setting:
+            df = load_unit(f)
+            if df["label"].notna().any():
+                tables.append((meta["checkpoint"], df[df["label"].notna()], list(meta["labels"])))
+    if not tables:
+        return None
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.4 * len(tables), 4.2), squeeze=False)
+    for ax, (ck, df, labels) in zip(axes[0], tables):
+        cm, cols = M.confusion(df, labels)
+        ax.imshow(cm, cmap="Blues", aspect="auto")
+        ax.set_xticks(range(len(cols)), [c if c != M.UNPARSED else "none" for c in cols], rotation=60, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        for (i, j), v in np.ndenumerate(cm):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("reference")
+        ax.set_title(f"{ck} ({setting})", fontsize=9)
+    fig.suptitle(f"{bench}: confusion matrices")
+    fig.tight_layout()
+    return fig
+
+
+def _fig_gap(m: pd.DataFrame, bench: str):
+    gap = _value(m, benchmark=bench, metric="conflict_gap")
+    gap = gap[gap["drop"].isna()]
+    if gap.empty:
+        return None
+    gap = gap.assign(x=[0.0 if not a else (f if f is not None and not (isinstance(f, float) and math.isnan(f)) else np.nan)
+                        for a, f in zip(gap["ar"], gap["ar_fraction"])])
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    for ck, g in gap.groupby("checkpoint"):
+        g = g.dropna(subset=["x"]).sort_values("x")
+        ax.plot(g["x"], g["value"], marker="o", label=ck)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("AR fraction (0 = AR off)")
+    ax.set_ylabel("audio-aligned − video-aligned accuracy")
+    ax.set_title(f"{bench}: conflict gap vs AR fraction")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _fig_shares(m: pd.DataFrame, bench: str):
+    sh = _value(m, benchmark=bench, subset="all")
+    sh = sh[sh["metric"].str.startswith("share_")]
+    if sh.empty:
+        return None
+    series = sorted({(c, s) for c, s in zip(sh["checkpoint"], sh["setting"])})
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(series) + 2), 3.6))
+    bottom = np.zeros(len(series))
+    for mod in ("audio", "visual", "text"):
+        vals = np.array([_value(sh, checkpoint=c, setting=s, metric=f"share_{mod}")["value"].mean() for c, s in series])
+        vals = np.nan_to_num(vals)
+        ax.bar(range(len(series)), vals, bottom=bottom, color=_MOD_COLORS[mod], label=mod)
+        bottom += vals
+    ax.set_xticks(range(len(series)), [f"{c}\n{s}" for c, s in series], fontsize=7, rotation=30)
+    ax.set_ylabel("share of attention mass")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{bench}: attention share per modality")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _fig_flips(m: pd.DataFrame, bench: str):
+    fl = _value(m, benchmark=bench, metric="flip_rate")
+    if fl.empty:
+        return None
+    series = sorted({(c, s) for c, s in zip(fl["checkpoint"], fl["setting"])})
+    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(series) + 2), 3.2))
+    vals = [_value(fl, checkpoint=c, setting=s)["value"].mean() for c, s in series]
+    ax.bar(range(len(series)), vals, color="#30638e")
+    ax.set_xticks(range(len(series)), [f"{c}\n{s}" for c, s in series], fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("flip rate vs. nothing removed")
+    ax.set_title(f"{bench}: prediction flips when a modality is removed")
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig, path: Path) -> str:
+    """Write ``fig`` as PNG to ``path``; return it base64-encoded for embedding."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    data = buf.getvalue()
+    path.write_bytes(data)
+    return base64.b64encode(data).decode("ascii")
+
+
+_CHECK_SCRIPT = """
+window.addEventListener('load', function () {
+  var bad = 0;
+  document.querySelectorAll('img.plot').forEach(function (img) {
+    var ok = img.complete && img.naturalWidth > 0;
+    img.setAttribute('data-natural-width', String(img.naturalWidth));
+    img.setAttribute('data-loaded', ok ? 'true' : 'false');
+    if (!ok) { bad += 1; }
+  });
+  document.body.setAttribute('data-plots-failed', String(bad));
+  if (bad) { document.getElementById('plot-warning').textContent = bad + ' plot(s) failed to load'; }
+});
+"""
+
+
+def build_report(results_dir: str | Path) -> Path:
+    """Rebuild ``metrics.parquet``, ``plots/*.png`` and ``report.html`` in ``results_dir``; returns the HTML path."""
+    root = Path(results_dir)
+    if not (root / "units").is_dir():
+        raise FileNotFoundError(f"{root}: no units/ folder (run `mosear eval` first)")
+    m = compute_metrics(root)
+    plots = root / "plots"
+    plots.mkdir(exist_ok=True)
+    sections: list[str] = []
+    for bench in sorted(m["benchmark"].unique()):
+        bm = _value(m, benchmark=bench)
+        ref = _reference_setting(bm)
+        figs = [
+            ("accuracy", _fig_accuracy(m, bench)),
+            ("confusion", _fig_confusions(root, bench, ref) if ref else None),
+            ("gap_vs_ar", _fig_gap(m, bench)),
+            ("attention_share", _fig_shares(m, bench)),
+            ("flip_rate", _fig_flips(m, bench)),
+        ]
+        imgs = []
+        for kind, fig in figs:
+            if fig is None:
+                continue
+            name = f"{bench}_{kind}.png"
+            b64 = _save(fig, plots / name)
+            imgs.append(f'<figure><img class="plot" alt="{html.escape(name)}" src="data:image/png;base64,{b64}">'
+                        f"<figcaption>{html.escape(name)}</figcaption></figure>")
+        sections.append(f"<h2>{html.escape(bench)}</h2>\n" + "\n".join(imgs))
+    table = m.sort_values(["benchmark", "checkpoint", "setting", "subset", "metric"]).drop(columns=["unit_id"])
+    table_html = table.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", classes="numbers", border=0)
+    n_units = m["unit_id"].nunique() if not m.empty else 0
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>mosear evaluation report</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+figure {{ display: inline-block; margin: 0.5em; vertical-align: top; }}
+img.plot {{ max-width: 100%; border: 1px solid #ddd; }}
+table.numbers {{ border-collapse: collapse; font-size: 12px; }}
+table.numbers td, table.numbers th {{ padding: 2px 8px; border-bottom: 1px solid #eee; text-align: left; }}
+#plot-warning {{ color: #b00; font-weight: bold; }}
+</style></head>
+<body>
+<h1>mosear evaluation report</h1>
+<p id="plot-warning"></p>
+<p>{n_units} evaluation unit(s) (checkpoint × benchmark × setting), built {stamp} from
+<code>units/*.parquet</code>. Metric definitions: <code>docs/evaluation.md</code>.</p>
+{''.join(sections)}
+<h2>Every number</h2>
+{table_html}
+<script>{_CHECK_SCRIPT}</script>
+</body></html>
+"""
+    out = root / "report.html"
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out

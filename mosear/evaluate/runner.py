@@ -1,0 +1,203 @@
+"""Run one evaluation unit in the current process: load the checkpoint, stream the benchmark's
+samples from its shards, predict, judge, write the unit's Parquet file.
+
+Per batch of samples (``batch_size``): apply the setting's modality removal (audio → silence with
+``has_audio=False``; video → black frames), ``collate``, then
+
+- ``score_labels(batch, labels=benchmark labels)`` → log-likelihood per label ``[B, C]``; the
+  closed-set prediction is the arg-max (``prediction: score``);
+- ``generate(batch, max_new_tokens)`` when the benchmark has reference reasoning (or
+  ``generate_reasoning: always``, or ``prediction: generate``, where ``parse_label(text)`` is the
+  prediction: text with no label in it gives ``pred_label = None``, counted as unparsed);
+- under ``monitor`` the model's per-modality attention shares of the last forward pass.
+
+Every benchmark item gets a row: items whose sample is in no shard get ``error = "sample not in
+shards ..."``; a sample that fails to collate or predict gets its exception text as ``error`` (the
+rest of the batch is retried one by one so one bad sample does not take the batch with it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mosear.evaluate.benchmarks import Benchmark, BenchmarkItem
+from mosear.evaluate.config import EvalConfig, SettingSpec
+from mosear.evaluate.judges import make_judge, set_precision_recall
+from mosear.evaluate.units import UnitSpec, unit_path, write_table
+
+__all__ = ["run_unit", "load_model", "apply_drop", "iter_benchmark_samples"]
+
+log = logging.getLogger(__name__)
+
+
+def load_model(checkpoint: str, model_overrides: dict[str, Any]):
+    """Build the model for ``checkpoint`` ('base' or an adapter folder) in eval mode."""
+    from mosear.model import ModelConfig, build_model
+
+    from mosear.config import load_config
+
+    cfg_file = Path(checkpoint) / "mosear_model.json" if checkpoint != "base" else None
+    if cfg_file is not None and cfg_file.is_file():
+        data = json.loads(cfg_file.read_text())
+        mcfg = load_config(ModelConfig, overrides={**data, **model_overrides}) if model_overrides else ModelConfig.model_validate(data)
+    else:
+        mcfg = load_config(ModelConfig, overrides=dict(model_overrides))
+    model = build_model(mcfg)
+    if checkpoint != "base":
+        model.load_adapter(checkpoint)
+    model.eval()
+    return model
+
+
+def apply_drop(sample: dict[str, Any], drop: str | None) -> dict[str, Any]:
+    """A copy of ``sample`` with one modality replaced by its neutral filler (see module docstring)."""
+    if drop is None:
+        return sample
+    s = dict(sample)
+    meta = dict(s.get("meta") or {})
+    if drop == "audio":
+        s["audio"] = np.zeros_like(s["audio"])
+        meta["has_audio"] = False
+    elif drop == "video":
+        s["frames"] = np.zeros_like(s["frames"])
+    s["meta"] = meta
+    return s
+
+
+def iter_benchmark_samples(bench: Benchmark) -> Iterator[dict[str, Any]]:
+    """Stream the samples of the benchmark's keys from its shard folders (others are skipped)."""
+    from mosear.shards.reader import iter_samples, list_shards
+
+    wanted = {it.key for it in bench.items}
+    for d in bench.shard_dirs:
+        shards = list_shards(d)
+        if not shards:
+            log.warning("benchmark %s: no committed shards in %s", bench.name, d)
+            continue
+        for sample in iter_samples(shards):
+            if sample["key"] in wanted:
+                wanted.discard(sample["key"])
+                yield sample
+                if not wanted:
+                    return
+
+
+def _attention_mode(setting: SettingSpec):
+    """The argument for ``set_attention_mode`` that ``setting`` asks for."""
+    from mosear.model import ARSettings
+
+    if setting.ar:
+        kw = {k: v for k, v in {"fraction": setting.ar_fraction, "threshold": setting.ar_threshold}.items() if v is not None}
+        return ARSettings(**kw)
+    return "monitor" if setting.monitor else "eager"
+
+
+class _Predictor:
+    def __init__(self, cfg: EvalConfig, unit: UnitSpec, bench: Benchmark):
+        from mosear.model import parse_label, set_attention_mode
+
+        self.cfg, self.unit, self.bench = cfg, unit, bench
+        self.model = load_model(unit.checkpoint, cfg.model)
+        self.controller = set_attention_mode(self.model, _attention_mode(unit.setting))
+        self.parse_label = parse_label
+        self.generate = (cfg.prediction == "generate" or cfg.generate_reasoning == "always"
+                         or (cfg.generate_reasoning == "auto" and bench.has_references))
+
+    def shares(self, n: int) -> list[dict[str, float]]:
+        """Per-sample attention shares of the last forward pass (empty dicts when not monitored)."""
+        get = getattr(self.controller, "shares", None)
+        if get is None:
+            return [{} for _ in range(n)]
+        sh = get()  # {"audio": Tensor[B], "visual": Tensor[B], "text": Tensor[B]}
+        return [{m: float(v[i]) for m, v in sh.items()} for i in range(n)]
+
+    def predict(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        import torch
+
+        labels = list(self.bench.labels)
+        with torch.inference_mode():
+            batch = self.model.collate(samples)
+            scores = self.model.score_labels(batch, labels=labels).float().cpu().numpy()  # [B, C]
+            shares = self.shares(len(samples))
+            texts = self.model.generate(batch, max_new_tokens=self.cfg.max_new_tokens) if self.generate else [None] * len(samples)
+        out = []
+        for i in range(len(samples)):
+            row: dict[str, Any] = {"scores": scores[i].tolist(), "text": texts[i]}
+            if self.cfg.prediction == "generate":
+                parsed = self.parse_label(texts[i] or "")
+                row["parsed_label"] = parsed
+                row["pred_label"] = parsed if parsed in labels else None
+            else:
+                row["parsed_label"] = row["pred_label"] = labels[int(np.argmax(scores[i]))]
+            for m in ("audio", "visual", "text"):
+                row[f"share_{m}"] = shares[i].get(m)
+            out.append(row)
+        return out
+
+
+def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any]:
+    """Evaluate ``unit``; write ``units/<file>.parquet``; return a summary (counts, seconds)."""
+    import torch
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(cfg.torch_threads)
+    torch.manual_seed(0)
+    pred = _Predictor(cfg, unit, bench)
+    judge = make_judge(cfg.judge)
+    items: dict[str, BenchmarkItem] = {it.key: it for it in bench.items}
+    results: dict[str, dict[str, Any]] = {}
+
+    def flush(batch: list[dict[str, Any]]) -> None:
+        try:
+            rows = pred.predict(batch)
+        except Exception as exc:  # noqa: BLE001 - find the bad sample(s), keep the rest
+            if len(batch) == 1:
+                results[batch[0]["key"]] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+                return
+            for s in batch:
+                flush([s])
+            return
+        for s, r in zip(batch, rows):
+            results[s["key"]] = r
+
+    batch: list[dict[str, Any]] = []
+    for sample in iter_benchmark_samples(bench):
+        batch.append(apply_drop(sample, unit.setting.drop))
+        if len(batch) == cfg.batch_size:
+            flush(batch)
+            batch = []
+    if batch:
+        flush(batch)
+
+    setting = unit.setting
+    rows = []
+    for key, it in items.items():
+        r = results.get(key) or {"error": f"sample not in shards {bench.shard_dirs}"}
+        row = {"unit_id": unit.unit_id, "checkpoint": unit.checkpoint_name, "benchmark": bench.name,
+               "setting": setting.name, "ar": setting.ar, "ar_fraction": setting.ar_fraction, "drop": setting.drop,
+               "key": key, "subset": it.subset, "label": it.label, "reference": it.reference,
+               "labels": list(bench.labels), **r}
+        if "error" not in r and it.reference:
+            p_set, g_set = judge.emotions(r.get("text")), judge.emotions(it.reference)
+            row["pred_emotions"], row["ref_emotions"] = sorted(p_set), sorted(g_set)
+            if g_set:  # a reference without emotion words cannot be scored; left as None
+                row["ov_precision"], row["ov_recall"] = set_precision_recall(p_set, g_set)
+            if bench.spec.format == "emer":
+                row.update(judge.rate_reasoning(r.get("text"), it.reference))
+        rows.append(row)
+    seconds = time.perf_counter() - t0
+    meta = {"unit_id": unit.unit_id, "checkpoint": unit.checkpoint_name, "checkpoint_path": unit.checkpoint,
+            "benchmark": bench.name, "format": bench.spec.format, "labels": list(bench.labels),
+            "setting": setting.model_dump(mode="json"), "seconds": round(seconds, 3),
+            "judge": judge.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_table(rows, unit_path(cfg.output, unit), {"mosear.unit": json.dumps(meta)})
+    errors = sum(1 for r in rows if r.get("error"))
+    unparsed = sum(1 for r in rows if not r.get("error") and r.get("pred_label") is None)
+    return {"unit": unit.filename, "items": len(rows), "errors": errors, "unparsed": unparsed, "seconds": seconds}

@@ -1,0 +1,147 @@
+"""One evaluation unit: a checkpoint on a benchmark under a setting, written as one Parquet file.
+
+The unit's identity is a hash of everything that determines its predictions (:func:`unit_id`):
+the checkpoint's files (content, not path), the benchmark's label files, the commit markers of the
+shards its media come from, the setting, and the evaluation fields that change outputs (prediction
+mode, generation length, judge, model config). The output ``units/{ckpt}__{bench}__{setting}__{id}.parquet``
+is written to a temporary name and renamed, so a file that exists is complete: a rerun skips it, a
+killed unit leaves nothing behind but a ``.tmp`` that the next run overwrites.
+
+Prediction table columns (one row per benchmark item, every item accounted for):
+``unit_id, checkpoint, benchmark, setting, ar, ar_fraction, drop, key, subset, label, pred_label``
+(None: the output parsed to no label in the benchmark's space), ``parsed_label`` (the model's label
+before restricting to the space), ``text`` (generated, or None), ``reference``, ``scores`` (log-lik.
+per benchmark label, or None), ``share_audio, share_visual, share_text`` (attention shares, or None),
+``pred_emotions, ref_emotions`` (synonym groups), ``ov_precision, ov_recall`` (open-vocabulary set
+metric per item, None without a reference), ``clue_overlap, label_overlap`` (EMER, None elsewhere),
+``error`` (why the item could not be evaluated, e.g. its sample is in no shard; None when it was).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mosear.evaluate.benchmarks import Benchmark, load_benchmark
+from mosear.evaluate.config import BenchmarkSpec, EvalConfig, SettingSpec
+
+__all__ = ["UnitSpec", "checkpoint_names", "fingerprint_checkpoint", "fingerprint_benchmark",
+           "plan_units", "unit_path", "write_table", "PREDICTION_SCHEMA"]
+
+PREDICTION_SCHEMA = pa.schema([
+    ("unit_id", pa.string()), ("checkpoint", pa.string()), ("benchmark", pa.string()), ("setting", pa.string()),
+    ("ar", pa.bool_()), ("ar_fraction", pa.float64()), ("drop", pa.string()),
+    ("key", pa.string()), ("subset", pa.string()), ("label", pa.string()), ("pred_label", pa.string()),
+    ("parsed_label", pa.string()), ("text", pa.string()), ("reference", pa.string()),
+    ("scores", pa.list_(pa.float32())), ("labels", pa.list_(pa.string())),
+    ("share_audio", pa.float64()), ("share_visual", pa.float64()), ("share_text", pa.float64()),
+    ("pred_emotions", pa.list_(pa.string())), ("ref_emotions", pa.list_(pa.string())),
+    ("ov_precision", pa.float64()), ("ov_recall", pa.float64()),
+    ("clue_overlap", pa.float64()), ("label_overlap", pa.float64()),
+    ("error", pa.string()),
+])
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    checkpoint_name: str
+    checkpoint: str            # adapter folder, or "base"
+    benchmark: BenchmarkSpec
+    setting: SettingSpec
+    unit_id: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.checkpoint_name}__{self.benchmark.name}__{self.setting.name}__{self.unit_id}.parquet"
+
+
+def checkpoint_names(checkpoints: list[str]) -> list[tuple[str, str]]:
+    """``[(name, path)]``: ``name=path`` entries keep their name, ``runs/x/adapter`` is called ``x``."""
+    out: list[tuple[str, str]] = []
+    for entry in checkpoints:
+        if "=" in entry:
+            name, path = entry.split("=", 1)
+        elif entry == "base":
+            name, path = "base", "base"
+        else:
+            p = Path(entry)
+            name = p.parent.name if p.name == "adapter" and p.parent.name else p.name
+            path = entry
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", name.strip()) or "checkpoint"
+        if name in [n for n, _ in out]:
+            name = f"{name}-{len(out)}"
+        out.append((name, path))
+    return out
+
+
+def _hash_files(paths: list[Path], h: "hashlib._Hash", root: Path | None = None) -> None:
+    for p in sorted(paths):
+        h.update(str(p.relative_to(root) if root else p.name).encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+
+
+def fingerprint_checkpoint(path: str, model_cfg: dict[str, Any]) -> str:
+    """Content hash of an adapter folder (every file), or of the model config for ``base``."""
+    h = hashlib.sha256(json.dumps(model_cfg, sort_keys=True, default=str).encode())
+    if path != "base":
+        root = Path(path)
+        if not root.is_dir():
+            raise FileNotFoundError(f"checkpoint {path}: not a folder (expected training's {{output}}/adapter)")
+        _hash_files([p for p in root.rglob("*") if p.is_file()], h, root)
+    return h.hexdigest()[:16]
+
+
+def fingerprint_benchmark(bench: Benchmark) -> str:
+    """Hash of the benchmark's spec (minus its name), label files and its shards' commit markers."""
+    spec = bench.spec.model_dump(mode="json", exclude={"name", "path", "shards"})
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    _hash_files(bench.files, h)
+    for d in bench.shard_dirs:
+        # stats JSON files are the shards' commit markers and carry the shard config hash
+        _hash_files(sorted(Path(d).glob("*.stats.json")), h)
+    return h.hexdigest()[:16]
+
+
+def plan_units(cfg: EvalConfig) -> tuple[list[UnitSpec], dict[str, Benchmark]]:
+    """Every unit of ``cfg`` with its id; benchmarks are read (and validated) here, once."""
+    import mosear
+
+    benches = {b.name: load_benchmark(b) for b in cfg.benchmarks}
+    bench_fp = {n: fingerprint_benchmark(b) for n, b in benches.items()}
+    outputs = cfg.model_dump(mode="json", include={"prediction", "generate_reasoning", "max_new_tokens", "judge"})
+    units = []
+    for name, path in checkpoint_names(cfg.checkpoints):
+        ck_fp = fingerprint_checkpoint(path, cfg.model)
+        for b in cfg.benchmarks:
+            for s in cfg.all_settings():
+                payload = {"checkpoint": ck_fp, "benchmark": bench_fp[b.name], "setting": s.model_dump(mode="json", exclude={"name"}),
+                           "eval": outputs, "version": getattr(mosear, "__version__", "0")}
+                uid = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+                units.append(UnitSpec(name, path, b, s, uid))
+    return units, benches
+
+
+def unit_path(output: str | Path, unit: UnitSpec) -> Path:
+    return Path(output) / "units" / unit.filename
+
+
+def write_table(rows: list[dict[str, Any]], dest: Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write prediction rows atomically (temporary name, then rename) with ``metadata`` in the schema."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
+    if metadata:
+        table = table.replace_schema_metadata({k.encode(): v.encode() for k, v in metadata.items()})
+    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, dest)
+    return dest
