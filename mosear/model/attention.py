@@ -1,0 +1,222 @@
+"""AR (attention reallocation) as a transformers attention implementation, plus a monitor mode.
+
+``set_attention_mode(model, "ar", threshold=τ, fraction=f, layers=..., heads=...)`` switches the LLM to
+the attention function registered under :data:`ATTN_NAME` through transformers'
+``AttentionInterface.register`` (and the matching additive mask through ``AttentionMaskInterface``).
+No forward is patched and no hook is installed: transformers calls the function for every attention
+layer; the function finds its settings through a weak map from the attention module to an
+:class:`AttentionReallocator`, and the modality id of every key through the model's
+:class:`~mosear.model.modality.ModalityContext` (which covers cached generation).
+
+The function computes attention exactly as transformers' eager attention
+(``softmax(q·kᵀ·scale + mask)`` in float32, cast to the query dtype). In the chosen layers and heads,
+for each query row with probabilities ``p`` over keys (our reconstruction of the paper's AR)::
+
+    a = Σ_{j ∈ audio} p_j        v = Σ_{j ∈ visual} p_j        s = a / (a + v)      (audio share)
+    if s > τ and v > 0:
+        p_j ← (1 - f) · p_j                   for audio keys j
+        p_j ← p_j + f · a · p_j / v           for visual keys j   (in proportion to their weights)
+
+so the row still sums to 1 (the mass ``f·a`` moves from audio to visual), the audio mass of an affected
+row becomes exactly ``(1 - f)·a``, and nothing else changes. Defaults: τ = 0.5, f = 0.0 (off),
+all layers, all heads, text query rows only (``queries="text"``: the instruction and generated tokens;
+``"all"`` also reallocates for visual/audio query rows). ``f = 0`` is bit-identical to eager attention.
+
+Monitor mode (and AR mode) record, per sample, the attention share of text query rows on visual /
+audio / text keys, averaged over the chosen layers, heads and query rows (after reallocation in AR
+mode): :meth:`AttentionReallocator.shares` -> ``[B, 3]`` in :data:`MODALITY_NAMES` order.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+
+from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
+
+ATTN_NAME = "mosear_ar"
+MODES = ("sdpa", "eager", "ar", "monitor")
+
+__all__ = ["ATTN_NAME", "AttentionReallocator", "ar_attention_forward", "reallocate", "set_attention_mode"]
+
+# attention module -> controller (weak: a dropped model releases its controller)
+_BINDINGS: "weakref.WeakKeyDictionary[nn.Module, AttentionReallocator]" = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class AttentionReallocator:
+    """Settings of AR / monitor for one model, and the monitor's running per-sample shares."""
+
+    context: ModalityContext
+    mode: str = "monitor"  # "ar" | "monitor"
+    threshold: float = 0.5
+    fraction: float = 0.0
+    layers: list[int] | None = None  # None: all layers
+    heads: list[int] | None = None  # None: all query heads
+    queries: str = "text"  # "text" | "all"
+    _sum: torch.Tensor | None = field(default=None, repr=False)  # [B, 3]
+    _count: torch.Tensor | None = field(default=None, repr=False)  # [B]
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("ar", "monitor"):
+            raise ValueError(f"mode must be 'ar' or 'monitor', got {self.mode!r}")
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {self.fraction}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.queries not in ("text", "all"):
+            raise ValueError(f"queries must be 'text' or 'all', got {self.queries!r}")
+
+    def applies_to(self, layer_idx: int) -> bool:
+        return self.layers is None or layer_idx in self.layers
+
+    def reset(self) -> None:
+        self._sum, self._count = None, None
+
+    def shares(self) -> torch.Tensor:
+        """Mean attention share ``[B, 3]`` (text, visual, audio keys) since the last :meth:`reset`."""
+        if self._sum is None:
+            raise RuntimeError("no attention was recorded (run a forward in 'monitor' or 'ar' mode first)")
+        return self._sum / self._count.clamp_min(1).unsqueeze(1)
+
+    def record(self, p: torch.Tensor, key_ids: torch.Tensor, query_sel: torch.Tensor, head_sel: torch.Tensor) -> None:
+        """``p`` [B, H, Lq, Lk] float32; adds this layer's per-sample mean shares."""
+        with torch.no_grad():
+            masks = torch.stack([key_ids == TEXT, key_ids == VISUAL, key_ids == AUDIO], dim=-1).to(p.dtype)  # [B,Lk,3]
+            mass = torch.einsum("bhqk,bkm->bhqm", p[:, head_sel], masks)  # [B, h, Lq, 3]
+            w = query_sel.to(p.dtype)  # [B, Lq]
+            per_sample = torch.einsum("bhqm,bq->bm", mass, w) / mass.shape[1]  # sum over rows, mean over heads
+            n = w.sum(1)  # [B]
+            B = p.shape[0]
+            if self._sum is None or self._sum.shape[0] != B:
+                self._sum = torch.zeros(B, 3, dtype=torch.float64)
+                self._count = torch.zeros(B, dtype=torch.float64)
+            self._sum += per_sample.double().cpu()
+            self._count += n.double().cpu()
+
+
+def reallocate(p: torch.Tensor, key_ids: torch.Tensor, threshold: float, fraction: float,
+               row_sel: torch.Tensor) -> torch.Tensor:
+    """Move ``fraction`` of the audio mass to visual keys where the audio share exceeds ``threshold``.
+
+    ``p`` [B, H, Lq, Lk] (probabilities, float32), ``key_ids`` [B, Lk], ``row_sel`` bool broadcastable to
+    [B, H, Lq, 1] (chosen heads and query rows). Formula in the module docstring; rows keep their sums.
+    """
+    a_mask = (key_ids == AUDIO).to(p.dtype)[:, None, None, :]  # [B, 1, 1, Lk]
+    v_mask = (key_ids == VISUAL).to(p.dtype)[:, None, None, :]
+    a = (p * a_mask).sum(-1, keepdim=True)  # [B, H, Lq, 1]
+    v = (p * v_mask).sum(-1, keepdim=True)
+    share = a / (a + v).clamp_min(torch.finfo(p.dtype).tiny)
+    hit = (share > threshold) & (v > 0) & row_sel
+    f = torch.where(hit, torch.full_like(a, fraction), torch.zeros_like(a))  # [B, H, Lq, 1]
+    gain = f * a / v.clamp_min(torch.finfo(p.dtype).tiny)
+    return p * (1.0 - f * a_mask) + gain * p * v_mask
+
+
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """[B, KVH, L, D] -> [B, KVH * n_rep, L, D] (grouped-query attention)."""
+    if n_rep == 1:
+        return x
+    b, h, s, d = x.shape
+    return x[:, :, None, :, :].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)
+
+
+def ar_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention with AR / monitoring. ``query`` [B, H, Lq, D], ``key``/``value`` [B, KVH, Lk, D].
+
+    Returns ``(output [B, Lq, H, D], probabilities [B, H, Lq, Lk])`` like transformers' eager attention.
+    """
+    n_rep = query.shape[1] // key.shape[1]
+    key_states = _repeat_kv(key, n_rep)
+    value_states = _repeat_kv(value, n_rep)
+    attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask[:, :, :, : key_states.shape[-2]]
+    p = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32)
+
+    ctl = _BINDINGS.get(module)
+    layer_idx = getattr(module, "layer_idx", None)
+    if ctl is not None and layer_idx is not None and ctl.applies_to(layer_idx):
+        B, H, Lq, Lk = p.shape
+        key_ids = ctl.context.key_ids(B, Lk).to(p.device)
+        q_ids = ctl.context.ids_for(B, Lq).to(p.device)
+        query_sel = (q_ids == TEXT) if ctl.queries == "text" else (q_ids != PAD)  # [B, Lq]
+        head_sel = torch.zeros(H, dtype=torch.bool, device=p.device)
+        head_sel[ctl.heads if ctl.heads is not None else slice(None)] = True
+        if ctl.mode == "ar" and ctl.fraction > 0:
+            row_sel = head_sel[None, :, None, None] & query_sel[:, None, :, None]
+            p = reallocate(p, key_ids, ctl.threshold, ctl.fraction, row_sel)
+        ctl.record(p, key_ids, query_sel, head_sel)
+
+    p = p.to(query.dtype)
+    p = nn.functional.dropout(p, p=dropout, training=module.training)
+    attn_output = torch.matmul(p, value_states)
+    return attn_output.transpose(1, 2).contiguous(), p
+
+
+def register_ar_attention() -> None:
+    """Register :func:`ar_attention_forward` (and transformers' eager mask) under :data:`ATTN_NAME`."""
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(ATTN_NAME, ar_attention_forward)
+    AttentionMaskInterface.register(ATTN_NAME, eager_mask)
+
+
+register_ar_attention()
+
+
+def _resolve(model: Any, context: ModalityContext | None) -> tuple[nn.Module, ModalityContext | None]:
+    lm = getattr(model, "lm", model)
+    ctx = context if context is not None else getattr(model, "modality_context", None)
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return base, ctx
+
+
+def set_attention_mode(model: Any, mode: str, *, threshold: float = 0.5, fraction: float = 0.0,
+                       layers: list[int] | None = None, heads: list[int] | None = None, queries: str = "text",
+                       context: ModalityContext | None = None) -> AttentionReallocator | None:
+    """Switch the LLM's attention: ``"sdpa"`` (fast default), ``"eager"``, ``"ar"`` or ``"monitor"``.
+
+    ``model`` is a :class:`~mosear.model.backbone.MoSEARModel` (or a transformers causal LM, then pass
+    ``context``). Returns the :class:`AttentionReallocator` for ``"ar"``/``"monitor"`` (also stored as
+    ``model.ar_controller``), else ``None``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"attention mode must be one of {MODES}, got {mode!r}")
+    lm, ctx = _resolve(model, context)
+    attn_modules = [m for m in lm.modules() if hasattr(m, "layer_idx") and hasattr(m, "num_key_value_groups")]
+    for m in attn_modules:
+        _BINDINGS.pop(m, None)
+    controller = None
+    if mode in ("ar", "monitor"):
+        if ctx is None:
+            raise ValueError("AR/monitor need a ModalityContext: pass a MoSEARModel or context=")
+        n_layers = len(attn_modules)
+        if layers is not None and any(not 0 <= i < n_layers for i in layers):
+            raise ValueError(f"layers {layers} out of range for a {n_layers}-layer model")
+        n_heads = lm.config.num_attention_heads
+        if heads is not None and any(not 0 <= h < n_heads for h in heads):
+            raise ValueError(f"heads {heads} out of range for {n_heads} heads")
+        controller = AttentionReallocator(ctx, mode, threshold, fraction, layers, heads, queries)
+        for m in attn_modules:
+            _BINDINGS[m] = controller
+        lm.set_attn_implementation(ATTN_NAME)
+    else:
+        lm.set_attn_implementation(mode)
+    if hasattr(model, "lm"):
+        model.ar_controller = controller
+    return controller

@@ -1,0 +1,343 @@
+"""``MoSEARModel``: encoders + projectors + a transformers causal LM with MoSE (or LoRA) adapters.
+
+``build_model(cfg)`` assembles it; the LM call always runs inside ``with self.modality_context.use(ids)``
+so that MoSE layers and AR know each position's modality (see :mod:`mosear.model.modality`).
+
+What a saved adapter folder holds (:meth:`MoSEARModel.save_adapter`):
+``adapter/`` (peft ``save_pretrained`` layout: ``adapter_config.json`` + ``adapter_model.safetensors``),
+``projectors.safetensors`` (the visual and audio projectors) and ``model_config.json`` (the
+:class:`ModelConfig`; loading refuses an adapter built for another config).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mosear.labels import CANONICAL_LABELS
+from mosear.model import attention as ar
+from mosear.model.config import ModelConfig
+from mosear.model.encoders import CLIP_MEAN, CLIP_STD, AudioEncoder, VisualEncoder
+from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
+from mosear.model.mose import MoSEConfig, MoSEModel
+from mosear.model.prompt import IGNORE, PromptBuilder
+
+__all__ = ["MoSEARModel", "MoSEAROutput", "build_model"]
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# AR / attention settings are inference-time and may differ between a saved adapter and the model.
+_CONFIG_FIELDS_FREE = {"ar", "max_text_tokens", "max_target_tokens", "instruction"}
+
+
+@dataclass
+class MoSEAROutput:
+    """``loss`` = LM loss + lambda * balance loss (None without labels); ``logits`` [B, L, V]; ``aux`` scalars."""
+
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+    lm_loss: torch.Tensor | None = None
+    balance_loss: torch.Tensor | None = None
+    aux: dict[str, float] = field(default_factory=dict)
+
+
+class MoSEARModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, tokenizer: Any, lm: nn.Module, visual: VisualEncoder, audio: AudioEncoder,
+                 image_size: int, image_mean: tuple[float, ...], image_std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.lm = lm
+        self.visual = visual
+        self.audio = audio
+        self._own_context = ModalityContext()
+        self.ar_controller: ar.AttentionReallocator | None = None
+        self.prompts = PromptBuilder(
+            tokenizer, visual_tokens=cfg.visual_tokens, audio_tokens=cfg.audio_tokens, num_frames=cfg.num_frames,
+            image_size=image_size, image_mean=image_mean, image_std=image_std, instruction=cfg.instruction,
+            max_text_tokens=cfg.max_text_tokens, max_target_tokens=cfg.max_target_tokens,
+            max_audio_samples=int(cfg.max_audio_seconds * 16000),
+        )
+
+    def train(self, mode: bool = True) -> "MoSEARModel":
+        """Train mode for the LM adapters and projectors; the frozen encoder towers stay in eval mode."""
+        super().train(mode)
+        self.visual.tower.eval()
+        self.audio.tower.eval()
+        return self
+
+    # ----- plumbing -------------------------------------------------------------------------------------
+    @property
+    def modality_context(self) -> ModalityContext:
+        """The context MoSE layers read (the peft tuner's when MoSE is on, else the model's own)."""
+        tuner = getattr(self.lm, "base_model", None)
+        if isinstance(tuner, MoSEModel):
+            return tuner.modality_context
+        return self._own_context
+
+    @property
+    def base_lm(self) -> nn.Module:
+        """The transformers causal LM (with adapter layers injected, when any)."""
+        return self.lm.get_base_model() if isinstance(self.lm, PeftModel) else self.lm
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    def collate(self, samples: list[dict[str, Any]], include_target: bool = True) -> dict[str, torch.Tensor]:
+        """Reader-style samples (+ optional ``"target"``, ``"transcript"``) -> batch; see :class:`PromptBuilder`."""
+        return self.prompts.collate(samples, include_target=include_target)
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``inputs_embeds`` [B, L, H]: token embeddings with visual/audio positions filled by the projectors."""
+        dev = self.device
+        ids = batch["input_ids"].to(dev)
+        mods = batch["modality_ids"].to(dev)
+        emb = self.base_lm.get_input_embeddings()(ids)
+        vis = self.visual(batch["pixel_values"].to(dev))  # [B, N_v, H]
+        aud = self.audio(batch["audio_values"].to(dev), batch["audio_lengths"])  # [B, N_a, H]
+        for m, feats in ((VISUAL, vis), (AUDIO, aud)):
+            mask = mods == m
+            counts = mask.sum(1)
+            if not bool((counts == feats.shape[1]).all()):
+                raise ValueError(f"modality {m}: prompt has {counts.tolist()} positions, encoder gave {feats.shape[1]}")
+            emb = emb.masked_scatter(mask.unsqueeze(-1), feats.to(emb.dtype))
+        return emb
+
+    @staticmethod
+    def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+        """Position ids as ``generate()`` computes them: ``cumsum(mask) - 1``, 0 on padding."""
+        pos = attention_mask.long().cumsum(-1) - 1
+        return pos.masked_fill(attention_mask == 0, 0)
+
+    # ----- training / scoring / generation ----------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, modality_ids: torch.Tensor,
+                pixel_values: torch.Tensor, audio_values: torch.Tensor, audio_lengths: torch.Tensor,
+                labels: torch.Tensor | None = None) -> MoSEAROutput:
+        batch = dict(input_ids=input_ids, attention_mask=attention_mask, modality_ids=modality_ids,
+                     pixel_values=pixel_values, audio_values=audio_values, audio_lengths=audio_lengths)
+        dev = self.device
+        emb = self.embed(batch)
+        mask = attention_mask.to(dev)
+        with self.modality_context.use(modality_ids.to(dev)):
+            out = self.base_lm(inputs_embeds=emb, attention_mask=mask, position_ids=self.positions(mask),
+                               use_cache=False)
+        logits = out.logits
+        lm_loss = None
+        if labels is not None:
+            lab = labels.to(dev)
+            lm_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), lab[:, 1:].flatten(), ignore_index=IGNORE)
+        bal = None
+        aux: dict[str, float] = {}
+        tuner = getattr(self.lm, "base_model", None)
+        if isinstance(tuner, MoSEModel):
+            bal = tuner.balance_loss()
+            aux.update(tuner.gate_statistics())
+            if bal is not None:
+                aux["balance_loss"] = float(bal.detach())
+        loss = None
+        if lm_loss is not None:
+            aux["lm_loss"] = float(lm_loss.detach())
+            loss = lm_loss
+            if bal is not None and self.cfg.adapter == "mose":
+                loss = lm_loss + self.cfg.mose.balance_loss_weight * bal
+        return MoSEAROutput(loss=loss, logits=logits, lm_loss=lm_loss, balance_loss=bal, aux=aux)
+
+    def _label_ids(self, labels: tuple[str, ...]) -> list[list[int]]:
+        return [self.prompts._ids(" " + lab) for lab in labels]
+
+    @torch.no_grad()
+    def score_labels(self, batch: dict[str, torch.Tensor], labels: tuple[str, ...] = CANONICAL_LABELS,
+                     chunk: int = 64) -> torch.Tensor:
+        """Log-likelihood ``[B, C]`` of each label's tokens (" label") right after the prompt.
+
+        ``log p(label | prompt) = Σ_t log softmax(logits)[label token t]`` (sum over the label's tokens).
+        The media are encoded once; the B*C continuations run in chunks of ``chunk`` sequences.
+        """
+        if "labels" in batch and bool((batch["labels"] != IGNORE).any()):
+            raise ValueError("score_labels needs prompts without targets: collate(..., include_target=False)")
+        dev = self.device
+        emb = self.embed(batch)  # [B, L, H]
+        B, L, H = emb.shape
+        cand = self._label_ids(tuple(labels))
+        C, Lc = len(cand), max(len(c) for c in cand)
+        cand_ids = torch.full((C, Lc), self.prompts.pad_id, dtype=torch.long, device=dev)
+        cand_mask = torch.zeros((C, Lc), dtype=torch.long, device=dev)
+        for j, c in enumerate(cand):
+            cand_ids[j, : len(c)] = torch.tensor(c, device=dev)
+            cand_mask[j, : len(c)] = 1
+        cand_emb = self.base_lm.get_input_embeddings()(cand_ids)  # [C, Lc, H]
+        mask = batch["attention_mask"].to(dev)
+        mods = batch["modality_ids"].to(dev)
+        scores = torch.empty(B * C, dtype=torch.float32)
+        pairs = [(i, j) for i in range(B) for j in range(C)]
+        for s in range(0, len(pairs), chunk):
+            part = pairs[s: s + chunk]
+            bi = torch.tensor([p[0] for p in part], device=dev)
+            cj = torch.tensor([p[1] for p in part], device=dev)
+            e = torch.cat([emb[bi], cand_emb[cj]], dim=1)
+            m = torch.cat([mask[bi], cand_mask[cj]], dim=1)
+            mod = torch.cat([mods[bi], torch.where(cand_mask[cj] > 0, TEXT, PAD)], dim=1)
+            with self.modality_context.use(mod):
+                logits = self.base_lm(inputs_embeds=e, attention_mask=m, position_ids=self.positions(m),
+                                      use_cache=False).logits
+            logp = torch.log_softmax(logits[:, L - 1: L - 1 + Lc].float(), dim=-1)  # predicts candidate tokens
+            tok = logp.gather(-1, cand_ids[cj].unsqueeze(-1)).squeeze(-1)  # [n, Lc]
+            scores[s: s + len(part)] = (tok * cand_mask[cj]).sum(-1).cpu()
+        return scores.view(B, C)
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int = 48, **gen_kwargs: Any) -> list[str]:
+        """Greedy (by default) generation after each prompt with the KV cache; returns the decoded texts."""
+        if "labels" in batch and bool((batch["labels"] != IGNORE).any()):
+            raise ValueError("generate needs prompts without targets: collate(..., include_target=False)")
+        dev = self.device
+        emb = self.embed(batch)
+        mask = batch["attention_mask"].to(dev)
+        kw = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.prompts.pad_id,
+                  eos_token_id=self.tokenizer.eos_token_id)
+        kw.update(gen_kwargs)
+        with self.modality_context.use(batch["modality_ids"].to(dev)):
+            out = self.base_lm.generate(inputs_embeds=emb, attention_mask=mask, **kw)
+        return self.tokenizer.batch_decode(out, skip_special_tokens=True)
+
+    # ----- adapters ---------------------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Projector weights (saved beside the peft adapter)."""
+        return {f"visual.{k}": v for k, v in self.visual.projector.state_dict().items()} | {
+            f"audio.{k}": v for k, v in self.audio.projector.state_dict().items()
+        }
+
+    def save_adapter(self, directory: str | Path) -> Path:
+        """Write ``adapter/`` (peft layout), ``projectors.safetensors`` and ``model_config.json``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.lm, PeftModel):
+            self.lm.save_pretrained(str(d / "adapter"))
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.trainable_state().items()},
+                  str(d / "projectors.safetensors"))
+        (d / "model_config.json").write_text(json.dumps(self.cfg.model_dump(mode="json"), indent=2, sort_keys=True))
+        return d
+
+    def load_adapter(self, directory: str | Path, trainable: bool = False) -> None:
+        """Load what :meth:`save_adapter` wrote; refuses an adapter saved for another model config."""
+        d = Path(directory)
+        cfg_file = d / "model_config.json"
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"{d} holds no model_config.json: not a mosear adapter folder")
+        saved = ModelConfig.model_validate(json.loads(cfg_file.read_text()))
+        diff = [k for k in ModelConfig.model_fields
+                if k not in _CONFIG_FIELDS_FREE and getattr(saved, k) != getattr(self.cfg, k)]
+        if diff:
+            raise ValueError(f"adapter in {d} was saved for another model config; differing fields: {diff}")
+        if isinstance(self.lm, PeftModel):
+            if not (d / "adapter" / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"{d / 'adapter'} holds no peft adapter")
+            mode = self.cfg.ar
+            base = self.lm.unload()
+            self.lm = PeftModel.from_pretrained(base, str(d / "adapter"), is_trainable=trainable)
+            apply_attention_settings(self, mode)
+        state = load_file(str(d / "projectors.safetensors"))
+        self.visual.projector.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("visual.")})
+        self.audio.projector.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("audio.")})
+        self.visual.projector.requires_grad_(trainable and self.cfg.train_projectors)
+        self.audio.projector.requires_grad_(trainable and self.cfg.train_projectors)
+
+    def adapter_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.parameters() if p.requires_grad)
+
+
+def apply_attention_settings(model: MoSEARModel, settings: Any) -> ar.AttentionReallocator | None:
+    return ar.set_attention_mode(model, settings.mode, threshold=settings.threshold, fraction=settings.fraction,
+                                 layers=settings.layers, heads=settings.heads, queries=settings.queries)
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _tiny_parts(cfg: ModelConfig) -> tuple[Any, nn.Module, nn.Module, nn.Module, int]:
+    from transformers import CLIPVisionConfig, CLIPVisionModel, HubertConfig, HubertModel, LlamaConfig, LlamaForCausalLM
+
+    from mosear.model.tokenizer import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    h, n_layers, heads = cfg.tiny_hidden, cfg.tiny_layers, cfg.tiny_heads
+    llm_cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=h, intermediate_size=2 * h, num_hidden_layers=n_layers,
+        num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    lm = LlamaForCausalLM(llm_cfg)
+    vis = CLIPVisionModel(CLIPVisionConfig(
+        hidden_size=h, intermediate_size=2 * h, num_hidden_layers=2, num_attention_heads=heads,
+        image_size=cfg.tiny_image_size, patch_size=8,
+    ))
+    aud = HubertModel(HubertConfig(
+        hidden_size=h, intermediate_size=2 * h, num_hidden_layers=2, num_attention_heads=heads,
+        conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+        vocab_size=32, mask_time_prob=0.0,
+    ))
+    return tok, lm, vis, aud, cfg.tiny_image_size
+
+
+def _local_parts(cfg: ModelConfig) -> tuple[Any, nn.Module, nn.Module, nn.Module, int]:
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
+
+    dtype = _DTYPES[cfg.dtype]
+    kw = dict(local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(cfg.llm_path, **kw)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.unk_token or tok.eos_token
+    lm = AutoModelForCausalLM.from_pretrained(cfg.llm_path, dtype=dtype, **kw)
+    vis = CLIPVisionModel.from_pretrained(cfg.vision_path, dtype=dtype, **kw)
+    aud = AutoModel.from_pretrained(cfg.audio_path, dtype=dtype, **kw)
+    return tok, lm, vis, aud, vis.config.image_size
+
+
+def build_model(cfg: ModelConfig) -> MoSEARModel:
+    """Assemble encoders, projectors, the LM and the adapter (``cfg.adapter``); frozen backbone.
+
+    The tiny preset is random-init under ``cfg.seed`` (same config -> same weights in every process, so a
+    saved adapter fits a rebuilt tiny model). The emotion-llama preset reads local files only.
+    """
+    with _seeded(cfg.seed):
+        tok, lm, vis_tower, aud_tower, image_size = (_tiny_parts if cfg.preset == "tiny" else _local_parts)(cfg)
+        lm.requires_grad_(False)
+        hidden = lm.config.hidden_size
+        visual = VisualEncoder(vis_tower, cfg.visual_tokens, hidden)
+        audio = AudioEncoder(aud_tower, cfg.audio_tokens, hidden)
+        visual.projector.requires_grad_(cfg.train_projectors)
+        audio.projector.requires_grad_(cfg.train_projectors)
+        if cfg.adapter == "lora":
+            lm = get_peft_model(lm, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                               target_modules=list(cfg.lora.target_modules), bias="none"))
+        elif cfg.adapter == "mose":
+            m = cfg.mose
+            lm = get_peft_model(lm, MoSEConfig(
+                r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                target_modules=list(cfg.lora.target_modules), num_experts=m.num_experts,
+                share_experts=m.share_experts, gate=m.gate, gate_temperature=m.temperature, top_k=m.top_k,
+                balance_loss_weight=m.balance_loss_weight, dynamic_weights=m.dynamic_weights,
+                weight_momentum=m.weight_momentum, weight_strength=m.weight_strength,
+                weight_min=m.weight_min, weight_max=m.weight_max,
+            ))
+    mean = tuple(getattr(getattr(vis_tower, "config", None), "image_mean", CLIP_MEAN) or CLIP_MEAN)
+    std = tuple(getattr(getattr(vis_tower, "config", None), "image_std", CLIP_STD) or CLIP_STD)
+    model = MoSEARModel(cfg, tok, lm, visual, audio, image_size, mean, std)
+    model.visual.tower.eval()
+    model.audio.tower.eval()
+    apply_attention_settings(model, cfg.ar)
+    return model

@@ -1,0 +1,98 @@
+"""``ModelConfig``: the typed, validated settings of the MoSEAR model (backbone, adapter, AR)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from mosear.config import StageConfig
+
+EMOTION_LLAMA_INSTRUCTION = (
+    "Please determine which emotion label in the video represents: "
+    "happy, sad, neutral, angry, worried, surprise, fear, contempt, doubt."
+)
+
+__all__ = ["ModelConfig", "MoSESettings", "LoRASettings", "ARSettings", "EMOTION_LLAMA_INSTRUCTION"]
+
+
+class LoRASettings(StageConfig):
+    """Rank / scaling shared by the LoRA baseline and MoSE (Emotion-LLaMA: r=64, alpha=16, dropout 0.05)."""
+
+    r: int = Field(64, gt=0, description="LoRA rank (MoSE: rank of A and of each expert B)")
+    alpha: float = Field(16.0, gt=0, description="scaling numerator: updates are scaled by alpha / r")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] = Field(["q_proj", "v_proj"], description="LLM linear layers to adapt")
+
+
+class MoSESettings(StageConfig):
+    """MoSE-only settings (formulas in mosear/model/mose/layer.py and docs/model.md)."""
+
+    num_experts: int = Field(4, gt=0, description="K expert B matrices per modality")
+    share_experts: bool = Field(False, description="one expert set for all modalities (gates stay per modality)")
+    gate: Literal["softmax", "none"] = Field("softmax", description="learned softmax gate or uniform 1/K")
+    temperature: float = Field(1.0, gt=0, description="gate softmax temperature tau")
+    top_k: int | None = Field(None, gt=0, description="keep the k largest gate weights (renormalised)")
+    balance_loss_weight: float = Field(0.01, ge=0, description="lambda of the load-balancing loss")
+    dynamic_weights: bool = Field(True, description="rescale audio/visual updates by measured contribution")
+    weight_momentum: float = Field(0.9, ge=0, lt=1, description="EMA momentum of the contribution")
+    weight_strength: float = Field(0.5, ge=0, description="gamma in w_m = (c_mean / c_m) ** gamma")
+    weight_min: float = Field(0.5, gt=0, le=1)
+    weight_max: float = Field(2.0, ge=1)
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> "MoSESettings":
+        if self.top_k is not None and self.top_k > self.num_experts:
+            raise ValueError(f"top_k ({self.top_k}) > num_experts ({self.num_experts})")
+        return self
+
+
+class ARSettings(StageConfig):
+    """Attention mode at inference; ``ar`` uses threshold/fraction in the chosen layers/heads."""
+
+    mode: Literal["sdpa", "eager", "ar", "monitor"] = Field("sdpa", description="attention implementation")
+    threshold: float = Field(0.5, ge=0, le=1, description="tau: reallocate rows whose audio share exceeds it")
+    fraction: float = Field(0.0, ge=0, le=1, description="f: fraction of the audio mass moved to visual keys")
+    layers: list[int] | None = Field(None, description="LLM layers (None: all)")
+    heads: list[int] | None = Field(None, description="query heads (None: all)")
+    queries: Literal["text", "all"] = Field("text", description="which query rows are reallocated / monitored")
+
+
+class ModelConfig(StageConfig):
+    """The MoSEAR model. ``preset=tiny`` builds random-init encoders and LLM from configs (seeded);
+    ``preset=emotion-llama`` loads CLIP/EVA-class vision, HuBERT-class audio and a chat LLM from
+    local paths or the local HF cache only (``local_files_only=True``)."""
+
+    preset: Literal["tiny", "emotion-llama"] = "tiny"
+    llm_path: str | None = Field(None, description="local path or cached id of the causal LM (emotion-llama)")
+    vision_path: str | None = Field(None, description="local path / cached id of a CLIP vision model")
+    audio_path: str | None = Field(None, description="local path / cached id of a HuBERT / wav2vec2 model")
+    visual_tokens: int = Field(16, gt=0, description="visual tokens in the prompt (Emotion-LLaMA: 256+3)")
+    audio_tokens: int = Field(4, gt=0, description="audio tokens in the prompt (Emotion-LLaMA: 1)")
+    num_frames: int = Field(4, gt=0, description="frames (uniform over the clip) fed to the vision encoder")
+    max_audio_seconds: float = Field(8.0, gt=0, description="audio beyond this is cut (seconds at 16 kHz)")
+    max_text_tokens: int = Field(96, gt=0, description="transcript tokens kept")
+    max_target_tokens: int = Field(64, gt=0, description="target (label + reasoning) tokens kept")
+    instruction: str = Field(EMOTION_LLAMA_INSTRUCTION, description="task instruction placed after the media")
+    adapter: Literal["mose", "lora", "none"] = "mose"
+    lora: LoRASettings = Field(default_factory=LoRASettings)
+    mose: MoSESettings = Field(default_factory=MoSESettings)
+    ar: ARSettings = Field(default_factory=ARSettings)
+    train_projectors: bool = Field(True, description="projectors are trained and saved with the adapter")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    seed: int = Field(0, description="seed of the random-init tiny backbone and of adapter init")
+    # tiny preset sizes
+    tiny_hidden: int = Field(64, gt=0)
+    tiny_layers: int = Field(2, gt=0)
+    tiny_heads: int = Field(4, gt=0)
+    tiny_image_size: int = Field(32, gt=0)
+
+    @model_validator(mode="after")
+    def _paths(self) -> "ModelConfig":
+        if self.preset == "emotion-llama":
+            missing = [n for n in ("llm_path", "vision_path", "audio_path") if not getattr(self, n)]
+            if missing:
+                raise ValueError(f"preset emotion-llama needs local {', '.join(missing)}")
+        if self.tiny_hidden % self.tiny_heads:
+            raise ValueError("tiny_hidden must be a multiple of tiny_heads")
+        return self

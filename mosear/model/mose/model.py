@@ -1,0 +1,107 @@
+"""``MoSEModel``: the peft tuner that puts :class:`~mosear.model.mose.layer.Linear` into target layers."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from torch import nn
+
+from mosear.model.modality import MODALITY_NAMES, ModalityContext
+from mosear.model.mose.config import MoSEConfig
+from mosear.model.mose.layer import Linear, MoSELayer
+
+
+class MoSEModel(BaseTuner):
+    """Adds MoSE experts to the ``target_modules`` of a transformers model.
+
+    The tuner owns one :class:`ModalityContext` (``self.modality_context``) that every MoSE layer
+    references; the caller fills it before each forward (``with tuner.modality_context.use(ids):``).
+    """
+
+    prefix: str = "mose_"
+    tuner_layer_cls = MoSELayer
+    target_module_mapping: dict[str, list[str]] = {}
+
+    def _pre_injection_hook(self, model: nn.Module, config: MoSEConfig, adapter_name: str) -> None:
+        if "modality_context" not in self.__dict__:
+            object.__setattr__(self, "modality_context", ModalityContext())
+
+    def _prepare_adapter_config(self, peft_config: MoSEConfig, model_config: dict) -> MoSEConfig:
+        if peft_config.target_modules is None:
+            raise ValueError("MoSEConfig.target_modules must name the layers to adapt (e.g. ['q_proj', 'v_proj'])")
+        return peft_config
+
+    @staticmethod
+    def _check_target_module_exists(peft_config: MoSEConfig, key: str) -> bool:
+        targets = peft_config.target_modules
+        if isinstance(targets, str):
+            return re.fullmatch(targets, key) is not None
+        return any(key == t or key.endswith("." + t) for t in targets)
+
+    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key=None, **kw) -> None:
+        if isinstance(target, Linear):
+            target.update_layer(adapter_name, config)
+            return
+        new_module = Linear(target, adapter_name, config, self.modality_context)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _replace_module(self, parent: nn.Module, child_name: str, new_module: nn.Module, child: nn.Module) -> None:
+        setattr(parent, child_name, new_module)
+        # the new module's adapter weights were created on the base weight's device in update_layer
+        if hasattr(child, "base_layer"):
+            child = child.base_layer
+        for name, module in new_module.named_modules():
+            if self.prefix in name:
+                weight = child.weight
+                module.to(weight.device)
+
+    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
+        for n, p in model.named_parameters():
+            if self.prefix not in n:
+                p.requires_grad = False
+
+    def mose_layers(self) -> list[Linear]:
+        return [m for m in self.model.modules() if isinstance(m, Linear)]
+
+    def balance_loss(self, adapter_name: str | None = None) -> torch.Tensor | None:
+        """Mean over layers of the last forward's load-balancing loss (not yet multiplied by lambda)."""
+        name = adapter_name or self.active_adapters[0]
+        losses = [m.last_balance_loss[name] for m in self.mose_layers() if name in m.last_balance_loss]
+        return torch.stack(losses).mean() if losses else None
+
+    def gate_statistics(self, adapter_name: str | None = None) -> dict[str, float]:
+        """Scalars for logging: mean gate weight per modality and expert, modality weights (layer means)."""
+        name = adapter_name or self.active_adapters[0]
+        layers = [m for m in self.mose_layers() if name in m.last_gate_load]
+        out: dict[str, float] = {}
+        if layers:
+            load = torch.stack([m.last_gate_load[name].float().cpu() for m in layers]).mean(0)  # [M, K]
+            for mi, mname in enumerate(MODALITY_NAMES):
+                for k in range(load.shape[1]):
+                    out[f"gate/{mname}/expert{k}"] = float(load[mi, k])
+        weights = torch.stack([m.mose_modality_weight[name].float().cpu() for m in self.mose_layers()]).mean(0)
+        for mi, mname in enumerate(MODALITY_NAMES):
+            out[f"modality_weight/{mname}"] = float(weights[mi])
+        return out
+
+    def clear_statistics(self) -> None:
+        for m in self.mose_layers():
+            m.last_balance_loss.clear()
+            m.last_gate_load.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("model", "modality_context"):
+                raise
+            return getattr(self.model, name)
+
+
+def is_mose_layer(module: nn.Module) -> bool:
+    return isinstance(module, BaseTunerLayer) and isinstance(module, MoSELayer)
