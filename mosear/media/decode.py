@@ -205,8 +205,6 @@ def decode_clip(
         info = _probe_container(container, size)
         if not info.has_video:
             raise MediaError("no_video", f"{path.name} has no video stream ({info.container})")
-        if not info.has_audio and missing_audio == "error":
-            raise MediaError("no_audio", f"{path.name} has no audio stream")
         vstream = container.streams.video[0]
         astream = container.streams.audio[0] if info.has_audio else None
         if threads != 1:
@@ -273,7 +271,8 @@ def decode_clip(
                 chunks.append(out.to_ndarray().reshape(-1))
 
     if prev is None:
-        raise MediaError("decode_error", f"no video frame of {path.name} could be decoded ({'; '.join(warnings[:3])})")
+        detail = "; ".join(warnings[:3]) or f"the stream ended without a frame; the file ({size} bytes) may be cut short"
+        raise MediaError("decode_error", f"no video frame of {path.name} could be decoded ({detail})")
     if len(frames) < num_frames:
         tolerance = max(_TRUNCATION_TOLERANCE_S, 2.0 / fps)
         if last_time is not None and last_time < start + duration - tolerance:
@@ -283,6 +282,9 @@ def decode_clip(
             )
         while len(frames) < num_frames:  # the last target(s) fall after the final frame
             keep(prev[1], prev[0])
+    if astream is None and missing_audio == "error":
+        # checked after the video decoded: a damaged header that lost the audio track is not "no audio"
+        raise MediaError("no_audio", f"{path.name} has no audio stream")
     if astream is not None:
         audio = np.concatenate(chunks).astype(np.int16, copy=False) if chunks else np.zeros(0, np.int16)
         has_audio = True

@@ -230,7 +230,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
             _ray_build,
             fn_kwargs={"cfg_json": cfg.model_dump_json(), "out_dir": str(out.resolve()), "config_hash": config_hash},
-            num_cpus=1, concurrency=min(workers, len(items)),
+            num_cpus=1, compute=ray.data.TaskPoolStrategy(size=min(workers, len(items))),
         )
         bar = tqdm(total=n_clips, initial=done_clips, unit="clip", desc="shard", disable=not cfg.progress,
                    file=sys.stderr, dynamic_ncols=True)
