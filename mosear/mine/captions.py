@@ -32,13 +32,15 @@ def _voice_words(desc: dict[str, Any] | None) -> str:
         parts.append("flat, monotone pitch" if pv < 0.08 else "lively, varied pitch" if pv > 0.2 else "moderately varied pitch")
     ld = val("loudness")
     if not math.isnan(ld):
-        parts.append("a soft voice" if ld < 0.5 else "a loud, forceful voice" if ld > 1.5 else "moderate loudness")
+        parts.append("low loudness" if ld < 0.5 else "high, forceful loudness" if ld > 1.5 else "moderate loudness")
     rate = val("rate")
     if not math.isnan(rate):
         parts.append("a slow pace" if rate < 2 else "a fast pace" if rate > 4 else "an even pace")
     hnr = val("hnr_db")
     if not math.isnan(hnr):
-        parts.append("a breathy or rough voice quality" if hnr < 5 else "a clear voice quality" if hnr > 10 else "a slightly tense voice quality")
+        parts.append("a breathy or rough quality" if hnr < 5 else "a clear quality" if hnr > 10 else "a slightly strained quality")
+    if len(parts) > 1:
+        parts[-1] = "and " + parts[-1]
     return ("The voice has " + ", ".join(parts) + ".") if parts else "The voice gives few measurable cues."
 
 

@@ -104,12 +104,13 @@ def crossfit_predict(
 
 
 def choose_groups(speakers: list[str | None], takes: list[str], n_folds: int) -> tuple[list[str], str]:
-    """Speaker groups when there are at least ``min(n_folds, 2)`` known speakers, else source takes.
+    """Speaker groups when every row has a speaker and there are at least ``n_folds`` of them, else
+    source takes.
 
     A corpus with one speaker (the RAVDESS sample) cannot give speaker-disjoint folds; grouping by the
     source take still keeps every clip that reuses a take (spliced clips) out of its own training folds.
     """
     known = {s for s in speakers if s}
-    if len(known) >= max(2, min(n_folds, 2)) and all(speakers):
+    if len(known) >= n_folds and all(speakers):
         return [str(s) for s in speakers], "speaker"
-    return list(takes), f"source take ({len(known)} known speaker(s): speaker-disjoint folds impossible)"
+    return list(takes), f"source take ({len(known)} speaker(s) < {n_folds} folds: speaker-disjoint folds impossible)"

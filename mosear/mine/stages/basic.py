@@ -25,18 +25,22 @@ class SignalQualityStage(MiningStage):
     Adds ``audio_rms_dbfs`` (float, dBFS of the whole waveform; -inf for empty audio), ``audio_silent``
     (bool: RMS below ``silence_dbfs`` or ``meta.has_audio`` false), ``frames_luma`` (mean luma 0-255)
     and ``frames_black`` (bool: mean luma below ``black_luma``). Drops only samples with neither audio
-    samples nor frames (``empty_media``): nothing downstream could say anything about them.
+    samples nor frames (``empty_media``) and samples missing a member of the shard contract
+    (``missing_member``: a damaged shard; the detail names the member).
     """
 
     name = "signal_quality"
     adds = ("audio_rms_dbfs", "audio_silent", "frames_luma", "frames_black")
-    drop_reasons = ("empty_media",)
+    drop_reasons = ("empty_media", "missing_member")
 
     def __init__(self, silence_dbfs: float = -60.0, black_luma: float = 8.0) -> None:
         self.silence_dbfs = float(silence_dbfs)
         self.black_luma = float(black_luma)
 
     def process(self, sample: dict[str, Any]) -> dict[str, Any] | Drop:
+        missing = [m for f, m in (("frames", "frames.npy"), ("audio", "wav"), ("meta", "json")) if f not in sample]
+        if missing:
+            return Drop("missing_member", f"sample has no {', '.join(missing)} member")
         audio = np.asarray(sample.get("audio", np.zeros(0, np.float32)), dtype=np.float32)
         frames = np.asarray(sample.get("frames", np.zeros((0, 1, 1, 3), np.uint8)))
         if audio.size == 0 and frames.size == 0:
