@@ -95,7 +95,7 @@ class SettingSpec(_Part):
 
 DEFAULT_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(name="ar_off"),
-    SettingSpec(name="ar_on", ar=True),
+    SettingSpec(name="ar_on", ar=True, ar_fraction=0.5),  # f = 0.5: our default (the paper gives none)
     SettingSpec(name="no_audio", drop="audio"),
     SettingSpec(name="no_video", drop="video"),
 )
@@ -149,6 +149,9 @@ class EvalConfig(StageConfig):
     gpus_per_unit: float = Field(default=0.0, ge=0, description="Ray GPUs reserved per evaluation unit")
     torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads inside a unit")
     unit_retries: int = Field(default=2, ge=0, description="Ray retries of a unit whose worker died")
+    runtime_env: dict[str, Any] | None = Field(
+        default=None, description="Ray runtime_env of the unit tasks (env_vars, py_modules, pip) on a cluster"
+    )
     report: bool = Field(default=True, description="build report.html at the end")
     progress: bool = Field(default=True, description="tqdm progress bar over units")
 
@@ -172,4 +175,5 @@ class EvalConfig(StageConfig):
 
     def hash_exclude(self) -> set[str]:
         """Fields that change scheduling only, never predictions."""
-        return {"ray_address", "num_workers", "cpus_per_unit", "gpus_per_unit", "unit_retries", "report", "progress", "output"}
+        return {"ray_address", "num_workers", "cpus_per_unit", "gpus_per_unit", "unit_retries", "runtime_env",
+                "report", "progress", "output", "torch_threads", "batch_size"}

@@ -105,6 +105,7 @@ def _run_ray(cfg: EvalConfig, todo: list[UnitSpec], benches: dict, result: EvalR
     task = ray.remote(_unit_task).options(
         num_cpus=cfg.cpus_per_unit, num_gpus=cfg.gpus_per_unit, max_retries=cfg.unit_retries,
         retry_exceptions=False,  # a unit that raises has a reason (bad checkpoint, bad data): report it
+        **({"runtime_env": cfg.runtime_env} if cfg.runtime_env else {}),
     )
     bench_refs = {name: ray.put(b) for name, b in benches.items()}
     pending = {task.remote(cfg, u, bench_refs[u.benchmark.name]): u for u in todo}

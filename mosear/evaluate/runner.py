@@ -38,17 +38,22 @@ log = logging.getLogger(__name__)
 
 
 def load_model(checkpoint: str, model_overrides: dict[str, Any]):
-    """Build the model for ``checkpoint`` ('base' or an adapter folder) in eval mode."""
+    """Build the model for ``checkpoint`` in eval mode.
+
+    An adapter folder (``save_adapter`` layout) carries its ``model_config.json``: the model is built
+    from it (``model_overrides`` do not apply: ``load_adapter`` refuses another config). ``base`` is
+    the model built from ``model_overrides`` without trained weights.
+    """
+    from mosear.config import load_config
     from mosear.model import ModelConfig, build_model
 
-    from mosear.config import load_config
-
-    cfg_file = Path(checkpoint) / "mosear_model.json" if checkpoint != "base" else None
-    if cfg_file is not None and cfg_file.is_file():
-        data = json.loads(cfg_file.read_text())
-        mcfg = load_config(ModelConfig, overrides={**data, **model_overrides}) if model_overrides else ModelConfig.model_validate(data)
-    else:
+    if checkpoint == "base":
         mcfg = load_config(ModelConfig, overrides=dict(model_overrides))
+    else:
+        cfg_file = Path(checkpoint) / "model_config.json"
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint}: no model_config.json (not a mosear adapter folder)")
+        mcfg = ModelConfig.model_validate(json.loads(cfg_file.read_text()))
     model = build_model(mcfg)
     if checkpoint != "base":
         model.load_adapter(checkpoint)
@@ -89,44 +94,64 @@ def iter_benchmark_samples(bench: Benchmark) -> Iterator[dict[str, Any]]:
                     return
 
 
-def _attention_mode(setting: SettingSpec):
-    """The argument for ``set_attention_mode`` that ``setting`` asks for."""
-    from mosear.model import ARSettings
+def set_unit_attention(model, setting: SettingSpec):
+    """Switch ``model`` to the attention ``setting`` asks for; returns the AR/monitor controller or None.
 
+    AR uses the setting's fraction/threshold where given, else the model config's ``ar`` values
+    (layers, heads and query rows always come from the model config).
+    """
+    from mosear.model import set_attention_mode
+
+    ar = model.cfg.ar
     if setting.ar:
-        kw = {k: v for k, v in {"fraction": setting.ar_fraction, "threshold": setting.ar_threshold}.items() if v is not None}
-        return ARSettings(**kw)
-    return "monitor" if setting.monitor else "eager"
+        return set_attention_mode(
+            model, "ar",
+            threshold=ar.threshold if setting.ar_threshold is None else setting.ar_threshold,
+            fraction=ar.fraction if setting.ar_fraction is None else setting.ar_fraction,
+            layers=ar.layers, heads=ar.heads, queries=ar.queries,
+        )
+    if setting.monitor:
+        return set_attention_mode(model, "monitor", layers=ar.layers, heads=ar.heads, queries=ar.queries)
+    return set_attention_mode(model, "sdpa")
 
 
 class _Predictor:
     def __init__(self, cfg: EvalConfig, unit: UnitSpec, bench: Benchmark):
-        from mosear.model import parse_label, set_attention_mode
+        from mosear.model import parse_label
 
         self.cfg, self.unit, self.bench = cfg, unit, bench
         self.model = load_model(unit.checkpoint, cfg.model)
-        self.controller = set_attention_mode(self.model, _attention_mode(unit.setting))
+        self.controller = set_unit_attention(self.model, unit.setting)
         self.parse_label = parse_label
         self.generate = (cfg.prediction == "generate" or cfg.generate_reasoning == "always"
                          or (cfg.generate_reasoning == "auto" and bench.has_references))
 
-    def shares(self, n: int) -> list[dict[str, float]]:
-        """Per-sample attention shares of the last forward pass (empty dicts when not monitored)."""
-        get = getattr(self.controller, "shares", None)
-        if get is None:
+    def shares(self, batch: dict[str, Any], n: int) -> list[dict[str, float]]:
+        """Per-sample attention shares ``{text, visual, audio}`` of the prompt's text query rows.
+
+        Measured on one forward pass over the prompt alone (label scoring runs B×C continuations,
+        whose rows are not per-sample); empty dicts when the setting does not monitor.
+        """
+        if self.controller is None:
             return [{} for _ in range(n)]
-        sh = get()  # {"audio": Tensor[B], "visual": Tensor[B], "text": Tensor[B]}
-        return [{m: float(v[i]) for m, v in sh.items()} for i in range(n)]
+        from mosear.model.modality import MODALITY_NAMES
+
+        self.controller.reset()
+        self.model(**batch)
+        sh = self.controller.shares()  # [B, 3] in MODALITY_NAMES order
+        self.controller.reset()
+        return [{name: float(sh[i, j]) for j, name in enumerate(MODALITY_NAMES)} for i in range(n)]
 
     def predict(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         import torch
 
         labels = list(self.bench.labels)
         with torch.inference_mode():
-            batch = self.model.collate(samples)
-            scores = self.model.score_labels(batch, labels=labels).float().cpu().numpy()  # [B, C]
-            shares = self.shares(len(samples))
-            texts = self.model.generate(batch, max_new_tokens=self.cfg.max_new_tokens) if self.generate else [None] * len(samples)
+            batch = self.model.collate(samples, include_target=False)
+            shares = self.shares(batch, len(samples))
+            scores = self.model.score_labels(batch, labels=tuple(labels)).float().cpu().numpy()  # [B, C]
+            texts = (self.model.generate(batch, max_new_tokens=self.cfg.max_new_tokens) if self.generate
+                     else [None] * len(samples))
         out = []
         for i in range(len(samples)):
             row: dict[str, Any] = {"scores": scores[i].tolist(), "text": texts[i]}

@@ -1,0 +1,164 @@
+"""Benchmark readers on small files in each released format, and their errors on bad rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mosear.evaluate.benchmarks import (
+    DFEW_LABELS,
+    MAFW_LABELS,
+    BenchmarkFormatError,
+    load_benchmark,
+    read_npz_safely,
+)
+from mosear.evaluate.config import BenchmarkSpec
+from mosear.labels import MER2023_LABELS
+
+
+def _camer(root, rows_per_subset):
+    root.mkdir(parents=True, exist_ok=True)
+    for subset, rows in rows_per_subset.items():
+        (root / f"{subset}.json").write_text(json.dumps(rows))
+    return root
+
+
+def test_camer_three_subsets(tmp_path):
+    root = _camer(tmp_path / "camer", {
+        "video_aligned": {"sample_00000001": {"reason": "Her face is joyful though her voice is flat.", "label": "happy"}},
+        "audio_aligned": {"sample_00000002": "He shouts furiously while smiling."},
+        "consistent": [{"name": "sample_00000003", "smp_reason_caption": "Sad face, sad voice.", "emo": "sad"}],
+    })
+    b = load_benchmark(BenchmarkSpec(name="camer", format="camer", path=str(root), shards="x"))
+    assert b.labels == MER2023_LABELS and b.has_references
+    by_key = {it.key: it for it in b.items}
+    assert set(by_key) == {"mer2023__sample_00000001", "mer2023__sample_00000002", "mer2023__sample_00000003"}
+    assert by_key["mer2023__sample_00000001"].subset == "video_aligned"
+    assert by_key["mer2023__sample_00000002"].label is None  # reasoning only
+    assert by_key["mer2023__sample_00000003"].label == "sad"
+    assert len(b.files) == 3 and b.shard_dirs == ["x"]
+
+
+def test_mined_keys_are_used_as_they_are(tmp_path):
+    root = _camer(tmp_path / "mined", {
+        "video_aligned": {"ravdess__01-01-03-01-01-01-05": {"reason": "x", "label": "happy"}},
+        "audio_aligned": {"cremad__1001_DFA_ANG_XX": {"reason": "y", "label": "angry"}},
+        "consistent": {"ravdess__01-01-02-01-01-01-05": {"reason": "z", "label": "calm"}},
+    })
+    b = load_benchmark(BenchmarkSpec(name="m", format="mined", path=str(root), shards="s"))
+    assert {it.key for it in b.items} == {"ravdess__01-01-03-01-01-01-05", "cremad__1001_DFA_ANG_XX", "ravdess__01-01-02-01-01-01-05"}
+    assert "calm" in b.labels
+
+
+def test_camer_row_without_fields_is_named(tmp_path):
+    root = _camer(tmp_path / "c", {
+        "video_aligned": {"sample_1": {"reason": "ok", "label": "happy"}},
+        "audio_aligned": {"sample_2": {"note": "nothing useful"}},
+        "consistent": {},
+    })
+    with pytest.raises(BenchmarkFormatError, match=r"audio_aligned\.json: row 'sample_2': missing fields"):
+        load_benchmark(BenchmarkSpec(name="c", format="camer", path=str(root)))
+
+
+def test_camer_missing_subset_file(tmp_path):
+    root = _camer(tmp_path / "c", {"video_aligned": {}, "consistent": {}})
+    with pytest.raises(BenchmarkFormatError, match="audio_aligned.json"):
+        load_benchmark(BenchmarkSpec(name="c", format="camer", path=str(root)))
+
+
+def test_camer_unknown_label_is_named(tmp_path):
+    root = _camer(tmp_path / "c", {"video_aligned": {"s1": {"reason": "r", "label": "bored"}},
+                                   "audio_aligned": {}, "consistent": {}})
+    with pytest.raises(BenchmarkFormatError, match=r"row 's1': label 'bored'"):
+        load_benchmark(BenchmarkSpec(name="c", format="camer", path=str(root)))
+
+
+def test_mer2023_npz(tmp_path):
+    p = tmp_path / "label-6way.npz"
+    np.savez(p, train_corpus={"sample_00000009": {"emo": "sad", "val": -1.0}},
+             test1_corpus={"sample_00000001": {"emo": "worried", "val": np.float64(-2.0)},
+                           "sample_00000002": {"emo": "fear", "val": -10},
+                           "sample_00000003": {"emo": "surprise", "val": 0.5}})
+    b = load_benchmark(BenchmarkSpec(name="mer", format="mer2023", path=str(p)))
+    assert b.labels == MER2023_LABELS
+    assert [(it.key, it.label) for it in b.items] == [
+        ("mer2023__sample_00000001", "worried"),
+        ("mer2023__sample_00000002", "neutral"),  # outside the six -> neutral (Emotion-LLaMA protocol)
+        ("mer2023__sample_00000003", "surprise"),
+    ]
+    with pytest.raises(BenchmarkFormatError, match="no entry 'test3_corpus'"):
+        load_benchmark(BenchmarkSpec(name="mer", format="mer2023", path=str(p), split="test3_corpus"))
+
+
+def test_mer2023_npz_row_missing_emo(tmp_path):
+    p = tmp_path / "l.npz"
+    np.savez(p, test1_corpus={"sample_1": {"emo": "happy"}, "sample_2": {"val": 1.0}})
+    with pytest.raises(BenchmarkFormatError, match=r"test1_corpus row 'sample_2': missing field 'emo'"):
+        load_benchmark(BenchmarkSpec(name="mer", format="mer2023", path=str(p)))
+
+
+def test_npz_reader_refuses_arbitrary_objects(tmp_path):
+    import os
+
+    p = tmp_path / "evil.npz"
+    np.savez(p, test1_corpus=np.array([os.getcwd], dtype=object))
+    with pytest.raises(Exception, match="refusing to load"):
+        read_npz_safely(p)
+
+
+def test_mer2023_emotion_llama_list(tmp_path):
+    p = tmp_path / "relative_test3_NCEV.txt"
+    p.write_text("sample_00000007 96 happy -10\nsample_00000008 80 doubt -10\n")
+    b = load_benchmark(BenchmarkSpec(name="t3", format="mer2023", path=str(p)))
+    assert [it.label for it in b.items] == ["happy", "neutral"]
+
+
+def test_dfew_fold_folder(tmp_path):
+    d = tmp_path / "EmoLabel_DataSplit" / "test(single-labeled)"
+    d.mkdir(parents=True)
+    (d / "set_2.csv").write_text("video_name,label\n1,1\n2,7\n3,3\n")
+    b = load_benchmark(BenchmarkSpec(name="dfew", format="dfew", path=str(tmp_path / "EmoLabel_DataSplit"), fold=2))
+    assert b.labels == DFEW_LABELS
+    assert [(it.key, it.label) for it in b.items] == [("dfew__1", "happy"), ("dfew__2", "fear"), ("dfew__3", "neutral")]
+
+
+def test_dfew_bad_label_number(tmp_path):
+    p = tmp_path / "set_1.csv"
+    p.write_text("video_name,label\n1,1\n2,9\n")
+    with pytest.raises(BenchmarkFormatError, match=r"set_1.csv: line 3: label number 9"):
+        load_benchmark(BenchmarkSpec(name="dfew", format="dfew", path=str(p)))
+
+
+def test_mafw_list(tmp_path):
+    p = tmp_path / "test.txt"
+    p.write_text("00025.mp4 anger\n00026.mp4 helplessness\n00027.mp4 9\n")
+    b = load_benchmark(BenchmarkSpec(name="mafw", format="mafw", path=str(p)))
+    assert b.labels == MAFW_LABELS and "helplessness" in b.labels and "angry" in b.labels
+    assert [(it.key, it.label) for it in b.items] == [("mafw__00025", "angry"), ("mafw__00026", "helplessness"),
+                                                     ("mafw__00027", "worried")]
+
+
+def test_mafw_row_without_label(tmp_path):
+    p = tmp_path / "test.txt"
+    p.write_text("00025.mp4 anger\n00026.mp4\n")
+    with pytest.raises(BenchmarkFormatError, match="line 2"):
+        load_benchmark(BenchmarkSpec(name="mafw", format="mafw", path=str(p)))
+
+
+def test_emer_csv_and_missing_reasoning(tmp_path):
+    p = tmp_path / "emer.csv"
+    p.write_text("names,eng_reasons,emo\nsample_00000001,\"He frowns, sounding angry.\",angry\n")
+    b = load_benchmark(BenchmarkSpec(name="emer", format="emer", path=str(p)))
+    assert b.items[0].key == "mer2023__sample_00000001" and b.items[0].reference.startswith("He frowns")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("names,eng_reasons\nsample_1,ok\nsample_2,\n")
+    with pytest.raises(BenchmarkFormatError, match=r"row 2 \(sample_2\): missing fields"):
+        load_benchmark(BenchmarkSpec(name="emer", format="emer", path=str(bad)))
+
+
+def test_duplicate_keys_are_an_error(tmp_path):
+    root = _camer(tmp_path / "c", {"video_aligned": {"s1": "a"}, "audio_aligned": {"s1": "b"}, "consistent": {}})
+    with pytest.raises(BenchmarkFormatError, match="listed twice"):
+        load_benchmark(BenchmarkSpec(name="c", format="camer", path=str(root)))
