@@ -88,6 +88,7 @@ class DecodedClip:
     sample_rate: int  # Hz
     has_audio: bool  # False: ``audio`` is filled silence
     duration_s: float  # the video duration the frames were sampled over
+    video_start_s: float  # start time of the video stream (frame times count from the file's zero)
     probe: ProbeInfo
     warnings: list[str] = field(default_factory=list)
 
@@ -298,6 +299,7 @@ def decode_clip(
         sample_rate=sample_rate,
         has_audio=has_audio,
         duration_s=duration,
+        video_start_s=start,
         probe=info,
         warnings=warnings,
     )
