@@ -28,7 +28,11 @@ STAGE_ORDER: tuple[str, ...] = ("shard", "mine", "train", "eval")
 # Small, quick values for the sample corpus; a pipeline YAML or key=value overrides replace them.
 SAMPLE_DEFAULTS: dict[str, dict[str, Any]] = {
     "shard": {"num_frames": 8, "height": 112, "width": 112},
-    "mine": {},
+    # counterfactual face/voice splices of the sample's RAVDESS clips give the benchmark its conflicts
+    "mine": {
+        "workers": 2,
+        "splice": {"enabled": True, "faces": "{corpus_dir}/ravdess", "voices": "{corpus_dir}/ravdess_audio", "max_pairs": 24},
+    },
     "train": {"model": {"preset": "tiny"}, "max_steps": 6, "checkpoint_every": 3, "warmup_steps": 1},
     "eval": {"model": {"preset": "tiny"}},
 }
@@ -64,6 +68,15 @@ def _wiring(stage: str, corpus: str, out: dict[str, Path]) -> dict[str, Any]:
     raise KeyError(stage)
 
 
+def _fill(values: Any, corpus_dir: str) -> Any:
+    """Replace ``{corpus_dir}`` in default values (sample defaults name files beside the corpus)."""
+    if isinstance(values, dict):
+        return {k: _fill(v, corpus_dir) for k, v in values.items()}
+    if isinstance(values, str):
+        return values.replace("{corpus_dir}", corpus_dir)
+    return values
+
+
 def pipeline_requests(
     corpus: str,
     workdir: str,
@@ -83,8 +96,9 @@ def pipeline_requests(
     defaults = SAMPLE_DEFAULTS if defaults is None else defaults
     overrides = overrides or {}
     reqs = []
+    corpus_dir = str(Path(corpus_abs).parent) if Path(corpus_abs).is_file() else corpus_abs
     for stage in (s for s in STAGE_ORDER if s in stages):
-        values = _deep_merge(defaults.get(stage, {}), overrides.get(stage, {}))
+        values = _deep_merge(_fill(defaults.get(stage, {}), corpus_dir), overrides.get(stage, {}))
         values = _deep_merge(values, _wiring(stage, corpus_abs, out))
         reqs.append(
             StageRequest(

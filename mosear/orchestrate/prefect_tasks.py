@@ -64,8 +64,9 @@ def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     retries=RETRIES,
     retry_delay_seconds=exponential_backoff(backoff_factor=BACKOFF_S),
     retry_condition_fn=_retry_if_transient,
-    cache_key_fn=_task_cache_key,
+    cache_policy=CacheKeyFnPolicy(cache_key_fn=_task_cache_key),
     persist_result=True,
+    result_serializer="json",  # cache records are readable JSON, never a pickle to load
 )
 def stage_task(request: StageRequest) -> StageOutcome:
     """Run one stage (embedded or cluster) and return where its output is."""

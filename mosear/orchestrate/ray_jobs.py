@@ -71,10 +71,17 @@ def absolutize_paths(data: dict[str, Any], path_fields: tuple[str, ...]) -> dict
                         item[inner] = _abs(item[inner])
                     elif fill:
                         item[inner] = os.getcwd()
-        elif out.get(name) is not None:
-            out[name] = _abs(out[name])
-        elif fill:
-            out[name] = os.getcwd()
+        else:
+            *parents, leaf = name.split(".")
+            node = out
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(node, dict):
+                continue
+            if node.get(leaf) is not None:
+                node[leaf] = _abs(node[leaf])
+            elif fill:
+                node[leaf] = os.getcwd()
     return out
 
 

@@ -67,6 +67,7 @@ class StageOutcome(BaseModel):
     cache_key: str
     mode: Mode
     seconds: float
+    ray_startup_s: float = 0.0  # part of `seconds` spent starting the embedded Ray (first stage only)
     summary: dict[str, Any] = Field(default_factory=dict)
     job_id: str | None = None
 
@@ -132,7 +133,9 @@ def run_stage(req: StageRequest, logger: logging.Logger | logging.LoggerAdapter 
     key = cache_key(req, cfg)
     output = spec.output(cfg)
     t0 = time.perf_counter()
+    ray_startup_s = 0.0
     if req.mode == "embedded":
+        ray_startup_s = _start_embedded_ray(getattr(cfg, "ray_address", None) or getattr(cfg, "address", None), logger)
         logger.info("%s: running in-process -> %s", spec.name, output)
         result = spec.run_fn()(cfg)
         summary, job_id = summarize(result), None
@@ -155,5 +158,21 @@ def run_stage(req: StageRequest, logger: logging.Logger | logging.LoggerAdapter 
         logger.warning("%s finished but %s has none of %s", spec.name, output, list(spec.markers))
     return StageOutcome(
         stage=spec.name, output=str(output), cache_key=key, mode=req.mode, seconds=seconds,
-        summary=summary, job_id=job_id,
+        summary=summary, job_id=job_id, ray_startup_s=ray_startup_s,
     )
+
+
+def _start_embedded_ray(address: str | None, logger: Any) -> float:
+    """Start (or connect) Ray once per process, timed, so start-up is told apart from work."""
+    from mosear.ray_utils import init_ray, ray_env_defaults
+
+    ray_env_defaults()
+    import ray
+
+    if ray.is_initialized():
+        return 0.0
+    t0 = time.perf_counter()
+    init_ray(address=address)
+    took = time.perf_counter() - t0
+    logger.info("Ray %s in %.1f s", f"connected to {address}" if address else "started in-process", took)
+    return took

@@ -5,15 +5,14 @@ subcommand (the Ray job entrypoint in cluster mode), which config fields are its
 content for the cache key) and its output folder, and which files mark that output as complete.
 The orchestration layer holds no stage logic: everything it knows about a stage is on this page.
 
-The config class is read from the entrypoint's ``cfg`` annotation, so a stage's module layout can
-change without touching this file.
+Entrypoints and config classes are ``module:attribute`` strings imported on first use, so this page
+loads without the stages' heavy dependencies.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ __all__ = ["StageSpec", "STAGES", "SCHEDULING_FIELDS", "get_stage", "stage_avail
 # How fast and where a stage runs, never what it writes. The output folder is NOT here: a run into
 # another folder has to write that folder.
 SCHEDULING_FIELDS: set[str] = {
-    "workers", "num_workers", "ray_address", "progress", "decode_threads", "cpus_per_unit",
+    "workers", "num_workers", "ray_address", "address", "progress", "decode_threads", "cpus_per_unit",
     "gpus_per_unit", "unit_retries", "torch_threads", "cpus_per_worker", "log_every", "dataloader_workers",
 }
 
@@ -48,7 +47,7 @@ def _local(p: str | os.PathLike | None) -> Path | None:
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage: ``run`` (``module:function``), its CLI ``command``, and how to read its config.
+    """One stage: ``run`` (``module:function``), its ``config`` class, CLI ``command``, inputs and output.
 
     ``inputs(cfg)`` lists the paths whose contents determine the output (the cache key hashes them);
     ``output(cfg)`` is the output folder; ``markers`` are globs (relative to the output) of which at
@@ -57,6 +56,7 @@ class StageSpec:
 
     name: str
     run: str
+    config: str
     command: str
     inputs: Callable[[Any], list[Path]]
     output: Callable[[Any], Path]
@@ -70,12 +70,7 @@ class StageSpec:
         return _import(self.run)
 
     def config_cls(self) -> type[StageConfig]:
-        fn = self.run_fn()
-        hints = typing.get_type_hints(fn)
-        params = [p for p in hints if p != "return"]
-        if not params:
-            raise TypeError(f"{self.run} has no annotated config parameter")
-        return hints[params[0]]
+        return _import(self.config)
 
     def hash_exclude(self, cfg: StageConfig) -> set[str]:
         """Fields that change how a stage is scheduled, never what it writes (kept out of cache keys)."""
@@ -118,6 +113,7 @@ STAGES: dict[str, StageSpec] = {
     "shard": StageSpec(
         name="shard",
         run="mosear.shards:run_shard",
+        config="mosear.shards.config:ShardConfig",
         command="shard",
         inputs=_shard_inputs,
         output=lambda cfg: Path(cfg.output),
@@ -129,16 +125,20 @@ STAGES: dict[str, StageSpec] = {
     "mine": StageSpec(
         name="mine",
         run="mosear.mine:run_mine",
+        config="mosear.mine.config:MineConfig",
         command="mine",
-        inputs=lambda cfg: _paths_of(cfg, "shards", "audio_takes", "ratings"),
+        inputs=lambda cfg: _paths_of(cfg, "shards") + (
+            _paths_of(cfg.splice, "faces", "voices") if cfg.splice.enabled else []
+        ),
         output=lambda cfg: Path(cfg.output),
         markers=("conflicts.parquet",),
-        path_fields=("shards", "output", "audio_takes", "ratings"),
+        path_fields=("shards", "output", "splice.faces", "splice.voices"),
         artifacts={"conflicts": "conflicts.parquet", "training mix": "train_mix.parquet"},
     ),
     "train": StageSpec(
         name="train",
         run="mosear.train:run_train",
+        config="mosear.train.config:TrainConfig",
         command="train",
         inputs=lambda cfg: _paths_of(cfg, "shards", "mix"),
         output=lambda cfg: Path(cfg.output),
@@ -149,6 +149,7 @@ STAGES: dict[str, StageSpec] = {
     "eval": StageSpec(
         name="eval",
         run="mosear.evaluate:run_eval",
+        config="mosear.evaluate.config:EvalConfig",
         command="eval",
         inputs=_eval_inputs,
         output=lambda cfg: Path(cfg.output),
