@@ -17,7 +17,8 @@ Load-balancing regulariser (our reconstruction, Switch-Transformer style, per la
 ``T_m`` of modality ``m``, ``f_{m,k}`` = share of ``T_m`` whose largest gate weight is expert k,
 ``P_{m,k}`` = mean gate weight of expert k over ``T_m``; ``L_m = K · Σ_k f_{m,k} · P_{m,k}`` (1 when the
 load is uniform, K when one expert takes everything). The layer's loss is the mean of ``L_m`` over the
-modalities present; gradients reach the gates (through ``P``) and ``A`` (through ``h``), not ``B``.
+modalities present; gradients reach the gates (through ``P``) and ``A`` (through ``h``), never the same
+layer's ``B`` (earlier layers' parameters get gradient through the hidden states they produce).
 
 Dynamic modality weights (our reconstruction): in training mode, each layer measures the relative
 contribution of its update per modality, ``c_m ← μ·c_m + (1-μ)·mean_{t∈T_m} ||u_t|| / (||W0 x_t|| + ε)``,

@@ -1,0 +1,123 @@
+"""AR attention: bit-exact with eager at f = 0, rows sum to 1, the audio share moves as configured,
+cached generation equals the no-cache path, monitor mode changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from mosear.model.attention import AttentionReallocator, reallocate, set_attention_mode
+from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
+
+MODS = torch.tensor([[TEXT, VISUAL, VISUAL, VISUAL, VISUAL, AUDIO, AUDIO, TEXT, TEXT, TEXT],
+                     [PAD, PAD, TEXT, VISUAL, VISUAL, AUDIO, AUDIO, TEXT, TEXT, TEXT]])
+MASK = (MODS != PAD).long()
+
+
+@pytest.fixture(scope="module")
+def lm():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, attn_implementation="eager")
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _ids():
+    return torch.randint(3, 97, MODS.shape, generator=torch.Generator().manual_seed(4))
+
+
+def _forward(lm, ctx, **kw):
+    with ctx.use(MODS):
+        return lm(input_ids=_ids(), attention_mask=MASK, output_attentions=True, **kw)
+
+
+def test_fraction_zero_and_monitor_are_bit_exact_eager(lm):
+    ctx = ModalityContext()
+    set_attention_mode(lm, "eager", context=ctx)
+    ref = _forward(lm, ctx)
+    for mode in ("ar", "monitor"):
+        set_attention_mode(lm, mode, threshold=0.0, fraction=0.0, context=ctx)
+        out = _forward(lm, ctx)
+        assert torch.equal(out.logits, ref.logits), mode
+    set_attention_mode(lm, "eager", context=ctx)
+
+
+def test_rows_sum_to_one_and_audio_share_moves_by_the_fraction(lm):
+    ctx = ModalityContext()
+    mon = set_attention_mode(lm, "monitor", context=ctx)
+    before = _forward(lm, ctx).attentions
+    ctl = set_attention_mode(lm, "ar", threshold=0.0, fraction=0.4, layers=[0], heads=[1, 2], queries="all",
+                             context=ctx)
+    after = _forward(lm, ctx).attentions
+    set_attention_mode(lm, "eager", context=ctx)
+    a_keys = (MODS == AUDIO)[:, None, None, :]
+    v_keys = (MODS == VISUAL)[:, None, None, :]
+    valid_q = (MODS != PAD)[:, None, :]
+    p0, p1 = before[0].float(), after[0].float()
+    torch.testing.assert_close(p1.sum(-1)[valid_q.expand(-1, 4, -1)], torch.ones_like(p1.sum(-1)[valid_q.expand(-1, 4, -1)]))
+    a0, a1 = (p0 * a_keys).sum(-1), (p1 * a_keys).sum(-1)
+    v0, v1 = (p0 * v_keys).sum(-1), (p1 * v_keys).sum(-1)
+    hit = (v0 > 0) & valid_q  # rows that see visual keys (threshold 0: all of them)
+    for h in (1, 2):
+        torch.testing.assert_close(a1[:, h][hit[:, 0]], 0.6 * a0[:, h][hit[:, 0]])
+        torch.testing.assert_close(v1[:, h][hit[:, 0]], v0[:, h][hit[:, 0]] + 0.4 * a0[:, h][hit[:, 0]])
+    for h in (0, 3):  # heads not chosen
+        assert torch.equal(p1[:, h], p0[:, h])
+    assert mon is not ctl
+
+
+def test_threshold_leaves_rows_below_it_alone():
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(2, 1, 6, 10, generator=g), -1)
+    keys = MODS
+    a = (p * (keys == AUDIO)[:, None, None]).sum(-1)
+    v = (p * (keys == VISUAL)[:, None, None]).sum(-1)
+    share = a / (a + v)
+    tau = float(share.median())
+    q = reallocate(p, keys, tau, 0.5, torch.ones(1, 1, 1, 1, dtype=torch.bool))
+    a1 = (q * (keys == AUDIO)[:, None, None]).sum(-1)
+    torch.testing.assert_close(a1[share <= tau], a[share <= tau])
+    torch.testing.assert_close(a1[share > tau], 0.5 * a[share > tau])
+    torch.testing.assert_close(q.sum(-1), p.sum(-1))
+
+
+def test_generation_with_ar_matches_the_no_cache_path(lm):
+    ctx = ModalityContext()
+    set_attention_mode(lm, "ar", threshold=0.2, fraction=0.7, context=ctx)
+    with ctx.use(MODS):
+        kw = dict(input_ids=_ids(), attention_mask=MASK, max_new_tokens=6, do_sample=False, pad_token_id=0,
+                  return_dict_in_generate=True, output_scores=True)
+        cached = lm.generate(**kw)
+        plain = lm.generate(**kw, use_cache=False)
+    set_attention_mode(lm, "eager", context=ctx)
+    assert torch.equal(cached.sequences, plain.sequences)
+    for s1, s2 in zip(cached.scores, plain.scores):
+        torch.testing.assert_close(s1, s2, rtol=1e-4, atol=1e-4)
+    with ctx.use(MODS):  # and AR changed something
+        eager = lm.generate(**kw)
+    assert not all(torch.equal(a, b) for a, b in zip(eager.scores, cached.scores))
+
+
+def test_monitor_shares_per_sample(lm):
+    ctx = ModalityContext()
+    mon = set_attention_mode(lm, "monitor", context=ctx)
+    _forward(lm, ctx)
+    shares = mon.shares()
+    set_attention_mode(lm, "eager", context=ctx)
+    assert shares.shape == (2, 3)
+    torch.testing.assert_close(shares.sum(-1), torch.ones(2, dtype=torch.float64))
+    assert float(shares.min()) > 0
+    mon.reset()
+    with pytest.raises(RuntimeError):
+        mon.shares()
+
+
+def test_bad_settings_are_rejected(lm):
+    ctx = ModalityContext()
+    with pytest.raises(ValueError, match="fraction"):
+        AttentionReallocator(ctx, "ar", fraction=1.5)
+    with pytest.raises(ValueError, match="layers"):
+        set_attention_mode(lm, "ar", layers=[7], context=ctx)
+    with pytest.raises(ValueError, match="mode"):
+        set_attention_mode(lm, "flash", context=ctx)

@@ -1,0 +1,187 @@
+"""MoSE as a peft method: identity at B = 0, gates, regulariser and modality-weight gradients, round trip,
+equivalence with plain LoRA."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL
+from mosear.model.mose import MoSEConfig, MoSEModel
+from mosear.model.mose.layer import Linear as MoSELinear
+
+MODS = torch.tensor([[TEXT, VISUAL, VISUAL, VISUAL, AUDIO, AUDIO, TEXT, TEXT],
+                     [PAD, TEXT, VISUAL, VISUAL, AUDIO, AUDIO, TEXT, TEXT]])
+
+
+@pytest.fixture(scope="module")
+def base():
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def _ids():
+    return torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(3))
+
+
+def _run(model, ctx, **kw):
+    with ctx.use(MODS):
+        return model(input_ids=_ids(), attention_mask=(MODS != PAD).long(), **kw).logits
+
+
+def test_registered_with_peft(base, tmp_path):
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+
+    assert PEFT_TYPE_TO_CONFIG_MAPPING["MOSE"] is MoSEConfig
+    assert PEFT_TYPE_TO_TUNER_MAPPING["MOSE"] is MoSEModel
+    m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2))
+    assert isinstance(m.base_model, MoSEModel)
+    assert sum(isinstance(x, MoSELinear) for x in m.modules()) == 4  # q_proj, v_proj x 2 layers
+    m.save_pretrained(str(tmp_path))
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "MOSE"
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_zero_B_is_exactly_the_base_model(base, shared):
+    ref = base(input_ids=_ids(), attention_mask=(MODS != PAD).long()).logits
+    m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=3, share_experts=shared)).eval()
+    with torch.no_grad():  # non-trivial gates; B stays 0
+        for n, p in m.named_parameters():
+            if "mose_gate" in n:
+                p.normal_()
+    assert torch.equal(_run(m, m.base_model.modality_context), ref)
+
+
+@pytest.mark.parametrize("top_k", [None, 1, 2])
+def test_gate_rows_sum_to_one(top_k):
+    from mosear.model.mose.layer import ModalityGate
+
+    gate = ModalityGate(r=6, num_experts=3, temperature=0.7, top_k=top_k, kind="softmax")
+    torch.nn.init.normal_(gate.weight)
+    h = torch.randn(20, 6)
+    mod = torch.tensor([TEXT, VISUAL, AUDIO, PAD] * 5)
+    g = gate(h, mod)
+    assert g.shape == (20, 3)
+    torch.testing.assert_close(g.sum(-1), torch.ones(20))
+    if top_k is not None:
+        assert int((g > 0).sum(-1).max()) <= top_k
+    # per-modality: the same h gives different gates for different modalities
+    same_h = h[:1].expand(3, 6)
+    g3 = gate(same_h, torch.tensor([TEXT, VISUAL, AUDIO]))
+    assert not torch.allclose(g3[0], g3[1])
+
+
+def test_balance_loss_gradient_reaches_gates_not_B(base):
+    m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=3, init_weights=False, lora_dropout=0.0))
+    m.train()
+    _run(m, m.base_model.modality_context)
+    bal = m.base_model.balance_loss()
+    assert bal is not None and bal.requires_grad and 1.0 <= float(bal.detach()) <= 3.0
+    bal.backward()
+    grads = {n: p.grad for n, p in m.named_parameters() if p.requires_grad}
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "mose_gate" in n)
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if "mose_A" in n)
+    # a layer's own B does not enter its gates; earlier layers' B do (through the hidden states), so
+    # the last layer's B get no gradient from the regulariser
+    last = [g for n, g in grads.items() if "mose_B" in n and "layers.1." in n]
+    assert last and all(g is None or g.abs().sum() == 0 for g in last)
+
+
+def test_modality_weights_scale_gradients_and_outputs(base):
+    """w_m is a buffer (no gradient); the gradient reaching B through modality m scales with w_m."""
+    m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2, init_weights=False, lora_dropout=0.0,
+                                                       dynamic_weights=False))
+    layer = next(x for x in m.modules() if isinstance(x, MoSELinear))
+    ctx = m.base_model.modality_context
+    x = torch.randn(2, 8, layer.in_features)
+
+    def grad_B(w_audio):
+        layer.mose_modality_weight["default"][AUDIO] = w_audio
+        layer.zero_grad()
+        with ctx.use(MODS):
+            y = layer(x)
+        (y * (MODS == AUDIO).unsqueeze(-1)).sum().backward()  # only audio rows
+        assert layer.mose_modality_weight["default"].grad is None
+        return layer.mose_B["default"].grad.clone()
+
+    g1, g2 = grad_B(1.0), grad_B(2.0)
+    assert g1.abs().sum() > 0
+    torch.testing.assert_close(g2, 2 * g1)
+    # only the audio expert set receives gradient from audio rows
+    assert g1[:, AUDIO].abs().sum() > 0 and g1[:, VISUAL].abs().sum() == 0 and g1[:, TEXT].abs().sum() == 0
+
+
+def test_dynamic_weights_turn_down_the_stronger_modality(base):
+    m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2, init_weights=False, lora_dropout=0.0,
+                                                       weight_momentum=0.0, weight_strength=1.0))
+    layer = next(x for x in m.modules() if isinstance(x, MoSELinear))
+    with torch.no_grad():
+        layer.mose_B["default"][:, AUDIO] *= 10  # audio experts change the output 10x more
+    layer.train()
+    with m.base_model.modality_context.use(MODS):
+        layer(torch.randn(2, 8, layer.in_features))
+    w = layer.mose_modality_weight["default"]
+    assert float(w[AUDIO]) < 1.0 < float(w[VISUAL]) and float(w[TEXT]) == 1.0
+    assert float(w.min()) >= 0.5 and float(w.max()) <= 2.0  # clipped
+    layer.eval()  # no update at inference
+    before = w.clone()
+    with m.base_model.modality_context.use(MODS):
+        layer(torch.randn(2, 8, layer.in_features))
+    assert torch.equal(before, layer.mose_modality_weight["default"])
+
+
+def test_adapter_round_trip_is_bit_exact(base, tmp_path):
+    m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=3, init_weights=False, top_k=2)).eval()
+    with torch.no_grad():
+        for layer in m.modules():
+            if isinstance(layer, MoSELinear):
+                layer.mose_modality_weight["default"].copy_(torch.tensor([1.0, 1.3, 0.7]))
+    ref = _run(m, m.base_model.modality_context)
+    m.save_pretrained(str(tmp_path))
+    loaded = PeftModel.from_pretrained(copy.deepcopy(base), str(tmp_path)).eval()
+    assert torch.equal(_run(loaded, loaded.base_model.modality_context), ref)
+    sd1 = {k: v for k, v in m.state_dict().items() if "mose_" in k}
+    sd2 = loaded.state_dict()
+    assert sd1 and all(torch.equal(v, sd2[k]) for k, v in sd1.items())
+
+
+def test_one_shared_expert_without_gate_equals_plain_lora(base):
+    lora = get_peft_model(copy.deepcopy(base), LoraConfig(r=4, lora_alpha=16, lora_dropout=0.0,
+                                                         target_modules=["q_proj", "v_proj"])).eval()
+    mose = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, lora_alpha=16, lora_dropout=0.0, num_experts=1,
+                                                          share_experts=True, gate="none",
+                                                          dynamic_weights=False)).eval()
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, mod in lora.named_modules():
+            if hasattr(mod, "lora_A") and "default" in getattr(mod, "lora_A", {}):
+                mod.lora_B["default"].weight.copy_(torch.randn(mod.lora_B["default"].weight.shape, generator=g))
+                twin = mose.get_submodule(name)
+                twin.mose_A["default"].weight.copy_(mod.lora_A["default"].weight)
+                twin.mose_B["default"][:, 0, 0, :].copy_(mod.lora_B["default"].weight)
+    mods = torch.tensor([[TEXT, VISUAL, VISUAL, VISUAL, AUDIO, AUDIO, TEXT, TEXT]] * 2)
+    with mose.base_model.modality_context.use(mods):
+        out_mose = mose(input_ids=_ids()).logits
+    out_lora = lora(input_ids=_ids()).logits
+    assert not torch.equal(out_lora, base(input_ids=_ids()).logits)  # the adapter does something
+    assert torch.equal(out_mose, out_lora)
+
+
+def test_missing_modality_ids_is_a_clear_error(base):
+    m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4))
+    with pytest.raises(RuntimeError, match="modality ids"):
+        m(input_ids=_ids())
+
+
+def test_bad_config_values_are_rejected():
+    with pytest.raises(ValueError, match="top_k"):
+        MoSEConfig(num_experts=2, top_k=3)
+    with pytest.raises(ValueError, match="gate"):
+        MoSEConfig(gate="argmax")
