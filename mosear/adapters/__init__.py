@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from mosear.adapters.base import ClipRecord, DatasetAdapter, safe_id
+from mosear.adapters.ca_mer import CaMerAdapter
 from mosear.adapters.crema_d import CremaDAdapter
+from mosear.adapters.dfew import DfewAdapter
 from mosear.adapters.generic import GenericAdapter
+from mosear.adapters.mafw import MafwAdapter
+from mosear.adapters.mer2023 import Mer2023Adapter
 from mosear.adapters.ravdess import RavdessAdapter
 
 ADAPTERS: dict[str, type[DatasetAdapter]] = {
     "generic": GenericAdapter,
     "ravdess": RavdessAdapter,
     "crema_d": CremaDAdapter,
+    "mer2023": Mer2023Adapter,
+    "dfew": DfewAdapter,
+    "mafw": MafwAdapter,
+    "ca_mer": CaMerAdapter,
 }
 
 

@@ -61,8 +61,7 @@ class CremaDAdapter(DatasetAdapter):
 
     def _ratings_path(self, root: Path, source) -> Path | None:
         if "ratings" in source.options:
-            p = Path(source.options["ratings"])
-            return p if p.is_absolute() else source.base_dir / p
+            return source.resolve(source.options["ratings"])
         for cand in (root / "processedResults" / "summaryTable.csv", root.parent / "processedResults" / "summaryTable.csv"):
             if cand.is_file():
                 return cand

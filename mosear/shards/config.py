@@ -58,6 +58,10 @@ class SourceConfig(BaseModel):
         p = Path(p).expanduser()
         return p if p.is_absolute() else Path(self.base_dir or Path.cwd()) / p
 
+    def resolve(self, p: str | Path) -> Path:
+        """``p`` made absolute against ``base_dir`` (adapters use it for option paths)."""
+        return self._abs(Path(p))
+
     def root_path(self) -> Path:
         return Path(_normpath(self._abs(self.root)))
 

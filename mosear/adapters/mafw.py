@@ -1,0 +1,53 @@
+"""MAFW: clips ``{root}/**/NNNNN.mp4`` and the single-expression 5-fold split files.
+
+``source.manifest``: the folder holding ``set_K/train.txt`` and ``set_K/test.txt`` (e.g. the release's
+``Train & Test Set/single/no_caption``); each line ``clip_name label`` (comma or whitespace separated),
+the label being a MAFW class name or its 1-based index in the 11-class order below.
+``options.fold``: K in 1..5 (default 1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from mosear.adapters._split_files import index_videos, read_pairs
+from mosear.adapters.base import ClipRecord, DatasetAdapter
+
+MAFW_LABELS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise", "contempt", "anxiety",
+               "helplessness", "disappointment")
+
+
+class MafwAdapter(DatasetAdapter):
+    name = "mafw"
+    # helplessness and disappointment have no canonical class: label null, original kept
+    label_map = {"anger": "angry", "disgust": "disgust", "fear": "fear", "happiness": "happy", "neutral": "neutral",
+                 "sadness": "sad", "surprise": "surprise", "contempt": "contempt", "anxiety": "worried",
+                 "helplessness": None, "disappointment": None}
+
+    def _files(self, source) -> list[tuple[str, Path]]:
+        fold = int(source.options.get("fold", 1))
+        if fold not in range(1, 6):
+            raise ValueError(f"MAFW fold must be 1..5, got {fold}")
+        base = source.manifest_path() / f"set_{fold}"
+        return [(split, base / f"{split}.txt") for split in ("train", "test")]
+
+    def check(self, root: Path, source) -> None:
+        super().check(root, source)
+        if source.manifest is None:
+            raise ValueError("MAFW needs `manifest`: the folder with set_K/{train,test}.txt")
+        for _, f in self._files(source):
+            if not f.is_file():
+                raise ValueError(f"MAFW split file {f} does not exist")
+
+    def clips(self, root: Path, source) -> Iterator[ClipRecord]:
+        videos = index_videos(root)
+        for split, f in self._files(source):
+            for n, name, label in read_pairs(f):
+                stem = name.rsplit(".", 1)[0] if "." in name else name
+                orig = MAFW_LABELS[int(label) - 1] if label.isdigit() and 1 <= int(label) <= 11 else label.lower()
+                rec = self.record(root, videos.get(stem, root / f"{stem}.mp4"), source, clip_id=stem, split=split,
+                                  orig_label=orig, extra={"fold": int(source.options.get("fold", 1))})
+                if orig not in MAFW_LABELS:
+                    rec.error = ("bad_label", f"{f.name} line {n}: label {label!r} is not a MAFW class")
+                yield rec
