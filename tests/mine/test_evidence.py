@@ -1,0 +1,87 @@
+"""Built-in evidence stages on real clips, and on the bad inputs they must survive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mosear.labels import CANONICAL_LABELS
+from mosear.mine.pipeline import StagePipeline
+from mosear.mine.stages.audio import EGEMAPS_DIM
+from mosear.mine.stages.text import TEXT_DIM
+from mosear.mine.stages.visual import VISUAL_DIM
+
+
+@pytest.fixture(scope="module")
+def evidence_pipe():
+    return StagePipeline.from_spec(["signal_quality", "audio_egemaps", "visual_fer", "text_lexicon"])
+
+
+def test_real_clips_give_audio_visual_and_text_evidence(evidence_pipe, real_samples):
+    kept, audit = evidence_pipe.run_batch([dict(s) for s in real_samples])
+    assert audit == [] and len(kept) == len(real_samples)
+    for s in kept:
+        assert s["audio_feats"].shape == (EGEMAPS_DIM,) and np.isfinite(s["audio_feats"]).all(), s["key"]
+        assert 10 < s["audio_desc"]["pitch_st"] < 70  # semitones above 27.5 Hz: a human voice
+        assert s["face_found"], f"no face found in real clip {s['key']}"
+        assert s["visual_feats"].shape == (VISUAL_DIM,) and np.isfinite(s["visual_feats"]).all()
+        assert s["visual_expr"].shape == (len(CANONICAL_LABELS),)
+        assert abs(float(s["visual_expr"].sum()) - 1.0) < 1e-3  # FER softmax mapped into the canonical space
+        assert s["text_feats"].shape == (TEXT_DIM,)
+    assert all(0 <= s["visual_desc"]["intensity"] <= 1 for s in kept)
+    with_text = [s for s in kept if s["meta"].get("transcript")]
+    assert with_text and all(np.isfinite(s["text_feats"]).all() for s in with_text)
+    assert all(np.isnan(s["text_feats"]).all() for s in kept if not s["meta"].get("transcript"))
+
+
+def test_black_frames_and_silent_or_empty_audio_are_evidence_not_errors(evidence_pipe, real_samples):
+    base = real_samples[-1]
+    black = dict(base, key="black", frames=np.zeros_like(base["frames"]))
+    silent = dict(base, key="silent", audio=np.zeros_like(base["audio"]))
+    empty = dict(base, key="empty_audio", audio=np.zeros(0, np.float32))
+    kept, audit = evidence_pipe.run_batch([black, silent, empty])
+    assert audit == []
+    by = {s["key"]: s for s in kept}
+    assert by["black"]["frames_black"] and not by["black"]["face_found"]
+    assert np.isnan(by["black"]["visual_expr"]).all() and by["black"]["visual_feats"][21] == 0.0
+    assert np.isfinite(by["black"]["audio_feats"]).all()  # the voice is still there
+    for k in ("silent", "empty_audio"):
+        assert by[k]["audio_silent"] and np.isnan(by[k]["audio_feats"]).all() and by[k]["audio_desc"] == {"silent": True}
+        assert by[k]["face_found"]
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """Random-weight transformers classifiers saved locally (no hub): audio (wav2vec2) and image (ViT)."""
+    from transformers import (ViTConfig, ViTForImageClassification, ViTImageProcessor, Wav2Vec2Config,
+                              Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification)
+
+    labels = {0: "angry", 1: "happy", 2: "sad", 3: "other"}  # "other" has no canonical name
+    root = tmp_path_factory.mktemp("hf")
+    a = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
+        conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2, classifier_proj_size=16, id2label=labels,
+        label2id={v: k for k, v in labels.items()}))
+    a.save_pretrained(root / "audio")
+    Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(root / "audio")
+    v = ViTForImageClassification(ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=37, id2label=labels, label2id={v: k for k, v in labels.items()}))
+    v.save_pretrained(root / "visual")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "visual")
+    return root
+
+
+@pytest.mark.parametrize("modality", ["audio", "visual"])
+def test_hf_classifier_stage_runs_local_models(tiny_models, real_samples, modality):
+    pipe = StagePipeline.from_spec([{"stage": "hf_classifier", "params": {
+        "model_path": str(tiny_models / modality), "modality": modality, "num_frames": 2}}])
+    kept, audit = pipe.run_batch([dict(s) for s in real_samples[:3]])
+    assert audit == [] and len(kept) == 3
+    for s in kept:
+        p = s[f"hf_{modality}_probs"]
+        assert p.shape == (len(CANONICAL_LABELS),) and abs(float(p.sum()) - 1) < 1e-4
+        support = {CANONICAL_LABELS[i] for i in np.flatnonzero(p)}
+        assert support <= {"angry", "happy", "sad"} and support  # "other" left out, rest renormalised
+    assert pipe.stages[0].device == "cpu"
