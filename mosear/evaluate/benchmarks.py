@@ -12,15 +12,21 @@ listed and anything else is an error naming the file and row):
   ``consistent.json``; each maps a sample name to ``{"reason": text, "label": str, ...}`` (a bare
   string is taken as the reason; ``reasoning``/``caption``/``smp_reason_caption`` also name the
   reason, ``emo``/``emotion`` the label), or is a list of such objects with a ``name``/``key`` field.
-  CA-MER's names are MER2023 clip names (keys ``mer2023__{name}``); mined keys are sample keys.
+  CA-MER's keys are ``ca_mer__{name}`` (as ``mosear shard``'s ``ca_mer`` adapter writes them; set
+  ``key_prefix: mer2023`` when the clips were sharded with the ``mer2023`` adapter); mined keys are
+  sample keys already.
 - ``mer2023``: the MERTools ``.npz`` (entry ``split``: name → ``{'emo': str, 'val': float}``), read
   with an allow-listing unpickler (no arbitrary objects); or Emotion-LLaMA's test list ``.txt``
   (``name frames label val`` per line). Labels outside the six classes count as neutral (the
   protocol Emotion-LLaMA scores with).
 - ``dfew``: a fold's CSV (``video_name,label``, label 1–7 = happy, sad, neutral, angry, surprise,
-  disgust, fear, or the name), or the ``EmoLabel_DataSplit`` folder (``test(single-labeled)/set_{fold}.csv``).
+  disgust, fear, or the name), or the ``EmoLabel_DataSplit`` folder (``test(single-labeled)/set_{fold}.csv``);
+  numeric names are zero-padded to 5 digits (``dfew__00001``), as the ``dfew`` shard adapter does.
 - ``mafw``: a fold's list (``name label`` per line, whitespace or comma separated; label a name or
-  1–11 in MAFW's order), or the split folder (``single/no_caption/set_{fold}/test.txt`` below it).
+  1–11 in MAFW's order), or the split folder (``set_{fold}/test.txt``, or ``single/no_caption/set_{fold}/test.txt``).
+
+Keys are built as the shard adapters (:mod:`mosear.adapters`) build them: ``{dataset}__{safe_id(name)}``
+with the adapter's name as the default dataset; ``key_prefix`` overrides the dataset part.
 - ``emer``: CSV or JSON rows with a name (``name``/``names``/``key``), the reference reasoning
   (``text_field`` or one of ``reason``, ``eng_reasons``, ``english``, ``reasoning``, ``description``)
   and optionally a label (``emo``/``label``/``emotion``).
@@ -87,9 +93,17 @@ class Benchmark:
         return any(it.reference for it in self.items)
 
 
-def _key(prefix: str | None, name: str) -> str:
-    name = Path(str(name).strip()).stem if str(name).strip().lower().endswith((".mp4", ".avi", ".mkv")) else str(name).strip()
-    return f"{prefix}__{name}" if prefix else name
+def _key(prefix: str | None, name: str, *, pad5: bool = False) -> str:
+    """The shard key of a benchmark row, built as ``mosear shard``'s adapters build it
+    (``{dataset}__{safe_id(stem)}``; DFEW's numeric names zero-padded to 5 digits)."""
+    from mosear.adapters.base import VIDEO_EXTENSIONS, safe_id
+
+    name = str(name).strip()
+    if name.lower().endswith(VIDEO_EXTENSIONS):
+        name = name.rsplit(".", 1)[0]
+    if pad5 and name.isdigit():
+        name = name.zfill(5)
+    return f"{prefix}__{safe_id(name)}" if prefix else name
 
 
 def _first(d: dict, fields: tuple[str, ...]):
@@ -151,7 +165,7 @@ def _read_camer(spec: BenchmarkSpec, mined: bool) -> tuple[list[BenchmarkItem], 
     if not root.is_dir():
         raise BenchmarkFormatError(f"{root}: expected the folder holding {', '.join(s + '.json' for s in CAMER_SUBSETS)}")
     space = CANONICAL_LABELS if mined else MER2023_LABELS
-    prefix = spec.key_prefix if spec.key_prefix is not None else (None if mined else "mer2023")
+    prefix = spec.key_prefix if spec.key_prefix is not None else (None if mined else "ca_mer")
     items, files = [], []
     missing = [s for s in CAMER_SUBSETS if not (root / f"{s}.json").is_file()]
     if missing:
@@ -270,10 +284,11 @@ def _table_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
         yield lineno, [p.strip() for p in parts]
 
 
-def _read_fold(spec: BenchmarkSpec, space: tuple[str, ...], raw: tuple[str, ...], default_file: str) -> tuple[list[BenchmarkItem], list[Path]]:
+def _read_fold(spec: BenchmarkSpec, space: tuple[str, ...], raw: tuple[str, ...], default_files: tuple[str, ...]) -> tuple[list[BenchmarkItem], list[Path]]:
     path = Path(spec.path)
     if path.is_dir():
-        path = path / default_file.format(fold=spec.fold)
+        cands = [path / f.format(fold=spec.fold) for f in default_files]
+        path = next((c for c in cands if c.is_file()), cands[0])
     if not path.is_file():
         raise BenchmarkFormatError(f"{path}: {spec.format} split file not found")
     prefix = spec.key_prefix if spec.key_prefix is not None else spec.format
@@ -290,7 +305,7 @@ def _read_fold(spec: BenchmarkSpec, space: tuple[str, ...], raw: tuple[str, ...]
             if not 1 <= i <= len(raw):
                 raise BenchmarkFormatError(f"{where}: label number {i} outside 1..{len(raw)}")
             lab = raw[i - 1]
-        items.append(BenchmarkItem(_key(prefix, parts[0]), _label(lab, space, where)))
+        items.append(BenchmarkItem(_key(prefix, parts[0], pad5=spec.format == "dfew"), _label(lab, space, where)))
     return items, [path]
 
 
@@ -332,9 +347,9 @@ def load_benchmark(spec: BenchmarkSpec) -> Benchmark:
     elif spec.format == "mer2023":
         (items, files), space = _read_mer2023(spec), MER2023_LABELS
     elif spec.format == "dfew":
-        (items, files), space = _read_fold(spec, DFEW_LABELS, DFEW_LABELS, "test(single-labeled)/set_{fold}.csv"), DFEW_LABELS
+        (items, files), space = _read_fold(spec, DFEW_LABELS, DFEW_LABELS, ("test(single-labeled)/set_{fold}.csv",)), DFEW_LABELS
     elif spec.format == "mafw":
-        (items, files), space = _read_fold(spec, MAFW_LABELS, MAFW_RAW, "single/no_caption/set_{fold}/test.txt"), MAFW_LABELS
+        (items, files), space = _read_fold(spec, MAFW_LABELS, MAFW_RAW, ("set_{fold}/test.txt", "single/no_caption/set_{fold}/test.txt")), MAFW_LABELS
     elif spec.format == "emer":
         (items, files), space = _read_emer(spec), MER2023_LABELS
     else:  # pragma: no cover - the config's Literal rules this out

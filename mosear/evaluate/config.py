@@ -57,7 +57,7 @@ class BenchmarkSpec(_Part):
     key_prefix: str | None = Field(
         default=None,
         description="dataset prefix of sample keys ({dataset}__{clip_id}); default per format "
-        "(mer2023, dfew, mafw, emer: the format name; camer: mer2023; mined: keys are used as they are)",
+        "(mer2023, dfew, mafw: the format name; camer: ca_mer; emer: mer2023; mined: keys are used as they are)",
     )
     text_field: str | None = Field(
         default=None, description="emer: the column/field with the reference reasoning (auto-detected)"

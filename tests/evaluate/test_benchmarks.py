@@ -34,10 +34,10 @@ def test_camer_three_subsets(tmp_path):
     b = load_benchmark(BenchmarkSpec(name="camer", format="camer", path=str(root), shards="x"))
     assert b.labels == MER2023_LABELS and b.has_references
     by_key = {it.key: it for it in b.items}
-    assert set(by_key) == {"mer2023__sample_00000001", "mer2023__sample_00000002", "mer2023__sample_00000003"}
-    assert by_key["mer2023__sample_00000001"].subset == "video_aligned"
-    assert by_key["mer2023__sample_00000002"].label is None  # reasoning only
-    assert by_key["mer2023__sample_00000003"].label == "sad"
+    assert set(by_key) == {"ca_mer__sample_00000001", "ca_mer__sample_00000002", "ca_mer__sample_00000003"}
+    assert by_key["ca_mer__sample_00000001"].subset == "video_aligned"
+    assert by_key["ca_mer__sample_00000002"].label is None  # reasoning only
+    assert by_key["ca_mer__sample_00000003"].label == "sad"
     assert len(b.files) == 3 and b.shard_dirs == ["x"]
 
 
@@ -121,7 +121,7 @@ def test_dfew_fold_folder(tmp_path):
     (d / "set_2.csv").write_text("video_name,label\n1,1\n2,7\n3,3\n")
     b = load_benchmark(BenchmarkSpec(name="dfew", format="dfew", path=str(tmp_path / "EmoLabel_DataSplit"), fold=2))
     assert b.labels == DFEW_LABELS
-    assert [(it.key, it.label) for it in b.items] == [("dfew__1", "happy"), ("dfew__2", "fear"), ("dfew__3", "neutral")]
+    assert [(it.key, it.label) for it in b.items] == [("dfew__00001", "happy"), ("dfew__00002", "fear"), ("dfew__00003", "neutral")]
 
 
 def test_dfew_bad_label_number(tmp_path):
@@ -131,10 +131,11 @@ def test_dfew_bad_label_number(tmp_path):
         load_benchmark(BenchmarkSpec(name="dfew", format="dfew", path=str(p)))
 
 
-def test_mafw_list(tmp_path):
-    p = tmp_path / "test.txt"
+def test_mafw_fold_folder(tmp_path):
+    (tmp_path / "set_3").mkdir()
+    p = tmp_path / "set_3" / "test.txt"
     p.write_text("00025.mp4 anger\n00026.mp4 helplessness\n00027.mp4 9\n")
-    b = load_benchmark(BenchmarkSpec(name="mafw", format="mafw", path=str(p)))
+    b = load_benchmark(BenchmarkSpec(name="mafw", format="mafw", path=str(tmp_path), fold=3))
     assert b.labels == MAFW_LABELS and "helplessness" in b.labels and "angry" in b.labels
     assert [(it.key, it.label) for it in b.items] == [("mafw__00025", "angry"), ("mafw__00026", "helplessness"),
                                                      ("mafw__00027", "worried")]
@@ -162,3 +163,33 @@ def test_duplicate_keys_are_an_error(tmp_path):
     root = _camer(tmp_path / "c", {"video_aligned": {"s1": "a"}, "audio_aligned": {"s1": "b"}, "consistent": {}})
     with pytest.raises(BenchmarkFormatError, match="listed twice"):
         load_benchmark(BenchmarkSpec(name="c", format="camer", path=str(root)))
+
+
+@pytest.mark.parametrize("fmt, adapter", [("dfew", "dfew"), ("mafw", "mafw"), ("camer", "ca_mer")])
+def test_keys_match_the_shard_adapters(tmp_path, fmt, adapter):
+    """A benchmark row's key is the key `mosear shard` gives the same clip (so media are found)."""
+    from mosear.adapters import get_adapter
+    from mosear.shards.config import SourceConfig
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    if fmt == "dfew":
+        split = tmp_path / "split"
+        for s in ("train", "test"):
+            (split / f"{s}(single-labeled)").mkdir(parents=True)
+            (split / f"{s}(single-labeled)" / "set_1.csv").write_text("video_name,label\n12,2\n7,5\n")
+        bench_path = split
+    elif fmt == "mafw":
+        split = tmp_path / "split"
+        (split / "set_1").mkdir(parents=True)
+        for s in ("train", "test"):
+            (split / "set_1" / f"{s}.txt").write_text("00012.mp4 sadness\n00007.mp4 anger\n")
+        bench_path = split
+    else:
+        split = _camer(tmp_path / "camer", {"video_aligned": {"sample_00000012": {"reason": "r", "label": "sad"}},
+                                            "audio_aligned": {"sample 7 (b)": "r"}, "consistent": {}})
+        bench_path = split
+    src = SourceConfig(adapter=adapter, root=videos, manifest=split, options={"fold": 1})
+    shard_keys = {rec.key for rec in get_adapter(adapter).clips(videos, src) if rec.split in ("test", "video_aligned", "audio_aligned")}
+    bench_keys = {it.key for it in load_benchmark(BenchmarkSpec(name="b", format=fmt, path=str(bench_path))).items}
+    assert bench_keys == shard_keys
