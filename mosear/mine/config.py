@@ -21,8 +21,9 @@ class SpliceConfig(_Section):
     enabled: bool = Field(False, description="build spliced conflict shards before mining them")
     faces: str | None = Field(None, description="folder of RAVDESS full-AV clips (01-01-EE-II-SS-RR-AA.mp4)")
     voices: str | None = Field(None, description="folder of RAVDESS audio-only takes (03-01-...wav/.flac)")
-    offset_s: float = Field(0.033, description="seconds cut from the start of the voice take: RAVDESS wavs "
-                            "lag the video by about one frame (33 ms); negative delays the voice instead")
+    offset_s: float = Field(0.033, description="seconds the voice is delayed against the video (negative: cut "
+                            "from its start); RAVDESS audio-only takes run one frame (33 ms) ahead of the "
+                            "same take inside the AV clip, measured")
     max_pairs: int | None = Field(None, ge=1, description="splice at most this many pairs (stratified, seeded)")
     include_consistent: bool = Field(True, description="also pair faces with another take of the same emotion "
                                      "(spliced but consistent: exact truth for the consistent subset)")
@@ -59,6 +60,8 @@ class MineConfig(StageConfig):
     batch_size: int = Field(8, ge=1, description="samples per stage call")
     workers: int = Field(1, ge=1, description="Ray actors mining shards in parallel")
     address: str | None = Field(None, description="Ray address (None: embedded Ray)")
+    py_modules: list[str] = Field(default_factory=list, description="local package folders shipped to the Ray "
+                                  "workers (stages not installed there), as Ray's runtime_env py_modules")
     margin: float = Field(0.1, ge=0, lt=1, description="confidence margin of subset assignment")
     splice: SpliceConfig = Field(default_factory=SpliceConfig)
     crossfit: CrossFitConfig = Field(default_factory=CrossFitConfig)
@@ -68,5 +71,5 @@ class MineConfig(StageConfig):
 
     def stage_hash(self) -> str:
         """Hash of what decides a shard's evidence (not workers, address, later steps)."""
-        return self.hash(exclude={"output", "workers", "address", "progress", "margin", "crossfit", "llm",
+        return self.hash(exclude={"output", "workers", "address", "progress", "py_modules", "margin", "crossfit", "llm",
                                   "ambiguous_weight", "shards", "splice"})

@@ -68,6 +68,16 @@ def build_spliced(cfg: MineConfig, input_shards: list[Path]) -> tuple[Path, dict
     return out, {"pairs": len(pairs), **counts}
 
 
+def _driver_path(py_modules: list[str]) -> None:
+    """Make ``py_modules`` importable in this process too (the driver builds the pipeline once)."""
+    import sys
+
+    for m in py_modules:
+        parent = str(Path(m).resolve().parent)
+        if parent not in sys.path:
+            sys.path.insert(0, parent)
+
+
 def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int]:
     """Mine the shards not yet committed under ``{output}/evidence``; returns (mined, skipped)."""
     from tqdm import tqdm
@@ -85,7 +95,11 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int]:
     ray = init_ray(cfg.address)
     import ray.data
 
+    _driver_path(cfg.py_modules)
     res = StagePipeline.from_spec(cfg.stages).resources  # validates names before any work
+    remote: dict[str, Any] = {}
+    if cfg.py_modules:
+        remote["runtime_env"] = {"py_modules": [str(Path(m).resolve()) for m in cfg.py_modules]}
     ds = ray.data.from_items([{"shard": str(s)} for s in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(
         ShardMiner,
@@ -95,6 +109,7 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int]:
         compute=ray.data.ActorPoolStrategy(size=min(cfg.workers, len(todo))),
         num_cpus=res.cpus,
         num_gpus=res.gpus or None,
+        **remote,
     )
     mined = 0
     with tqdm(total=len(todo), desc="mine", unit="shard", disable=not cfg.progress) as bar:
@@ -125,6 +140,7 @@ def run_mine(cfg: MineConfig) -> MineResult:
     if not shards:
         raise FileNotFoundError(f"no committed shards in {cfg.shards!r} and no splicing configured")
     mined, skipped = mine_shards(cfg, shards)
+    _driver_path(cfg.py_modules)
     names = [s.stage_name + "@" + s.version for s in StagePipeline.from_spec(cfg.stages).stages]
     from mosear.mine.assemble import assemble
 

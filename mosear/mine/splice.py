@@ -6,9 +6,11 @@ A pair is a full-AV clip (the *face*: its video stream, copied bit for bit) and 
 a conflict with exact per-modality truth; pairs of the same emotion (another take) are spliced-but-
 consistent clips, which give the consistent subset an exact truth too.
 
-Sync: RAVDESS audio-only wavs lag their video by about one frame (33 ms), so ``offset_s`` seconds are
-cut from the start of the voice (a negative offset delays the voice instead). The voice is padded with
-silence or cut to the video's length. The mux is one ffmpeg call (ffmpeg-python); the spliced clip is
+Sync: ``offset_s`` delays the voice relative to the video (negative: cuts that much from its start).
+The default, +33 ms (one frame), is measured: a RAVDESS audio-only take, decoded, runs 33.3 ms ahead of
+the same take's audio track inside its full-AV clip (cross-correlation on actor 05's clips, also for
+the 48 kHz originals in ../shared/data), so a voice delayed by 33 ms sits where the face's own take
+would. The voice is padded with silence or cut to the video's length. The mux is one ffmpeg call (ffmpeg-python); the spliced clip is
 then decoded by the shard stage's decoder and written with its :class:`ShardWriter`, so the spliced
 shards follow the shard contract, with ``extra.origin = "spliced"``, ``extra.face_label``,
 ``extra.voice_label``, ``extra.face_take``, ``extra.voice_take`` and ``extra.offset_s`` in the metadata.
@@ -101,15 +103,15 @@ def plan_pairs(faces: str | Path, voices: str | Path, include_consistent: bool =
 def splice_clip(face: str | Path, voice: str | Path, out: str | Path, offset_s: float = 0.033) -> Path:
     """Mux the video stream of ``face`` with the audio of ``voice`` into ``out`` (mp4, AAC audio).
 
-    The video is stream-copied (bit-exact frames); the voice is shifted by ``offset_s`` (cut from its
-    start when positive, delayed when negative), padded with silence and cut to the video's duration.
+    The video is stream-copied (bit-exact frames); the voice is delayed by ``offset_s`` seconds (cut by
+    ``-offset_s`` from its start when negative), padded with silence and cut to the video's duration.
     Raises ``ffmpeg.Error`` (with ffmpeg's stderr) when ffmpeg fails.
     """
     video = ffmpeg.input(str(face)).video
     if offset_s >= 0:
-        audio = ffmpeg.input(str(voice), ss=f"{offset_s:.4f}").audio
+        audio = ffmpeg.input(str(voice)).audio.filter("adelay", delays=f"{offset_s * 1000:.2f}", all=1)
     else:
-        audio = ffmpeg.input(str(voice)).audio.filter("adelay", delays=f"{round(-offset_s * 1000)}", all=1)
+        audio = ffmpeg.input(str(voice), ss=f"{-offset_s:.4f}").audio
     audio = audio.filter("apad")
     (
         ffmpeg.output(video, audio, str(out), vcodec="copy", acodec="aac", ac=1, shortest=None,
