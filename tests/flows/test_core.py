@@ -1,0 +1,155 @@
+"""Cache keys, content hashing, failure classification, pipeline wiring: no Prefect server, no Ray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mosear.config import ConfigError
+from mosear.orchestrate.errors import BadInputError, TransientStageError, is_transient, is_transient_name, last_exception_line
+from mosear.orchestrate.hashing import HashMemo, hash_paths
+from mosear.orchestrate.plan import STAGE_ORDER, pipeline_requests
+from mosear.orchestrate.ray_jobs import absolutize_paths
+from mosear.orchestrate.runner import StageRequest, cache_key
+
+
+# -- content hashes ----------------------------------------------------------------------------------
+def _tree(root: Path) -> Path:
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.bin").write_bytes(b"x" * 3000)
+    (root / "y.txt").write_text("hello")
+    return root
+
+
+def test_hash_follows_content_not_mtime(tmp_path):
+    root = _tree(tmp_path / "t")
+    h0 = hash_paths([root])
+    os.utime(root / "y.txt", (1, 1))  # touched: same bytes
+    assert hash_paths([root]) == h0
+    (root / "y.txt").write_text("hellO")
+    h1 = hash_paths([root])
+    assert h1 != h0
+    (root / "y.txt").rename(root / "z.txt")
+    assert hash_paths([root]) not in (h0, h1)
+
+
+@pytest.mark.parametrize("name", [".hidden", "part.tmp", "_tmp_shard.tar", "w.partial"])
+def test_hash_ignores_temporaries(tmp_path, name):
+    root = _tree(tmp_path / "t")
+    h0 = hash_paths([root])
+    (root / name).write_text("half-written")
+    assert hash_paths([root]) == h0
+
+
+def test_hash_missing_path_differs_from_empty(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert hash_paths([tmp_path / "nope"]) != hash_paths([tmp_path / "empty"])
+
+
+def test_memo_reuses_hash_until_file_changes(tmp_path):
+    root = _tree(tmp_path / "t")
+    memo_path = tmp_path / "memo.json"
+    h0 = hash_paths([root], HashMemo(memo_path))
+    assert memo_path.is_file()
+    # A memo entry with the file's size and mtime is trusted: prove it by planting a wrong digest.
+    memo = HashMemo(memo_path)
+    key = str((root / "y.txt").resolve())
+    memo._data[key][2] = "0" * 64
+    assert hash_paths([root], memo) != h0
+    # Changing the file (size/mtime) invalidates the entry: the real content hash comes back.
+    (root / "y.txt").write_text("hello")
+    st = (root / "y.txt").stat()
+    os.utime(root / "y.txt", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert hash_paths([root], memo) == h0
+
+
+# -- failure classification ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "exc, transient",
+    [
+        (ConnectionError("reset"), True),
+        (TimeoutError(), True),
+        (TransientStageError("job stopped"), True),
+        (BadInputError("bad"), False),
+        (ConfigError("num_frames: must be >= 1"), False),
+        (FileNotFoundError("corpus"), False),
+        (ValueError("broken file"), False),
+        (KeyError("label"), False),
+    ],
+)
+def test_is_transient(exc, transient):
+    assert is_transient(exc) is transient
+
+
+def test_ray_errors_are_transient():
+    import ray.exceptions as rex
+
+    assert is_transient(rex.WorkerCrashedError())
+    assert is_transient(rex.NodeDiedError("n"))
+    assert is_transient_name("ray.exceptions.ActorDiedError")
+    assert not is_transient_name("ValueError")
+
+
+def test_last_exception_line():
+    log = "\n".join([
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1, in <module>',
+        "ray.exceptions.RayTaskError(ValueError): ray::f() (pid=1)",
+        "mosear.config.ConfigError: corpus root /x is not a folder",
+    ])
+    assert last_exception_line(log) == ("mosear.config.ConfigError", "corpus root /x is not a folder")
+    assert last_exception_line("all good\n") is None
+
+
+# -- wiring and cache keys ----------------------------------------------------------------------------
+def test_pipeline_wiring(tmp_path, samples_dir):
+    reqs = pipeline_requests(str(samples_dir / "corpus.yaml"), str(tmp_path / "w"), overrides={"train": {"max_steps": 3}})
+    assert [r.stage for r in reqs] == list(STAGE_ORDER)
+    by = {r.stage: r.overrides for r in reqs}
+    w = (tmp_path / "w").resolve()
+    assert by["shard"]["output"] == str(w / "shards")
+    assert by["mine"]["shards"] == str(w / "shards")
+    assert by["train"]["shards"] == [str(w / "shards")] and by["train"]["max_steps"] == 3
+    assert by["train"]["mix"] == str(w / "mined" / "train_mix.parquet")
+    assert by["eval"]["checkpoints"] == [str(w / "train" / "adapter")]
+    assert by["mine"]["splice"]["faces"] == str(samples_dir.resolve() / "ravdess")
+    assert {r.cache_dir for r in reqs} == {str(w / ".mosear-cache")}
+    with pytest.raises(ValueError, match="unknown stage"):
+        pipeline_requests("c.yaml", "w", stages=["shard", "ship"])
+
+
+def test_cache_key_tracks_config_and_input_content(tmp_path, samples_dir):
+    corpus = tmp_path / "samples"
+    shutil.copytree(samples_dir, corpus, ignore=shutil.ignore_patterns("ravdess_audio"))
+    req = StageRequest(stage="shard", overrides={"corpus": str(corpus / "corpus.yaml"), "output": str(tmp_path / "o")})
+    k0 = cache_key(req)
+    assert k0.startswith("shard-") and cache_key(req) == k0
+    # scheduling-only fields do not change the key; output-changing ones do
+    assert cache_key(req.model_copy(update={"overrides": {**req.overrides, "workers": 2}})) == k0
+    assert cache_key(req.model_copy(update={"overrides": {**req.overrides, "num_frames": 3}})) != k0
+    # so does any change to a clip of the corpus
+    clip = next((corpus / "ravdess").iterdir())
+    clip.write_bytes(clip.read_bytes() + b"\0")
+    assert cache_key(req) != k0
+
+
+def test_cache_key_rejects_bad_config(tmp_path):
+    req = StageRequest(stage="shard", overrides={"corpus": str(tmp_path / "none.yaml")})
+    with pytest.raises(ConfigError, match="does not exist"):
+        cache_key(req)
+
+
+def test_absolutize_paths_for_cluster_jobs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = {"corpus": "c.yaml", "output": "s3://b/out", "sources": [{"root": "r"}], "splice": {"faces": "f"},
+           "checkpoints": ["base", "ck"], "num_frames": 4}
+    out = absolutize_paths(raw, ("corpus", "output", "sources[].base_dir!", "splice.faces", "checkpoints"))
+    assert out["corpus"] == str(tmp_path / "c.yaml")
+    assert out["output"] == "s3://b/out"  # object storage stays as it is
+    assert out["sources"][0] == {"root": "r", "base_dir": str(tmp_path)}  # root stays relative to base_dir
+    assert out["splice"]["faces"] == str(tmp_path / "f")
+    assert out["checkpoints"] == ["base", str(tmp_path / "ck")]
+    assert raw["corpus"] == "c.yaml"  # the input is not modified
