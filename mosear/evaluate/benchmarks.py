@@ -178,23 +178,20 @@ def _read_camer(spec: BenchmarkSpec, mined: bool) -> tuple[list[BenchmarkItem], 
 
 
 def _mined_shard_dirs(root: Path) -> list[str]:
-    """Shard folders named by conflicts.parquet's ``shard`` column (tar paths or folders)."""
-    p = root / "conflicts.parquet"
-    if not p.is_file():
-        return []
-    import pyarrow.parquet as pq
-
-    if "shard" not in pq.read_schema(p).names:
-        return []
+    """Shard folders a ``mosear mine`` output draws on: the input folder recorded in its ``run.json``
+    (``config.shards``) and its own ``spliced/`` shards, when they exist."""
     dirs: list[str] = []
-    for s in sorted({str(x) for x in pq.read_table(p, columns=["shard"]).column("shard").to_pylist() if x}):
-        cand = Path(s)
-        for c in (cand, root / cand, root.parent / cand):
-            if c.exists():
-                d = c if c.is_dir() else c.parent
-                if str(d) not in dirs:
-                    dirs.append(str(d))
-                break
+    run = root / "run.json"
+    if run.is_file():
+        src = (json.loads(run.read_text()).get("config") or {}).get("shards")
+        if src:
+            p = Path(src)
+            for c in (p, root / p, root.parent / p):  # relative paths: as run, or beside the output
+                if c.is_dir():
+                    dirs.append(str(c))
+                    break
+    if (root / "spliced").is_dir():
+        dirs.append(str(root / "spliced"))
     return dirs
 
 

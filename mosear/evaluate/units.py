@@ -117,6 +117,9 @@ def plan_units(cfg: EvalConfig) -> tuple[list[UnitSpec], dict[str, Benchmark]]:
     import mosear
 
     benches = {b.name: load_benchmark(b) for b in cfg.benchmarks}
+    for b in benches.values():
+        if not b.shard_dirs:
+            raise FileNotFoundError(f"benchmark {b.name}: no shard folder holds its media (set benchmarks[].shards)")
     bench_fp = {n: fingerprint_benchmark(b) for n, b in benches.items()}
     outputs = cfg.model_dump(mode="json", include={"prediction", "generate_reasoning", "max_new_tokens", "judge"})
     units = []

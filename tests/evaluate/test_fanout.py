@@ -142,3 +142,28 @@ def test_cli_bad_benchmark_names_row(tmp_path, capsys, checkpoints, eval_shards)
                f"benchmarks=[{{name: b, format: mined, path: {bad}, shards: {eval_shards}}}]"])
     assert rc == 2
     assert "row 'k2': missing fields" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluates_a_real_mosear_mine_output(tmp_path, eval_shards, checkpoints):
+    """`mosear mine` output as a benchmark: shards found through its run.json, every key has media."""
+    from mosear.mine.config import MineConfig
+    from mosear.mine.run import run_mine
+
+    mined = tmp_path / "mined"
+    run_mine(load_config(MineConfig, overrides={"shards": str(eval_shards), "output": str(mined), "progress": False}))
+    cfg = load_config(EvalConfig, overrides={
+        "checkpoints": [str(checkpoints["mose"])], "output": str(tmp_path / "r"), "progress": False,
+        "benchmarks": [{"name": "mined", "format": "mined", "path": str(mined)}],
+        "settings": [{"name": "ar_off"}, {"name": "ar_on", "ar": True, "ar_fraction": 0.5, "ar_threshold": 0.0}],
+        "max_new_tokens": 4,
+    })
+    res = run_eval(cfg)
+    assert res.ok and len(res.computed) == 2
+    exported = sum(len(json.loads((mined / f"{s}.json").read_text())) for s in ("video_aligned", "audio_aligned", "consistent"))
+    for f in (res.output / "units").glob("*.parquet"):
+        df = pd.read_parquet(f)
+        assert len(df) == exported and df["error"].isna().all()
+    m = pd.read_parquet(res.output / "metrics.parquet")
+    share = m[(m["metric"] == "share_audio") & (m["subset"] == "all")].set_index("setting")["value"]
+    assert share["ar_on"] < share["ar_off"]  # AR at threshold 0 moves audio attention to the video
