@@ -40,7 +40,7 @@ class TrainConfig(StageConfig):
     # -- data -------------------------------------------------------------------------------------
     shards: list[str] = Field(
         default_factory=lambda: ["shards"],
-        description="shard folders (local or object-storage URIs); committed shards of all are used",
+        description="shard folders (local or shared-filesystem paths); committed shards of all are used",
     )
     mix: str | None = Field(
         None,

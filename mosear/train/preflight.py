@@ -51,7 +51,10 @@ def model_config(cfg: TrainConfig):
     from mosear.config import load_config
     from mosear.model import ModelConfig
 
-    return load_config(ModelConfig, overrides=dict(cfg.model))
+    try:
+        return load_config(ModelConfig, overrides=dict(cfg.model))
+    except ConfigError as exc:
+        raise ConfigError(f"model: {exc}") from None
 
 
 def model_hash(cfg: TrainConfig) -> str:
@@ -108,7 +111,10 @@ def check_shard_members(shard: str, needed: tuple[str, ...] = NEEDED_MEMBERS) ->
 def _list_committed(folder: str) -> list[str]:
     from mosear.shards.reader import list_shards
 
-    if "://" not in folder and not Path(folder).is_dir():
+    if "://" in folder:
+        raise ConfigError(f"shards: {folder} is a URI; shards are read by path (mount the bucket or "
+                          "use a shared filesystem); checkpoints (storage_path) may use object storage")
+    if not Path(folder).is_dir():
         raise ConfigError(f"shards: folder {folder} does not exist")
     return [str(p) for p in list_shards(folder)]
 

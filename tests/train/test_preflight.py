@@ -1,0 +1,83 @@
+"""Bad inputs are clear errors before Ray starts or a model is built (no Ray needed here)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from mosear.config import ConfigError, load_config
+from mosear.train.config import TrainConfig
+from mosear.train.preflight import preflight
+
+
+def _cfg(tmp_path: Path, **kw) -> TrainConfig:
+    base = {"output": str(tmp_path / "out"), "max_steps": 4, "warmup_steps": 1}
+    base.update(kw)
+    return load_config(TrainConfig, overrides=base)
+
+
+def _copy_shard_without(src: Path, dst_dir: Path, drop_ext: str) -> Path:
+    """A committed copy of shard ``src`` whose samples lack the ``drop_ext`` member."""
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst = dst_dir / src.name
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for info in tin:
+            if info.name.split(".", 1)[1] == drop_ext:
+                continue
+            tout.addfile(info, io.BytesIO(tin.extractfile(info).read()))
+    stem = src.name[: -len(".tar")]
+    for extra in (".stats.json", ".index.parquet"):
+        shutil.copyfile(src.with_name(stem + extra), dst_dir / (stem + extra))
+    return dst
+
+
+def test_good_inputs_pass(train_shards, tmp_path):
+    plan = preflight(_cfg(tmp_path, shards=[str(train_shards)]))
+    assert len(plan.shards) >= 2 and plan.resume_step == 0
+
+
+@pytest.mark.parametrize("case,match", [
+    ("empty_folder", "no committed shards"),
+    ("missing_folder", "does not exist"),
+    ("empty_list", "shards=\\[...\\] is empty"),
+    ("no_wav", "lacks member\\(s\\) \\['wav'\\]"),
+    ("no_frames", "lacks member\\(s\\) \\['frames.npy'\\]"),
+    ("storage_under_a_file", "storage_path .* is not writable"),
+    ("output_under_a_file", "output .* is not writable"),
+    ("fsdp_on_cpu", "strategy=fsdp needs use_gpu=true"),
+    ("bad_model_field", "(?s)model: .*adaptor: unknown field"),
+])
+def test_bad_inputs_are_refused_early(train_shards, tmp_path, case, match):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shard0 = sorted(Path(train_shards).glob("*.tar"))[0]
+    kw = {
+        "empty_folder": {"shards": [str(empty)]},
+        "missing_folder": {"shards": [str(tmp_path / "nope")]},
+        "empty_list": {"shards": []},
+        "no_wav": {"shards": [str(_copy_shard_without(shard0, tmp_path / "s1", "wav").parent)]},
+        "no_frames": {"shards": [str(_copy_shard_without(shard0, tmp_path / "s2", "frames.npy").parent)]},
+        "storage_under_a_file": {"shards": [str(train_shards)], "storage_path": str(a_file / "ckpt")},
+        "output_under_a_file": {"shards": [str(train_shards)], "output": str(a_file / "out")},
+        "fsdp_on_cpu": {"shards": [str(train_shards)], "strategy": "fsdp"},
+        "bad_model_field": {"shards": [str(train_shards)], "model": {"preset": "tiny", "adaptor": "lora"}},
+    }[case]
+    with pytest.raises(ConfigError, match=match):
+        preflight(_cfg(tmp_path, **kw))
+
+
+def test_a_mix_naming_no_shard_sample_is_refused(train_shards, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    mix = tmp_path / "train_mix.parquet"
+    pq.write_table(pa.table({"key": ["other__x"], "shard": ["s"], "subset": ["consistent"], "weight": [1.0],
+                             "target": ["t"]}), mix)
+    with pytest.raises(ConfigError, match="none of the 1 keys"):
+        preflight(_cfg(tmp_path, shards=[str(train_shards)], mix=str(mix)))
