@@ -47,6 +47,8 @@ class TrainConfig(StageConfig):
         description="mined train_mix.parquet (key, shard, subset, weight, target): conflict-balanced "
         "sampling; samples not in the mix are skipped, each kept sample is repeated ~weight times",
     )
+    target_template: str = Field(
+        "{label}", description="target text without a mix, filled from the sample's metadata ({label}, ...)")
     shuffle_buffer: int = Field(64, ge=0, description="samples held per worker for shuffling (0: off)")
     dataloader_workers: int = Field(0, ge=0, description="torch DataLoader processes per train worker")
 

@@ -9,6 +9,8 @@ Per epoch ``e`` (each stream is infinite and counts its own epochs):
 - the shard list is permuted with ``rng(seed, e)``; stream ``g`` takes shards ``order[g::G]``. With
   fewer shards than streams, streams share shards and split them by sample index (``i % c == j``),
   so every stream gets data;
+- without a mix, the target text is ``target_template`` filled from the metadata (``{label}``);
+  samples without a canonical label are skipped;
 - with a mined mix (``train_mix.parquet``) a sample not in the mix is skipped and a kept sample is
   yielded ``floor(w) + Bernoulli(w - floor(w))`` times (``w`` its weight; the draw is seeded by
   ``(seed, e, key)``), its ``target`` attached: conflict-balanced sampling without a global index;
@@ -66,6 +68,7 @@ class StreamSpec:
     loader_streams: int  # = max(1, DataLoader num_workers)
     seed: int
     shuffle_buffer: int
+    target_template: str = "{label}"
     # resume: per local stream s -> (epoch, offset); rotation = micro-batches consumed % loader_streams
     start: tuple[tuple[int, int], ...] | None = None
     rotation: int = 0
@@ -95,7 +98,13 @@ class TrainSampleStream(IterableDataset):
     def _weighted(self, samples: Iterator[dict[str, Any]], epoch: int) -> Iterator[dict[str, Any]]:
         for sample in samples:
             if self.mix is None:
-                yield sample
+                # Without a mined mix the target is built from the canonical label; unlabelled clips
+                # cannot be trained on and are skipped (the shard index lists them).
+                label = (sample.get("meta") or {}).get("label")
+                if label is None:
+                    continue
+                yield {**sample, "target": self.spec.target_template.format(label=label, **{
+                    k: v for k, v in (sample.get("meta") or {}).items() if k != "label"})}
                 continue
             entry = self.mix.get(sample["key"])
             if entry is None:

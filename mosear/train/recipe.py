@@ -119,7 +119,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         ckpt_dir = ckpt.to_directory(tempfile.mkdtemp(prefix="mosear-resume-"))
         state = read_train_state(ckpt_dir)
         check_compatible(state, ckpt.path, plan.model_hash, plan.run_hash, world)
-        model.load_adapter(Path(ckpt_dir) / ADAPTER_DIR)
+        model.load_adapter(Path(ckpt_dir) / ADAPTER_DIR, trainable=True)
         rows = read_metrics(ckpt_dir)
 
     # 3. Distribute; optimizer over the adapter's parameters only.
@@ -144,7 +144,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     my_pos = state.positions[rank] if state else None
     start = tuple(tuple(my_pos["streams"][s]) for s in range(streams)) if my_pos else None
     spec = StreamSpec(shards=tuple(plan.shards), rank=rank, world_size=world, loader_streams=streams,
-                      seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer, start=start,
+                      seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer, target_template=cfg.target_template, start=start,
                       rotation=micro_done % streams)
     mix = load_mix(cfg.mix) if cfg.mix else None
     loader = make_loader(TrainSampleStream(spec, mix), cfg.batch_size, collate, cfg.dataloader_workers)
