@@ -25,11 +25,11 @@ from mosear.mine.subsets import SUBSETS, assign_subset, human_rated_probs
 log = logging.getLogger(__name__)
 
 # modality -> (evidence columns concatenated as its features, target column preferred over `label`,
-#              fold-group take column)
+#              fold-group take column, (column, value) meaning "this modality has no evidence")
 MODALITIES = {
-    "audio": (("audio_feats", "hf_audio_probs"), "voice_label", "voice_take"),
-    "visual": (("visual_feats", "hf_visual_probs"), "face_label", "face_take"),
-    "text": (("text_feats",), None, "voice_take"),
+    "audio": (("audio_feats", "hf_audio_probs"), "voice_label", "voice_take", ("audio_silent", True)),
+    "visual": (("visual_feats", "hf_visual_probs"), "face_label", "face_take", ("face_found", False)),
+    "text": (("text_feats",), None, "voice_take", None),
 }
 
 
@@ -62,8 +62,10 @@ def _pred(p: np.ndarray) -> str | None:
 
 def crossfit_all(df: pd.DataFrame, cfg: MineConfig) -> dict[str, CrossFitResult]:
     out: dict[str, CrossFitResult] = {}
-    for mod, (cols, target_col, take_col) in MODALITIES.items():
+    for mod, (cols, target_col, take_col, absent) in MODALITIES.items():
         X = _matrix(df, cols)
+        if X is not None and absent is not None and absent[0] in df.columns:
+            X[(df[absent[0]] == absent[1]).to_numpy()] = np.nan  # no face / no voice: no prediction
         if X is None or np.isnan(X).all():
             continue
         targets = [

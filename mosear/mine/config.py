@@ -60,8 +60,9 @@ class MineConfig(StageConfig):
     batch_size: int = Field(8, ge=1, description="samples per stage call")
     workers: int = Field(1, ge=1, description="Ray actors mining shards in parallel")
     address: str | None = Field(None, description="Ray address (None: embedded Ray)")
-    py_modules: list[str] = Field(default_factory=list, description="local package folders shipped to the Ray "
-                                  "workers (stages not installed there), as Ray's runtime_env py_modules")
+    py_modules: list[str] = Field(default_factory=list, description="package folders holding stages that are not "
+                                  "installed, put on the workers' import path (a filesystem they share; on a "
+                                  "cluster ship them with the job's runtime_env py_modules instead)")
     margin: float = Field(0.1, ge=0, lt=1, description="confidence margin of subset assignment")
     splice: SpliceConfig = Field(default_factory=SpliceConfig)
     crossfit: CrossFitConfig = Field(default_factory=CrossFitConfig)

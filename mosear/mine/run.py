@@ -97,19 +97,16 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int]:
 
     _driver_path(cfg.py_modules)
     res = StagePipeline.from_spec(cfg.stages).resources  # validates names before any work
-    remote: dict[str, Any] = {}
-    if cfg.py_modules:
-        remote["runtime_env"] = {"py_modules": [str(Path(m).resolve()) for m in cfg.py_modules]}
     ds = ray.data.from_items([{"shard": str(s)} for s in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(
         ShardMiner,
         fn_constructor_kwargs={"stages": cfg.stages, "out_dir": str(out), "batch_size": cfg.batch_size,
-                               "config_hash": chash},
+                               "config_hash": chash,
+                               "import_paths": [str(Path(m).resolve().parent) for m in cfg.py_modules]},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=min(cfg.workers, len(todo))),
         num_cpus=res.cpus,
         num_gpus=res.gpus or None,
-        **remote,
     )
     mined = 0
     with tqdm(total=len(todo), desc="mine", unit="shard", disable=not cfg.progress) as bar:

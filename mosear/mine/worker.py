@@ -146,7 +146,13 @@ def mine_shard(shard: str | Path, out_dir: str | Path, pipeline: StagePipeline, 
 class ShardMiner:
     """Ray Data actor: builds the pipeline (loads models) once, then mines one shard per row."""
 
-    def __init__(self, stages: list[Any], out_dir: str, batch_size: int, config_hash: str) -> None:
+    def __init__(self, stages: list[Any], out_dir: str, batch_size: int, config_hash: str,
+                 import_paths: list[str] | None = None) -> None:
+        import sys
+
+        for p in import_paths or []:  # stages from local folders (MineConfig.py_modules)
+            if p not in sys.path:
+                sys.path.insert(0, p)
         self.pipeline = StagePipeline.from_spec(stages)
         self.pipeline.setup()
         self.out_dir, self.batch_size, self.config_hash = out_dir, batch_size, config_hash

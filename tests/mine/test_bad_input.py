@@ -1,0 +1,149 @@
+"""Bad input: damaged shards, silent audio, black frames, a stage that raises, a killed job."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mosear.config import load_config
+from mosear.mine.config import DEFAULT_STAGES, MineConfig
+
+FAULTY_STAGE = '''
+from mosear.mine.stage import MiningStage
+
+
+class RaisesOn(MiningStage):
+    """Reproduces a stage bug that hits one sample only."""
+
+    name = "raises_on"
+    adds = ("checked",)
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def process(self, sample):
+        if sample["key"] == self.key:
+            raise RuntimeError("boom on " + self.key)
+        sample["checked"] = True
+        return sample
+'''
+
+
+def _copy_shard(src: Path, dst_dir: Path, name: str, drop_member: str | None = None) -> None:
+    """Copy a committed shard under a new name, optionally leaving one tar member out."""
+    base = src.name[: -len(".tar")]
+    with tarfile.open(src) as tin, tarfile.open(dst_dir / f"{name}.tar", "w") as tout:
+        for m in tin.getmembers():
+            if m.name == drop_member:
+                continue
+            tout.addfile(m, io.BytesIO(tin.extractfile(m).read()))
+    stats = json.loads((src.parent / f"{base}.stats.json").read_text())
+    (dst_dir / f"{name}.stats.json").write_text(json.dumps(stats))
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(sample_shards, tmp_path_factory):
+    """A shard folder with: a shard missing one sample's wav; a shard of black-frame, silent and
+    empty-audio samples (written by the shard writer); an unreadable (corrupt) committed shard."""
+    from mosear.shards.reader import iter_samples, list_shards
+    from mosear.shards.writer import ShardSample, ShardWriter
+
+    root = tmp_path_factory.mktemp("bad")
+    d = root / "shards"
+    d.mkdir()
+    shards = list_shards(sample_shards)
+    first = next(iter_samples(shards[:1]))
+    _copy_shard(shards[0], d, "train-000000", drop_member=f"{first['key']}.wav")
+    real = list(iter_samples(shards[2:3]))[:3]
+    with ShardWriter(d, "train", 1, "bad") as w:
+        for s, kind in zip(real, ("black", "silent", "empty")):
+            frames = np.zeros_like(s["frames"]) if kind == "black" else s["frames"]
+            audio = {"black": s["audio"], "silent": np.zeros_like(s["audio"]), "empty": np.zeros(0, np.float32)}[kind]
+            meta = dict(s["meta"], key=f"{kind}__clip", has_audio=kind != "silent")
+            w.write(ShardSample(f"{kind}__clip", frames, audio, 16000, meta))
+    (d / "train-000002.tar").write_bytes(b"\x00garbage" * 100)
+    (d / "train-000002.stats.json").write_text(json.dumps({"config_hash": "x", "split": "train"}))
+    pkg = root / "faulty_stages"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(FAULTY_STAGE)
+    return d, pkg, first["key"], real[1]["key"]
+
+
+@pytest.mark.slow
+def test_bad_inputs_are_recorded_and_the_job_finishes(bad_corpus, tmp_path, ray_local):
+    from mosear.mine.run import run_mine
+
+    shards, pkg, missing_key, _ = bad_corpus
+    raise_key = "black__clip"
+    cfg = load_config(MineConfig, None, {
+        "shards": str(shards), "output": str(tmp_path / "mined"), "workers": 1, "progress": False,
+        "py_modules": [str(pkg)], "crossfit": {"n_folds": 2},
+        "stages": DEFAULT_STAGES + [{"stage": "faulty_stages:RaisesOn", "params": {"key": "silent__clip"}}],
+    })
+    res = run_mine(cfg)
+    out = tmp_path / "mined"
+    df = pd.read_parquet(out / "conflicts.parquet")
+    dropped = pd.read_parquet(out / "dropped.parquet").set_index("key")
+    assert dropped.loc[missing_key, "reason"] == "missing_member" and "wav" in dropped.loc[missing_key, "detail"]
+    assert dropped.loc["silent__clip", "reason"] == "error"
+    assert "RuntimeError: boom on silent__clip" in dropped.loc["silent__clip", "detail"]
+    rows = df.set_index("key")
+    assert rows.loc[raise_key, "face_found"] == False  # noqa: E712  black frames: no face, kept
+    assert pd.isna(rows.loc[raise_key, "visual_pred"]) and rows.loc[raise_key, "subset"] == "ambiguous"
+    assert rows.loc["empty__clip", "audio_silent"] and pd.isna(rows.loc["empty__clip", "audio_pred"])
+    s = res.summary
+    assert s["samples_in"] == len(df) + len(dropped) == 8 + 3
+    assert [f["shard"] for f in s["shards"]["failed"]] == ["train-000002"]
+    assert "ReadError" in s["shards"]["failed"][0]["error"] or "tar" in s["shards"]["failed"][0]["error"].lower()
+    assert s["dropped_by_stage_reason"] == {"raises_on:error": 1, "signal_quality:missing_member": 1}
+    stage = {st["name"]: st for st in s["stage_stats"]}
+    assert stage["raises_on"]["errors"] == 1 and stage["signal_quality"]["dropped"] == {"missing_member": 1}
+
+
+@pytest.mark.slow
+def test_killed_job_resumes_without_redoing_finished_shards(sample_shards, tmp_path, repo_root):
+    """Kill a real `mosear mine` process (and its embedded Ray) after its first shard commits."""
+    from mosear.mine.run import run_mine
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for p in sorted(sample_shards.glob("train-*")):
+        shutil.copy(p, shards / p.name)
+    out = tmp_path / "mined"
+    args = [sys.executable, "-m", "mosear.cli", "mine", f"shards={shards}", f"output={out}", "workers=1",
+            "batch_size=2", "progress=false"]
+    env = dict(os.environ, PYTHONPATH=str(repo_root))
+    proc = subprocess.Popen(args, cwd=repo_root, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not list((out / "evidence").glob("*.stats.json")):
+            assert proc.poll() is None, "the mining job ended before it could be killed"
+            time.sleep(0.2)
+        done_before = sorted(p.name for p in (out / "evidence").glob("*.stats.json"))
+        assert done_before, "no shard committed within the time limit"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the job's own process group: driver + its Ray
+        proc.wait()
+    assert len(done_before) < 3
+    mtimes = {n: (out / "evidence" / n).stat().st_mtime_ns for n in done_before}
+    cfg = load_config(MineConfig, None, {"shards": str(shards), "output": str(out), "workers": 1,
+                                         "progress": False, "batch_size": 2})
+    res = run_mine(cfg)
+    assert res.shards_skipped >= len(done_before) and res.shards_mined + res.shards_skipped == 3
+    for n, t in mtimes.items():  # finished shards were not redone
+        assert (out / "evidence" / n).stat().st_mtime_ns == t
+    df = pd.read_parquet(out / "conflicts.parquet")
+    assert df["key"].is_unique and len(df) == 21
