@@ -208,9 +208,9 @@ def decode_clip(
             raise MediaError("no_video", f"{path.name} has no video stream ({info.container})")
         vstream = container.streams.video[0]
         astream = container.streams.audio[0] if info.has_audio else None
+        vstream.codec_context.thread_count = threads  # 1: one thread per clip, one worker per core
         if threads != 1:
             vstream.thread_type = "AUTO"
-            vstream.codec_context.thread_count = threads
 
         start = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else info.start_s
         duration = info.duration_s

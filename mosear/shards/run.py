@@ -116,7 +116,17 @@ def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: s
                 continue
             writer.write(ShardSample(key, decoded.frames, decoded.audio, decoded.sample_rate,
                                      _clip_meta(clip, decoded), extra))
+            del decoded, extra  # hold one clip at a time
+        writer.extra_stats["worker_peak_rss_mb"] = _peak_rss_mb()
         return writer.close()
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this (worker) process so far, MB."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def _ray_build(row: dict[str, Any], cfg_json: str, out_dir: str, config_hash: str) -> dict[str, Any]:
