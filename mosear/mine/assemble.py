@@ -33,9 +33,13 @@ MODALITIES = {
 }
 
 
-def read_evidence(out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+def read_evidence(out_dir: Path, shards: list[str] | None = None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+    """Evidence rows, audit rows and stats of the committed shards (only ``shards`` when given)."""
     ev = Path(out_dir) / "evidence"
     stats = [json.loads(p.read_text()) for p in sorted(ev.glob("*.stats.json"))]
+    if shards is not None:
+        stats = [s for s in stats if s["shard"] in set(shards)]
     ok = [s["shard"] for s in stats if s["status"] == "ok"]
     frames = [pd.read_parquet(ev / f"{n}.parquet") for n in ok if (ev / f"{n}.parquet").stat().st_size]
     frames = [f for f in frames if len(f)]
@@ -116,9 +120,10 @@ def _refiner(cfg: MineConfig) -> LLMCaptionRefiner | None:
     return LLMCaptionRefiner(cfg.llm.base_url, cfg.llm.model, key, cfg.llm.timeout_s)
 
 
-def assemble(cfg: MineConfig, stage_names: list[str]) -> dict[str, Any]:
+def assemble(cfg: MineConfig, stage_names: list[str], shards: list[str] | None = None) -> dict[str, Any]:
+    """Build every mined output from the evidence of ``shards`` (names; default: all committed)."""
     out = Path(cfg.output)
-    df, audit, stats = read_evidence(out)
+    df, audit, stats = read_evidence(out, shards)
     audit.to_parquet(out / "dropped.parquet", index=False)
     if df.empty:
         raise RuntimeError(f"no sample survived mining ({len(audit)} dropped; see {out / 'dropped.parquet'})")

@@ -141,7 +141,9 @@ def run_mine(cfg: MineConfig) -> MineResult:
     names = [s.stage_name + "@" + s.version for s in StagePipeline.from_spec(cfg.stages).stages]
     from mosear.mine.assemble import assemble
 
-    summary = assemble(cfg, names)
+    from mosear.mine.worker import shard_name
+
+    summary = assemble(cfg, names, [shard_name(s) for s in shards])
     result = MineResult(out, len(shards), mined, skipped, summary, splice_counts, round(time.time() - t0, 2))
     (out / "run.json").write_text(json.dumps({
         "config": cfg.model_dump(mode="json"), "stage_hash": cfg.stage_hash(), "shards": len(shards),

@@ -201,4 +201,11 @@ def write_spliced_shards(pairs: list[SplicePair], out_dir: str | Path, *, offset
                         mp4.unlink(missing_ok=True)
                     bar.update(1)
     bar.close()
+    # A smaller plan than an earlier run's leaves no stale spliced shards behind.
+    n_shards = -(-len(pairs) // clips_per_shard)
+    for stats in out_dir.glob("spliced-*.stats.json"):
+        if int(stats.name.split("-")[1].split(".")[0]) >= n_shards:
+            stats.unlink()  # the commit marker first: a half-removed shard is never listed
+            for ext in (".tar", ".index.parquet"):
+                stats.with_name(stats.name.replace(".stats.json", ext)).unlink(missing_ok=True)
     return counts

@@ -97,7 +97,19 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path, schema: pa.Schema | N
     os.replace(tmp, path)
 
 
+def input_hash(shard: str | Path) -> str | None:
+    """The config hash the input shard was written with (its own stats JSON), None when unknown."""
+    from mosear.shards.reader import read_stats
+
+    try:
+        st = read_stats(shard)
+    except (OSError, ValueError):
+        return None
+    return None if st is None else st.get("config_hash")
+
+
 def is_done(out_dir: Path, shard: str | Path, config_hash: str) -> bool:
+    """True when the shard's evidence is committed by this stage config from this very input shard."""
     p = Path(out_dir) / "evidence" / f"{shard_name(shard)}.stats.json"
     if not p.is_file():
         return False
@@ -105,7 +117,8 @@ def is_done(out_dir: Path, shard: str | Path, config_hash: str) -> bool:
         st = json.loads(p.read_text())
     except (OSError, ValueError):
         return False
-    return st.get("config_hash") == config_hash and st.get("status") == "ok"
+    return (st.get("config_hash") == config_hash and st.get("status") == "ok"
+            and st.get("input_hash") == input_hash(shard))
 
 
 def mine_shard(shard: str | Path, out_dir: str | Path, pipeline: StagePipeline, batch_size: int,
@@ -133,6 +146,7 @@ def mine_shard(shard: str | Path, out_dir: str | Path, pipeline: StagePipeline, 
     _write_parquet(audit, ev_dir / f"{name}.audit.parquet", AUDIT_SCHEMA)
     stats = {
         "shard": name, "source": str(shard), "status": status, "error": error, "config_hash": config_hash,
+        "input_hash": input_hash(shard),
         "samples_in": n_in, "samples_out": len(rows), "dropped": len(audit),
         "seconds": round(time.perf_counter() - t0, 3),
         "stages": [s.to_dict() for s in pipeline.stats.values()],
