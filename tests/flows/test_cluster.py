@@ -16,8 +16,8 @@ import threading
 import time
 
 import pytest
-from cluster import local_ray_cluster
-from conftest import REPO, flow_run_logs, load_flow, task_runs_of
+from ray_head import local_ray_cluster
+from flowutil import REPO, flow_run_logs, load_flow, task_runs_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
@@ -102,7 +102,7 @@ def test_terminated_flow_stops_its_ray_job(ray_head, tmp_path, samples_dir):
     """A runner cancels a flow run by sending its process SIGTERM: the Ray job must not outlive it."""
     script = (
         "import sys; sys.path.insert(0, %r)\n"
-        "from conftest import load_flow\n"
+        "from flowutil import load_flow\n"
         "load_flow('shard', 'shard')(corpus=%r, output=%r, mode='cluster', ray_address=%r)\n"
     ) % (str(REPO / "tests" / "flows"), str(samples_dir / "corpus.yaml"), str(tmp_path / "shards"), ray_head)
     env = dict(os.environ)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import flow_run_logs, load_flow, task_runs_of
+from flowutil import flow_run_logs, load_flow, task_runs_of
 
 
 def _flush_logs() -> None:

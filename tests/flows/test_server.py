@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cluster import free_ports
+from ray_head import free_ports
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
