@@ -17,7 +17,7 @@ from prefect.logging import get_run_logger
 
 from mosear.orchestrate.plan import STAGE_ORDER, pipeline_requests, stage_outputs
 from mosear.orchestrate.prefect_tasks import run_stage_task, stop_jobs_on_cancel, summary_markdown
-from mosear.orchestrate.runner import StageOutcome
+from mosear.orchestrate.runner import StageOutcome, validate_requests
 
 
 @flow(name="mosear-pipeline", on_cancellation=[stop_jobs_on_cancel], on_crashed=[stop_jobs_on_cancel])
@@ -37,6 +37,7 @@ def pipeline(
     flow_start = time.time()
     logger = get_run_logger()
     requests = pipeline_requests(corpus, workdir, stages, mode=mode, ray_address=ray_address, overrides=overrides)
+    validate_requests(requests)  # a typo in the eval section fails now, not after an hour of shard + train
     outcomes: dict[str, StageOutcome] = {}
     cached: dict[str, bool] = {}
     for i, request in enumerate(requests, 1):

@@ -29,7 +29,7 @@ from mosear.orchestrate.errors import BadInputError
 from mosear.orchestrate.hashing import HashMemo, hash_paths
 from mosear.orchestrate.stages import get_stage
 
-__all__ = ["StageRequest", "StageOutcome", "resolve_config", "cache_key", "run_stage", "summarize"]
+__all__ = ["StageRequest", "StageOutcome", "resolve_config", "validate_requests", "cache_key", "run_stage", "summarize"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,15 @@ def resolve_config(req: StageRequest) -> StageConfig:
     """Validate the request's config now (a bad value fails before anything runs)."""
     spec = get_stage(req.stage)
     return load_config(spec.config_cls(), req.config, dict(req.overrides) or None)
+
+
+def validate_requests(requests: list[StageRequest]) -> None:
+    """Validate every stage's config before the first one runs; raise BadInputError naming the stage."""
+    for req in requests:
+        try:
+            resolve_config(req)
+        except ConfigError as exc:
+            raise BadInputError(f"mosear {get_stage(req.stage).command}: bad config: {exc}") from None
 
 
 def default_cache_dir(req: StageRequest, cfg: StageConfig) -> Path:

@@ -153,3 +153,13 @@ def test_absolutize_paths_for_cluster_jobs(tmp_path, monkeypatch):
     assert out["splice"]["faces"] == str(tmp_path / "f")
     assert out["checkpoints"] == ["base", str(tmp_path / "ck")]
     assert raw["corpus"] == "c.yaml"  # the input is not modified
+
+
+def test_pipeline_validates_every_stage_before_running(samples_dir, tmp_path):
+    from mosear.orchestrate.errors import BadInputError
+    from mosear.orchestrate.runner import validate_requests
+
+    corpus = str(samples_dir / "corpus.yaml")
+    validate_requests(pipeline_requests(corpus, str(tmp_path)))  # the defaults are valid
+    with pytest.raises(BadInputError, match=r"mosear eval: bad config: .*batch_size"):
+        validate_requests(pipeline_requests(corpus, str(tmp_path), overrides={"eval": {"batch_size": 0}}))
