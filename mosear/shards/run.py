@@ -239,7 +239,9 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
         items = [{"plan": json.dumps({"split": s.split, "index": s.index, "clips": s.clips})} for s in pending]
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
             _ray_build,
-            fn_kwargs={"cfg_json": cfg.model_dump_json(), "out_dir": str(out.resolve()), "config_hash": config_hash},
+            # workers get the resolved sources, not the corpus file (its path may not exist there)
+            fn_kwargs={"cfg_json": cfg.model_copy(update={"corpus": None}).model_dump_json(),
+                       "out_dir": str(out.resolve()), "config_hash": config_hash},
             num_cpus=1, compute=ray.data.TaskPoolStrategy(size=min(workers, len(items))),
         )
         bar = tqdm(total=n_clips, initial=done_clips, unit="clip", desc="shard", disable=not cfg.progress,
