@@ -161,5 +161,5 @@ def test_pipeline_validates_every_stage_before_running(samples_dir, tmp_path):
 
     corpus = str(samples_dir / "corpus.yaml")
     validate_requests(pipeline_requests(corpus, str(tmp_path)))  # the defaults are valid
-    with pytest.raises(BadInputError, match=r"mosear eval: bad config: .*batch_size"):
+    with pytest.raises(BadInputError, match=r"(?s)mosear eval: bad config: .*batch_size"):
         validate_requests(pipeline_requests(corpus, str(tmp_path), overrides={"eval": {"batch_size": 0}}))
