@@ -50,29 +50,6 @@ def test_black_frames_and_silent_or_empty_audio_are_evidence_not_errors(evidence
         assert by[k]["face_found"]
 
 
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    """Random-weight transformers classifiers saved locally (no hub): audio (wav2vec2) and image (ViT)."""
-    from transformers import (ViTConfig, ViTForImageClassification, ViTImageProcessor, Wav2Vec2Config,
-                              Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification)
-
-    labels = {0: "angry", 1: "happy", 2: "sad", 3: "other"}  # "other" has no canonical name
-    root = tmp_path_factory.mktemp("hf")
-    a = Wav2Vec2ForSequenceClassification(Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-        conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2, classifier_proj_size=16, id2label=labels,
-        label2id={v: k for k, v in labels.items()}))
-    a.save_pretrained(root / "audio")
-    Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(root / "audio")
-    v = ViTForImageClassification(ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=37, id2label=labels, label2id={v: k for k, v in labels.items()}))
-    v.save_pretrained(root / "visual")
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(root / "visual")
-    return root
-
-
 @pytest.mark.parametrize("modality", ["audio", "visual"])
 def test_hf_classifier_stage_runs_local_models(tiny_models, real_samples, modality):
     pipe = StagePipeline.from_spec([{"stage": "hf_classifier", "params": {
