@@ -148,6 +148,9 @@ class EvalConfig(StageConfig):
     cpus_per_unit: float = Field(default=1.0, gt=0, description="Ray CPUs reserved per evaluation unit")
     gpus_per_unit: float = Field(default=0.0, ge=0, description="Ray GPUs reserved per evaluation unit")
     torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads inside a unit")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="where a unit runs the model (auto: CUDA when the unit's worker sees a GPU)"
+    )
     unit_retries: int = Field(default=2, ge=0, description="Ray retries of a unit whose worker died")
     runtime_env: dict[str, Any] | None = Field(
         default=None, description="Ray runtime_env of the unit tasks (env_vars, py_modules, pip) on a cluster"
@@ -176,4 +179,4 @@ class EvalConfig(StageConfig):
     def hash_exclude(self) -> set[str]:
         """Fields that change scheduling only, never predictions."""
         return {"ray_address", "num_workers", "cpus_per_unit", "gpus_per_unit", "unit_retries", "runtime_env",
-                "report", "progress", "output", "torch_threads", "batch_size"}
+                "report", "progress", "output", "torch_threads", "batch_size", "device"}

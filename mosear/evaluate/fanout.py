@@ -86,10 +86,15 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
         _run_ray(cfg, todo, benches, result)
     (out / "units.json").write_text(json.dumps({"config_hash": cfg.hash(exclude=cfg.hash_exclude()),
                                                  "units": [u.filename for u in units]}, indent=1))
-    if cfg.report and (result.computed or result.cached):
-        from mosear.evaluate.report import build_report
+    if result.computed or result.cached:
+        if cfg.report:
+            from mosear.evaluate.report import build_report
 
-        result.report = build_report(out)
+            result.report = build_report(out)  # recomputes metrics.parquet too
+        else:
+            from mosear.evaluate.aggregate import compute_metrics
+
+            compute_metrics(out)
     result.seconds = time.perf_counter() - t0
     run = {"config": cfg.model_dump(mode="json"), "units": len(units), "computed": result.computed,
            "cached": result.cached, "failed": result.failed, "seconds": round(result.seconds, 3),

@@ -32,12 +32,23 @@ from mosear.evaluate.config import EvalConfig, SettingSpec
 from mosear.evaluate.judges import make_judge, set_precision_recall
 from mosear.evaluate.units import UnitSpec, unit_path, write_table
 
-__all__ = ["run_unit", "load_model", "apply_drop", "iter_benchmark_samples"]
+__all__ = ["run_unit", "load_model", "resolve_device", "apply_drop", "iter_benchmark_samples", "set_unit_attention"]
 
 log = logging.getLogger(__name__)
 
 
-def load_model(checkpoint: str, model_overrides: dict[str, Any]):
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when this process sees a GPU (Ray sets CUDA_VISIBLE_DEVICES per task), else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda but this worker sees no GPU (set gpus_per_unit > 0 on a GPU node)")
+    return device
+
+
+def load_model(checkpoint: str, model_overrides: dict[str, Any], device: str = "cpu"):
     """Build the model for ``checkpoint`` in eval mode.
 
     An adapter folder (``save_adapter`` layout) carries its ``model_config.json``: the model is built
@@ -57,6 +68,7 @@ def load_model(checkpoint: str, model_overrides: dict[str, Any]):
     model = build_model(mcfg)
     if checkpoint != "base":
         model.load_adapter(checkpoint)
+    model.to(device)
     model.eval()
     return model
 
@@ -120,7 +132,8 @@ class _Predictor:
         from mosear.model import parse_label
 
         self.cfg, self.unit, self.bench = cfg, unit, bench
-        self.model = load_model(unit.checkpoint, cfg.model)
+        self.device = resolve_device(cfg.device)
+        self.model = load_model(unit.checkpoint, cfg.model, self.device)
         self.controller = set_unit_attention(self.model, unit.setting)
         self.parse_label = parse_label
         self.generate = (cfg.prediction == "generate" or cfg.generate_reasoning == "always"
@@ -221,7 +234,7 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
     meta = {"unit_id": unit.unit_id, "checkpoint": unit.checkpoint_name, "checkpoint_path": unit.checkpoint,
             "benchmark": bench.name, "format": bench.spec.format, "labels": list(bench.labels),
             "setting": setting.model_dump(mode="json"), "seconds": round(seconds, 3),
-            "judge": judge.name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "judge": judge.name, "device": pred.device, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_table(rows, unit_path(cfg.output, unit), {"mosear.unit": json.dumps(meta)})
     errors = sum(1 for r in rows if r.get("error"))
     unparsed = sum(1 for r in rows if not r.get("error") and r.get("pred_label") is None)

@@ -167,3 +167,17 @@ def test_evaluates_a_real_mosear_mine_output(tmp_path, eval_shards, checkpoints)
     m = pd.read_parquet(res.output / "metrics.parquet")
     share = m[(m["metric"] == "share_audio") & (m["subset"] == "all")].set_index("setting")["value"]
     assert share["ar_on"] < share["ar_off"]  # AR at threshold 0 moves audio attention to the video
+
+
+def test_unreachable_judge_fails_the_unit_with_a_clear_error(tmp_path, checkpoints, camer_bench, eval_shards):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = make_cfg(tmp_path / "out", [checkpoints["mose"]], (camer_bench, eval_shards), settings=[{"name": "ar_off"}],
+                   judge={"kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1", "retries": 1, "backoff_s": 0.01})
+    res = run_eval(cfg)
+    [(name, err)] = res.failed.items()
+    assert "JudgeUnavailable" in err and f"127.0.0.1:{port}" in err and "after 2 attempts" in err
+    assert not list((res.output / "units").glob("*.parquet"))  # nothing half-written
