@@ -16,14 +16,14 @@ from mosear.mine.subsets import SUBSETS
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_server import LocalOpenAIServer  # noqa: E402
 
-N_PAIRS = 28  # 2 per face clip: enough to exercise every path, small enough for 2 cores
+N_PAIRS = 14  # 1 per face clip: enough to exercise every path, small enough for 2 cores
 
 
 def mine_cfg(samples_dir: Path, shards: Path, out: Path, **extra) -> MineConfig:
     return load_config(MineConfig, None, {
         "shards": str(shards), "output": str(out), "workers": 2, "progress": False,
         "splice": {"enabled": True, "faces": str(samples_dir / "ravdess"), "voices": str(samples_dir / "ravdess_audio"),
-                   "max_pairs": N_PAIRS, "clips_per_shard": 14},
+                   "max_pairs": N_PAIRS, "clips_per_shard": 7},
         **extra,
     })
 
