@@ -7,6 +7,8 @@ and common reasoning words below, so labels and the instruction are a few tokens
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
@@ -27,8 +29,12 @@ _CORPUS = [
 ]
 
 
+@lru_cache(maxsize=1)
 def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A ``PreTrainedTokenizerFast`` (byte-level BPE, ``vocab_size`` at most) with <s>, </s>, <pad>."""
+    """A ``PreTrainedTokenizerFast`` (byte-level BPE, ``vocab_size`` at most) with <s>, </s>, <pad>.
+
+    Cached: every tiny model of a process shares one tokenizer (it is deterministic and not mutated).
+    """
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

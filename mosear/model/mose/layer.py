@@ -196,40 +196,42 @@ class Linear(nn.Module, MoSELayer):
         return out
 
     def _record(self, name, g, modality, valid, out, w_tok, base_out, st) -> None:
-        """Gate load per modality, the balance loss (with grad), and the contribution EMA (training)."""
+        """Gate load per modality, the balance loss (with grad), and the contribution EMA (training).
+
+        Vectorised over modalities with one-hot matmuls: no host-device synchronisation on a GPU.
+        """
         k = st["num_experts"]
-        load = g.new_zeros(NUM_MODALITIES, k)
-        losses = []
-        for m in (TEXT, VISUAL, AUDIO):
-            mask = modality == m
-            if not bool(mask.any()):
-                continue
-            gm = g[mask]  # [n_m, K]
-            P = gm.mean(0)  # [K]
-            load[m] = P.detach()
-            if st["gate"] == "softmax" and k > 1:
-                f = F.one_hot(gm.argmax(-1), k).to(gm.dtype).mean(0)  # [K], no gradient
-                losses.append(k * (f * P).sum())
-        self.last_gate_load[name] = load
-        if losses:
-            self.last_balance_loss[name] = torch.stack(losses).float().mean()
+        onehot = F.one_hot(modality.clamp_min(0), NUM_MODALITIES).float() * valid.unsqueeze(1)  # [N, M]
+        counts = onehot.sum(0)  # [M]
+        denom = counts.clamp_min(1).unsqueeze(1)  # [M, 1]
+        gf = g.float()
+        P = onehot.t() @ gf / denom  # [M, K] mean gate weight per modality
+        self.last_gate_load[name] = P.detach()
+        if st["gate"] == "softmax" and k > 1:
+            top = F.one_hot(gf.argmax(-1), k).float()  # [N, K], no gradient
+            f = onehot.t() @ top / denom  # [M, K] share of tokens whose top expert is k
+            per_modality = k * (f * P).sum(-1)  # [M]
+            present = (counts > 0).float()
+            self.last_balance_loss[name] = (per_modality * present).sum() / present.sum().clamp_min(1)
         else:
             self.last_balance_loss.pop(name, None)
         if not (self.training and st["dynamic"]):
             return
         with torch.no_grad():
-            rel = out.detach().float().norm(dim=-1) / (w_tok.float().clamp_min(_EPS) * (base_out.float().norm(dim=-1) + _EPS))
+            rel = out.detach().float().norm(dim=-1) / (
+                w_tok.float().clamp_min(_EPS) * (base_out.float().norm(dim=-1) + _EPS))  # [N]
+            mean = (onehot.t() @ rel) / counts.clamp_min(1)  # [M]
             c = self.mose_contribution[name]
             mu = st["momentum"]
-            for m in (VISUAL, AUDIO):
-                mask = (modality == m) & valid
-                if bool(mask.any()):
-                    c[m] = rel[mask].mean() if c[m] == 0 else mu * c[m] + (1 - mu) * rel[mask].mean()
+            av = torch.zeros(NUM_MODALITIES, dtype=torch.bool, device=c.device)
+            av[VISUAL] = av[AUDIO] = True
+            upd = av & (counts > 0)
+            c.copy_(torch.where(upd, torch.where(c == 0, mean, mu * c + (1 - mu) * mean), c))
             w = self.mose_modality_weight[name]
-            if c[VISUAL] > 0 and c[AUDIO] > 0:
-                cbar = (c[VISUAL] + c[AUDIO]) / 2
-                for m in (VISUAL, AUDIO):
-                    w[m] = (cbar / c[m]).pow(st["gamma"]).clamp(st["wmin"], st["wmax"])
+            both = (c[VISUAL] > 0) & (c[AUDIO] > 0)
+            cbar = (c[VISUAL] + c[AUDIO]) / 2
+            w_new = (cbar / c.clamp_min(_EPS)).pow(st["gamma"]).clamp(st["wmin"], st["wmax"]).to(w.dtype)
+            w.copy_(torch.where(av & both, w_new, w))
 
     def __repr__(self) -> str:
         return "mose." + super().__repr__()
