@@ -73,6 +73,8 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     t0 = time.perf_counter()
     out = Path(cfg.output)
     (out / "units").mkdir(parents=True, exist_ok=True)
+    for stale in (out / "units").glob("*.tmp"):  # left by a run killed mid-write; never a finished unit
+        stale.unlink(missing_ok=True)
     units, benches = plan_units(cfg)
     result = EvalResult(output=out, units=len(units))
     todo: list[UnitSpec] = []

@@ -181,3 +181,37 @@ def test_unreachable_judge_fails_the_unit_with_a_clear_error(tmp_path, checkpoin
     [(name, err)] = res.failed.items()
     assert "JudgeUnavailable" in err and f"127.0.0.1:{port}" in err and "after 2 attempts" in err
     assert not list((res.output / "units").glob("*.parquet"))  # nothing half-written
+
+
+def test_closed_set_benchmarks_end_to_end(tmp_path, checkpoints, shard_keys, eval_shards):
+    """MER2023 (npz) and DFEW (fold CSV) label files over the sample shards' clips: six / seven classes."""
+    import numpy as np
+
+    from mosear.evaluate.benchmarks import DFEW_LABELS
+    from mosear.labels import MER2023_LABELS
+
+    rav = [(k.split("__", 1)[1], lab) for k, lab in shard_keys if k.startswith("ravdess__") and lab in MER2023_LABELS]
+    crema = [(k.split("__", 1)[1], lab) for k, lab in shard_keys if k.startswith("crema_d__") and lab in DFEW_LABELS]
+    npz = tmp_path / "label.npz"
+    np.savez(npz, test1_corpus={name: {"emo": lab, "val": 0.0} for name, lab in rav})
+    csv = tmp_path / "set_1.csv"
+    csv.write_text("video_name,label\n" + "".join(f"{n},{DFEW_LABELS.index(lab) + 1}\n" for n, lab in crema))
+    stale = tmp_path / "r" / "units" / "x__mer__ar_off__0.parquet.123.tmp"  # a killed run's leftover
+    stale.parent.mkdir(parents=True)
+    stale.write_text("half a file")
+    cfg = load_config(EvalConfig, overrides={
+        "checkpoints": [str(checkpoints["lora"])], "output": str(tmp_path / "r"), "progress": False, "report": False,
+        "benchmarks": [{"name": "mer", "format": "mer2023", "path": str(npz), "shards": str(eval_shards), "key_prefix": "ravdess"},
+                       {"name": "dfew", "format": "dfew", "path": str(csv), "shards": str(eval_shards), "key_prefix": "crema_d"}],
+        "settings": [{"name": "ar_off"}],
+    })
+    res = run_eval(cfg)
+    assert res.ok and len(res.computed) == 2 and not stale.exists()
+    m = pd.read_parquet(res.output / "metrics.parquet")
+    assert set(m["subset"]) == {"all"}
+    for bench, n in (("mer", len(rav)), ("dfew", len(crema))):
+        got = m[m["benchmark"] == bench].set_index("metric")["value"]
+        assert got["n"] == n and got["errors"] == 0
+        assert 0 <= got["weighted_f1"] <= 1 and 0 <= got["uar"] <= 1 and got["war"] == got["accuracy"]
+    [f] = (res.output / "units").glob("*__mer__*.parquet")
+    assert set(pd.read_parquet(f)["labels"].iloc[0]) == set(MER2023_LABELS)
