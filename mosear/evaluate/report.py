@@ -136,7 +136,7 @@ def _fig_shares(m: pd.DataFrame, bench: str):
     ax.set_ylabel("share of attention mass")
     ax.set_ylim(0, 1)
     ax.set_title(f"{bench}: attention share per modality")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 

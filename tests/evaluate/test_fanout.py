@@ -91,6 +91,7 @@ def test_failed_unit_is_isolated_and_retried_alone(tmp_path, checkpoints, camer_
     assert len(res2.computed) == 1 and res2.computed[0].startswith("broken__")
 
 
+@pytest.mark.slow
 def test_killed_worker_is_retried_by_ray(tmp_path, checkpoints, camer_bench, eval_shards):
     marker = tmp_path / "killed-once"
     cfg = make_cfg(tmp_path / "out", [checkpoints["mose"]], (camer_bench, eval_shards),
@@ -183,6 +184,7 @@ def test_unreachable_judge_fails_the_unit_with_a_clear_error(tmp_path, checkpoin
     assert not list((res.output / "units").glob("*.parquet"))  # nothing half-written
 
 
+@pytest.mark.slow
 def test_closed_set_benchmarks_end_to_end(tmp_path, checkpoints, shard_keys, eval_shards):
     """MER2023 (npz) and DFEW (fold CSV) label files over the sample shards' clips: six / seven classes."""
     import numpy as np
