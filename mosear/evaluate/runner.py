@@ -9,7 +9,8 @@ Per batch of samples (``batch_size``): apply the setting's modality removal (aud
 - ``generate(batch, max_new_tokens)`` when the benchmark has reference reasoning (or
   ``generate_reasoning: always``, or ``prediction: generate``, where ``parse_label(text)`` is the
   prediction: text with no label in it gives ``pred_label = None``, counted as unparsed);
-- under ``monitor`` the model's per-modality attention shares of the last forward pass.
+- under ``monitor`` (or AR) one forward over the prompt alone, whose per-sample attention shares
+  (text / visual / audio keys, text query rows) go into ``share_*``.
 
 Every benchmark item gets a row: items whose sample is in no shard get ``error = "sample not in
 shards ..."``; a sample that fails to collate or predict gets its exception text as ``error`` (the
