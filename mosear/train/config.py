@@ -29,7 +29,7 @@ NEEDED_MEMBERS: tuple[str, ...] = ("frames.npy", "wav", "json")
 # silently continue a different experiment.
 RESUME_SAFE_FIELDS: set[str] = {
     "max_steps", "use_gpu", "cpus_per_worker", "ray_address", "max_failures", "checkpoint_every",
-    "keep_checkpoints", "log_every", "tensorboard", "progress", "output", "storage_path", "name",
+    "keep_checkpoints", "log_every", "report_every", "tensorboard", "progress", "output", "storage_path", "name",
     "torch_threads",
 }
 
@@ -90,7 +90,10 @@ class TrainConfig(StageConfig):
     checkpoint_every: int = Field(10, ge=1, description="optimizer steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept")
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint")
-    log_every: int = Field(1, ge=1, description="optimizer steps between metric reports")
+    log_every: int = Field(1, ge=1, description="optimizer steps between rows of metrics.jsonl / TensorBoard")
+    report_every: int = Field(
+        10, ge=1, description="optimizer steps between ray.train.report calls (besides checkpoints); each "
+        "report waits for Ray Train's controller, which polls every ~2 s, so not every step")
     tensorboard: bool = Field(False, description="also write TensorBoard event files")
     progress: bool = Field(True, description="tqdm progress bar on rank 0")
 

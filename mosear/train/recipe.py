@@ -190,7 +190,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
             bar.set_postfix(loss=f"{loss:.4f}")
 
         do_ckpt = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
-        do_log = step % cfg.log_every == 0 or do_ckpt
+        do_report = do_ckpt or step % cfg.report_every == 0
+        do_log = step % cfg.log_every == 0 or do_report
         if not do_log:
             continue
         elapsed = max(1e-9, time.perf_counter() - window["t0"])
@@ -216,7 +217,9 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                                 versions=_versions())
                 write_checkpoint(tmp, inner, opt, sched, st, metrics.rows if metrics else [])
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(row, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{step:08d}" if do_ckpt else None)
+        if do_report:  # a collective: every rank reaches it at the same steps
+            ray.train.report(row, checkpoint=checkpoint,
+                             checkpoint_dir_name=f"checkpoint_{step:08d}" if do_ckpt else None)
     if bar is not None:
         bar.close()
     if metrics is not None:

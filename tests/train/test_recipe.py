@@ -1,0 +1,110 @@
+"""The Ray Train recipe on the tiny preset (CPU, gloo, 2 workers): a run killed and resumed, and a
+run whose worker dies under FailureConfig, end with the same loss curve and the same adapter weights
+as an uninterrupted run; a checkpoint of another model config is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mosear.config import ConfigError, load_config
+from mosear.train import TrainConfig, run_train
+from mosear.train.recipe import FAULT_ENV
+from mosear.train.state import CheckpointMismatchError
+
+pytestmark = pytest.mark.slow
+
+STEPS = 6
+
+
+def _cfg(shards: Path, out: Path, **kw) -> TrainConfig:
+    base = {
+        "shards": [str(shards)], "output": str(out), "name": "run", "model": {"preset": "tiny", "adapter": "mose"},
+        "num_workers": 2, "batch_size": 2, "grad_accum_steps": 2, "max_steps": STEPS, "warmup_steps": 2,
+        "lr": 1e-3, "checkpoint_every": 2, "shuffle_buffer": 4, "torch_threads": 1, "progress": False,
+        "max_failures": 0,
+    }
+    base.update(kw)
+    return load_config(TrainConfig, overrides=base)
+
+
+def _curve(out: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in rows]
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    w = load_file(str(out / "adapter" / "adapter" / "adapter_model.safetensors"))
+    w.update({f"proj.{k}": v for k, v in load_file(str(out / "adapter" / "projectors.safetensors")).items()})
+    return w
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    ca, cb = _curve(a), _curve(b)
+    assert [s for s, _ in ca] == list(range(1, STEPS + 1)) == [s for s, _ in cb]  # no gaps, no duplicates
+    assert [l for _, l in cb] == pytest.approx([l for _, l in ca], rel=1e-5, abs=1e-6)
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys() and len(wa) > 0
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
+
+
+@pytest.fixture(scope="module")
+def reference_run(ray_local, train_shards, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ref")
+    res = run_train(_cfg(train_shards, out))
+    assert res.steps == STEPS and res.resumed_from_step == 0
+    return out
+
+
+def test_uninterrupted_run_writes_adapter_metrics_and_checkpoints(reference_run):
+    rows = [json.loads(x) for x in (reference_run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == STEPS
+    for key in ("loss", "lr", "samples_per_s", "tokens_per_s", "data_share", "modality_weight/audio"):
+        assert key in rows[-1], key
+    assert any(k.startswith("gate/audio/") for k in rows[-1])
+    assert rows[0]["lr"] < rows[1]["lr"]  # warm-up
+    assert rows[-1]["lr"] < rows[2]["lr"]  # cosine decay
+    assert rows[-1]["samples_seen"] == STEPS * 2 * 2 * 2  # steps x batch x accumulation x workers
+    ckpts = sorted((reference_run / "ray" / "run").glob("checkpoint_0*"))
+    assert [c.name for c in ckpts] == ["checkpoint_00000004", "checkpoint_00000006"]  # keep_checkpoints=2
+    state = json.loads((ckpts[-1] / "train_state.json").read_text())
+    assert state["step"] == STEPS and len(state["positions"]) == 2
+
+
+def test_killed_job_rerun_resumes_to_the_same_result(ray_local, train_shards, reference_run, tmp_path, monkeypatch):
+    out = tmp_path / "killed"
+    cfg = _cfg(train_shards, out)
+    # Worker rank 1 dies at step 3 (after the step-2 checkpoint); with max_failures=0 the job fails.
+    monkeypatch.setenv(FAULT_ENV, json.dumps({"step": 3, "rank": 1, "marker": str(tmp_path / "fault")}))
+    with pytest.raises(Exception):
+        run_train(cfg)
+    assert (tmp_path / "fault").exists()
+    assert _curve(out)[-1][0] == 3  # the dead run got as far as step 3 and logged it
+    monkeypatch.delenv(FAULT_ENV)
+    # The same command again resumes from the step-2 checkpoint.
+    res = run_train(cfg)
+    assert res.resumed_from_step == 2 and res.steps == STEPS
+    _assert_same_run(reference_run, out)
+
+    # The same storage with another model config: refused before anything starts.
+    other = _cfg(train_shards, out, model={"preset": "tiny", "adapter": "mose", "lora": {"r": 8}}, max_steps=8)
+    with pytest.raises(CheckpointMismatchError, match="another model config"):
+        run_train(other)
+    # Rerunning the finished command trains nothing and exports the same adapter.
+    again = run_train(cfg)
+    assert again.resumed_from_step == STEPS
+    _assert_same_run(reference_run, out)
+
+
+def test_worker_failure_restarts_from_checkpoint(ray_local, train_shards, reference_run, tmp_path, monkeypatch):
+    out = tmp_path / "restart"
+    monkeypatch.setenv(FAULT_ENV, json.dumps({"step": 5, "rank": 0, "marker": str(tmp_path / "fault")}))
+    res = run_train(_cfg(train_shards, out, max_failures=1))
+    assert (tmp_path / "fault").exists(), "the fault never fired"
+    assert res.steps == STEPS
+    _assert_same_run(reference_run, out)
