@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--train-size", type=int, default=512)
     ap.add_argument("--val-size", type=int, default=32, help="per subset")
     ap.add_argument("--test-size", type=int, default=64, help="per subset")

@@ -10,7 +10,7 @@ The prompt follows Emotion-LLaMA's token layout: ``--visual-tokens`` (default 25
 FaceMAE/VideoMAE tokens), ``--audio-tokens`` (default 1: HuBERT), the rest text.
 
 Training: one optimizer step (forward, backward, AdamW on the adapter) with the Emotion-LLaMA LoRA
-(r=64, alpha=16, dropout 0.05, q_proj/v_proj) vs MoSE (same rank, K=4 experts per modality, softmax gate,
+(r=64 for 7b, 8 for the narrow shapes; alpha=16, dropout 0.05, q_proj/v_proj) vs MoSE (same rank, K=4 experts per modality, softmax gate,
 balance loss, dynamic weights). Inference: prefill + ``--new-tokens`` greedy cached decoding steps with
 eager attention vs AR (threshold 0.3, fraction 0.5, all layers and heads), plus sdpa for reference.
 Each row is the median of ``--repeats`` timings after warm-up; ratios are against the baseline
@@ -105,10 +105,20 @@ def train_step_time(lm, adapter_cfg, ctx: ModalityContext, mods, ids, labels, ar
 
     t = timed(step, args.device, args.warmup, args.repeats)
     del opt
-    peft_model.base_model.unload()  # restore the plain layers for the next adapter
+    strip_adapters(lm)
+    return t
+
+
+def strip_adapters(lm) -> None:
+    """Put the plain layers back (what ``unload()`` does; written out so any peft version works)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(lm.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            parent_name, _, child = name.rpartition(".")
+            setattr(lm.get_submodule(parent_name) if parent_name else lm, child, module.get_base_layer())
     if hasattr(lm, "peft_config"):
         del lm.peft_config
-    return t
 
 
 def infer_time(lm, ctx: ModalityContext, mods, ids, mode: str, args) -> float:
@@ -136,12 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-tokens", type=int, default=60)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--experts", type=int, default=4)
+    ap.add_argument("--rank", type=int, default=None, help="adapter rank; default 64 (7b, as Emotion-LLaMA), 8 otherwise")
+    ap.add_argument("--threads", type=int, default=1, help="CPU torch threads (1 avoids oversubscription)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here", file=sys.stderr)
         return 2
+    torch.set_num_threads(args.threads)
+    rank = args.rank or (64 if args.shapes == "7b" else 8)
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     bs = args.batch_size or (4 if args.shapes == "7b" else 8)
     card = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
@@ -160,14 +174,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from peft import LoraConfig
 
-    lora = LoraConfig(r=64, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"])
-    mose = MoSEConfig(r=64, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
+    lora = LoraConfig(r=rank, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"])
+    mose = MoSEConfig(r=rank, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
                       num_experts=args.experts)
     rows = []
     t_lora = train_step_time(lm, lora, ctx, mods, ids, labels, args)
-    rows.append(("train step", "LoRA r=64 (baseline)", t_lora, 1.0))
+    rows.append(("train step", f"LoRA r={rank} (baseline)", t_lora, 1.0))
     t_mose = train_step_time(lm, mose, ctx, mods, ids, labels, args)
-    rows.append(("train step", f"MoSE r=64, K={args.experts} x 3 modalities", t_mose, t_mose / t_lora))
+    rows.append(("train step", f"MoSE r={rank}, K={args.experts} x 3 modalities", t_mose, t_mose / t_lora))
     t_eager = infer_time(lm, ctx, mods, ids, "eager", args)
     rows.append((f"prefill + {args.new_tokens} tokens", "eager attention (baseline)", t_eager, 1.0))
     t_ar = infer_time(lm, ctx, mods, ids, "ar", args)

@@ -65,6 +65,14 @@ class MoSEModel(BaseTuner):
             if self.prefix not in n:
                 p.requires_grad = False
 
+    def enable_adapter_layers(self) -> None:
+        for m in self.mose_layers():
+            m.enable_adapters(True)
+
+    def disable_adapter_layers(self) -> None:
+        for m in self.mose_layers():
+            m.enable_adapters(False)
+
     def mose_layers(self) -> list[Linear]:
         return [m for m in self.model.modules() if isinstance(m, Linear)]
 
