@@ -1,0 +1,111 @@
+"""A real local Ray cluster: ``ray start --head``, ``ray job submit`` of the tiny training with the
+runtime env in cluster/, a successful job with its checkpoint, then the head is stopped.
+
+The head runs on its own ports and temp dir. It is stopped by ending the processes this test started
+(the ``ray start --block`` process and its descendants) rather than ``ray stop``, which would stop
+every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _wait_http(url: str, timeout: float, head: subprocess.Popen) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"ray start exited with {head.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} did not answer in {timeout} s")
+
+
+def _stop(head: subprocess.Popen) -> None:
+    """End the head and everything it started, by process id (SIGTERM, then SIGKILL)."""
+    try:
+        procs = [psutil.Process(head.pid)] + psutil.Process(head.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        procs = []
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+
+
+def test_ray_job_submit_tiny_training(train_shards, repo_root, tmp_path):
+    gcs, dash, client, agent_grpc, agent_http, metrics, rt_env = _free_ports(7)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    temp_dir = tempfile.mkdtemp(prefix="rayc")  # short: Ray's socket paths must stay < 108 bytes
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
+         "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--ray-client-server-port={client}",
+         f"--dashboard-agent-grpc-port={agent_grpc}", f"--dashboard-agent-listen-port={agent_http}",
+         f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={rt_env}", "--num-cpus=2",
+         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        address = f"http://127.0.0.1:{dash}"
+        _wait_http(f"{address}/api/version", 180, head)
+        out = tmp_path / "out"
+        storage = tmp_path / "ckpt"
+        cmd = [ray_bin, "job", "submit", "--address", address, "--runtime-env", "cluster/runtime_env.yaml",
+               "--", "python", "-m", "mosear.cli", "train", "--config", "train-tiny.yaml",
+               f"shards=[{train_shards}]", f"output={out}", f"storage_path={storage}", "max_steps=2",
+               "checkpoint_every=2", "progress=false", "torch_threads=1"]
+        job = subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
+        log = job.stdout + job.stderr
+        assert job.returncode == 0, log[-4000:]
+        assert "succeeded" in log
+        # The job's driver printed the result; the checkpoint and the exported adapter exist.
+        ckpt = storage / "tiny" / "checkpoint_00000002"
+        state = json.loads((ckpt / "train_state.json").read_text())
+        assert state["step"] == 2
+        assert (ckpt / "adapter" / "adapter" / "adapter_model.safetensors").is_file()
+        assert (out / "adapter" / "model_config.json").is_file()
+        assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    finally:
+        _stop(head)
+    assert head.poll() is not None
