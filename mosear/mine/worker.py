@@ -142,8 +142,11 @@ def mine_shard(shard: str | Path, out_dir: str | Path, pipeline: StagePipeline, 
             audit.extend({**d, "shard": name} for d in drops)
     except Exception as exc:  # an unreadable shard: recorded, not committed, retried on the next run
         status, error = "failed", f"{type(exc).__name__}: {exc}"
-    _write_parquet(rows, ev_dir / f"{name}.parquet")
-    _write_parquet(audit, ev_dir / f"{name}.audit.parquet", AUDIT_SCHEMA)
+    try:
+        _write_parquet(rows, ev_dir / f"{name}.parquet")
+        _write_parquet(audit, ev_dir / f"{name}.audit.parquet", AUDIT_SCHEMA)
+    except (pa.ArrowException, TypeError, ValueError, OSError) as exc:  # e.g. a stage added an unstorable field
+        status, error = "failed", f"writing evidence: {type(exc).__name__}: {exc}"
     stats = {
         "shard": name, "source": str(shard), "status": status, "error": error, "config_hash": config_hash,
         "input_hash": input_hash(shard),
