@@ -1,0 +1,57 @@
+"""The emotion-llama preset's local loading path (on tiny saved models) and AR calibration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def test_local_preset_loads_saved_models_only(tmp_path, real_samples):
+    """Save tiny CLIP / HuBERT / LLaMA + tokenizer to folders and build the local preset from them."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, HubertConfig, HubertModel, LlamaConfig, LlamaForCausalLM
+
+    from mosear.config import ConfigError, load_config
+    from mosear.model import ModelConfig, build_model
+    from mosear.model.tokenizer import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=4)).save_pretrained(tmp_path / "llm")
+    tok.save_pretrained(tmp_path / "llm")
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                     image_size=28, patch_size=14)).save_pretrained(tmp_path / "vision")
+    HubertModel(HubertConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                             conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+                ).save_pretrained(tmp_path / "audio")
+    cfg = load_config(ModelConfig, overrides={
+        "preset": "emotion-llama", "llm_path": str(tmp_path / "llm"), "vision_path": str(tmp_path / "vision"),
+        "audio_path": str(tmp_path / "audio"), "visual_tokens": 8, "audio_tokens": 2, "adapter": "lora",
+        "lora": {"r": 4},
+    })
+    model = build_model(cfg).eval()
+    batch = model.collate(real_samples[:2], include_target=False)
+    assert batch["pixel_values"].shape[-1] == 28  # the vision tower's own input size
+    assert model.score_labels(batch).shape == (2, 11)
+    with pytest.raises(ConfigError, match="audio_path"):
+        load_config(ModelConfig, overrides={"preset": "emotion-llama", "llm_path": "x", "vision_path": "y"})
+    with pytest.raises(OSError):  # a missing local folder is not fetched from a hub
+        build_model(cfg.model_copy(update={"llm_path": str(tmp_path / "nowhere")}))
+
+
+def test_calibration_follows_its_rule(make_model, real_samples):
+    from mosear.model.calibrate import calibrate_ar
+
+    model = make_model(adapter="mose")
+    labels = ("happy", "sad", "angry", "neutral")
+    subsets = ["consistent", "video_aligned", "audio_aligned"]
+    val = [(model.collate(real_samples, include_target=False), ["happy", "sad", "angry"], subsets),
+           (model.collate(real_samples[::-1], include_target=False), ["sad", "neutral", "happy"], subsets)]
+    res = calibrate_ar(model, val, labels, thresholds=(0.0, 0.5), fractions=(0.5, 1.0))
+    assert len(res.table) == 5 and res.table[0]["fraction"] == 0.0
+    ok = [r for r in res.table if r["consistent"] >= res.table[0]["consistent"]]
+    best = min(abs(r["gap"]) for r in ok)
+    chosen = next(r for r in res.table if (r["threshold"], r["fraction"]) == (res.threshold, res.fraction))
+    assert chosen in ok and abs(chosen["gap"]) == best
+    assert model.ar_controller is not None and model.ar_controller.fraction == res.fraction
+    with pytest.raises(ValueError, match="audio_aligned"):
+        calibrate_ar(model, [(val[0][0], val[0][1], ["consistent"] * 3)], labels)
