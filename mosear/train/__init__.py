@@ -1,31 +1,23 @@
 """Training: Ray Train recipe for MoSE / LoRA fine-tuning (``mosear train``).
 
 ``run_train(cfg: TrainConfig) -> TrainResult``; see :mod:`mosear.train.recipe` for what the recipe
-does and what a checkpoint holds. Importing this package does not import Ray (the step function in
-:mod:`mosear.train.step` runs without it).
+does and what a checkpoint holds. Names load lazily: importing :mod:`mosear.train.step` (the
+optimisation step the GPU benchmark runs without Ray) pulls in neither Ray nor pydantic.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from mosear.train.config import TrainConfig
-
-if TYPE_CHECKING:
-    from mosear.train.recipe import TrainResult
+from typing import Any
 
 __all__ = ["TrainConfig", "run_train", "TrainResult"]
 
-
-def run_train(cfg: TrainConfig) -> "TrainResult":
-    from mosear.train.recipe import run_train as _run
-
-    return _run(cfg)
+_EXPORTS = {"TrainConfig": "mosear.train.config", "run_train": "mosear.train.recipe",
+            "TrainResult": "mosear.train.recipe"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "TrainResult":
-        from mosear.train.recipe import TrainResult
+    if name in _EXPORTS:
+        import importlib
 
-        return TrainResult
-    raise AttributeError(name)
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mosear.train' has no attribute {name!r}")
