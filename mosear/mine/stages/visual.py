@@ -47,6 +47,7 @@ class FaceExpressionEvidence(MiningStage):
         self._fer: FERClassifier | None = None
 
     def setup(self) -> None:
+        cv2.setNumThreads(1)  # one worker = one CPU (resources); OpenCV's own pool would oversubscribe
         self._det = BlazeFaceDetector(min_score=self.min_score)
         self._fer = FERClassifier()
 
