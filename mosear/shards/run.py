@@ -233,6 +233,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
         import ray.data
 
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # our bar and summary replace its logs
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": on purpose
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         workers = cfg.workers or max(1, int(ray.available_resources().get("CPU", 1)))
