@@ -15,7 +15,8 @@ For each worker count an embedded Ray with that many CPUs is started, and one wa
 (its own output folder) runs first, so the timed run sees warm worker processes as a long evaluation
 does; that cold start is reported on its own. Efficiency = speedup / workers, with speedup against the
 1-worker run of the same invocation. The cached rerun repeats the 2-worker evaluation into the same
-folder: it plans, hashes and finds every unit done (no report rebuilt in either timed run).
+folder (best of 3): it reads the benchmark files, hashes the checkpoint, label files and shard
+markers, finds every unit done and leaves metrics as they are (no report in any timed run).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def timed(cfg: EvalConfig):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--units", type=int, default=8, help="evaluation units (settings of one checkpoint)")
-    ap.add_argument("--items", type=int, default=12, help="benchmark items per unit")
+    ap.add_argument("--items", type=int, default=21, help="benchmark items per unit (the corpus has 21)")
+    ap.add_argument("--repeat", type=int, default=2, help="timed runs per worker count (best is reported)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
     ray_env_defaults()
@@ -109,19 +111,27 @@ def main() -> None:
         # one warm-up unit per worker (run together), so every worker process has imported torch/transformers
         warm = [{"name": f"warmup{i}", "monitor": False, "ar_threshold": 0.01 * i} for i in range(workers)]
         cold, _ = timed(make_cfg(work / f"warm{workers}", shards, bench, ckpt, warm))
-        out = work / f"run{workers}"
-        wall, res = timed(make_cfg(out, shards, bench, ckpt, sets))
-        assert len(res.computed) == len(sets)
+        walls = []
+        for r in range(args.repeat):  # the machine's speed drifts: best of --repeat fresh runs
+            out = work / f"run{workers}-{r}"
+            wall, res = timed(make_cfg(out, shards, bench, ckpt, sets))
+            assert len(res.computed) == len(sets)
+            walls.append(wall)
+        wall = min(walls)
         results[workers] = (wall, out, cold)
         if workers == 2:
-            rerun, res2 = timed(make_cfg(out, shards, bench, ckpt, sets))
-            assert not res2.computed and len(res2.cached) == len(sets)
+            reruns = []
+            for _ in range(3):
+                t, res2 = timed(make_cfg(out, shards, bench, ckpt, sets))
+                assert not res2.computed and len(res2.cached) == len(sets)
+                reruns.append(t)
+            rerun = min(reruns)
         ray.shutdown()
     base = results[1][0]
     for workers, (wall, _out, cold) in results.items():
         speed = base / wall
         rows.append((f"{workers} worker{'s' if workers > 1 else ''}", len(sets), wall, len(sets) / wall, speed, speed / workers, cold))
-    print(f"\nEvaluation fan-out: {len(sets)} units x {args.items} items (tiny MoSE model, 2-core machine)\n")
+    print(f"\nEvaluation fan-out: {len(sets)} units x {args.items} items (tiny MoSE model), best of {args.repeat}\n")
     print("| run | units | wall s | units/s | speedup vs 1 worker | efficiency | cold warm-up s |")
     print("|---|---|---|---|---|---|---|")
     for name, n, wall, ups, sp, eff, cold in rows:

@@ -86,9 +86,15 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     log.info("eval: %d units, %d cached, %d to run", len(units), len(result.cached), len(todo))
     if todo:
         _run_ray(cfg, todo, benches, result)
-    (out / "units.json").write_text(json.dumps({"config_hash": cfg.hash(exclude=cfg.hash_exclude()),
-                                                 "units": [u.filename for u in units]}, indent=1))
-    if result.computed or result.cached:
+    manifest = json.dumps({"config_hash": cfg.hash(exclude=cfg.hash_exclude()),
+                           "units": [u.filename for u in units]}, indent=1)
+    old = (out / "units.json").read_text() if (out / "units.json").is_file() else None
+    (out / "units.json").write_text(manifest)
+    up_to_date = (not result.computed and old == manifest and (out / "metrics.parquet").is_file()
+                  and (not cfg.report or (out / "report.html").is_file()))
+    if up_to_date:  # a rerun with everything cached: metrics and report are those of these very units
+        result.report = out / "report.html" if cfg.report else None
+    elif result.computed or result.cached:
         if cfg.report:
             from mosear.evaluate.report import build_report
 
