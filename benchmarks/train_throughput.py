@@ -115,15 +115,16 @@ def cpu_main(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="mosear-train-bench-"))
     init_ray(num_cpus=os.cpu_count())
     shards = Path(args.shards) if args.shards else build_shards(work / "shards")
-    rows = [("plain loop (no Ray)", 1, plain_loop(shards, args.steps, args.warm, args.batch_size, args.accum))]
+    total = args.steps + args.warm
+    rows = [("plain loop (no Ray)", 1, plain_loop(shards, total, args.warm, args.batch_size, args.accum))]
     for w in (1, 2):
-        rows.append((f"Ray Train, gloo DDP", w, ray_run(shards, work / f"ray{w}", w, args.steps, args.warm,
-                                                        args.batch_size, args.accum)))
+        rows.append(("Ray Train, gloo DDP", w, ray_run(shards, work / f"ray{w}", w, total, args.warm,
+                                                       args.batch_size, args.accum)))
     base = rows[0][2]["samples_per_s"]
     one = rows[1][2]["samples_per_s"]
     print(f"\ntiny preset, MoSE, CPU ({os.cpu_count()} cores), batch {args.batch_size} x accum {args.accum} per "
-          f"worker, {args.steps} steps ({args.warm} warm-up not counted)")
-    print(f"| mode | workers | samples/s | tokens/s | data-wait share | vs plain loop | scaling efficiency |")
+          f"worker, {args.steps} timed steps after {args.warm} warm-up steps; one torch thread per worker")
+    print("| mode | workers | samples/s | tokens/s | data-wait share | vs plain loop | scaling efficiency |")
     print("|---|---|---|---|---|---|---|")
     for name, w, r in rows:
         eff = f"{r['samples_per_s'] / (w * one):.2f}" if name.startswith("Ray") else "-"

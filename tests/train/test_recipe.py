@@ -56,7 +56,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def reference_run(ray_local, train_shards, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ref")
-    res = run_train(_cfg(train_shards, out))
+    res = run_train(_cfg(train_shards, out, tensorboard=True))
     assert res.steps == STEPS and res.resumed_from_step == 0
     return out
 
@@ -70,6 +70,7 @@ def test_uninterrupted_run_writes_adapter_metrics_and_checkpoints(reference_run)
     assert rows[0]["lr"] < rows[1]["lr"]  # warm-up
     assert rows[-1]["lr"] < rows[2]["lr"]  # cosine decay
     assert rows[-1]["samples_seen"] == STEPS * 2 * 2 * 2  # steps x batch x accumulation x workers
+    assert list((reference_run / "tensorboard").glob("events.out.tfevents.*"))
     ckpts = sorted((reference_run / "ray" / "run").glob("checkpoint_0*"))
     assert [c.name for c in ckpts] == ["checkpoint_00000004", "checkpoint_00000006"]  # keep_checkpoints=2
     state = json.loads((ckpts[-1] / "train_state.json").read_text())
