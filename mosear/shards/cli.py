@@ -25,7 +25,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.help_config:
         for name, f in ShardConfig.model_fields.items():
-            print(f"{name:20s} {f.description or ''} (default: {f.default!r})")
+            default = f.get_default(call_default_factory=True)
+            print(f"{name:20s} {f.description or ''} (default: {default!r})")
         return 0
     cfg = load_config(ShardConfig, args.config, args.overrides, ray_address=args.address)
     from mosear.shards.run import OutputConflictError, run_shard

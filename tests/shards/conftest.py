@@ -1,21 +1,10 @@
-"""Fixtures of the shard tests: small decode settings and one sharded copy of the sample corpus."""
+"""Fixtures of the shard tests: one sharded copy of the sample corpus per session."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-# Small outputs keep the tests fast; the decode path (PyAV, both streams, resize) is the full one.
-SMALL = {"num_frames": 4, "height": 32, "width": 48, "progress": False, "workers": 2}
-
-
-def shard_cfg(samples_dir: Path, output: Path, **kw):
-    from mosear.config import load_config
-    from mosear.shards.config import ShardConfig
-
-    return load_config(ShardConfig, overrides={"corpus": str(samples_dir / "corpus.yaml"), "output": str(output),
-                                               **SMALL, **kw})
+from shard_helpers import shard_cfg
 
 
 @pytest.fixture(scope="session")

@@ -138,6 +138,9 @@ def test_bad_inputs_quarantined(bad_corpus, ray_local, tmp_path):
     assert "dup_a.mp4" in dup_row["error"] and dup_row["path"].endswith("dup_b.mp4")
     assert len(written) == 4 and result.written == 4
     assert result.failures["outside_root"] == 2 and result.failures["missing"] == 2
+    summary = result.summary()
+    assert f"{n_rows} inputs = 4 written + {n_rows - 4} quarantined" in summary and "empty_file: 1" in summary
+    assert "clips/s" in summary and " h (" in summary
 
     # awkward names keep their original path in the metadata; keys are [A-Za-z0-9_-]
     uni = next(s for s in written.values() if s["meta"]["source"] == "été ünïcode 悲しい.mp4")

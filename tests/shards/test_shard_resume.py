@@ -13,7 +13,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import shard_cfg  # tests/shards/conftest.py
+from shard_helpers import shard_cfg
 
 SMALL_CLI = ["num_frames=4", "height=32", "width=48", "progress=false", "samples_per_shard=2"]
 
