@@ -12,7 +12,8 @@ FaceMAE/VideoMAE tokens), ``--audio-tokens`` (default 1: HuBERT), the rest text.
 Training: one optimizer step (forward, backward, AdamW on the adapter) with the Emotion-LLaMA LoRA
 (r=64 for 7b, 8 for the narrow shapes; alpha=16, dropout 0.05, q_proj/v_proj) vs MoSE (same rank, K=4 experts per modality, softmax gate,
 balance loss, dynamic weights). Inference: prefill + ``--new-tokens`` greedy cached decoding steps with
-eager attention vs AR (threshold 0.3, fraction 0.5, all layers and heads), plus sdpa for reference.
+eager attention vs AR (threshold 0.3, fraction 0.5, all heads; all layers, and the upper half of the
+layers), monitor mode, and sdpa for reference.
 Each row is the median of ``--repeats`` timings after warm-up; ratios are against the baseline
 measured in the same run. Targets from the issue: MoSE <= 1.25x LoRA, AR <= 1.10x eager.
 """
@@ -121,9 +122,9 @@ def strip_adapters(lm) -> None:
         del lm.peft_config
 
 
-def infer_time(lm, ctx: ModalityContext, mods, ids, mode: str, args) -> float:
+def infer_time(lm, ctx: ModalityContext, mods, ids, mode: str, args, layers: list[int] | None = None) -> float:
     lm.eval()
-    set_attention_mode(lm, mode, threshold=0.3, fraction=0.5, context=ctx)
+    set_attention_mode(lm, mode, threshold=0.3, fraction=0.5, layers=layers, context=ctx)
 
     @torch.no_grad()
     def run():
@@ -186,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     rows.append((f"prefill + {args.new_tokens} tokens", "eager attention (baseline)", t_eager, 1.0))
     t_ar = infer_time(lm, ctx, mods, ids, "ar", args)
     rows.append((f"prefill + {args.new_tokens} tokens", "AR (all layers, f=0.5)", t_ar, t_ar / t_eager))
+    n_layers = lm.config.num_hidden_layers
+    upper = list(range(n_layers // 2, n_layers))
+    t_ar_half = infer_time(lm, ctx, mods, ids, "ar", args, layers=upper)
+    rows.append((f"prefill + {args.new_tokens} tokens", f"AR (layers {upper[0]}-{upper[-1]}, f=0.5)", t_ar_half,
+                 t_ar_half / t_eager))
     t_mon = infer_time(lm, ctx, mods, ids, "monitor", args)
     rows.append((f"prefill + {args.new_tokens} tokens", "monitor (all layers)", t_mon, t_mon / t_eager))
     t_sdpa = infer_time(lm, ctx, mods, ids, "sdpa", args)

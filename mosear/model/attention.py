@@ -61,6 +61,7 @@ class AttentionReallocator:
     queries: str = "text"  # "text" | "all"
     _sum: torch.Tensor | None = field(default=None, repr=False)  # [B, 3]
     _count: torch.Tensor | None = field(default=None, repr=False)  # [B]
+    _step: Any = field(default=None, repr=False)  # masks of the current forward call
 
     def __post_init__(self) -> None:
         if self.mode not in ("ar", "monitor"):
@@ -76,28 +77,67 @@ class AttentionReallocator:
         return self.layers is None or layer_idx in self.layers
 
     def reset(self) -> None:
-        self._sum, self._count = None, None
+        self._sum, self._count, self._step = None, None, None
 
     def shares(self) -> torch.Tensor:
         """Mean attention share ``[B, 3]`` (text, visual, audio keys) since the last :meth:`reset`."""
         if self._sum is None:
             raise RuntimeError("no attention was recorded (run a forward in 'monitor' or 'ar' mode first)")
-        return self._sum / self._count.clamp_min(1).unsqueeze(1)
+        return (self._sum / self._count.clamp_min(1).unsqueeze(1)).cpu()
 
-    def record(self, p: torch.Tensor, key_ids: torch.Tensor, query_sel: torch.Tensor, head_sel: torch.Tensor) -> None:
-        """``p`` [B, H, Lq, Lk] float32; adds this layer's per-sample mean shares."""
+    def step_masks(self, B: int, H: int, Lq: int, Lk: int, device: torch.device) -> "_StepMasks":
+        """Masks of the current forward call, built once and shared by all layers (few GPU kernels)."""
+        ids = self.context.ids
+        st = self._step
+        if st is not None and st.ids is ids and st.shape == (B, H, Lq, Lk) and st.device == device:
+            return st
+        key_ids = self.context.key_ids(B, Lk).to(device)
+        q_ids = self.context.ids_for(B, Lq).to(device)
+        masks = torch.stack([key_ids == TEXT, key_ids == VISUAL, key_ids == AUDIO], dim=-1).float()  # [B, Lk, 3]
+        qsel = ((q_ids == TEXT) if self.queries == "text" else (q_ids != PAD)).float()  # [B, Lq]
+        head = torch.zeros(H, device=device)
+        head[self.heads if self.heads is not None else slice(None)] = 1.0
+        row_w = head[None, :, None, None] * qsel[:, None, :, None]  # [B, H, Lq, 1]
+        self._step = _StepMasks(ids, (B, H, Lq, Lk), device, masks[:, None], masks[:, None, :, 1:].transpose(-1, -2),
+                                row_w, qsel.sum(1), float(len(set(self.heads)) if self.heads is not None else H))
+        return self._step
+
+    def record(self, mass: torch.Tensor, st: "_StepMasks") -> None:
+        """``mass`` [B, H, Lq, 3]: each row's attention on text/visual/audio keys; accumulates on device."""
         with torch.no_grad():
-            masks = torch.stack([key_ids == TEXT, key_ids == VISUAL, key_ids == AUDIO], dim=-1).to(p.dtype)  # [B,Lk,3]
-            mass = torch.einsum("bhqk,bkm->bhqm", p[:, head_sel], masks)  # [B, h, Lq, 3]
-            w = query_sel.to(p.dtype)  # [B, Lq]
-            per_sample = torch.einsum("bhqm,bq->bm", mass, w) / mass.shape[1]  # sum over rows, mean over heads
-            n = w.sum(1)  # [B]
-            B = p.shape[0]
-            if self._sum is None or self._sum.shape[0] != B:
-                self._sum = torch.zeros(B, 3, dtype=torch.float64)
-                self._count = torch.zeros(B, dtype=torch.float64)
-            self._sum += per_sample.double().cpu()
-            self._count += n.double().cpu()
+            per_sample = (mass * st.row_w).sum(dim=(1, 2)).double() / max(st.n_heads, 1.0)  # [B, 3]
+            if self._sum is None or self._sum.shape[0] != mass.shape[0] or self._sum.device != mass.device:
+                self._sum = torch.zeros(mass.shape[0], 3, dtype=torch.float64, device=mass.device)
+                self._count = torch.zeros(mass.shape[0], dtype=torch.float64, device=mass.device)
+            self._sum += per_sample
+            self._count += st.qsel_sum.double()
+
+
+@dataclass
+class _StepMasks:
+    ids: Any  # the context's ids tensor this was built for (held so its identity stays unique)
+    shape: tuple[int, int, int, int]
+    device: torch.device
+    masks: torch.Tensor  # [B, 1, Lk, 3] float: key is text / visual / audio
+    va_t: torch.Tensor  # [B, 1, 2, Lk] float: key is visual / audio
+    row_w: torch.Tensor  # [B, H, Lq, 1] float: 1 for chosen heads x chosen query rows
+    qsel_sum: torch.Tensor  # [B] chosen query rows per sample
+    n_heads: float
+
+
+def _reallocate(p: torch.Tensor, st: _StepMasks, threshold: float, fraction: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """AR on ``p`` [B, H, Lq, Lk] (float32) with the step's masks; returns (new p, new mass [B, H, Lq, 3])."""
+    tiny = torch.finfo(p.dtype).tiny
+    mass = p @ st.masks  # [B, H, Lq, 3]: text, visual, audio mass of each row
+    v, a = mass[..., 1:2], mass[..., 2:3]
+    share = a / (a + v).clamp_min(tiny)
+    hit = ((share > threshold) & (v > 0)).to(p.dtype) * st.row_w  # [B, H, Lq, 1]
+    moved = hit * fraction * a  # audio mass moved by each row
+    coef = torch.cat([moved / v.clamp_min(tiny), -hit * fraction], dim=-1)  # [B, H, Lq, 2]: visual, audio
+    p = p + p * (coef @ st.va_t)  # visual keys x (1 + f a / v), audio keys x (1 - f)
+    mass = mass + torch.cat([torch.zeros_like(moved), moved, -moved], dim=-1)
+    return p, mass
 
 
 def reallocate(p: torch.Tensor, key_ids: torch.Tensor, threshold: float, fraction: float,
@@ -107,15 +147,12 @@ def reallocate(p: torch.Tensor, key_ids: torch.Tensor, threshold: float, fractio
     ``p`` [B, H, Lq, Lk] (probabilities, float32), ``key_ids`` [B, Lk], ``row_sel`` bool broadcastable to
     [B, H, Lq, 1] (chosen heads and query rows). Formula in the module docstring; rows keep their sums.
     """
-    a_mask = (key_ids == AUDIO).to(p.dtype)[:, None, None, :]  # [B, 1, 1, Lk]
-    v_mask = (key_ids == VISUAL).to(p.dtype)[:, None, None, :]
-    a = (p * a_mask).sum(-1, keepdim=True)  # [B, H, Lq, 1]
-    v = (p * v_mask).sum(-1, keepdim=True)
-    share = a / (a + v).clamp_min(torch.finfo(p.dtype).tiny)
-    hit = (share > threshold) & (v > 0) & row_sel
-    f = torch.where(hit, torch.full_like(a, fraction), torch.zeros_like(a))  # [B, H, Lq, 1]
-    gain = f * a / v.clamp_min(torch.finfo(p.dtype).tiny)
-    return p * (1.0 - f * a_mask) + gain * p * v_mask
+    B, H, Lq, Lk = p.shape
+    masks = torch.stack([key_ids == TEXT, key_ids == VISUAL, key_ids == AUDIO], dim=-1).to(p.dtype)
+    row_w = row_sel.expand(B, H, Lq, 1).to(p.dtype)
+    st = _StepMasks(None, (B, H, Lq, Lk), p.device, masks[:, None], masks[:, None, :, 1:].transpose(-1, -2),
+                    row_w, row_w.sum(dim=(1, 3)), float(H))
+    return _reallocate(p, st, threshold, fraction)[0]
 
 
 def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -151,16 +188,12 @@ def ar_attention_forward(
     ctl = _BINDINGS.get(module)
     layer_idx = getattr(module, "layer_idx", None)
     if ctl is not None and layer_idx is not None and ctl.applies_to(layer_idx):
-        B, H, Lq, Lk = p.shape
-        key_ids = ctl.context.key_ids(B, Lk).to(p.device)
-        q_ids = ctl.context.ids_for(B, Lq).to(p.device)
-        query_sel = (q_ids == TEXT) if ctl.queries == "text" else (q_ids != PAD)  # [B, Lq]
-        head_sel = torch.zeros(H, dtype=torch.bool, device=p.device)
-        head_sel[ctl.heads if ctl.heads is not None else slice(None)] = True
+        st = ctl.step_masks(*p.shape, p.device)
         if ctl.mode == "ar" and ctl.fraction > 0:
-            row_sel = head_sel[None, :, None, None] & query_sel[:, None, :, None]
-            p = reallocate(p, key_ids, ctl.threshold, ctl.fraction, row_sel)
-        ctl.record(p, key_ids, query_sel, head_sel)
+            p, mass = _reallocate(p, st, ctl.threshold, ctl.fraction)
+        else:
+            mass = p @ st.masks
+        ctl.record(mass, st)
 
     p = p.to(query.dtype)
     p = nn.functional.dropout(p, p=dropout, training=module.training)

@@ -124,11 +124,14 @@ class MoSELayer(BaseTunerLayer):
         self.mose_contribution[adapter_name] = torch.zeros(NUM_MODALITIES)
         self.mose_modality_weight[adapter_name] = torch.ones(NUM_MODALITIES)
         self.reset_parameters(adapter_name, config.init_weights)
-        weight = self.get_base_layer().weight
-        for name in ("mose_A", "mose_B", "mose_gate", "mose_contribution", "mose_modality_weight"):
-            container = getattr(self, name)
-            container[adapter_name] = container[adapter_name].to(weight.device)
-        self.mose_A[adapter_name].to(weight.dtype if weight.is_floating_point() else torch.float32)
+        # adapter weights live on the base weight's device in float32 (as peft's LoRA does by default);
+        # inputs are cast to float32 in forward and the result back to the base output's dtype
+        device = self.get_base_layer().weight.device
+        for name in ("mose_A", "mose_gate"):
+            getattr(self, name)[adapter_name].to(device=device, dtype=torch.float32)
+        self.mose_B[adapter_name] = nn.Parameter(self.mose_B[adapter_name].data.to(device=device, dtype=torch.float32))
+        for name in ("mose_contribution", "mose_modality_weight"):
+            getattr(self, name)[adapter_name] = getattr(self, name)[adapter_name].to(device=device, dtype=torch.float32)
         self.set_adapter(self.active_adapters)
 
     def reset_parameters(self, adapter_name: str, init_weights: bool = True) -> None:
