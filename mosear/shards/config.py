@@ -79,7 +79,8 @@ def _normpath(p: Path) -> str:
 class ShardConfig(StageConfig):
     """Configuration of the shard stage (see docs/shard.md)."""
 
-    corpus: Path | None = Field(None, description="corpus YAML listing `sources:` (paths relative to the file)")
+    corpus: Path | None = Field(None, description="corpus YAML listing `sources:` (paths relative to the file); "
+                                "a folder: its corpus.yaml, or else every video in it (generic adapter, no labels)")
     sources: list[SourceConfig] = Field(default_factory=list, description="sub-corpora, each read by its adapter")
     output: Path = Field(Path("runs/shards"), description="output folder of this run")
     num_frames: int = Field(16, ge=1, le=512, description="frames per clip, uniformly sampled")
@@ -104,14 +105,20 @@ class ShardConfig(StageConfig):
     @field_validator("corpus")
     @classmethod
     def _corpus_exists(cls, v: Path | None) -> Path | None:
-        if v is not None and not Path(v).is_file():
-            raise ValueError(f"corpus file {v} does not exist")
+        if v is not None and not Path(v).exists():
+            raise ValueError(f"corpus {v} does not exist")
         return v
 
     @model_validator(mode="after")
     def _load_corpus(self) -> "ShardConfig":
+        if self.corpus is not None and not self.sources and Path(self.corpus).is_dir():
+            folder = Path(_normpath(Path(self.corpus)))
+            if not (folder / "corpus.yaml").is_file():
+                object.__setattr__(self, "sources", [SourceConfig(adapter="generic", root=folder, base_dir=folder)])
         if self.corpus is not None and not self.sources:
             path = Path(self.corpus)
+            if path.is_dir():
+                path = path / "corpus.yaml"
             try:
                 data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError as exc:
