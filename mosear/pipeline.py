@@ -31,7 +31,17 @@ from mosear.config import ConfigError, _deep_merge, parse_overrides
 
 __all__ = ["add_arguments", "main", "find_repo_file", "load_pipeline_flow"]
 
-_T0 = time.time()  # this module is imported right after the process starts: the baseline of start-up
+def _process_start() -> float:
+    """When this process started (the baseline of "start-up"), from the OS; import time as a fallback."""
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:
+        return time.time()
+
+
+_T0 = _process_start()
 
 
 def find_repo_file(rel: str) -> Path:

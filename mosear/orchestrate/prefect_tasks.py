@@ -131,7 +131,7 @@ def run_stage_task(request: StageRequest, artifacts: bool = True) -> tuple[Stage
         state = t.with_options(refresh_cache=True)(request=request, return_state=True)
         outcome, was_cached = state.result(), False
     if was_cached:
-        logger.info("%s: skipped, inputs and config unchanged since %s ran (cache key %s)", spec.name, spec.name, outcome.cache_key)
+        logger.info("%s: skipped, inputs and config unchanged (cache key %s)", spec.name, outcome.cache_key)
     else:
         logger.info("%s: done in %.1f s -> %s", spec.name, outcome.seconds, outcome.output)
     if artifacts:
