@@ -37,6 +37,7 @@ def main(args: argparse.Namespace) -> int:
         result = run_eval(cfg)
     except (BenchmarkFormatError, FileNotFoundError) as exc:
         raise ConfigError(str(exc)) from None
+    _print_headline(result.output)
     print(f"units: {result.units} ({len(result.computed)} computed, {len(result.cached)} cached, "
           f"{len(result.failed)} failed) in {result.seconds:.1f} s")
     print(f"predictions: {result.output / 'units'}")
@@ -46,3 +47,21 @@ def main(args: argparse.Namespace) -> int:
     for name, err in result.failed.items():
         print(f"FAILED {name}: {err.splitlines()[-1] if err else ''}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _print_headline(output) -> None:
+    """The headline numbers (subset ``all``) per checkpoint × benchmark × setting; the report has all."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(output) / "metrics.parquet"
+    if not path.is_file():
+        return
+    m = pd.read_parquet(path)
+    m = m[(m["subset"] == "all") & m["metric"].isin(["n", "accuracy", "weighted_f1", "uar", "conflict_gap", "ov_mean", "flip_rate", "unparsed", "errors"])]
+    if m.empty:
+        return
+    table = m.pivot_table(index=["checkpoint", "benchmark", "setting"], columns="metric", values="value", aggfunc="first")
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+        print(table.to_string())
