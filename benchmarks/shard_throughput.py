@@ -116,8 +116,8 @@ def run_naive(clips: list[Path], workers: int, out: Path) -> float:
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool, wds.ShardWriter(str(out / "naive-%06d.tar"), maxcount=10,
-                                                                  verbose=0) as sink:
+    pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))  # fork after Ray is unsafe
+    with pool, wds.ShardWriter(str(out / "naive-%06d.tar"), maxcount=10, verbose=0) as sink:
         for key, frames, pcm, duration in pool.map(naive_one, [str(p) for p in clips]):
             buf = io.BytesIO()
             np.save(buf, frames)

@@ -101,7 +101,9 @@ class DatasetAdapter:
             return self.label_map[raw]
         return canonical_label(raw)
 
-    def record(self, root: Path, path: Path, source: "SourceConfig", clip_id: str | None = None, **kw: Any) -> ClipRecord:
+    def record(
+        self, root: Path, path: Path, source: "SourceConfig", clip_id: str | None = None, **kw: Any
+    ) -> ClipRecord:
         """A record for ``path`` (relative to ``root`` or absolute) with the source's defaults."""
         full = path if path.is_absolute() else root / path
         try:

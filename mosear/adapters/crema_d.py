@@ -62,7 +62,8 @@ class CremaDAdapter(DatasetAdapter):
     def _ratings_path(self, root: Path, source) -> Path | None:
         if "ratings" in source.options:
             return source.resolve(source.options["ratings"])
-        for cand in (root / "processedResults" / "summaryTable.csv", root.parent / "processedResults" / "summaryTable.csv"):
+        for base in (root, root.parent):
+            cand = base / "processedResults" / "summaryTable.csv"
             if cand.is_file():
                 return cand
         return None

@@ -31,7 +31,7 @@ def load_subtitles(path: Path) -> dict[str, dict[str, str]]:
         for row in csv.DictReader(fh):
             name = (row.get("name") or "").strip()
             if name:
-                out[name] = {"english": (row.get("english") or "").strip(), "chinese": (row.get("chinese") or "").strip()}
+                out[name] = {lang: (row.get(lang) or "").strip() for lang in ("english", "chinese")}
     return out
 
 

@@ -28,7 +28,8 @@ def parse_ravdess_name(stem: str) -> dict[str, str] | None:
     if not m:
         return None
     mod, ch, emo, inten, stmt, rep, actor = m.groups()
-    if mod not in MODALITY or ch not in CHANNEL or emo not in EMOTION or inten not in INTENSITY or stmt not in STATEMENT:
+    known = (mod in MODALITY, ch in CHANNEL, emo in EMOTION, inten in INTENSITY, stmt in STATEMENT)
+    if not all(known):
         return None
     return {"modality": MODALITY[mod], "channel": CHANNEL[ch], "emotion_code": emo, "emotion": EMOTION[emo],
             "intensity": INTENSITY[inten], "statement": stmt, "repetition": rep, "actor": actor}

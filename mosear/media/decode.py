@@ -272,7 +272,8 @@ def decode_clip(
                 chunks.append(out.to_ndarray().reshape(-1))
 
     if prev is None:
-        detail = "; ".join(warnings[:3]) or f"the stream ended without a frame; the file ({size} bytes) may be cut short"
+        detail = "; ".join(warnings[:3]) or (
+            f"the stream ended without a frame; the file ({size} bytes) may be cut short")
         raise MediaError("decode_error", f"no video frame of {path.name} could be decoded ({detail})")
     if len(frames) < num_frames:
         tolerance = max(_TRUNCATION_TOLERANCE_S, 2.0 / fps)

@@ -82,7 +82,8 @@ def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
             if rec.error is not None:
                 plan.quarantine.append(quarantine_row(rec, rec.error[0], rec.error[1], "plan"))
             elif not _inside(rec.path, str(root)):
-                plan.quarantine.append(quarantine_row(rec, "outside_root", f"{rec.path} is outside the corpus root {root}", "plan"))
+                plan.quarantine.append(quarantine_row(
+                    rec, "outside_root", f"{rec.path} is outside the corpus root {root}", "plan"))
             else:
                 candidates.append(rec)
 
@@ -91,7 +92,8 @@ def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
     for rec in candidates:
         if kept and kept[-1].key == rec.key:
             plan.quarantine.append(quarantine_row(
-                rec, "duplicate_key", f"key {rec.key} is also {kept[-1].source} ({kept[-1].path}); that one is kept", "plan"))
+                rec, "duplicate_key",
+                f"key {rec.key} is also {kept[-1].source} ({kept[-1].path}); that one is kept", "plan"))
         else:
             kept.append(rec)
 

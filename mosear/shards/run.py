@@ -88,6 +88,9 @@ def _clip_meta(clip: dict[str, Any], decoded) -> dict[str, Any]:
     }
 
 
+_FAIL_FIELDS = ("dataset", "clip_id", "split", "label", "orig_label", "speaker", "source")
+
+
 def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: str) -> dict[str, Any]:
     """Decode every clip of ``plan`` and commit the shard; returns its stats dict."""
     from mosear.media.decode import MediaError, decode_clip
@@ -96,7 +99,7 @@ def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: s
     with ShardWriter(out_dir, plan.split, plan.index, config_hash) as writer:
         for clip in plan.clips:
             key = f"{clip['dataset']}__{clip['clip_id']}"
-            fail_meta = {k: clip.get(k) for k in ("dataset", "clip_id", "split", "label", "orig_label", "speaker", "source")}
+            fail_meta = {k: clip.get(k) for k in _FAIL_FIELDS}
             try:
                 decoded = decode_clip(
                     clip["path"], num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
@@ -163,7 +166,8 @@ def _committed(out: Path, shard: ShardPlan, config_hash: str) -> bool:
     if stats.get("keys_digest") != shard.digest:
         log.warning("%s: the corpus changed since it was written; rebuilding it", shard.name)
         return False
-    return tar.is_file() and tar.stat().st_size == stats.get("tar_bytes") and (out / f"{shard.name}.index.parquet").is_file()
+    index = out / f"{shard.name}.index.parquet"
+    return tar.is_file() and tar.stat().st_size == stats.get("tar_bytes") and index.is_file()
 
 
 def _prepare_output(cfg: ShardConfig, config_hash: str) -> None:
