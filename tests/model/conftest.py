@@ -50,7 +50,12 @@ def make_model():
     return make
 
 
-def nonzero_adapter(model, seed: int = 1, scale: float = 0.3) -> None:
+@pytest.fixture
+def nonzero_adapter():
+    return _nonzero_adapter
+
+
+def _nonzero_adapter(model, seed: int = 1, scale: float = 0.3) -> None:
     """Give every adapter B (and gate) random non-zero values so the adapter changes the output."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

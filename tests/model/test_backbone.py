@@ -10,7 +10,6 @@ import torch
 
 from mosear.labels import CANONICAL_LABELS
 from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL
-from tests.model.conftest import nonzero_adapter
 
 
 def _layout_ok(model, batch):
@@ -46,7 +45,7 @@ def test_modality_ids_match_the_layout(make_model, real_samples, vt, at):
     assert out.logits.shape[:2] == model.collate(samples)["input_ids"].shape
 
 
-def test_padding_and_batching_do_not_change_a_sample(make_model, real_samples):
+def test_padding_and_batching_do_not_change_a_sample(make_model, real_samples, nonzero_adapter):
     model = make_model(adapter="mose")
     nonzero_adapter(model)
     alone = model.score_labels(model.collate(real_samples[1:2]))
@@ -56,7 +55,7 @@ def test_padding_and_batching_do_not_change_a_sample(make_model, real_samples):
 
 
 @pytest.mark.parametrize("adapter", ["mose", "lora"])
-def test_cached_generation_matches_no_cache_and_forward(make_model, real_samples, adapter):
+def test_cached_generation_matches_no_cache_and_forward(make_model, real_samples, adapter, nonzero_adapter):
     """With non-zero modality-specific experts, wrong modality ids in cached steps would change tokens."""
     model = make_model(adapter=adapter, mose={"num_experts": 2})
     nonzero_adapter(model, scale=0.5)
@@ -102,7 +101,7 @@ def test_training_step_loss_and_aux(make_model, real_samples):
 
 
 @pytest.mark.parametrize("adapter", ["mose", "lora"])
-def test_save_and_load_adapter_bit_exact(make_model, real_samples, tmp_path, adapter):
+def test_save_and_load_adapter_bit_exact(make_model, real_samples, tmp_path, adapter, nonzero_adapter):
     model = make_model(adapter=adapter, seed=3)
     nonzero_adapter(model, seed=9)
     with torch.no_grad():
