@@ -16,7 +16,7 @@ from mosear.orchestrate.stages import stage_available
 ARGS = [
     "--stages", "shard,mine",
     "shard.num_frames=4", "shard.height=64", "shard.width=64",
-    "mine.splice.max_pairs=4", "mine.crossfit.n_folds=2",
+    "mine.splice.enabled=false", "mine.crossfit.n_folds=2",
 ]
 
 
