@@ -60,6 +60,22 @@ def _maybe_fault(unit: UnitSpec) -> None:
     os._exit(17)  # a worker dying mid-unit, as an OOM kill would
 
 
+def _readable(path: Path) -> bool:
+    """A finished unit file has a Parquet footer with the unit's metadata. One that does not (damaged
+    after it was written: a disk fault, a bad copy) is renamed ``*.broken`` and its unit is redone."""
+    import pyarrow.parquet as pq
+
+    try:
+        if b"mosear.unit" in (pq.read_schema(path).metadata or {}):
+            return True
+        reason = "no mosear.unit metadata"
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is redone, with the reason logged
+        reason = f"{type(exc).__name__}: {exc}"
+    log.warning("unit file %s is unreadable (%s): kept as %s.broken, recomputing", path.name, reason, path.name)
+    path.replace(path.with_name(path.name + ".broken"))
+    return False
+
+
 def _unit_task(cfg: EvalConfig, unit: UnitSpec, bench) -> dict:
     """Ray task body: run one unit (see :mod:`mosear.evaluate.runner`) and return its summary."""
     from mosear.evaluate.runner import run_unit
@@ -79,7 +95,8 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     result = EvalResult(output=out, units=len(units))
     todo: list[UnitSpec] = []
     for u in units:
-        if unit_path(out, u).is_file():
+        path = unit_path(out, u)
+        if path.is_file() and _readable(path):
             result.cached.append(u.filename)
         else:
             todo.append(u)

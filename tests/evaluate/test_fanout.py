@@ -74,6 +74,16 @@ def test_rerun_recomputes_nothing(eval_run):
     assert {f.name: f.stat().st_mtime_ns for f in (res.output / "units").glob("*.parquet")} == before
 
 
+def test_damaged_unit_file_is_redone(eval_run):
+    cfg, res = eval_run
+    victim = sorted((res.output / "units").glob("*__no_audio__*.parquet"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])  # a broken file (truncated copy)
+    again = run_eval(cfg.model_copy(update={"report": False}))
+    assert again.computed == [victim.name] and len(again.cached) == 9
+    assert victim.with_name(victim.name + ".broken").is_file()
+    assert pd.read_parquet(victim)["key"].is_unique
+
+
 def test_failed_unit_is_isolated_and_retried_alone(tmp_path, checkpoints, camer_bench, eval_shards):
     broken = tmp_path / "broken" / "adapter"
     shutil.copytree(checkpoints["lora"], broken)
