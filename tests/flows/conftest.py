@@ -28,3 +28,14 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/flows/flowutil.py, ray_h
 def small_shard_overrides() -> dict:
     """Shard values that keep the sample corpus quick (4 small frames per clip)."""
     return {"num_frames": 4, "height": 64, "width": 64, "workers": 2}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_temporary_prefect_server():
+    """Stop Prefect's temporary API server while pytest still captures output (not at interpreter exit,
+    where its last log line would hit a closed stream)."""
+    yield
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()
