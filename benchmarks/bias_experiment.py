@@ -4,9 +4,9 @@
     python3 benchmarks/bias_experiment.py --seeds 1 --steps 60   # quicker
 
 The task (fixed before any model was tuned; the generator's constants below were not changed after
-comparing methods): 4 emotion classes. Each clip carries
+comparing methods; one revision, below): 4 emotion classes. Each clip carries
 - a visual cue: every frame is Gaussian noise plus a class-specific random texture at low contrast
-  (``VISUAL_CONTRAST``), shifted by a random offset each clip: learnable but noisy;
+  (``VISUAL_CONTRAST``): learnable but noisy (the visual-only control reaches ~0.9, not 1.0);
 - an audio cue: a 1 s tone at a class-specific frequency (``TONES_HZ``) with mild noise: the easy shortcut.
 Training clips are all *consistent* (both cues show the label), as in most emotion corpora. The test
 subsets follow CA-MER: *consistent* (both cues = label), *video_aligned* (visual cue = label, audio cue
@@ -17,6 +17,12 @@ Methods (same tiny backbone, same steps, learning rate and rank r=8): plain LoRA
 MoSE (K=2 experts per modality, softmax gate, balance loss, dynamic modality weights); MoSE+AR: the MoSE
 model with AR whose threshold/fraction are calibrated on a separate validation split
 (``mosear.model.calibrate.calibrate_ar``). Numbers are reported as they come out.
+
+Generator history. v1 shifted the texture by a random 0-8 px offset per clip at contrast 0.35; its
+visual-only control (LoRA trained on clips whose tone carries no label) stayed at chance (0.20-0.33),
+so no method could use the visual cue and the comparison said nothing. v2 (this file) keeps the
+texture in place at contrast 0.5, chosen from the control alone (0.92 visual-only, seed 0) before the
+methods were rerun. v1's outcome: every method 1.00 consistent, 0.00 video-aligned, 1.00 audio-aligned.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ CLASSES = ("happy", "sad", "angry", "neutral")
 TONES_HZ = (220.0, 370.0, 620.0, 1040.0)
 SR = 16000
 SIZE = 32  # frame side (the tiny vision tower's input size)
-VISUAL_CONTRAST = 0.35  # texture amplitude relative to unit-variance pixel noise
+VISUAL_CONTRAST = 0.5  # texture amplitude relative to unit-variance pixel noise
 AUDIO_NOISE = 0.05
 INSTRUCTION = "Please determine which emotion label in the video represents: happy, sad, angry, neutral."
 
@@ -51,11 +57,10 @@ class SyntheticAV:
 
     def __init__(self, seed: int = 1234) -> None:
         g = np.random.default_rng(seed)  # the class textures are part of the task, fixed by this seed
-        self.textures = g.standard_normal((len(CLASSES), SIZE + 8, SIZE + 8, 3)).astype(np.float32)
+        self.textures = g.standard_normal((len(CLASSES), SIZE, SIZE, 3)).astype(np.float32)
 
     def clip(self, visual: int, audio: int, rng: np.random.Generator) -> dict:
-        dy, dx = rng.integers(0, 9, size=2)
-        tex = self.textures[visual, dy: dy + SIZE, dx: dx + SIZE]
+        tex = self.textures[visual]
         frames = []
         for _ in range(2):
             img = VISUAL_CONTRAST * tex + rng.standard_normal((SIZE, SIZE, 3)).astype(np.float32)
