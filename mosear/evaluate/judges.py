@@ -12,7 +12,9 @@ synonym table (``synonyms.tsv``); a word preceded within two tokens by a negatio
 "never angry") is not counted. :class:`ChatJudge` asks any OpenAI-compatible chat-completions endpoint
 (``{base_url}/chat/completions``) and groups the words it returns with the same table; it retries
 connection failures, timeouts, HTTP 429 and 5xx with doubling delays and then raises
-:class:`JudgeUnavailable` naming the URL and the last error.
+:class:`JudgeUnavailable` naming the URL and the last error. Its answers are kept in memory and,
+given a ``cache_dir`` (``mosear eval``: ``{output}/judge_cache/``), on disk, one file per endpoint,
+model and prompt, so the same reference is asked once across units and reruns.
 
 Our reconstruction (the lexicon judge's EMER ratings; marked so in docs/evaluation.md):
 label_overlap = 1 + 9·F1(emotion groups of prediction, of reference);
@@ -173,10 +175,12 @@ class ChatJudge:
 
     name = "openai"
 
-    def __init__(self, cfg: JudgeConfig, table: SynonymTable | None = None):
+    def __init__(self, cfg: JudgeConfig, table: SynonymTable | None = None, cache_dir: str | Path | None = None):
         import httpx
 
         self.cfg = cfg
+        # answers on disk, one file per (endpoint, model, prompt): units and reruns share them
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self.table = table or SynonymTable.load(cfg.synonyms)
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         headers = {"Content-Type": "application/json"}
@@ -193,6 +197,15 @@ class ChatJudge:
         """One chat completion; the reply's text. Retries, then :class:`JudgeUnavailable`."""
         if prompt in self._cache:
             return self._cache[prompt]
+        disk = None
+        if self.cache_dir is not None:
+            import hashlib
+
+            digest = hashlib.sha256(json.dumps([self.url, self.cfg.model, prompt]).encode()).hexdigest()[:32]
+            disk = self.cache_dir / f"{digest}.json"
+            if disk.is_file():
+                self._cache[prompt] = json.loads(disk.read_text())["reply"]
+                return self._cache[prompt]
         import httpx
 
         body = {"model": self.cfg.model, "temperature": 0,
@@ -220,6 +233,11 @@ class ChatJudge:
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 raise JudgeUnavailable(f"judge endpoint {self.url} sent no chat completion: {r.text[:300]!r}") from exc
             self._cache[prompt] = text or ""
+            if disk is not None:
+                disk.parent.mkdir(parents=True, exist_ok=True)
+                tmp = disk.with_name(f"{disk.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps({"model": self.cfg.model, "prompt": prompt, "reply": text or ""}))
+                os.replace(tmp, disk)
             return text or ""
         raise JudgeUnavailable(
             f"judge endpoint {self.url} unreachable after {self.cfg.retries + 1} attempts; last error: {last}"
@@ -256,9 +274,9 @@ class ChatJudge:
         return out
 
 
-def make_judge(cfg: JudgeConfig) -> Judge:
-    """The judge ``cfg`` names."""
+def make_judge(cfg: JudgeConfig, cache_dir: str | Path | None = None) -> Judge:
+    """The judge ``cfg`` names; an endpoint judge keeps its answers in ``cache_dir`` when given."""
     table = SynonymTable.load(cfg.synonyms)
     if cfg.kind == "lexicon":
         return LexiconJudge(table)
-    return ChatJudge(cfg, table)
+    return ChatJudge(cfg, table, cache_dir)

@@ -189,7 +189,7 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(0)
     pred = _Predictor(cfg, unit, bench)
-    judge = make_judge(cfg.judge)
+    judge = make_judge(cfg.judge, cache_dir=Path(cfg.output) / "judge_cache")
     items: dict[str, BenchmarkItem] = {it.key: it for it in bench.items}
     results: dict[str, dict[str, Any]] = {}
 

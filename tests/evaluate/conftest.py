@@ -8,7 +8,10 @@ its subsets are assigned round-robin here, which is fine for testing the evaluat
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -80,3 +83,72 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 def copy_checkpoint(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+# the words the test server "recognises" as emotions (it is a server, not a judge worth the name)
+_SERVER_WORDS = {"furious", "joyful", "worried", "tense", "angry", "happy", "sad", "fear", "neutral", "surprise",
+                 "disgust", "calm"}
+
+
+class _ChatServer:
+    """A tiny OpenAI-compatible server: /v1/chat/completions answers from the prompt's text.
+
+    ``fail_first`` requests answer HTTP 503 first (to exercise retries).
+    """
+
+    def __init__(self, fail_first: int = 0):
+        self.requests: list[dict] = []
+        self.fail_left = fail_first
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # keep pytest output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                if outer.fail_left > 0:
+                    outer.fail_left -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    self.wfile.write(b"busy")
+                    return
+                if self.path != "/v1/chat/completions":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                prompt = body["messages"][-1]["content"]
+                if "Rate on a" in prompt:
+                    content = 'Sure. {"clue_overlap": 7, "label_overlap": 9}'
+                else:
+                    text = prompt.split("Text:", 1)[1].lower()
+                    words = [w for w in re.findall(r"[a-z]+", text) if w in _SERVER_WORDS]
+                    content = "```json\n" + json.dumps(words) + "\n```"
+                reply = {"id": "x", "object": "chat.completion", "model": body["model"],
+                         "choices": [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": content}}]}
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def chat_server():
+    """The class of a small OpenAI-compatible chat server on 127.0.0.1 (use as a context manager)."""
+    return _ChatServer

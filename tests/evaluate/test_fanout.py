@@ -227,3 +227,24 @@ def test_closed_set_benchmarks_end_to_end(tmp_path, checkpoints, shard_keys, eva
         assert 0 <= got["weighted_f1"] <= 1 and 0 <= got["uar"] <= 1 and got["war"] == got["accuracy"]
     [f] = (res.output / "units").glob("*__mer__*.parquet")
     assert set(pd.read_parquet(f)["labels"].iloc[0]) == set(MER2023_LABELS)
+
+
+def test_endpoint_judge_end_to_end(tmp_path, checkpoints, camer_bench, eval_shards, chat_server):
+    """Units judged by an OpenAI-compatible endpoint (a local server); answers cached for reruns."""
+    with chat_server() as srv:
+        cfg = make_cfg(tmp_path / "out", [checkpoints["mose"]], (camer_bench, eval_shards),
+                       settings=[{"name": "ar_off"}, {"name": "no_video", "drop": "video"}],
+                       judge={"kind": "openai", "base_url": srv.url, "model": "judge-x"})
+        res = run_eval(cfg)
+        assert res.ok, res.failed
+        asked = len(srv.requests)
+        assert asked > 0 and all(r["body"]["model"] == "judge-x" for r in srv.requests)
+    for f in (res.output / "units").glob("*.parquet"):
+        df = pd.read_parquet(f)
+        ok = df[df["error"].isna()]
+        # references "The face looks {label}, while the voice sounds tense." -> {label's group, worried}
+        assert ok["ref_emotions"].map(lambda g: "worried" in g).all()
+        assert ok["ov_precision"].between(0, 1).all() and ok["ov_recall"].between(0, 1).all()
+    assert len(list((res.output / "judge_cache").glob("*.json"))) <= asked  # one file per distinct prompt
+    m = pd.read_parquet(res.output / "metrics.parquet")
+    assert "ov_mean" in set(m["metric"])

@@ -1,12 +1,9 @@
 """Open-vocabulary judges: the offline lexicon judge and an OpenAI-compatible endpoint judge, the
-latter against a real HTTP server on 127.0.0.1 that speaks the chat-completions API."""
+latter against a real HTTP server on 127.0.0.1 that speaks the chat-completions API (conftest)."""
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -73,67 +70,9 @@ def test_lexicon_reasoning_ratings_in_range():
     assert 1.0 < part["clue_overlap"] < 10.0 and part["label_overlap"] == 1.0
 
 
-class _ChatServer:
-    """A tiny OpenAI-compatible server: /v1/chat/completions answers from the prompt's text.
-
-    ``fail_first`` requests answer HTTP 503 first (to exercise retries).
-    """
-
-    def __init__(self, fail_first: int = 0):
-        self.requests: list[dict] = []
-        self.fail_left = fail_first
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # keep pytest output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-                if outer.fail_left > 0:
-                    outer.fail_left -= 1
-                    self.send_response(503)
-                    self.end_headers()
-                    self.wfile.write(b"busy")
-                    return
-                if self.path != "/v1/chat/completions":
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                prompt = body["messages"][-1]["content"]
-                if "Rate on a" in prompt:
-                    content = 'Sure. {"clue_overlap": 7, "label_overlap": 9}'
-                else:
-                    text = prompt.split("Text:", 1)[1].lower()
-                    words = [w for w in ("furious", "joyful", "worried") if w in text]
-                    content = "```json\n" + json.dumps(words) + "\n```"
-                reply = {"id": "x", "object": "chat.completion", "model": body["model"],
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": content}}]}
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def test_chat_judge_against_local_server(monkeypatch):
+def test_chat_judge_against_local_server(monkeypatch, chat_server):
     monkeypatch.setenv("MOSEAR_TEST_KEY", "sk-test")
-    with _ChatServer() as srv:
+    with chat_server() as srv:
         j = make_judge(JudgeConfig(kind="openai", base_url=srv.url, model="judge-1", api_key_env="MOSEAR_TEST_KEY"))
         assert isinstance(j, ChatJudge)
         assert j.emotions("He was furious, then joyful.") == {"angry", "happy"}  # grouped by the table
@@ -146,8 +85,8 @@ def test_chat_judge_against_local_server(monkeypatch):
         j.close()
 
 
-def test_chat_judge_retries_server_errors():
-    with _ChatServer(fail_first=2) as srv:
+def test_chat_judge_retries_server_errors(chat_server):
+    with chat_server(fail_first=2) as srv:
         j = ChatJudge(JudgeConfig(kind="openai", base_url=srv.url, retries=2, backoff_s=0.01))
         assert j.emotions("quite worried") == {"worried"}
         assert len(srv.requests) == 3
@@ -162,9 +101,20 @@ def test_unreachable_endpoint_retries_then_clear_error():
         j.emotions("furious")
 
 
-def test_client_error_is_not_retried():
-    with _ChatServer() as srv:
+def test_client_error_is_not_retried(chat_server):
+    with chat_server() as srv:
         j = ChatJudge(JudgeConfig(kind="openai", base_url=srv.url.replace("/v1", "/v2"), retries=3, backoff_s=0.01))
         with pytest.raises(JudgeUnavailable, match="HTTP 404"):
             j.emotions("furious")
         assert len(srv.requests) == 1
+
+
+def test_chat_judge_disk_cache_is_shared(tmp_path, chat_server):
+    with chat_server() as srv:
+        cfg = JudgeConfig(kind="openai", base_url=srv.url)
+        assert make_judge(cfg, cache_dir=tmp_path).emotions("furious") == {"angry"}
+        assert len(list(tmp_path.glob("*.json"))) == 1
+        other = make_judge(cfg, cache_dir=tmp_path)  # another unit / a rerun
+        assert other.emotions("furious") == {"angry"} and len(srv.requests) == 1
+        assert make_judge(cfg.model_copy(update={"model": "other"}), cache_dir=tmp_path).emotions("furious") == {"angry"}
+        assert len(srv.requests) == 2  # another judge model is asked again
