@@ -196,7 +196,7 @@ def test_unreachable_judge_fails_the_unit_with_a_clear_error(tmp_path, checkpoin
 
 @pytest.mark.slow
 def test_closed_set_benchmarks_end_to_end(tmp_path, checkpoints, shard_keys, eval_shards):
-    """MER2023 (npz) and DFEW (fold CSV) label files over the sample shards' clips: six / seven classes."""
+    """MER2023 (npz), DFEW (fold CSV) and EMER (reasoning CSV) files over the sample shards' clips."""
     import numpy as np
 
     from mosear.evaluate.benchmarks import DFEW_LABELS
@@ -208,23 +208,28 @@ def test_closed_set_benchmarks_end_to_end(tmp_path, checkpoints, shard_keys, eva
     np.savez(npz, test1_corpus={name: {"emo": lab, "val": 0.0} for name, lab in rav})
     csv = tmp_path / "set_1.csv"
     csv.write_text("video_name,label\n" + "".join(f"{n},{DFEW_LABELS.index(lab) + 1}\n" for n, lab in crema))
+    emer = tmp_path / "emer.csv"
+    emer.write_text("names,eng_reasons\n" + "".join(f'{n},"He frowns and sounds {lab}."\n' for n, lab in rav))
     stale = tmp_path / "r" / "units" / "x__mer__ar_off__0.parquet.123.tmp"  # a killed run's leftover
     stale.parent.mkdir(parents=True)
     stale.write_text("half a file")
     cfg = load_config(EvalConfig, overrides={
         "checkpoints": [str(checkpoints["lora"])], "output": str(tmp_path / "r"), "progress": False, "report": False,
         "benchmarks": [{"name": "mer", "format": "mer2023", "path": str(npz), "shards": str(eval_shards), "key_prefix": "ravdess"},
-                       {"name": "dfew", "format": "dfew", "path": str(csv), "shards": str(eval_shards), "key_prefix": "crema_d"}],
+                       {"name": "dfew", "format": "dfew", "path": str(csv), "shards": str(eval_shards), "key_prefix": "crema_d"},
+                       {"name": "emer", "format": "emer", "path": str(emer), "shards": str(eval_shards), "key_prefix": "ravdess"}],
         "settings": [{"name": "ar_off"}],
     })
     res = run_eval(cfg)
-    assert res.ok and len(res.computed) == 2 and not stale.exists()
+    assert res.ok and len(res.computed) == 3 and not stale.exists()
     m = pd.read_parquet(res.output / "metrics.parquet")
     assert set(m["subset"]) == {"all"}
     for bench, n in (("mer", len(rav)), ("dfew", len(crema))):
         got = m[m["benchmark"] == bench].set_index("metric")["value"]
         assert got["n"] == n and got["errors"] == 0
         assert 0 <= got["weighted_f1"] <= 1 and 0 <= got["uar"] <= 1 and got["war"] == got["accuracy"]
+    got = m[m["benchmark"] == "emer"].set_index("metric")["value"]
+    assert 1 <= got["clue_overlap"] <= 10 and 1 <= got["label_overlap"] <= 10 and got["ov_items"] == len(rav)
     [f] = (res.output / "units").glob("*__mer__*.parquet")
     assert set(pd.read_parquet(f)["labels"].iloc[0]) == set(MER2023_LABELS)
 
