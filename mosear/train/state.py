@@ -128,9 +128,22 @@ def latest_checkpoint_state(storage_path: str, name: str) -> tuple[str, TrainSta
         infos = fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True))
     except (FileNotFoundError, OSError):
         return None
+    # Ray Train's snapshot lists the checkpoints it registered (fully persisted); a folder a killed
+    # run was still copying is not among them. Without a snapshot every complete-looking folder counts.
+    registered: set[str] | None = None
+    snapshot = posixpath.join(run_dir, "checkpoint_manager_snapshot.json")
+    if fs.get_file_info(snapshot).type == pafs.FileType.File:
+        try:
+            with fs.open_input_stream(snapshot) as fh:
+                snap = json.loads(fh.read().decode("utf-8"))
+            registered = {r["checkpoint_dir_name"] for r in snap.get("checkpoint_results", [])}
+        except (ValueError, KeyError, TypeError, OSError):
+            registered = None
     best: tuple[str, TrainState] | None = None
     for info in infos:
         if info.type != pafs.FileType.Directory or not info.base_name.startswith("checkpoint_"):
+            continue
+        if registered is not None and info.base_name not in registered:
             continue
         state_path = posixpath.join(info.path, STATE_FILE)
         if fs.get_file_info(state_path).type != pafs.FileType.File:

@@ -1,5 +1,6 @@
 """A real local Ray cluster: ``ray start --head``, ``ray job submit`` of the tiny training with the
-runtime env in cluster/, a successful job with its checkpoint, then the head is stopped.
+runtime env in cluster/; the job is killed (``ray job stop``) after a checkpoint, the same command is
+submitted again and resumes to the end, with its checkpoint; then the head is stopped.
 
 The head runs on its own ports and temp dir. It is stopped by ending the processes this test started
 (the ``ray start --block`` process and its descendants) rather than ``ray stop``, which would stop
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -91,21 +93,44 @@ def test_ray_job_submit_tiny_training(train_shards, repo_root, tmp_path):
         _wait_http(f"{address}/api/version", 180, head)
         out = tmp_path / "out"
         storage = tmp_path / "ckpt"
-        cmd = [ray_bin, "job", "submit", "--address", address, "--runtime-env", "cluster/runtime_env.yaml",
-               "--", "python", "-m", "mosear.cli", "train", "--config", "train-tiny.yaml",
-               f"shards=[{train_shards}]", f"output={out}", f"storage_path={storage}", "max_steps=2",
-               "checkpoint_every=2", "progress=false", "torch_threads=1"]
-        job = subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
-        log = job.stdout + job.stderr
-        assert job.returncode == 0, log[-4000:]
+        run = tmp_path / "ckpt" / "tiny"
+
+        def submit(submission_id: str, *extra: str) -> subprocess.CompletedProcess:
+            cmd = [ray_bin, "job", "submit", "--address", address, "--submission-id", submission_id,
+                   "--runtime-env", "cluster/runtime_env.yaml", *extra,
+                   "--", "python", "-m", "mosear.cli", "train", "--config", "train-tiny.yaml",
+                   f"shards=[{train_shards}]", f"output={out}", f"storage_path={storage}", "max_steps=80",
+                   "checkpoint_every=10", "progress=false", "torch_threads=1"]
+            return subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=600)
+
+        # 1. Submit, and kill the whole job (`ray job stop`) once its step-10 checkpoint exists.
+        first = submit("mosear-tiny-1", "--no-wait")
+        assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+        deadline = time.time() + 400
+        while not (run / "checkpoint_00000010" / "train_state.json").is_file():
+            assert time.time() < deadline, "no step-10 checkpoint within 400 s"
+            time.sleep(0.5)
+        stop = subprocess.run([ray_bin, "job", "stop", "--address", address, "mosear-tiny-1"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        status = subprocess.run([ray_bin, "job", "status", "--address", address, "mosear-tiny-1"], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert "was stopped" in status.stdout + status.stderr
+        assert not (run / "checkpoint_00000080").exists(), "the job finished before it could be stopped"
+
+        # 2. The same command again resumes from the last checkpoint and finishes.
+        second = submit("mosear-tiny-2")
+        log = second.stdout + second.stderr
+        assert second.returncode == 0, log[-4000:]
         assert "succeeded" in log
-        # The job's driver printed the result; the checkpoint and the exported adapter exist.
-        ckpt = storage / "tiny" / "checkpoint_00000002"
-        state = json.loads((ckpt / "train_state.json").read_text())
-        assert state["step"] == 2
-        assert (ckpt / "adapter" / "adapter" / "adapter_model.safetensors").is_file()
+        resumed = int(re.search(r'"resumed_from_step": (\d+)', log).group(1))
+        assert resumed >= 10
+        state = json.loads((run / "checkpoint_00000080" / "train_state.json").read_text())
+        assert state["step"] == 80
+        assert (run / "checkpoint_00000080" / "adapter" / "adapter" / "adapter_model.safetensors").is_file()
         assert (out / "adapter" / "model_config.json").is_file()
-        assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+        steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert steps == list(range(1, 81))  # no gaps, no duplicates across the kill
     finally:
         _stop(head)
     assert head.poll() is not None
