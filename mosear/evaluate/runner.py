@@ -89,8 +89,30 @@ def apply_drop(sample: dict[str, Any], drop: str | None) -> dict[str, Any]:
     return s
 
 
+def _shards_with(shards: list[Path], wanted: set[str]) -> list[Path]:
+    """The shards whose Parquet index (``{shard}.index.parquet``) lists one of ``wanted``; a shard
+    without a readable index is kept (read through) rather than risk missing its samples."""
+    import pyarrow.parquet as pq
+
+    keep = []
+    for tar in shards:
+        index = tar.with_name(tar.name[: -len(".tar")] + ".index.parquet")
+        try:
+            keys = set(pq.read_table(index, columns=["key"]).column("key").to_pylist())
+        except Exception:  # noqa: BLE001 - no index: read the shard
+            keep.append(tar)
+            continue
+        if keys & wanted:
+            keep.append(tar)
+    return keep
+
+
 def iter_benchmark_samples(bench: Benchmark) -> Iterator[dict[str, Any]]:
-    """Stream the samples of the benchmark's keys from its shard folders (others are skipped)."""
+    """Stream the samples of the benchmark's keys from its shard folders (others are skipped).
+
+    Only shards whose index lists a wanted key are opened, so a small benchmark over a large corpus
+    reads a few shards, not the corpus.
+    """
     from mosear.shards.reader import iter_samples, list_shards
 
     wanted = {it.key for it in bench.items}
@@ -98,6 +120,9 @@ def iter_benchmark_samples(bench: Benchmark) -> Iterator[dict[str, Any]]:
         shards = list_shards(d)
         if not shards:
             log.warning("benchmark %s: no committed shards in %s", bench.name, d)
+            continue
+        shards = _shards_with(shards, wanted)
+        if not shards:
             continue
         for sample in iter_samples(shards):
             if sample["key"] in wanted:

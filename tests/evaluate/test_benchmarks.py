@@ -193,3 +193,17 @@ def test_keys_match_the_shard_adapters(tmp_path, fmt, adapter):
     shard_keys = {rec.key for rec in get_adapter(adapter).clips(videos, src) if rec.split in ("test", "video_aligned", "audio_aligned")}
     bench_keys = {it.key for it in load_benchmark(BenchmarkSpec(name="b", format=fmt, path=str(bench_path))).items}
     assert bench_keys == shard_keys
+
+
+def test_only_shards_holding_benchmark_keys_are_read(eval_shards, shard_keys):
+    from mosear.evaluate.benchmarks import Benchmark, BenchmarkItem
+    from mosear.evaluate.runner import _shards_with, iter_benchmark_samples
+    from mosear.shards.reader import list_shards
+
+    shards = list_shards(eval_shards)
+    assert len(shards) >= 3
+    last = shard_keys[-1][0]  # lives in the last shard only
+    assert _shards_with(shards, {last}) == [shards[-1]]
+    spec = BenchmarkSpec(name="b", format="mined", path=".", shards=str(eval_shards))
+    bench = Benchmark(spec, ("sad",), [BenchmarkItem(last, "sad")], [str(eval_shards)], [])
+    assert [s["key"] for s in iter_benchmark_samples(bench)] == [last]
