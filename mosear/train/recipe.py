@@ -28,6 +28,7 @@ After training the final adapter is copied to ``{output}/adapter`` and the metri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -134,7 +135,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     inner = model.module if hasattr(model, "module") else model
     opt, sched = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
     if ckpt_dir is not None:
-        load_optim_state(ckpt_dir, opt, sched)
+        load_optim_state(ckpt_dir, opt, sched, fsdp_model=model if cfg.strategy == "fsdp" else None)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     step = state.step if state else 0
     micro_done = step * cfg.grad_accum_steps
@@ -210,16 +211,27 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                 dist.all_gather_object(gathered, mine)
             else:
                 gathered = [mine]
-            if rank == 0:
-                tmp = tempfile.mkdtemp(prefix="mosear-ckpt-")
-                st = TrainState(step=step, positions=gathered, model_hash=plan.model_hash,
-                                run_hash=plan.run_hash, world_size=world, samples_seen=samples_seen,
-                                versions=_versions())
-                write_checkpoint(tmp, inner, opt, sched, st, metrics.rows if metrics else [])
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            if cfg.strategy == "fsdp":
+                # Collectives on every rank: the full optimizer state, and full adapter weights on rank 0.
+                from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+                osd = FSDP.optim_state_dict(model, opt)
+                full = FSDP.summon_full_params(model, writeback=False, rank0_only=True, offload_to_cpu=True)
+            else:
+                osd = opt.state_dict() if rank == 0 else None
+                full = contextlib.nullcontext()
+            with full:
+                if rank == 0:
+                    tmp = tempfile.mkdtemp(prefix="mosear-ckpt-")
+                    st = TrainState(step=step, positions=gathered, model_hash=plan.model_hash,
+                                    run_hash=plan.run_hash, world_size=world, samples_seen=samples_seen,
+                                    versions=_versions())
+                    write_checkpoint(tmp, inner, osd, sched, st, metrics.rows if metrics else [])
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
         if do_report:  # a collective: every rank reaches it at the same steps
             ray.train.report(row, checkpoint=checkpoint,
-                             checkpoint_dir_name=f"checkpoint_{step:08d}" if do_ckpt else None)
+                             checkpoint_dir_name=f"checkpoint_{step:08d}" if do_ckpt else None,
+                             delete_local_checkpoint_after_upload=checkpoint is not None)
     if bar is not None:
         bar.close()
     if metrics is not None:

@@ -70,16 +70,17 @@ class TrainState:
 def write_checkpoint(
     directory: str | Path,
     model: Any,
-    optimizer: torch.optim.Optimizer,
+    optim_state: dict[str, Any],
     scheduler: Any,
     state: TrainState,
     metrics_rows: list[dict[str, Any]],
 ) -> Path:
-    """Write one checkpoint folder (rank 0 only). ``model`` is the unwrapped MoSEARModel."""
+    """Write one checkpoint folder (rank 0 only). ``model`` is the unwrapped MoSEARModel,
+    ``optim_state`` the optimizer's full (unsharded) state dict."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     model.save_adapter(d / ADAPTER_DIR)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, d / OPTIM_FILE)
+    torch.save({"optimizer": optim_state, "scheduler": scheduler.state_dict()}, d / OPTIM_FILE)
     with open(d / METRICS_FILE, "w", encoding="utf-8") as fh:
         for row in metrics_rows:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
@@ -99,10 +100,19 @@ def read_metrics(directory: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def load_optim_state(directory: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
-    """Restore optimizer and scheduler state (tensors and numbers only: weights_only=True)."""
+def load_optim_state(directory: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any,
+                     fsdp_model: Any = None) -> None:
+    """Restore optimizer and scheduler state (tensors and numbers only: weights_only=True).
+
+    ``fsdp_model``: the FSDP-wrapped model, whose ranks each take their shard of the full state.
+    """
     blob = torch.load(Path(directory) / OPTIM_FILE, map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(blob["optimizer"])
+    osd = blob["optimizer"]
+    if fsdp_model is not None:
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        osd = FSDP.optim_state_dict_to_load(fsdp_model, optimizer, osd)
+    optimizer.load_state_dict(osd)
     scheduler.load_state_dict(blob["scheduler"])
 
 
