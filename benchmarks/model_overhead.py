@@ -14,8 +14,9 @@ Training: one optimizer step (forward, backward, AdamW on the adapter) with the 
 balance loss, dynamic weights). Inference: prefill + ``--new-tokens`` greedy cached decoding steps with
 eager attention vs AR (threshold 0.3, fraction 0.5, all heads; all layers, and the upper half of the
 layers), monitor mode, and sdpa for reference.
-Each row is the median of ``--repeats`` timings after warm-up; ratios are against the baseline
-measured in the same run. Targets from the issue: MoSE <= 1.25x LoRA, AR <= 1.10x eager.
+Variants are timed in interleaved rounds (baseline, variant, baseline, ...) so that load drift hits
+all alike; each row is the median of ``--repeats`` rounds after warm-up, and the ratio is the median
+over rounds of variant / baseline in the same round. Targets from the issue: MoSE <= 1.25x LoRA, AR <= 1.10x eager.
 """
 
 from __future__ import annotations
@@ -69,45 +70,55 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: str, warmup: int, repeats: int) -> float:
+def interleaved(fns: list, device: str, warmup: int, repeats: int) -> list[list[float]]:
+    """Time each of ``fns`` once per round, ``repeats`` rounds: load drift hits every variant alike."""
     for _ in range(warmup):
-        fn()
+        for fn in fns:
+            fn()
     sync(device)
-    times = []
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[i].append(time.perf_counter() - t0)
+    return times
 
 
-def train_step_time(lm, adapter_cfg, ctx: ModalityContext, mods, ids, labels, args) -> float:
+def train_step_fn(lm, adapter_cfg, mods, ids, labels):
+    """A closure running one optimizer step of ``lm`` wrapped with ``adapter_cfg``."""
     from peft import get_peft_model
 
     peft_model = get_peft_model(lm, adapter_cfg)
-    if isinstance(adapter_cfg, MoSEConfig):
-        ctx = peft_model.base_model.modality_context
     peft_model.train()
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
     tuner = peft_model.base_model
+    is_mose = isinstance(adapter_cfg, MoSEConfig)
+    ctx = tuner.modality_context if is_mose else ModalityContext()
 
     def step():
         with ctx.use(mods):
             out = peft_model(input_ids=ids, labels=labels, use_cache=False)
-        loss = out.loss
-        if isinstance(adapter_cfg, MoSEConfig):
-            bal = tuner.balance_loss()
-            loss = loss + adapter_cfg.balance_loss_weight * bal
+        loss = out.loss + adapter_cfg.balance_loss_weight * tuner.balance_loss() if is_mose else out.loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    t = timed(step, args.device, args.warmup, args.repeats)
-    del opt
-    strip_adapters(lm)
-    return t
+    return step
+
+
+def infer_fn(lm, ctx: ModalityContext, mods, ids, mode: str, args, layers: list[int] | None = None):
+    """A closure: switch ``lm`` to ``mode``, prefill + ``--new-tokens`` greedy cached steps."""
+
+    @torch.no_grad()
+    def run():
+        set_attention_mode(lm, mode, threshold=0.3, fraction=0.5, layers=layers, context=ctx)
+        with ctx.use(mods):
+            lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.new_tokens,
+                        min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
+
+    return run
 
 
 def strip_adapters(lm) -> None:
@@ -122,19 +133,9 @@ def strip_adapters(lm) -> None:
         del lm.peft_config
 
 
-def infer_time(lm, ctx: ModalityContext, mods, ids, mode: str, args, layers: list[int] | None = None) -> float:
-    lm.eval()
-    set_attention_mode(lm, mode, threshold=0.3, fraction=0.5, layers=layers, context=ctx)
-
-    @torch.no_grad()
-    def run():
-        with ctx.use(mods):
-            lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.new_tokens,
-                        min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
-
-    t = timed(run, args.device, args.warmup, args.repeats)
-    set_attention_mode(lm, "eager", context=ctx)
-    return t
+def ratios(times: list[list[float]]) -> list[float]:
+    """Median over rounds of each variant's time / the baseline's (index 0) in the same round."""
+    return [statistics.median(t / b for t, b in zip(ts, times[0])) for ts in times]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,12 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rank", type=int, default=None, help="adapter rank; default 64 (7b, as Emotion-LLaMA), 8 otherwise")
     ap.add_argument("--threads", type=int, default=1, help="CPU torch threads (1 avoids oversubscription)")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per row (default: 5 on cuda, 15 on cpu)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    args.repeats = args.repeats or (5 if args.device == "cuda" else 15)
     rank = args.rank or (64 if args.shapes == "7b" else 8)
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     bs = args.batch_size or (4 if args.shapes == "7b" else 8)
@@ -179,23 +181,29 @@ def main(argv: list[str] | None = None) -> int:
     mose = MoSEConfig(r=rank, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
                       num_experts=args.experts)
     rows = []
-    t_lora = train_step_time(lm, lora, ctx, mods, ids, labels, args)
-    rows.append(("train step", f"LoRA r={rank} (baseline)", t_lora, 1.0))
-    t_mose = train_step_time(lm, mose, ctx, mods, ids, labels, args)
-    rows.append(("train step", f"MoSE r={rank}, K={args.experts} x 3 modalities", t_mose, t_mose / t_lora))
-    t_eager = infer_time(lm, ctx, mods, ids, "eager", args)
-    rows.append((f"prefill + {args.new_tokens} tokens", "eager attention (baseline)", t_eager, 1.0))
-    t_ar = infer_time(lm, ctx, mods, ids, "ar", args)
-    rows.append((f"prefill + {args.new_tokens} tokens", "AR (all layers, f=0.5)", t_ar, t_ar / t_eager))
+    # training: two copies of the same random LLM (same seed), one per adapter, steps interleaved
+    torch.manual_seed(0)
+    lm_b = build_lm(args.shapes, args.device, dtype)
+    steps = [train_step_fn(lm, lora, mods, ids, labels), train_step_fn(lm_b, mose, mods, ids, labels)]
+    times = interleaved(steps, args.device, args.warmup, args.repeats)
+    names = [f"LoRA r={rank} (baseline)", f"MoSE r={rank}, K={args.experts} x 3 modalities"]
+    for name, ts, r in zip(names, times, ratios(times)):
+        rows.append(("train step", name, statistics.median(ts), r))
+    del steps, lm_b
+    strip_adapters(lm)
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
+    # inference: one model, attention switched between variants each round
+    lm.eval()
     n_layers = lm.config.num_hidden_layers
     upper = list(range(n_layers // 2, n_layers))
-    t_ar_half = infer_time(lm, ctx, mods, ids, "ar", args, layers=upper)
-    rows.append((f"prefill + {args.new_tokens} tokens", f"AR (layers {upper[0]}-{upper[-1]}, f=0.5)", t_ar_half,
-                 t_ar_half / t_eager))
-    t_mon = infer_time(lm, ctx, mods, ids, "monitor", args)
-    rows.append((f"prefill + {args.new_tokens} tokens", "monitor (all layers)", t_mon, t_mon / t_eager))
-    t_sdpa = infer_time(lm, ctx, mods, ids, "sdpa", args)
-    rows.append((f"prefill + {args.new_tokens} tokens", "sdpa (reference)", t_sdpa, t_sdpa / t_eager))
+    variants = [("eager attention (baseline)", "eager", None), ("AR (all layers, f=0.5)", "ar", None),
+                (f"AR (layers {upper[0]}-{upper[-1]}, f=0.5)", "ar", upper), ("monitor (all layers)", "monitor", None),
+                ("sdpa (reference)", "sdpa", None)]
+    fns = [infer_fn(lm, ctx, mods, ids, mode, args, layers) for _, mode, layers in variants]
+    times = interleaved(fns, args.device, args.warmup, args.repeats)
+    for (name, _, _), ts, r in zip(variants, times, ratios(times)):
+        rows.append((f"prefill + {args.new_tokens} tokens", name, statistics.median(ts), r))
 
     print(f"\n| {'what':<22} | {'variant':<34} | {'median s':>9} | {'ratio':>6} |")
     print(f"|{'-' * 24}|{'-' * 36}|{'-' * 11}|{'-' * 8}|")

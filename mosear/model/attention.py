@@ -97,9 +97,15 @@ class AttentionReallocator:
         qsel = ((q_ids == TEXT) if self.queries == "text" else (q_ids != PAD)).float()  # [B, Lq]
         head = torch.zeros(H, device=device)
         head[self.heads if self.heads is not None else slice(None)] = 1.0
-        row_w = head[None, :, None, None] * qsel[:, None, :, None]  # [B, H, Lq, 1]
+        # only query rows chosen in some sample are touched (text rows: ~1/5 of an Emotion-LLaMA prompt);
+        # one host sync per forward call, not per layer
+        rows = torch.nonzero(qsel.any(0)).squeeze(1)  # [R]
+        all_rows = rows.numel() == Lq
+        qsub = qsel if all_rows else qsel.index_select(1, rows)  # [B, R]
+        row_w = head[None, :, None, None] * qsub[:, None, :, None]  # [B, H, R, 1]
         self._step = _StepMasks(ids, (B, H, Lq, Lk), device, masks[:, None], masks[:, None, :, 1:].transpose(-1, -2),
-                                row_w, qsel.sum(1), float(len(set(self.heads)) if self.heads is not None else H))
+                                row_w, qsel.sum(1), float(len(set(self.heads)) if self.heads is not None else H),
+                                None if all_rows else rows)
         return self._step
 
     def record(self, mass: torch.Tensor, st: "_StepMasks") -> None:
@@ -123,6 +129,7 @@ class _StepMasks:
     row_w: torch.Tensor  # [B, H, Lq, 1] float: 1 for chosen heads x chosen query rows
     qsel_sum: torch.Tensor  # [B] chosen query rows per sample
     n_heads: float
+    rows: torch.Tensor | None = None  # [R] query rows worked on (None: all)
 
 
 def _reallocate(p: torch.Tensor, st: _StepMasks, threshold: float, fraction: float
@@ -135,7 +142,8 @@ def _reallocate(p: torch.Tensor, st: _StepMasks, threshold: float, fraction: flo
     hit = ((share > threshold) & (v > 0)).to(p.dtype) * st.row_w  # [B, H, Lq, 1]
     moved = hit * fraction * a  # audio mass moved by each row
     coef = torch.cat([moved / v.clamp_min(tiny), -hit * fraction], dim=-1)  # [B, H, Lq, 2]: visual, audio
-    p = p + p * (coef @ st.va_t)  # visual keys x (1 + f a / v), audio keys x (1 - f)
+    scale = (coef @ st.va_t).add_(1.0)  # [B, H, Lq, Lk]: visual keys 1 + f a / v, audio keys 1 - f, others 1
+    p = p * scale if torch.is_grad_enabled() else p.mul_(scale)  # in place at inference: one buffer less
     mass = mass + torch.cat([torch.zeros_like(moved), moved, -moved], dim=-1)
     return p, mass
 
@@ -189,10 +197,15 @@ def ar_attention_forward(
     layer_idx = getattr(module, "layer_idx", None)
     if ctl is not None and layer_idx is not None and ctl.applies_to(layer_idx):
         st = ctl.step_masks(*p.shape, p.device)
+        sub = p if st.rows is None else p.index_select(2, st.rows)  # [B, H, R, Lk]
         if ctl.mode == "ar" and ctl.fraction > 0:
-            p, mass = _reallocate(p, st, ctl.threshold, ctl.fraction)
+            sub, mass = _reallocate(sub, st, ctl.threshold, ctl.fraction)
+            if st.rows is None:
+                p = sub
+            else:
+                p = p.index_copy(2, st.rows, sub) if torch.is_grad_enabled() else p.index_copy_(2, st.rows, sub)
         else:
-            mass = p @ st.masks
+            mass = sub @ st.masks
         ctl.record(mass, st)
 
     p = p.to(query.dtype)

@@ -88,11 +88,11 @@ class MoSEModel(BaseTuner):
         layers = [m for m in self.mose_layers() if name in m.last_gate_load]
         out: dict[str, float] = {}
         if layers:
-            load = torch.stack([m.last_gate_load[name].float().cpu() for m in layers]).mean(0)  # [M, K]
+            load = torch.stack([m.last_gate_load[name].float() for m in layers]).mean(0).cpu()  # [M, K], one copy
             for mi, mname in enumerate(MODALITY_NAMES):
                 for k in range(load.shape[1]):
                     out[f"gate/{mname}/expert{k}"] = float(load[mi, k])
-        weights = torch.stack([m.mose_modality_weight[name].float().cpu() for m in self.mose_layers()]).mean(0)
+        weights = torch.stack([m.mose_modality_weight[name].float() for m in self.mose_layers()]).mean(0).cpu()
         for mi, mname in enumerate(MODALITY_NAMES):
             out[f"modality_weight/{mname}"] = float(weights[mi])
         return out
