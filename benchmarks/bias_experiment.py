@@ -125,6 +125,7 @@ def run(args) -> list[dict]:
         val = [s for sub in ("consistent", "video_aligned", "audio_aligned") for s in gen.split(args.val_size, sub, rng)]
         test = [s for sub in ("consistent", "video_aligned", "audio_aligned") for s in gen.split(args.test_size, sub, rng)]
         if args.control and seed == 0:  # is the visual cue learnable at all? (audio tone carries no label)
+            torch.manual_seed(seed)  # dropout
             model = build_model(model_config("lora", seed))
             loss = train(model, gen.split(args.train_size, "visual_only", rng), args.steps, args.batch_size, args.lr,
                          seed)
