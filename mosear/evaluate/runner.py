@@ -153,13 +153,31 @@ def set_unit_attention(model, setting: SettingSpec):
     return set_attention_mode(model, "sdpa")
 
 
+# The last model loaded in this worker process. Ray reuses worker processes across tasks and units
+# are submitted checkpoint by checkpoint, so consecutive units on a worker mostly share a checkpoint:
+# keeping one model (never more: bounded memory) saves a load per unit (minutes for a 7B backbone).
+# Evaluation never changes weights; each unit sets its own attention mode.
+_MODEL_CACHE: dict[tuple, Any] = {}
+
+
+def cached_model(unit: UnitSpec, model_overrides: dict[str, Any], device: str):
+    key = (unit.checkpoint, unit.checkpoint_fp, json.dumps(model_overrides, sort_keys=True, default=str), device)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE.clear()  # drop the previous model before loading the next
+        _MODEL_CACHE[key] = load_model(unit.checkpoint, model_overrides, device)
+    return _MODEL_CACHE[key]
+
+
 class _Predictor:
     def __init__(self, cfg: EvalConfig, unit: UnitSpec, bench: Benchmark):
         from mosear.model import parse_label
 
         self.cfg, self.unit, self.bench = cfg, unit, bench
         self.device = resolve_device(cfg.device)
-        self.model = load_model(unit.checkpoint, cfg.model, self.device)
+        if unit.checkpoint_fp:
+            self.model = cached_model(unit, cfg.model, self.device)
+        else:  # a unit built by hand, without a fingerprint: never reuse
+            self.model = load_model(unit.checkpoint, cfg.model, self.device)
         self.controller = set_unit_attention(self.model, unit.setting)
         self.parse_label = parse_label
         self.generate = (cfg.prediction == "generate" or cfg.generate_reasoning == "always"

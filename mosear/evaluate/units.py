@@ -57,6 +57,7 @@ class UnitSpec:
     benchmark: BenchmarkSpec
     setting: SettingSpec
     unit_id: str
+    checkpoint_fp: str = ""    # content hash of the checkpoint (keys the per-worker model cache)
 
     @property
     def filename(self) -> str:
@@ -130,7 +131,7 @@ def plan_units(cfg: EvalConfig) -> tuple[list[UnitSpec], dict[str, Benchmark]]:
                 payload = {"checkpoint": ck_fp, "benchmark": bench_fp[b.name], "setting": s.model_dump(mode="json", exclude={"name"}),
                            "eval": outputs, "version": getattr(mosear, "__version__", "0")}
                 uid = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-                units.append(UnitSpec(name, path, b, s, uid))
+                units.append(UnitSpec(name, path, b, s, uid, ck_fp))
     return units, benches
 
 

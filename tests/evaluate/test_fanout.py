@@ -253,3 +253,31 @@ def test_endpoint_judge_end_to_end(tmp_path, checkpoints, camer_bench, eval_shar
     assert len(list((res.output / "judge_cache").glob("*.json"))) <= asked  # one file per distinct prompt
     m = pd.read_parquet(res.output / "metrics.parquet")
     assert "ov_mean" in set(m["metric"])
+
+
+def test_reused_model_gives_the_same_predictions_as_a_fresh_one(tmp_path, checkpoints, camer_bench, eval_shards):
+    """The per-worker model cache: a unit after another unit of the same checkpoint (other attention
+    mode) predicts exactly what it predicts on a freshly loaded model."""
+    from mosear.evaluate import runner
+    from mosear.evaluate.units import plan_units, unit_path
+
+    cfg = make_cfg(tmp_path / "a", [checkpoints["mose"]], (camer_bench, eval_shards),
+                   settings=[{"name": "ar_on", "ar": True, "ar_fraction": 0.7, "ar_threshold": 0.0},
+                             {"name": "ar_off"}])
+    (ar_on, ar_off), benches = plan_units(cfg)
+    runner._MODEL_CACHE.clear()
+    runner.run_unit(cfg, ar_on, benches["camer"])
+    fresh = pd.read_parquet(unit_path(cfg.output, ar_on))
+    runner.run_unit(cfg, ar_off, benches["camer"])
+    model = next(iter(runner._MODEL_CACHE.values()))
+    unit_path(cfg.output, ar_on).unlink()
+    runner.run_unit(cfg, ar_on, benches["camer"])  # on the cached model, after an ar_off unit
+    assert next(iter(runner._MODEL_CACHE.values())) is model
+    again = pd.read_parquet(unit_path(cfg.output, ar_on))
+    cols = ["key", "pred_label", "text", "share_audio", "share_visual"]
+    pd.testing.assert_frame_equal(fresh[cols], again[cols])
+    ok = fresh["error"].isna()
+    assert (fresh["scores"][ok].map(list) == again["scores"][ok].map(list)).all()
+    off = pd.read_parquet(unit_path(cfg.output, ar_off))
+    assert (off["share_audio"].dropna() > again["share_audio"].dropna()).all()  # AR really acted
+    runner._MODEL_CACHE.clear()
