@@ -126,8 +126,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     # 3. Distribute; optimizer over the adapter's parameters only.
     strategy_kwargs: dict[str, Any] = {}
     if cfg.strategy == "ddp" and world > 1:
-        # Expert B matrices a batch does not route to get no gradient; DDP must not wait for them.
-        strategy_kwargs = {"find_unused_parameters": True}
+        # With top-k gating, experts a batch does not route to get no gradient and DDP must not wait
+        # for them; otherwise every adapter weight is used and the extra graph traversal is skipped.
+        top_k = (cfg.model.get("mose") or {}).get("top_k")
+        strategy_kwargs = {"find_unused_parameters": cfg.model.get("adapter", "mose") == "mose" and top_k is not None}
     elif cfg.strategy == "fsdp":
         strategy_kwargs = {"use_orig_params": True}  # frozen and trainable weights share flat params
     model = ray.train.torch.prepare_model(model, parallel_strategy=cfg.strategy,
