@@ -3,7 +3,6 @@ adapter save/load."""
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch

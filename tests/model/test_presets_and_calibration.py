@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 def test_local_preset_loads_saved_models_only(tmp_path, real_samples):

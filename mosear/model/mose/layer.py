@@ -39,7 +39,7 @@ from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from mosear.model.modality import AUDIO, NUM_MODALITIES, PAD, TEXT, VISUAL, ModalityContext
+from mosear.model.modality import AUDIO, NUM_MODALITIES, PAD, VISUAL, ModalityContext
 
 _EPS = 1e-6
 
