@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--experts", type=int, default=4)
     ap.add_argument("--rank", type=int, default=None, help="adapter rank; default 64 (7b, as Emotion-LLaMA), 8 otherwise")
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                    help="auto: bfloat16 on cuda, float32 on cpu")
     ap.add_argument("--threads", type=int, default=1, help="CPU torch threads (1 avoids oversubscription)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per row (default: 5 on cuda, 15 on cpu)")
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.repeats = args.repeats or (5 if args.device == "cuda" else 15)
     rank = args.rank or (64 if args.shapes == "7b" else 8)
-    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
+        args.dtype, torch.bfloat16 if args.device == "cuda" else torch.float32)
     bs = args.batch_size or (4 if args.shapes == "7b" else 8)
     card = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     t0 = time.time()
