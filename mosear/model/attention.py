@@ -89,7 +89,8 @@ class AttentionReallocator:
         """Masks of the current forward call, built once and shared by all layers (few GPU kernels)."""
         ids = self.context.ids
         st = self._step
-        if st is not None and st.ids is ids and st.shape == (B, H, Lq, Lk) and st.device == device:
+        mode = (torch.is_inference_mode_enabled(), torch.is_grad_enabled())  # inference tensors stay there
+        if st is not None and st.ids is ids and st.shape == (B, H, Lq, Lk) and st.device == device and st.mode == mode:
             return st
         key_ids = self.context.key_ids(B, Lk).to(device)
         q_ids = self.context.ids_for(B, Lq).to(device)
@@ -105,7 +106,7 @@ class AttentionReallocator:
         row_w = head[None, :, None, None] * qsub[:, None, :, None]  # [B, H, R, 1]
         self._step = _StepMasks(ids, (B, H, Lq, Lk), device, masks[:, None], masks[:, None, :, 1:].transpose(-1, -2),
                                 row_w, qsel.sum(1), float(len(set(self.heads)) if self.heads is not None else H),
-                                None if all_rows else rows)
+                                None if all_rows else rows, mode)
         return self._step
 
     def record(self, mass: torch.Tensor, st: "_StepMasks") -> None:
@@ -115,8 +116,9 @@ class AttentionReallocator:
             if self._sum is None or self._sum.shape[0] != mass.shape[0] or self._sum.device != mass.device:
                 self._sum = torch.zeros(mass.shape[0], 3, dtype=torch.float64, device=mass.device)
                 self._count = torch.zeros(mass.shape[0], dtype=torch.float64, device=mass.device)
-            self._sum += per_sample
-            self._count += st.qsel_sum.double()
+            # out of place: works whether this or an earlier call ran under torch.inference_mode()
+            self._sum = self._sum + per_sample
+            self._count = self._count + st.qsel_sum.double()
 
 
 @dataclass
@@ -130,6 +132,7 @@ class _StepMasks:
     qsel_sum: torch.Tensor  # [B] chosen query rows per sample
     n_heads: float
     rows: torch.Tensor | None = None  # [R] query rows worked on (None: all)
+    mode: tuple[bool, bool] = (False, True)  # (inference mode, grad enabled) it was built under
 
 
 def _reallocate(p: torch.Tensor, st: _StepMasks, threshold: float, fraction: float

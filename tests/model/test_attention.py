@@ -121,3 +121,16 @@ def test_bad_settings_are_rejected(lm):
         set_attention_mode(lm, "ar", layers=[7], context=ctx)
     with pytest.raises(ValueError, match="mode"):
         set_attention_mode(lm, "flash", context=ctx)
+
+
+def test_monitor_across_inference_mode_and_grad(lm):
+    """The evaluation runs under torch.inference_mode(); training may monitor with gradients after it."""
+    ctx = ModalityContext()
+    mon = set_attention_mode(lm, "monitor", context=ctx)
+    with torch.inference_mode():
+        _forward(lm, ctx)
+    out = _forward(lm, ctx)  # same ids object, now with autograd
+    out.logits.sum().backward()
+    assert mon.shares().shape == (2, 3)
+    lm.zero_grad()
+    set_attention_mode(lm, "eager", context=ctx)
