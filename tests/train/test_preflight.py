@@ -38,6 +38,9 @@ def _copy_shard_without(src: Path, dst_dir: Path, drop_ext: str) -> Path:
 def test_good_inputs_pass(train_shards, tmp_path):
     plan = preflight(_cfg(tmp_path, shards=[str(train_shards)]))
     assert len(plan.shards) >= 2 and plan.resume_step == 0
+    # storage_path as a URI goes through pyarrow's filesystem layer (as s3:// or gs:// would)
+    plan = preflight(_cfg(tmp_path, shards=[str(train_shards)], storage_path=f"file://{tmp_path / 'ckpt'}"))
+    assert (tmp_path / "ckpt").is_dir() and not list((tmp_path / "ckpt").iterdir())  # probe removed
 
 
 @pytest.mark.parametrize("case,match", [

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from mosear.config import ConfigError, load_config
 from mosear.train import TrainConfig, run_train
 from mosear.train.recipe import FAULT_ENV
-from mosear.train.state import CheckpointMismatchError
+from mosear.train.state import CheckpointMismatchError, latest_checkpoint_state
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +75,9 @@ def test_uninterrupted_run_writes_adapter_metrics_and_checkpoints(reference_run)
     assert [c.name for c in ckpts] == ["checkpoint_00000004", "checkpoint_00000006"]  # keep_checkpoints=2
     state = json.loads((ckpts[-1] / "train_state.json").read_text())
     assert state["step"] == STEPS and len(state["positions"]) == 2
+    # The same lookup through a URI (pyarrow filesystem), as for object storage.
+    where, st = latest_checkpoint_state(f"file://{reference_run / 'ray'}", "run")
+    assert where.endswith("checkpoint_00000006") and st.step == STEPS
 
 
 def test_killed_job_rerun_resumes_to_the_same_result(ray_local, train_shards, reference_run, tmp_path, monkeypatch):
