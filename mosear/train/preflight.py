@@ -15,7 +15,7 @@ that the workers receive, so they do not repeat the listing.
 from __future__ import annotations
 
 import json
-import os
+import logging
 import posixpath
 import tarfile
 import uuid
@@ -26,6 +26,8 @@ from typing import Any
 from mosear.config import ConfigError
 from mosear.train.config import NEEDED_MEMBERS, TrainConfig
 from mosear.train.state import check_compatible, latest_checkpoint_state
+
+log = logging.getLogger(__name__)
 
 __all__ = ["TrainPlan", "preflight", "model_config", "check_shard_members", "check_writable"]
 
@@ -167,6 +169,23 @@ def _check_mix(cfg: TrainConfig, shards: list[str]) -> None:
         raise ConfigError(f"mix: none of the {len(mix)} keys in {cfg.mix} is in the shards {cfg.shards}")
 
 
+def _count_samples(shards: list[str]) -> tuple[int, int]:
+    """``(samples, unlabelled)`` over the shards' Parquet indexes (metadata only; 0, 0 without them)."""
+    import pyarrow.parquet as pq
+
+    total = unlabelled = 0
+    for shard in shards:
+        index = Path(shard[: -len(".tar")] + ".index.parquet")
+        if not index.is_file():
+            continue
+        cols = [c for c in ("status", "label") if c in pq.read_schema(index).names]
+        for row in pq.read_table(index, columns=cols).to_pylist():
+            if row.get("status", "ok") == "ok":
+                total += 1
+                unlabelled += row.get("label") is None
+    return total, unlabelled
+
+
 def preflight(cfg: TrainConfig, world_size: int | None = None) -> TrainPlan:
     """Validate everything about ``cfg`` that can be checked cheaply; see the module docstring."""
     mhash = model_hash(cfg)
@@ -180,6 +199,15 @@ def preflight(cfg: TrainConfig, world_size: int | None = None) -> TrainPlan:
         check_shard_members(shard)
     if cfg.mix:
         _check_mix(cfg, shards)
+    else:
+        total, unlabelled = _count_samples(shards)
+        if total and unlabelled == total:
+            raise ConfigError(f"shards: none of the {total} samples has a canonical label; give a mined mix "
+                              "(mix=.../train_mix.parquet) whose targets say what to learn")
+        if unlabelled:
+            log.warning("%d of %d samples have no canonical label and are skipped (no mix given)", unlabelled, total)
+        else:
+            log.info("%d labelled samples in %d shard(s)", total, len(shards))
     check_writable(cfg.output, "output")
     check_writable(cfg.resolved_storage_path, "storage_path")
     plan = TrainPlan(shards=shards, model_hash=mhash, run_hash=cfg.run_hash())
