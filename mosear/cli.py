@@ -28,40 +28,52 @@ def _load(name: str):
     return importlib.import_module(module_name)
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: global flags and the list of subcommands (for ``--help``)."""
     parser = argparse.ArgumentParser(prog="mosear", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        if only == name:
-            _load(name).add_arguments(p)
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+    return parser
+
+
+def build_command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand, filled by its module's ``add_arguments``."""
+    parser = argparse.ArgumentParser(prog=f"mosear {name}", description=COMMANDS[name][1])
+    _load(name).add_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = next((a for a in argv if not a.startswith("-")), None)
+    top = build_parser()
+    idx = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if idx is None or argv[idx] not in COMMANDS:
+        top.parse_args(argv)  # --help, or argparse's own error for an unknown command
+        top.print_help()
+        return 2
+    command = argv[idx]
+    global_args = top.parse_args(argv[:idx])
     try:
-        parser = build_parser(command if command in COMMANDS else None)
+        parser = build_command_parser(command)
     except ModuleNotFoundError as exc:  # a stage whose optional extra is not installed
         print(f"mosear {command}: missing dependency: {exc.name} (pip install 'mosear[all]')", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    # intermixed: `key=value` overrides may come before or after flags (`mosear train --check a=1`)
+    args = parser.parse_intermixed_args(argv[idx + 1:])
+    args.command, args.verbose = command, global_args.verbose
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not args.command:
-        parser.print_help()
-        return 2
     try:
-        return int(_load(args.command).main(args) or 0)
+        return int(_load(command).main(args) or 0)
     except ConfigError as exc:
-        print(f"mosear {args.command}: bad config: {exc}", file=sys.stderr)
+        print(f"mosear {command}: bad config: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"mosear {args.command}: interrupted", file=sys.stderr)
+        print(f"mosear {command}: interrupted", file=sys.stderr)
         return 130
 
 
