@@ -47,6 +47,7 @@ import numpy as np
 
 from mosear.evaluate.config import BenchmarkSpec
 from mosear.labels import CANONICAL_LABELS, MER2023_LABELS, canonical_label
+from mosear.mine.layout import mined_shard_dirs
 
 __all__ = ["BenchmarkItem", "Benchmark", "BenchmarkFormatError", "load_benchmark", "CAMER_SUBSETS",
            "DFEW_LABELS", "MAFW_LABELS", "read_npz_safely"]
@@ -175,24 +176,6 @@ def _read_camer(spec: BenchmarkSpec, mined: bool) -> tuple[list[BenchmarkItem], 
         files.append(p)
         items += _read_subset_json(p, s, prefix or None, space)
     return items, files, space
-
-
-def _mined_shard_dirs(root: Path) -> list[str]:
-    """Shard folders a ``mosear mine`` output draws on: the input folder recorded in its ``run.json``
-    (``config.shards``) and its own ``spliced/`` shards, when they exist."""
-    dirs: list[str] = []
-    run = root / "run.json"
-    if run.is_file():
-        src = (json.loads(run.read_text()).get("config") or {}).get("shards")
-        if src:
-            p = Path(src)
-            for c in (p, root / p, root.parent / p):  # relative paths: as run, or beside the output
-                if c.is_dir():
-                    dirs.append(str(c))
-                    break
-    if (root / "spliced").is_dir():
-        dirs.append(str(root / "spliced"))
-    return dirs
 
 
 # ------------------------------------------------------------------------------------------ MER2023
@@ -339,8 +322,9 @@ def load_benchmark(spec: BenchmarkSpec) -> Benchmark:
     shard_dirs = [spec.shards] if spec.shards else []
     if spec.format in ("camer", "mined"):
         items, files, space = _read_camer(spec, mined=spec.format == "mined")
-        if spec.format == "mined" and not shard_dirs:
-            shard_dirs = _mined_shard_dirs(Path(spec.path))
+        if spec.format == "mined":  # the mined rows also name its own spliced clips
+            known = {str(Path(d).resolve()) for d in shard_dirs}
+            shard_dirs += [d for d in mined_shard_dirs(spec.path) if str(Path(d).resolve()) not in known]
     elif spec.format == "mer2023":
         (items, files), space = _read_mer2023(spec), MER2023_LABELS
     elif spec.format == "dfew":

@@ -167,6 +167,10 @@ def _check_mix(cfg: TrainConfig, shards: list[str]) -> None:
             keys.update(r["key"] for r in rows if r.get("status", "ok") in ("ok", None))
     if keys and not (set(mix) & keys):
         raise ConfigError(f"mix: none of the {len(mix)} keys in {cfg.mix} is in the shards {cfg.shards}")
+    missing = len(set(mix) - keys) if keys else 0
+    if missing:
+        log.warning("mix: %d of %d keys in %s are in none of the shards and will not be trained on",
+                    missing, len(mix), cfg.mix)
 
 
 def _count_samples(shards: list[str]) -> tuple[int, int]:
@@ -186,11 +190,22 @@ def _count_samples(shards: list[str]) -> tuple[int, int]:
     return total, unlabelled
 
 
+def _shard_folders(cfg: TrainConfig) -> list[str]:
+    """``cfg.shards``, plus the folders a mined mix draws on (its input and its spliced clips)."""
+    folders = list(cfg.shards)
+    if cfg.mix and "://" not in cfg.mix:
+        from mosear.mine.layout import mined_shard_dirs
+
+        known = {str(Path(f).resolve()) for f in folders if "://" not in f}
+        folders += [d for d in mined_shard_dirs(Path(cfg.mix).parent) if str(Path(d).resolve()) not in known]
+    return folders
+
+
 def preflight(cfg: TrainConfig, world_size: int | None = None) -> TrainPlan:
     """Validate everything about ``cfg`` that can be checked cheaply; see the module docstring."""
     mhash = model_hash(cfg)
     shards: list[str] = []
-    for folder in cfg.shards:
+    for folder in _shard_folders(cfg):
         found = _list_committed(folder)
         if not found:
             raise ConfigError(f"shards: no committed shards in {folder} (run `mosear shard` first)")
