@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import to_jsonable_python
 
-__all__ = ["ConfigError", "StageConfig", "load_config", "parse_overrides", "config_hash"]
+__all__ = ["ConfigError", "StageConfig", "load_config", "parse_overrides", "config_hash", "describe_config"]
 
 
 class ConfigError(ValueError):
@@ -132,3 +133,23 @@ def config_hash(cfg: BaseModel, exclude: set[str] | None = None) -> str:
     payload = cfg.model_dump(mode="json", exclude=exclude)
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def describe_config(cls: type[BaseModel], prefix: str = "") -> str:
+    """One line per field (nested sections dotted, as overrides spell them): default and help text.
+
+    What ``mosear <stage> --help-config`` prints.
+    """
+    lines: list[str] = [] if prefix else [f"{cls.__name__} fields (set with --config FILE or key=value):"]
+    for name, field in cls.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            lines.append(describe_config(ann, prefix=f"{prefix}{name}."))
+            continue
+        if field.is_required():
+            shown = "(required)"
+        else:
+            default = field.get_default(call_default_factory=True)
+            shown = json.dumps(to_jsonable_python(default, fallback=str))
+        lines.append(f"  {prefix}{name} = {shown}" + (f"  -- {field.description}" if field.description else ""))
+    return "\n".join(lines)

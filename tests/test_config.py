@@ -74,3 +74,11 @@ def test_hash_is_stable_and_honours_exclude():
     assert config_hash(a) == config_hash(_Demo())
     assert config_hash(a) != config_hash(b)
     assert a.hash(exclude={"workers"}) == b.hash(exclude={"workers"})
+
+
+def test_describe_config_lists_nested_fields_with_defaults():
+    from mosear.config import describe_config
+
+    text = describe_config(_Demo)
+    assert "  frames = 8" in text and '  mode = "crop"' in text
+    assert "  inner.size = 224  -- frame side in pixels" in text

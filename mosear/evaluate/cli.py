@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from mosear.config import ConfigError, load_config
+from mosear.config import ConfigError, describe_config, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
     from mosear.evaluate.config import EvalConfig
 
     if args.help_config:
-        print(json.dumps(EvalConfig.model_json_schema(), indent=1))
+        print(describe_config(EvalConfig))
         return 0
     cfg = load_config(EvalConfig, args.config, args.overrides)
     from mosear.evaluate.fanout import run_eval

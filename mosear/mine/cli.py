@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
-from mosear.config import load_config
+from mosear.config import describe_config, load_config
 from mosear.mine.config import MineConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="MineConfig YAML (see mosear/mine/configs/samples.yaml)")
+    parser.add_argument("--help-config", action="store_true", help="list every config field and exit")
     parser.add_argument("--list-stages", action="store_true", help="print the stages this install can resolve")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. shards=runs/shards workers=2")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.help_config:
+        print(describe_config(MineConfig))
+        return 0
     if args.list_stages:
         from mosear.mine.pipeline import available_stages
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mosear.config import load_config
+from mosear.config import describe_config, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,9 +24,7 @@ def main(args: argparse.Namespace) -> int:
     from mosear.shards.config import ShardConfig
 
     if args.help_config:
-        for name, f in ShardConfig.model_fields.items():
-            default = f.get_default(call_default_factory=True)
-            print(f"{name:20s} {f.description or ''} (default: {default!r})")
+        print(describe_config(ShardConfig))
         return 0
     cfg = load_config(ShardConfig, args.config, args.overrides, ray_address=args.address)
     from mosear.shards.run import OutputConflictError, run_shard

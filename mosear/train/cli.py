@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mosear.config import load_config
+from mosear.config import describe_config, load_config
 from mosear.train.config import TrainConfig
 
 
@@ -28,17 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. max_steps=50")
 
 
-def _help_config() -> str:
-    lines = ["TrainConfig fields:"]
-    for name, field in TrainConfig.model_fields.items():
-        default = field.default_factory() if field.default_factory else field.default
-        lines.append(f"  {name} = {json.dumps(default)}  -- {field.description or ''}")
-    return "\n".join(lines)
-
-
 def main(args: argparse.Namespace) -> int:
     if args.help_config:
-        print(_help_config())
+        print(describe_config(TrainConfig))
         return 0
     cfg = load_config(TrainConfig, args.config, args.overrides, ray_address=args.address)
     if args.check:
