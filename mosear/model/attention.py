@@ -96,29 +96,37 @@ class AttentionReallocator:
         q_ids = self.context.ids_for(B, Lq).to(device)
         masks = torch.stack([key_ids == TEXT, key_ids == VISUAL, key_ids == AUDIO], dim=-1).float()  # [B, Lk, 3]
         qsel = ((q_ids == TEXT) if self.queries == "text" else (q_ids != PAD)).float()  # [B, Lq]
-        head = torch.zeros(H, device=device)
-        head[self.heads if self.heads is not None else slice(None)] = 1.0
-        # only query rows chosen in some sample are touched (text rows: ~1/5 of an Emotion-LLaMA prompt);
-        # one host sync per forward call, not per layer
-        rows = torch.nonzero(qsel.any(0)).squeeze(1)  # [R]
-        all_rows = rows.numel() == Lq
+        n_heads = float(len(set(self.heads))) if self.heads is not None else float(H)
+        head = _constant(self.heads, H, device)
+        if Lq < ids.shape[1]:
+            # a cached decoding step: every query row is a generated (text) token, so all rows are chosen
+            rows, all_rows = None, True
+        else:
+            # only query rows chosen in some sample are touched (text rows: ~1/5 of an Emotion-LLaMA
+            # prompt); one host sync per prefill call, not per layer
+            rows = torch.nonzero(qsel.any(0)).squeeze(1)  # [R]
+            all_rows = rows.numel() == Lq
         qsub = qsel if all_rows else qsel.index_select(1, rows)  # [B, R]
         row_w = head[None, :, None, None] * qsub[:, None, :, None]  # [B, H, R, 1]
-        self._step = _StepMasks(ids, (B, H, Lq, Lk), device, masks[:, None], masks[:, None, :, 1:].transpose(-1, -2),
-                                row_w, qsel.sum(1), float(len(set(self.heads)) if self.heads is not None else H),
-                                None if all_rows else rows, mode)
+        va = masks[:, None, :, 1:].transpose(-1, -2)  # [B, 1, 2, Lk]
+        va_t = torch.cat([va[:, :, :1], -va[:, :, 1:]], dim=2)  # visual, -audio
+        delta = torch.cat([torch.zeros(1, device=device), torch.ones(1, device=device),
+                           -torch.ones(1, device=device)])
+        self._step = _StepMasks(ids, (B, H, Lq, Lk), device, masks[:, None], va_t, row_w,
+                                qsel.sum(1).double(), n_heads, None if all_rows else rows, mode,
+                                row_w / max(n_heads, 1.0), delta)
         return self._step
 
     def record(self, mass: torch.Tensor, st: "_StepMasks") -> None:
         """``mass`` [B, H, Lq, 3]: each row's attention on text/visual/audio keys; accumulates on device."""
         with torch.no_grad():
-            per_sample = (mass * st.row_w).sum(dim=(1, 2)).double() / max(st.n_heads, 1.0)  # [B, 3]
+            per_sample = (mass * st.row_w_mean).sum(dim=(1, 2))  # [B, 3] (float32; summed into float64)
             if self._sum is None or self._sum.shape[0] != mass.shape[0] or self._sum.device != mass.device:
                 self._sum = torch.zeros(mass.shape[0], 3, dtype=torch.float64, device=mass.device)
                 self._count = torch.zeros(mass.shape[0], dtype=torch.float64, device=mass.device)
             # out of place: works whether this or an earlier call ran under torch.inference_mode()
             self._sum = self._sum + per_sample
-            self._count = self._count + st.qsel_sum.double()
+            self._count = self._count + st.qsel_sum
 
 
 @dataclass
@@ -127,12 +135,28 @@ class _StepMasks:
     shape: tuple[int, int, int, int]
     device: torch.device
     masks: torch.Tensor  # [B, 1, Lk, 3] float: key is text / visual / audio
-    va_t: torch.Tensor  # [B, 1, 2, Lk] float: key is visual / audio
+    va_t: torch.Tensor  # [B, 1, 2, Lk] float: key is visual (1) / audio (-1), else 0
     row_w: torch.Tensor  # [B, H, Lq, 1] float: 1 for chosen heads x chosen query rows
-    qsel_sum: torch.Tensor  # [B] chosen query rows per sample
+    qsel_sum: torch.Tensor  # [B] float64: chosen query rows per sample
     n_heads: float
     rows: torch.Tensor | None = None  # [R] query rows worked on (None: all)
     mode: tuple[bool, bool] = (False, True)  # (inference mode, grad enabled) it was built under
+    row_w_mean: torch.Tensor | None = None  # row_w / n_heads (the monitor's per-layer weights)
+    delta: torch.Tensor | None = None  # [3] (0, 1, -1): how moved mass changes (text, visual, audio)
+
+
+_DELTA = (0.0, 1.0, -1.0)
+# (heads, H, device) -> [H] float head selector; built once (a host-to-device copy is a sync on a GPU)
+_HEADS: dict[tuple, torch.Tensor] = {}
+
+
+def _constant(heads: list[int] | None, H: int, device: torch.device) -> torch.Tensor:
+    if heads is None:
+        return torch.ones(H, device=device)
+    key = (tuple(sorted(set(heads))), H, str(device))
+    if key not in _HEADS:
+        _HEADS[key] = torch.tensor([1.0 if h in heads else 0.0 for h in range(H)], device=device)
+    return _HEADS[key]
 
 
 def _reallocate(p: torch.Tensor, st: _StepMasks, threshold: float, fraction: float
@@ -142,12 +166,12 @@ def _reallocate(p: torch.Tensor, st: _StepMasks, threshold: float, fraction: flo
     mass = p @ st.masks  # [B, H, Lq, 3]: text, visual, audio mass of each row
     v, a = mass[..., 1:2], mass[..., 2:3]
     share = a / (a + v).clamp_min(tiny)
-    hit = ((share > threshold) & (v > 0)).to(p.dtype) * st.row_w  # [B, H, Lq, 1]
-    moved = hit * fraction * a  # audio mass moved by each row
-    coef = torch.cat([moved / v.clamp_min(tiny), -hit * fraction], dim=-1)  # [B, H, Lq, 2]: visual, audio
+    hit_f = torch.where((share > threshold) & (v > 0), st.row_w, 0.0) * fraction  # [B, H, Lq, 1]: f or 0
+    moved = hit_f * a  # audio mass moved by each row
+    coef = torch.cat([moved / v.clamp_min(tiny), hit_f], dim=-1)  # [B, H, Lq, 2]: visual, audio (va_t: -audio)
     scale = (coef @ st.va_t).add_(1.0)  # [B, H, Lq, Lk]: visual keys 1 + f a / v, audio keys 1 - f, others 1
     p = p * scale if torch.is_grad_enabled() else p.mul_(scale)  # in place at inference: one buffer less
-    mass = mass + torch.cat([torch.zeros_like(moved), moved, -moved], dim=-1)
+    mass = torch.addcmul(mass, moved, st.delta)  # text unchanged, visual + moved, audio - moved
     return p, mass
 
 
@@ -161,8 +185,9 @@ def reallocate(p: torch.Tensor, key_ids: torch.Tensor, threshold: float, fractio
     B, H, Lq, Lk = p.shape
     masks = torch.stack([key_ids == TEXT, key_ids == VISUAL, key_ids == AUDIO], dim=-1).to(p.dtype)
     row_w = row_sel.expand(B, H, Lq, 1).to(p.dtype)
-    st = _StepMasks(None, (B, H, Lq, Lk), p.device, masks[:, None], masks[:, None, :, 1:].transpose(-1, -2),
-                    row_w, row_w.sum(dim=(1, 3)), float(H))
+    va_t = masks[:, None, :, 1:].transpose(-1, -2) * torch.tensor([[1.0], [-1.0]], dtype=p.dtype, device=p.device)
+    st = _StepMasks(None, (B, H, Lq, Lk), p.device, masks[:, None], va_t, row_w, row_w.sum(dim=(1, 3)).double(),
+                    float(H), delta=torch.tensor(_DELTA, dtype=p.dtype, device=p.device))
     return _reallocate(p, st, threshold, fraction)[0]
 
 

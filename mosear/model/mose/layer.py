@@ -9,9 +9,13 @@ from the model's :class:`~mosear.model.modality.ModalityContext`)::
     u_t     = Σ_k g_{t,k} · B_{e(m),k} · h_t          B_{e,k} ∈ R^{d_out × r}     (e(m) = m, or 0 if shared)
     y_t     = W0 · x_t + (α / r) · w_m · u_t                                        (w_m: modality weight)
 
-Padding positions (modality ``PAD``) get no update. Implementation: the update is one matmul
-``B_all · z_t`` with ``B_all ∈ R^{d_out × (E·K·r)}`` and ``z_t`` the outer product ``g_t ⊗ h_t`` placed in
-the block of expert set ``e(m)`` (zeros elsewhere), scaled by ``w_m``; no gather/scatter.
+Padding positions (modality ``PAD``) get no update. Implementation: ``z_t = (w_m · g_t) ⊗ h_t`` ∈ R^{K·r};
+with one expert set (``share_experts``) the update is one matmul ``B_0 · z_t``; with one set per modality
+the rows are sorted by modality once per forward call (shared by all layers, one host sync for the
+counts), each set multiplies only its own rows (``B_e ∈ R^{d_out × (K·r)}``, a view of ``mose_B``) and the
+results are put back in row order (PAD rows read a zero row). This is the same sum as multiplying an
+``E·K·r``-wide outer product that is zero outside block ``e(m)``, at 1/E of the FLOPs; float rounding may
+differ in the last bit from that formulation.
 
 Load-balancing regulariser (our reconstruction, Switch-Transformer style, per layer): for the tokens
 ``T_m`` of modality ``m``, ``f_{m,k}`` = share of ``T_m`` whose largest gate weight is expert k,
@@ -31,6 +35,8 @@ gradient reaching ``A``, ``B`` and the gates through a token of modality ``m`` i
 from __future__ import annotations
 
 import math
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,15 +62,20 @@ class ModalityGate(nn.Module):
         # [M, K, r]: one K×r gate matrix per modality; zeros = uniform gate at start
         self.weight = nn.Parameter(torch.zeros(NUM_MODALITIES, num_experts, r))
 
-    def forward(self, h: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
-        """``h`` [N, r], ``modality`` [N] (PAD allowed) -> gate weights [N, K], rows sum to 1."""
+    def forward(self, h: torch.Tensor, modality: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``h`` [N, r], ``modality`` [N] (PAD allowed) -> gate weights [N, K], rows sum to 1.
+
+        ``index``: ``modality.clamp_min(0).view(N, 1, 1)`` when the caller has it already.
+        """
         n, k = h.shape[0], self.num_experts
         if self.kind == "none" or k == 1:
             return h.new_full((n, k), 1.0 / k)
         logits_all = torch.einsum("nr,mkr->nmk", h, self.weight.to(h.dtype))  # [N, M, K]
-        m = modality.clamp_min(0)  # PAD rows: any gate, their update is zeroed later
-        logits = logits_all.gather(1, m.view(n, 1, 1).expand(n, 1, k)).squeeze(1)  # [N, K]
-        g = torch.softmax(logits.float() / self.temperature, dim=-1)
+        if index is None:
+            index = modality.clamp_min(0).view(n, 1, 1)  # PAD rows: any gate, their update is zeroed later
+        logits = logits_all.gather(1, index.expand(n, 1, k)).squeeze(1)  # [N, K]
+        logits = logits.float()
+        g = torch.softmax(logits if self.temperature == 1.0 else logits / self.temperature, dim=-1)
         if self.top_k is not None and self.top_k < k:
             keep = torch.zeros_like(g).scatter(1, g.topk(self.top_k, dim=-1).indices, 1.0)
             g = g * keep
@@ -163,78 +174,132 @@ class Linear(nn.Module, MoSELayer):
             return result
         torch_result_dtype = result.dtype
         lead = x.shape[:-1]  # [B, L]
-        modality = self.context.ids_for(lead[0], lead[1]).to(x.device).reshape(-1) if x.dim() == 3 else None
-        if modality is None:
+        if x.dim() != 3:
             raise ValueError(f"MoSE expects [batch, length, features] inputs, got {tuple(x.shape)}")
+        rows = _rows_for(self.context, lead[0], lead[1], x.device)
         for name in self.active_adapters:
             if name not in self.mose_A:
                 continue
             A = self.mose_A[name]
             x_in = self._cast_input_dtype(x, A.weight.dtype).reshape(-1, self.in_features)
-            update = self._update(name, x_in, modality, result.detach().reshape(-1, self.out_features))
+            update = self._update(name, x_in, rows, result.detach().reshape(-1, self.out_features))
             result = result + update.reshape(*lead, self.out_features) * self.scaling[name]
         return result.to(torch_result_dtype)
 
-    def _update(self, name: str, x: torch.Tensor, modality: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
-        """``w_m · u_t`` for rows ``x`` [N, d_in] with ``modality`` [N]; returns [N, d_out]."""
+    def _update(self, name: str, x: torch.Tensor, rows: "_Rows", base_out: torch.Tensor) -> torch.Tensor:
+        """``w_m · u_t`` for rows ``x`` [N, d_in] with the modality layout ``rows``; returns [N, d_out]."""
         st = self.settings[name]
         k, e = st["num_experts"], st["expert_sets"]
         B = self.mose_B[name]  # [d_out, E, K, r]
+        d_out = B.shape[0]
         h = self.mose_A[name](self.mose_dropout[name](x))  # [N, r]
-        g = self.mose_gate[name](h, modality)  # [N, K]
+        g = self.mose_gate[name](h, rows.modality, rows.gate_index)  # [N, K]
         w = self.mose_modality_weight[name].to(h.dtype)  # [M]
-        valid = modality != PAD
-        w_tok = torch.where(valid, w[modality.clamp_min(0)], torch.zeros((), dtype=h.dtype, device=h.device))  # [N]
-        if e == 1:
-            sel = w_tok.unsqueeze(1)  # [N, 1]
-        else:
-            sel = F.one_hot(modality.clamp_min(0), e).to(h.dtype) * w_tok.unsqueeze(1)  # [N, E]
+        w_tok = F.pad(w, (0, 1)).index_select(0, rows.weight_index)  # [N]: w_m, 0 for PAD rows
         if k == 1 and e == 1:
-            z = sel * (g * h)  # [N, r]: g is exactly 1, so this is h (bit-exact plain LoRA path)
+            z = w_tok.unsqueeze(1) * (g * h)  # [N, r]: g is exactly 1, so this is h (bit-exact plain LoRA path)
         else:
-            z = sel[:, :, None, None] * g[:, None, :, None] * h[:, None, None, :]  # [N, E, K, r]
-            z = z.reshape(z.shape[0], -1)
-        out = F.linear(z, B.reshape(B.shape[0], -1))  # [N, d_out]
-        self._record(name, g, modality, valid, out, w_tok, base_out, st)
+            z = ((g * w_tok.unsqueeze(1)).unsqueeze(2) * h.unsqueeze(1)).reshape(h.shape[0], k * h.shape[1])  # [N, K*r]
+        if e == 1:
+            out = F.linear(z, B.reshape(d_out, -1))  # [N, d_out]
+        else:
+            # rows sorted by modality: each expert set multiplies only its own rows (no E-times wider matmul)
+            zs = z.index_select(0, rows.perm).split(rows.sizes)
+            parts = [F.linear(zc, B[:, m].reshape(d_out, -1)) for m, zc in enumerate(zs) if rows.sizes[m] > 0]
+            if rows.n_pad:
+                parts.append(z.new_zeros(1, d_out))  # the row PAD positions read
+            out = torch.cat(parts).index_select(0, rows.inverse)  # [N, d_out], original row order
+        self._record(name, g, rows, out, w_tok, base_out, st)
         return out
 
-    def _record(self, name, g, modality, valid, out, w_tok, base_out, st) -> None:
+    def _record(self, name: str, g: torch.Tensor, rows: "_Rows", out: torch.Tensor, w_tok: torch.Tensor,
+                base_out: torch.Tensor, st: dict[str, Any]) -> None:
         """Gate load per modality, the balance loss (with grad), and the contribution EMA (training).
 
-        Vectorised over modalities with one-hot matmuls: no host-device synchronisation on a GPU.
+        Vectorised over modalities with matmuls against the per-forward modality one-hot (shared by all
+        layers): no host-device synchronisation on a GPU.
         """
         k = st["num_experts"]
-        onehot = F.one_hot(modality.clamp_min(0), NUM_MODALITIES).float() * valid.unsqueeze(1)  # [N, M]
-        counts = onehot.sum(0)  # [M]
-        denom = counts.clamp_min(1).unsqueeze(1)  # [M, 1]
         gf = g.float()
-        P = onehot.t() @ gf / denom  # [M, K] mean gate weight per modality
+        P = rows.mean_t @ gf  # [M, K] mean gate weight per modality
         self.last_gate_load[name] = P.detach()
         if st["gate"] == "softmax" and k > 1:
-            top = F.one_hot(gf.argmax(-1), k).float()  # [N, K], no gradient
-            f = onehot.t() @ top / denom  # [M, K] share of tokens whose top expert is k
-            per_modality = k * (f * P).sum(-1)  # [M]
-            present = (counts > 0).float()
-            self.last_balance_loss[name] = (per_modality * present).sum() / present.sum().clamp_min(1)
+            # [N, K] K·(1 if expert k is the row's top expert), no gradient
+            top = torch.zeros_like(gf).scatter_(1, gf.argmax(-1, keepdim=True), float(k))
+            # K · f[m, k] / (number of modalities present), f = share of T_m whose top expert is k
+            f = rows.mean_present_t @ top  # [M, K]
+            self.last_balance_loss[name] = (f * P).sum()  # mean over present m of K Σ_k f P
         else:
             self.last_balance_loss.pop(name, None)
         if not (self.training and st["dynamic"]):
             return
         with torch.no_grad():
-            rel = out.detach().float().norm(dim=-1) / (
-                w_tok.float().clamp_min(_EPS) * (base_out.float().norm(dim=-1) + _EPS))  # [N]
-            mean = (onehot.t() @ rel) / counts.clamp_min(1)  # [M]
+            rel = torch.linalg.vector_norm(out.detach(), dim=-1, dtype=torch.float32) / (
+                w_tok.float().clamp_min(_EPS)
+                * (torch.linalg.vector_norm(base_out, dim=-1, dtype=torch.float32) + _EPS))  # [N]
+            mean = rows.mean_t @ rel  # [M]
             c = self.mose_contribution[name]
             mu = st["momentum"]
-            av = torch.zeros(NUM_MODALITIES, dtype=torch.bool, device=c.device)
-            av[VISUAL] = av[AUDIO] = True
-            upd = av & (counts > 0)
-            c.copy_(torch.where(upd, torch.where(c == 0, mean, mu * c + (1 - mu) * mean), c))
+            c.copy_(torch.where(rows.av_present, torch.where(c == 0, mean, torch.add(mu * c, mean, alpha=1 - mu)), c))
             w = self.mose_modality_weight[name]
-            both = (c[VISUAL] > 0) & (c[AUDIO] > 0)
-            cbar = (c[VISUAL] + c[AUDIO]) / 2
+            c_va = c[VISUAL: AUDIO + 1]  # visual, audio (adjacent ids)
+            both = (c_va > 0).all()
+            cbar = c_va.mean()
             w_new = (cbar / c.clamp_min(_EPS)).pow(st["gamma"]).clamp(st["wmin"], st["wmax"]).to(w.dtype)
-            w.copy_(torch.where(av & both, w_new, w))
+            w.copy_(torch.where(rows.av & both, w_new, w))
 
     def __repr__(self) -> str:
         return "mose." + super().__repr__()
+
+
+@dataclass
+class _Rows:
+    """Row layout of one forward call, built once and shared by every MoSE layer (few GPU kernels)."""
+
+    ids: torch.Tensor  # the context's ids it was built for (held so that identity stays meaningful)
+    key: tuple  # (batch, length, device, inference mode)
+    modality: torch.Tensor  # [N] ids, PAD = -1
+    gate_index: torch.Tensor  # [N, 1, 1] modality clamped to >= 0 (gate row to read)
+    weight_index: torch.Tensor  # [N] modality, PAD -> M (reads the 0 appended to the weights)
+    perm: torch.Tensor  # [N - n_pad] non-PAD rows, sorted by modality (stable)
+    sizes: list[int]  # rows per modality in ``perm``
+    n_pad: int
+    inverse: torch.Tensor  # [N] position of each row in the sorted rows (+ a zero row for PAD)
+    mean_t: torch.Tensor  # [M, N] float: 1 / |T_m| for rows of modality m (PAD rows 0)
+    mean_present_t: torch.Tensor  # [M, N] mean_t / (number of modalities present)
+    av: torch.Tensor  # [M] bool: visual / audio (the modalities with dynamic weights)
+    av_present: torch.Tensor  # [M] bool: visual / audio with rows in this call
+
+
+_ROWS: "weakref.WeakKeyDictionary[ModalityContext, _Rows]" = weakref.WeakKeyDictionary()
+
+
+def _rows_for(context: ModalityContext, batch: int, length: int, device: torch.device) -> _Rows:
+    """The (cached) :class:`_Rows` of the current forward; one host sync (modality counts) per call."""
+    ids = context.ids
+    key = (batch, length, device, torch.is_inference_mode_enabled())
+    cached = _ROWS.get(context)
+    if cached is not None and cached.ids is ids and cached.key == key:
+        return cached
+    with torch.no_grad():
+        modality = context.ids_for(batch, length).to(device).reshape(-1)
+        n = modality.shape[0]
+        valid = modality != PAD
+        onehot = F.one_hot(modality.clamp_min(0), NUM_MODALITIES).float() * valid.unsqueeze(1)  # [N, M]
+        counts = onehot.sum(0)  # [M]
+        counts_host = [int(c) for c in counts.tolist()]  # the one sync
+        mean_t = (onehot / counts.clamp_min(1)).t().contiguous()
+        present = (counts > 0).float()
+        mean_present_t = mean_t / present.sum().clamp_min(1)
+        weight_index = torch.where(valid, modality, torch.full_like(modality, NUM_MODALITIES))
+        perm = torch.argsort(weight_index, stable=True)  # PAD rows (index M) last
+        n_pad = n - sum(counts_host)
+        perm = perm[: n - n_pad]
+        inverse = torch.full_like(modality, n - n_pad)  # PAD rows -> the appended zero row
+        inverse[perm] = torch.arange(n - n_pad, device=device)
+        mids = torch.arange(NUM_MODALITIES, device=device)
+        av = (mids == VISUAL) | (mids == AUDIO)  # built on the device: no host-to-device copy
+        rows = _Rows(ids, key, modality, modality.clamp_min(0).view(n, 1, 1), weight_index, perm, counts_host,
+                     n_pad, inverse, mean_t, mean_present_t, av, av & (counts > 0))
+    _ROWS[context] = rows
+    return rows
