@@ -205,7 +205,8 @@ class Linear(nn.Module, MoSELayer):
         else:
             # rows sorted by modality: each expert set multiplies only its own rows (no E-times wider matmul)
             zs = z.index_select(0, rows.perm).split(rows.sizes)
-            parts = [F.linear(zc, B[:, m].reshape(d_out, -1)) for m, zc in enumerate(zs) if rows.sizes[m] > 0]
+            Bs = B.unbind(1)  # E views [d_out, K, r] (backward: one stack, not E zero-filled slices)
+            parts = [F.linear(zc, Bs[m].reshape(d_out, -1)) for m, zc in enumerate(zs) if rows.sizes[m] > 0]
             if rows.n_pad:
                 parts.append(z.new_zeros(1, d_out))  # the row PAD positions read
             out = torch.cat(parts).index_select(0, rows.inverse)  # [N, d_out], original row order
