@@ -70,7 +70,8 @@ class ModalityGate(nn.Module):
         n, k = h.shape[0], self.num_experts
         if self.kind == "none" or k == 1:
             return h.new_full((n, k), 1.0 / k)
-        logits_all = torch.einsum("nr,mkr->nmk", h, self.weight.to(h.dtype))  # [N, M, K]
+        m_all = self.weight.shape[0]
+        logits_all = F.linear(h, self.weight.to(h.dtype).reshape(m_all * k, -1)).view(n, m_all, k)  # [N, M, K]
         if index is None:
             index = modality.clamp_min(0).view(n, 1, 1)  # PAD rows: any gate, their update is zeroed later
         logits = logits_all.gather(1, index.expand(n, 1, k)).squeeze(1)  # [N, K]
