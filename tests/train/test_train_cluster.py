@@ -2,9 +2,8 @@
 runtime env in cluster/; the job is killed (``ray job stop``) after a checkpoint, the same command is
 submitted again and resumes to the end, with its checkpoint; then the head is stopped.
 
-The head runs on its own ports and temp dir. It is stopped by ending the processes this test started
-(the ``ray start --block`` process and its descendants) rather than ``ray stop``, which would stop
-every Ray on the machine.
+The head is the shared test helper ``tests/ray_head.py`` (own ports and temp dir, stopped by ending
+its own processes rather than ``ray stop``, which would stop every Ray on the machine).
 """
 
 from __future__ import annotations
@@ -12,85 +11,22 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
+from ray_head import local_ray_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _wait_http(url: str, timeout: float, head: subprocess.Popen) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if head.poll() is not None:
-            raise RuntimeError(f"ray start exited with {head.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    raise TimeoutError(f"{url} did not answer in {timeout} s")
-
-
-def _stop(head: subprocess.Popen) -> None:
-    """End the head and everything it started, by process id (SIGTERM, then SIGKILL)."""
-    try:
-        procs = [psutil.Process(head.pid)] + psutil.Process(head.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        procs = []
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
-
-
 def test_ray_job_submit_tiny_training(train_shards, repo_root, tmp_path):
-    gcs, dash, client, agent_grpc, agent_http, metrics, rt_env = _free_ports(7)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
-    temp_dir = tempfile.mkdtemp(prefix="rayc")  # short: Ray's socket paths must stay < 108 bytes
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    head = subprocess.Popen(
-        [ray_bin, "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
-         "--dashboard-host=127.0.0.1", "--include-dashboard=true", f"--ray-client-server-port={client}",
-         f"--dashboard-agent-grpc-port={agent_grpc}", f"--dashboard-agent-listen-port={agent_http}",
-         f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={rt_env}", "--num-cpus=2",
-         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        address = f"http://127.0.0.1:{dash}"
-        _wait_http(f"{address}/api/version", 180, head)
+    with local_ray_cluster(num_cpus=2, timeout_s=180) as address:
         out = tmp_path / "out"
         storage = tmp_path / "ckpt"
         run = tmp_path / "ckpt" / "tiny"
@@ -131,6 +67,3 @@ def test_ray_job_submit_tiny_training(train_shards, repo_root, tmp_path):
         assert (out / "adapter" / "model_config.json").is_file()
         steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert steps == list(range(1, 81))  # no gaps, no duplicates across the kill
-    finally:
-        _stop(head)
-    assert head.poll() is not None
