@@ -59,12 +59,15 @@ class StageSpec:
     config: str
     command: str
     inputs: Callable[[Any], list[Path]]
-    output: Callable[[Any], Path]
     markers: tuple[str, ...]
     # config fields holding local paths: "a[].b" is field b of each item of list a; a trailing "!"
     # fills a missing value with the current folder (cluster jobs run elsewhere, see ray_jobs.py)
     path_fields: tuple[str, ...] = ()
     artifacts: dict[str, str] = field(default_factory=dict)  # label -> path relative to output
+
+    def output(self, cfg: Any) -> Path:
+        """The stage's output folder: every stage config names it ``output``."""
+        return Path(cfg.output)
 
     def run_fn(self) -> Callable[[Any], Any]:
         return _import(self.run)
@@ -116,7 +119,6 @@ STAGES: dict[str, StageSpec] = {
         config="mosear.shards.config:ShardConfig",
         command="shard",
         inputs=_shard_inputs,
-        output=lambda cfg: Path(cfg.output),
         markers=("run.json",),
         # inline sources resolve root/manifest against base_dir; "!" pins a missing one to the cwd
         path_fields=("corpus", "output", "sources[].base_dir!"),
@@ -130,7 +132,6 @@ STAGES: dict[str, StageSpec] = {
         inputs=lambda cfg: _paths_of(cfg, "shards") + (
             _paths_of(cfg.splice, "faces", "voices") if cfg.splice.enabled else []
         ),
-        output=lambda cfg: Path(cfg.output),
         markers=("conflicts.parquet",),
         path_fields=("shards", "output", "splice.faces", "splice.voices"),
         artifacts={"conflicts": "conflicts.parquet", "training mix": "train_mix.parquet"},
@@ -141,7 +142,6 @@ STAGES: dict[str, StageSpec] = {
         config="mosear.train.config:TrainConfig",
         command="train",
         inputs=lambda cfg: _paths_of(cfg, "shards", "mix"),
-        output=lambda cfg: Path(cfg.output),
         markers=("adapter/adapter_config.json", "adapter/*.safetensors"),
         path_fields=("shards", "mix", "output", "storage_path"),
         artifacts={"adapter": "adapter", "metrics": "metrics.jsonl"},
@@ -152,7 +152,6 @@ STAGES: dict[str, StageSpec] = {
         config="mosear.evaluate.config:EvalConfig",
         command="eval",
         inputs=_eval_inputs,
-        output=lambda cfg: Path(cfg.output),
         markers=("metrics.parquet",),
         path_fields=("checkpoints", "output", "benchmarks[].path", "benchmarks[].shards"),
         artifacts={"HTML report": "report.html", "metrics": "metrics.parquet"},
