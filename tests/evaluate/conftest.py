@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tiny_shards import make_tiny_shards
 
 SUBSETS = ("video_aligned", "audio_aligned", "consistent")
 MISSING_KEY = "ravdess__not-in-any-shard"
@@ -23,17 +24,7 @@ MISSING_KEY = "ravdess__not-in-any-shard"
 @pytest.fixture(scope="session")
 def eval_shards(ray_local, samples_dir, tmp_path_factory) -> Path:
     """The sample corpus sharded once (4 frames of 32x32: the tiny model's input size)."""
-    from mosear.config import load_config
-    from mosear.shards import run_shard
-    from mosear.shards.config import ShardConfig
-
-    out = tmp_path_factory.mktemp("eval-shards") / "shards"
-    cfg = load_config(ShardConfig, overrides={
-        "corpus": str(samples_dir / "corpus.yaml"), "output": str(out), "num_frames": 4, "height": 32,
-        "width": 32, "samples_per_shard": 8, "progress": False,
-    })
-    run_shard(cfg)
-    return out
+    return make_tiny_shards(tmp_path_factory.mktemp("eval-shards") / "shards", samples_dir, samples_per_shard=8)
 
 
 @pytest.fixture(scope="session")

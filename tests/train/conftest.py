@@ -10,18 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tiny_shards import make_tiny_shards
 
 
 @pytest.fixture(scope="session")
 def train_shards(ray_local, samples_dir, tmp_path_factory) -> Path:
-    from mosear.config import load_config
-    from mosear.shards import run_shard
-    from mosear.shards.config import ShardConfig
-
-    out = tmp_path_factory.mktemp("train-shards") / "shards"
-    cfg = load_config(ShardConfig, overrides={
-        "corpus": str(samples_dir / "corpus.yaml"), "output": str(out), "num_frames": 4, "height": 32,
-        "width": 32, "samples_per_shard": 6, "progress": False,
-    })
-    run_shard(cfg)
-    return out
+    return make_tiny_shards(tmp_path_factory.mktemp("train-shards") / "shards", samples_dir, samples_per_shard=6)
