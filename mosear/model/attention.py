@@ -10,21 +10,36 @@ layer; the function finds its settings through a weak map from the attention mod
 
 The function computes attention exactly as transformers' eager attention
 (``softmax(q·kᵀ·scale + mask)`` in float32, cast to the query dtype). In the chosen layers and heads,
-for each query row with probabilities ``p`` over keys (our reconstruction of the paper's AR)::
+for each chosen query row with probabilities ``p`` over keys (our reconstruction of the paper's AR)::
 
     a = Σ_{j ∈ audio} p_j        v = Σ_{j ∈ visual} p_j        s = a / (a + v)      (audio share)
-    if s > τ and v > 0:
-        p_j ← (1 - f) · p_j                   for audio keys j
-        p_j ← p_j + f · a · p_j / v           for visual keys j   (in proportion to their weights)
+    v' = v + ε·Σ_{j not PAD} p_j      (ε = 2⁻¹⁰⁰: v' == v in float32 for v ≥ 2⁻⁷⁵; v' > 0 even if v = 0)
+    if s > τ:
+        p_j ← (1 - f·v/v') · p_j              for audio keys j
+        p_j ← p_j + f · a · p_j / v'          for visual keys j   (in proportion to their weights)
 
-so the row still sums to 1 (the mass ``f·a`` moves from audio to visual), the audio mass of an affected
-row becomes exactly ``(1 - f)·a``, and nothing else changes. Defaults: τ = 0.5, f = 0.0 (off),
-all layers, all heads, text query rows only (``queries="text"``: the instruction and generated tokens;
-``"all"`` also reallocates for visual/audio query rows). ``f = 0`` is bit-identical to eager attention.
+so the row still sums to 1 (the mass ``f·a·v/v'``, i.e. ``f·a``, moves from audio to visual keys), the
+audio mass of an affected row becomes ``(1 - f)·a``, a row without visual mass (``v = 0``) is left
+unchanged (nothing to move it to; no division by zero), and nothing else changes. Defaults: τ = 0.5,
+f = 0.0 (off), all layers, all heads, text query rows only (``queries="text"``: the instruction and
+generated tokens; ``"all"`` also reallocates for visual/audio query rows). ``f = 0`` is bit-identical
+to eager attention.
 
-Monitor mode (and AR mode) record, per sample, the attention share of text query rows on visual /
-audio / text keys, averaged over the chosen layers, heads and query rows (after reallocation in AR
-mode): :meth:`AttentionReallocator.shares` -> ``[B, 3]`` in :data:`MODALITY_NAMES` order.
+How it is computed. Cached decoding is bound by host time per op (Python and kernel launches), not by
+FLOPs, so a layer call does few ops. Once per forward call (shared by all layers) the key columns
+``K`` [B, Lk, 5] = (text, test, visual, audio, visual + ε) with ``test = (1-τ)·[audio] - τ·[visual]``,
+and ``M`` [B, 2, Lk] = (−audio, +visual) are built. Per layer, over the ``N = heads × rows`` rows::
+
+    m = p @ K                                     bmm: per row (t, test, v, a, v'); s > τ ⇔ test > 0
+    X = (v, a) · f·[test > 0]·[chosen row] / v'   [B, N, 2]
+    p ← p + p · (X @ M)                           bmm + addcmul: audio keys × (1 - X₀), visual × (1 + X₁)
+
+Monitor mode (and AR mode) record, per sample, the attention share of text query rows on text / visual /
+audio keys, averaged over the chosen layers, heads and query rows (after reallocation in AR mode):
+:meth:`AttentionReallocator.shares` -> ``[B, 3]`` in :data:`MODALITY_NAMES` order. A layer call only
+keeps its ``m`` (and ``X``); the sums are reduced (float64) when :meth:`~AttentionReallocator.shares`
+is read, in a few ops per group of equally shaped records, with the mass after AR
+``(t, v + X₀·a, a - X₀·a)``.
 """
 
 from __future__ import annotations
@@ -44,6 +59,13 @@ MODES = ("sdpa", "eager", "ar", "monitor")
 
 __all__ = ["ATTN_NAME", "AttentionReallocator", "ar_attention_forward", "reallocate", "set_attention_mode"]
 
+# ε of the key column "visual + ε" (v' = v + ε·Σp). 2⁻¹⁰⁰ rather than finfo(float32).tiny (2⁻¹²⁶): ε·p_j
+# stays a normal float for p_j ≥ 2⁻²⁶, so v' > 0 even where a GEMM flushes subnormals to zero, while
+# f / v' ≤ 2¹⁰⁰·Lk is finite and v + ε rounds to v for any v ≥ 2⁻⁷⁵ (ε is below half its float32 ulp).
+_EPS = 2.0**-100
+# layer-call records kept before they are folded into the sums: bounds memory on long generations
+_MAX_PENDING = 1024
+
 # attention module -> controller (weak: a dropped model releases its controller)
 _BINDINGS: "weakref.WeakKeyDictionary[nn.Module, AttentionReallocator]" = weakref.WeakKeyDictionary()
 
@@ -59,8 +81,10 @@ class AttentionReallocator:
     layers: list[int] | None = None  # None: all layers
     heads: list[int] | None = None  # None: all query heads
     queries: str = "text"  # "text" | "all"
-    _sum: torch.Tensor | None = field(default=None, repr=False)  # [B, 3]
-    _count: torch.Tensor | None = field(default=None, repr=False)  # [B]
+    _sum: torch.Tensor | None = field(default=None, repr=False)  # [B, 3] float64: weighted masses
+    _count: torch.Tensor | None = field(default=None, repr=False)  # [B] float64: chosen rows
+    _pending: list = field(default_factory=list, repr=False)  # (m, X | None, step masks) per layer call
+    _batch: tuple | None = field(default=None, repr=False)  # (B, device) of the records
     _step: Any = field(default=None, repr=False)  # masks of the current forward call
 
     def __post_init__(self) -> None:
@@ -77,10 +101,11 @@ class AttentionReallocator:
         return self.layers is None or layer_idx in self.layers
 
     def reset(self) -> None:
-        self._sum, self._count, self._step = None, None, None
+        self._sum, self._count, self._pending, self._batch, self._step = None, None, [], None, None
 
     def shares(self) -> torch.Tensor:
         """Mean attention share ``[B, 3]`` (text, visual, audio keys) since the last :meth:`reset`."""
+        self._fold()
         if self._sum is None:
             raise RuntimeError("no attention was recorded (run a forward in 'monitor' or 'ar' mode first)")
         return (self._sum / self._count.clamp_min(1).unsqueeze(1)).cpu()
@@ -88,91 +113,117 @@ class AttentionReallocator:
     def step_masks(self, B: int, H: int, Lq: int, Lk: int, device: torch.device) -> "_StepMasks":
         """Masks of the current forward call, built once and shared by all layers (few GPU kernels)."""
         ids = self.context.ids
+        heads = tuple(self.heads) if self.heads is not None else None
+        key = ((B, H, Lq, Lk), device, torch.is_inference_mode_enabled(), torch.is_grad_enabled(),
+               self.threshold, self.fraction, heads, self.queries)  # inference tensors stay in inference mode
         st = self._step
-        mode = (torch.is_inference_mode_enabled(), torch.is_grad_enabled())  # inference tensors stay there
-        if st is not None and st.ids is ids and st.shape == (B, H, Lq, Lk) and st.device == device and st.mode == mode:
+        if st is not None and st.ids is ids and st.key == key:
             return st
-        key_ids = self.context.key_ids(B, Lk).to(device)
+        key_masks, key_move = _key_masks(self.context.key_ids(B, Lk).to(device), self.threshold)
         q_ids = self.context.ids_for(B, Lq).to(device)
-        masks = torch.stack([key_ids == TEXT, key_ids == VISUAL, key_ids == AUDIO], dim=-1).float()  # [B, Lk, 3]
         qsel = ((q_ids == TEXT) if self.queries == "text" else (q_ids != PAD)).float()  # [B, Lq]
-        n_heads = float(len(set(self.heads))) if self.heads is not None else float(H)
-        head = _constant(self.heads, H, device)
         if Lq < ids.shape[1]:
             # a cached decoding step: every query row is a generated (text) token, so all rows are chosen
-            rows, all_rows = None, True
+            rows = None
         else:
             # only query rows chosen in some sample are touched (text rows: ~1/5 of an Emotion-LLaMA
             # prompt); one host sync per prefill call, not per layer
             rows = torch.nonzero(qsel.any(0)).squeeze(1)  # [R]
-            all_rows = rows.numel() == Lq
-        qsub = qsel if all_rows else qsel.index_select(1, rows)  # [B, R]
-        row_w = head[None, :, None, None] * qsub[:, None, :, None]  # [B, H, R, 1]
-        va = masks[:, None, :, 1:].transpose(-1, -2)  # [B, 1, 2, Lk]
-        va_t = torch.cat([va[:, :, :1], -va[:, :, 1:]], dim=2)  # visual, -audio
-        delta = torch.cat([torch.zeros(1, device=device), torch.ones(1, device=device),
-                           -torch.ones(1, device=device)])
-        self._step = _StepMasks(ids, (B, H, Lq, Lk), device, masks[:, None], va_t, row_w,
-                                qsel.sum(1).double(), n_heads, None if all_rows else rows, mode,
-                                row_w / max(n_heads, 1.0), delta)
+            rows = None if rows.numel() == Lq else rows
+        qsub = qsel if rows is None else qsel.index_select(1, rows)  # [B, R]
+        head = _const(tuple(1.0 if heads is None or h in heads else 0.0 for h in range(H)), device)  # [H]
+        n_heads = float(len(set(heads))) if heads is not None else float(H)
+        row_w = (head[None, :, None] * qsub[:, None, :]).reshape(B, -1, 1)  # [B, H·R, 1]: head × row chosen
+        self._step = _StepMasks(ids, key, key_masks, key_move, rows, row_w * self.fraction,
+                                row_w / max(n_heads, 1.0), qsel.sum(1).double())
         return self._step
 
-    def record(self, mass: torch.Tensor, st: "_StepMasks") -> None:
-        """``mass`` [B, H, Lq, 3]: each row's attention on text/visual/audio keys; accumulates on device."""
+    def record(self, mass: torch.Tensor, x: torch.Tensor | None, st: "_StepMasks") -> None:
+        """Keep one layer call's ``m`` [B, N, 5] and AR's ``X`` [B, N, 2] (None: nothing moved) until
+        :meth:`shares` reduces them; a different batch size or device starts over."""
+        batch = (mass.shape[0], mass.device)
+        if batch != self._batch:
+            self._sum, self._count, self._pending, self._batch = None, None, [], batch
+        if mass.requires_grad:  # the shares carry no gradient and must not hold the autograd graph
+            mass, x = mass.detach(), None if x is None else x.detach()
+        self._pending.append((mass, x, st))
+        if len(self._pending) > _MAX_PENDING:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Add the pending records to the float64 sums: one stack per group of equally shaped records
+        (prefill, decoding steps) and a few ops, instead of a reduction per layer call."""
+        groups: dict[tuple, list] = {}
+        for rec in self._pending:
+            groups.setdefault((rec[0].shape, rec[1] is None), []).append(rec)
+        self._pending = []
         with torch.no_grad():
-            per_sample = (mass * st.row_w_mean).sum(dim=(1, 2))  # [B, 3] (float32; summed into float64)
-            if self._sum is None or self._sum.shape[0] != mass.shape[0] or self._sum.device != mass.device:
-                self._sum = torch.zeros(mass.shape[0], 3, dtype=torch.float64, device=mass.device)
-                self._count = torch.zeros(mass.shape[0], dtype=torch.float64, device=mass.device)
-            # out of place: works whether this or an earlier call ran under torch.inference_mode()
-            self._sum = self._sum + per_sample
-            self._count = self._count + st.qsel_sum
+            for recs in groups.values():
+                t, _, v, a, _ = torch.stack([m for m, _, _ in recs]).split(1, dim=-1)  # each [n, B, N, 1]
+                if recs[0][1] is not None:
+                    moved = torch.stack([x for _, x, _ in recs])[..., :1] * a  # X₀·a = f·a·v/v'
+                    v, a = v + moved, a - moved  # the mass AR moved from audio to visual keys
+                w = torch.stack([st.row_w for _, _, st in recs])  # [n, B, N, 1]
+                part = (torch.cat([t, v, a], dim=-1) * w).sum(dim=(0, 2), dtype=torch.float64)  # [B, 3]
+                count = torch.stack([st.n_rows for _, _, st in recs]).sum(0)  # [B]
+                # out of place: the sums may come from torch.inference_mode() and be added to outside it
+                self._sum = part if self._sum is None else self._sum + part
+                self._count = count if self._count is None else self._count + count
 
 
 @dataclass
 class _StepMasks:
     ids: Any  # the context's ids tensor this was built for (held so its identity stays unique)
-    shape: tuple[int, int, int, int]
-    device: torch.device
-    masks: torch.Tensor  # [B, 1, Lk, 3] float: key is text / visual / audio
-    va_t: torch.Tensor  # [B, 1, 2, Lk] float: key is visual (1) / audio (-1), else 0
-    row_w: torch.Tensor  # [B, H, Lq, 1] float: 1 for chosen heads x chosen query rows
-    qsel_sum: torch.Tensor  # [B] float64: chosen query rows per sample
-    n_heads: float
-    rows: torch.Tensor | None = None  # [R] query rows worked on (None: all)
-    mode: tuple[bool, bool] = (False, True)  # (inference mode, grad enabled) it was built under
-    row_w_mean: torch.Tensor | None = None  # row_w / n_heads (the monitor's per-layer weights)
-    delta: torch.Tensor | None = None  # [3] (0, 1, -1): how moved mass changes (text, visual, audio)
+    key: tuple  # shapes, device, autograd mode and settings it was built for
+    key_masks: torch.Tensor  # [B, Lk, 5] float: text, test, visual, audio, visual + ε (see _key_masks)
+    key_move: torch.Tensor  # [B, 2, Lk] float: -audio, +visual
+    rows: torch.Tensor | None  # [R] query rows worked on (None: all)
+    row_wf: torch.Tensor  # [B, H·R, 1] float: f for chosen heads × chosen query rows, else 0
+    row_w: torch.Tensor  # [B, H·R, 1] float: 1 / n_heads for chosen heads × rows (the shares' weights)
+    n_rows: torch.Tensor  # [B] float64: chosen query rows per sample
 
 
-_DELTA = (0.0, 1.0, -1.0)
-# (heads, H, device) -> [H] float head selector; built once (a host-to-device copy is a sync on a GPU)
-_HEADS: dict[tuple, torch.Tensor] = {}
+# (values, device) -> float32 tensor; built once (a host-to-device copy is a sync on a GPU)
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
 
 
-def _constant(heads: list[int] | None, H: int, device: torch.device) -> torch.Tensor:
-    if heads is None:
-        return torch.ones(H, device=device)
-    key = (tuple(sorted(set(heads))), H, str(device))
-    if key not in _HEADS:
-        _HEADS[key] = torch.tensor([1.0 if h in heads else 0.0 for h in range(H)], device=device)
-    return _HEADS[key]
+def _const(values: tuple, device: torch.device) -> torch.Tensor:
+    key = (values, str(device))
+    if key not in _CONSTANTS:
+        with torch.inference_mode(False):  # a normal tensor, usable inside and outside inference mode
+            _CONSTANTS[key] = torch.tensor(values, dtype=torch.float32, device=device)
+    return _CONSTANTS[key]
 
 
-def _reallocate(p: torch.Tensor, st: _StepMasks, threshold: float, fraction: float
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """AR on ``p`` [B, H, Lq, Lk] (float32) with the step's masks; returns (new p, new mass [B, H, Lq, 3])."""
-    tiny = torch.finfo(p.dtype).tiny
-    mass = p @ st.masks  # [B, H, Lq, 3]: text, visual, audio mass of each row
-    v, a = mass[..., 1:2], mass[..., 2:3]
-    share = a / (a + v).clamp_min(tiny)
-    hit_f = torch.where((share > threshold) & (v > 0), st.row_w, 0.0) * fraction  # [B, H, Lq, 1]: f or 0
-    moved = hit_f * a  # audio mass moved by each row
-    coef = torch.cat([moved / v.clamp_min(tiny), hit_f], dim=-1)  # [B, H, Lq, 2]: visual, audio (va_t: -audio)
-    scale = (coef @ st.va_t).add_(1.0)  # [B, H, Lq, Lk]: visual keys 1 + f a / v, audio keys 1 - f, others 1
-    p = p * scale if torch.is_grad_enabled() else p.mul_(scale)  # in place at inference: one buffer less
-    mass = torch.addcmul(mass, moved, st.delta)  # text unchanged, visual + moved, audio - moved
-    return p, mass
+def _key_masks(key_ids: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key columns of AR's two bmm's from modality ids ``key_ids`` [B, Lk] (PAD keys: all zero).
+
+    Returns ``K`` [B, Lk, 5] (text, test, visual, audio, visual + ε) with ``test = (1-τ)·[audio] -
+    τ·[visual]``, so that ``p @ K`` gives a row's ``test = (1-τ)·a - τ·v`` (> 0 ⇔ ``a/(a+v) > τ``) and
+    ``v' = v + ε·Σp``; and ``M`` [B, 2, Lk] (−audio, +visual), which spreads ``X`` over the keys.
+    """
+    tau = threshold
+    by_id = {PAD: (0.0,) * 7,  # K columns, then M columns
+             TEXT: (1.0, 0.0, 0.0, 0.0, _EPS, 0.0, 0.0),
+             VISUAL: (0.0, -tau, 1.0, 0.0, 1.0, 0.0, 1.0),  # visual + ε: 1 + ε rounds to 1
+             AUDIO: (0.0, 1.0 - tau, 0.0, 1.0, _EPS, -1.0, 0.0)}
+    table = _const(tuple(by_id[i] for i in range(PAD, AUDIO + 1)), key_ids.device)  # [4, 7], row id - PAD
+    cols = table[key_ids - PAD]  # [B, Lk, 7]
+    return cols[..., :5].contiguous(), cols[..., 5:].transpose(1, 2).contiguous()
+
+
+def _reallocate(p: torch.Tensor, key_masks: torch.Tensor, key_move: torch.Tensor, row_wf: torch.Tensor,
+                inplace: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AR on the rows ``p`` [B, N, Lk] (float32). ``row_wf`` [B, N, 1]: f in chosen rows, else 0.
+
+    Returns (new p, ``m`` [B, N, 5] of the old p, ``X`` [B, N, 2]); ``inplace`` updates ``p`` itself.
+    """
+    mass = torch.bmm(p, key_masks)  # [B, N, 5]: t, test, v, a, v'
+    _, test, va, v_eps = mass.split((1, 1, 2, 1), dim=-1)
+    x = va * ((test > 0) * row_wf / v_eps)  # [B, N, 2]: X = (f·v/v', f·a/v') in hit rows, else 0
+    scale = torch.bmm(x, key_move)  # [B, N, Lk]: -f·v/v' on audio keys, f·a/v' on visual keys, else 0
+    p = p.addcmul_(p, scale) if inplace else torch.addcmul(p, p, scale)
+    return p, mass, x
 
 
 def reallocate(p: torch.Tensor, key_ids: torch.Tensor, threshold: float, fraction: float,
@@ -181,14 +232,12 @@ def reallocate(p: torch.Tensor, key_ids: torch.Tensor, threshold: float, fractio
 
     ``p`` [B, H, Lq, Lk] (probabilities, float32), ``key_ids`` [B, Lk], ``row_sel`` bool broadcastable to
     [B, H, Lq, 1] (chosen heads and query rows). Formula in the module docstring; rows keep their sums.
+    Returns a new tensor (``p`` is not changed).
     """
     B, H, Lq, Lk = p.shape
-    masks = torch.stack([key_ids == TEXT, key_ids == VISUAL, key_ids == AUDIO], dim=-1).to(p.dtype)
-    row_w = row_sel.expand(B, H, Lq, 1).to(p.dtype)
-    va_t = masks[:, None, :, 1:].transpose(-1, -2) * torch.tensor([[1.0], [-1.0]], dtype=p.dtype, device=p.device)
-    st = _StepMasks(None, (B, H, Lq, Lk), p.device, masks[:, None], va_t, row_w, row_w.sum(dim=(1, 3)).double(),
-                    float(H), delta=torch.tensor(_DELTA, dtype=p.dtype, device=p.device))
-    return _reallocate(p, st, threshold, fraction)[0]
+    key_masks, key_move = _key_masks(key_ids.to(p.device), threshold)
+    row_wf = row_sel.expand(B, H, Lq, 1).reshape(B, H * Lq, 1).to(p.dtype) * fraction
+    return _reallocate(p.reshape(B, H * Lq, Lk), key_masks, key_move, row_wf, inplace=False)[0].view_as(p)
 
 
 def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -218,23 +267,29 @@ def ar_attention_forward(
     value_states = _repeat_kv(value, n_rep)
     attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling
     if attention_mask is not None:
-        attn_weights = attn_weights + attention_mask[:, :, :, : key_states.shape[-2]]
+        attn_weights = attn_weights + attention_mask  # transformers builds it [B, 1, Lq, Lk], like eager's
     p = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32)
 
     ctl = _BINDINGS.get(module)
     layer_idx = getattr(module, "layer_idx", None)
     if ctl is not None and layer_idx is not None and ctl.applies_to(layer_idx):
-        st = ctl.step_masks(*p.shape, p.device)
+        B, H, Lq, Lk = p.shape
+        st = ctl.step_masks(B, H, Lq, Lk, p.device)
         sub = p if st.rows is None else p.index_select(2, st.rows)  # [B, H, R, Lk]
+        flat = sub.view(B, -1, Lk)  # [B, H·R, Lk] (a view: in-place changes reach sub)
         if ctl.mode == "ar" and ctl.fraction > 0:
-            sub, mass = _reallocate(sub, st, ctl.threshold, ctl.fraction)
+            # in place unless autograd records p (softmax saved it for its backward)
+            inplace = not flat.requires_grad
+            flat, mass, x = _reallocate(flat, st.key_masks, st.key_move, st.row_wf, inplace)
+            if not inplace:
+                sub = flat.view_as(sub)
             if st.rows is None:
                 p = sub
             else:
-                p = p.index_copy(2, st.rows, sub) if torch.is_grad_enabled() else p.index_copy_(2, st.rows, sub)
+                p = p.index_copy_(2, st.rows, sub) if inplace else p.index_copy(2, st.rows, sub)
         else:
-            mass = sub @ st.masks
-        ctl.record(mass, st)
+            mass, x = torch.bmm(flat, st.key_masks), None
+        ctl.record(mass, x, st)
 
     p = p.to(query.dtype)
     p = nn.functional.dropout(p, p=dropout, training=module.training)
