@@ -6,37 +6,47 @@ from the model's :class:`~mosear.model.modality.ModalityContext`)::
     h_t     = A · dropout(x_t)                        A ∈ R^{r × d_in}           (shared by all experts)
     g_t     = softmax(G_m · h_t / τ)   ∈ R^K          G_m ∈ R^{K × r}            (gate of modality m)
               (top-k: keep the k largest, renormalise; gate="none": g_t = 1/K)
-    u_t     = Σ_k g_{t,k} · B_{e(m),k} · h_t          B_{e,k} ∈ R^{d_out × r}     (e(m) = m, or 0 if shared)
-    y_t     = W0 · x_t + (α / r) · w_m · u_t                                        (w_m: modality weight)
+    u_t     = Σ_k w_m · g_{t,k} · B_{e(m),k} · h_t    B_{e,k} ∈ R^{d_out × r}     (e(m) = m, or 0 if shared)
+    y_t     = W0 · x_t + (α / r) · u_t                                              (w_m: modality weight)
 
-Padding positions (modality ``PAD``) get no update. Implementation: ``z_t = (w_m · g_t) ⊗ h_t`` ∈ R^{K·r};
-with one expert set (``share_experts``) the update is one matmul ``B_0 · z_t``; with one set per modality
-the rows are sorted by modality once per forward call (shared by all layers, one host sync for the
-counts), each set multiplies only its own rows (``B_e ∈ R^{d_out × (K·r)}``, a view of ``mose_B``) and the
-results are put back in row order (PAD rows read a zero row). This is the same sum as multiplying an
-``E·K·r``-wide outer product that is zero outside block ``e(m)``, at 1/E of the FLOPs; float rounding may
-differ in the last bit from that formulation.
+Left-padding positions (modality ``PAD``) are computed as text rows: their outputs only reach masked
+attention keys and unused query rows, so no real position sees them; every statistic below excludes them.
+
+Implementation (few kernels per layer: training a 7B model is bound by kernel launches, not FLOPs).
+All M·K gate logits come from one ``addmm`` whose additive input is the per-forward block mask (0 on the
+row's own modality block, −inf elsewhere), so one softmax over M·K columns is exactly the per-modality
+softmax and is 0 outside the row's block. Multiplying by ``w`` repeated per block and taking the outer
+product with ``h`` gives ``z_t ∈ R^{M·K·r}``, zero outside block ``m(t)``; the update is one matmul
+``u = z · B_allᵀ`` with ``B_all = mose_B.view(d_out, E·K·r)`` (shared experts: the blocks are summed to
+``K·r`` first). The zero blocks cost FLOPs (E times the expert GEMM) but no extra kernels or host syncs.
+The modality layout (masks, per-modality averaging weights) is built once per forward call and shared by
+every layer, without a host-device synchronisation.
 
 Load-balancing regulariser (our reconstruction, Switch-Transformer style, per layer): for the tokens
 ``T_m`` of modality ``m``, ``f_{m,k}`` = share of ``T_m`` whose largest gate weight is expert k,
 ``P_{m,k}`` = mean gate weight of expert k over ``T_m``; ``L_m = K · Σ_k f_{m,k} · P_{m,k}`` (1 when the
 load is uniform, K when one expert takes everything). The layer's loss is the mean of ``L_m`` over the
 modalities present; gradients reach the gates (through ``P``) and ``A`` (through ``h``), never the same
-layer's ``B`` (earlier layers' parameters get gradient through the hidden states they produce).
+layer's ``B`` (earlier layers' parameters get gradient through the hidden states they produce). A layer
+records ``P`` and each row's top expert during the forward; :meth:`MoSEModel.balance_loss` combines all
+layers in a few batched operations.
 
 Dynamic modality weights (our reconstruction): in training mode, each layer measures the relative
-contribution of its update per modality, ``c_m ← μ·c_m + (1-μ)·mean_{t∈T_m} ||u_t|| / (||W0 x_t|| + ε)``,
+contribution of its update per modality, ``c_m ← μ·c_m + (1-μ)·mean_{t∈T_m} ||u_t / w_m|| / (||W0 x_t|| + ε)``,
 and sets, for audio and visual, ``w_m = clip((c̄ / c_m)^γ, w_min, w_max)`` with ``c̄ = (c_audio + c_visual)/2``
 (the modality whose experts change the output more is turned down); ``w_text = 1``. Until both are
 measured (``c > 0``), ``w = 1``. The weights are buffers (saved with the adapter, no gradient); the
 gradient reaching ``A``, ``B`` and the gates through a token of modality ``m`` is scaled by ``w_m``.
+A forward call uses the weights set by the calls before it: the layers queue their measurements and the
+queue is applied to all layers at once (:func:`apply_weight_updates`) when the next training forward
+starts, or when the weights are read (``state_dict``/``save_pretrained``, ``gate_statistics``).
 """
 
 from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,7 +55,7 @@ from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from mosear.model.modality import AUDIO, NUM_MODALITIES, PAD, VISUAL, ModalityContext
+from mosear.model.modality import AUDIO, NUM_MODALITIES, PAD, TEXT, VISUAL, ModalityContext
 
 _EPS = 1e-6
 
@@ -62,26 +72,34 @@ class ModalityGate(nn.Module):
         # [M, K, r]: one K×r gate matrix per modality; zeros = uniform gate at start
         self.weight = nn.Parameter(torch.zeros(NUM_MODALITIES, num_experts, r))
 
-    def forward(self, h: torch.Tensor, modality: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
-        """``h`` [N, r], ``modality`` [N] (PAD allowed) -> gate weights [N, K], rows sum to 1.
+    @property
+    def learned(self) -> bool:
+        return self.kind == "softmax" and self.num_experts > 1
 
-        ``index``: ``modality.clamp_min(0).view(N, 1, 1)`` when the caller has it already.
+    def probs(self, h: torch.Tensor, layout: "_Layout") -> torch.Tensor:
+        """Gate weights of every row over all ``M·K`` (modality, expert) columns ``[N, M·K]``.
+
+        A row's weights sit in its modality's block of K columns (they sum to 1 there) and are exactly 0
+        elsewhere.
         """
-        n, k = h.shape[0], self.num_experts
-        if self.kind == "none" or k == 1:
-            return h.new_full((n, k), 1.0 / k)
-        m_all = self.weight.shape[0]
-        logits_all = F.linear(h, self.weight.to(h.dtype).reshape(m_all * k, -1)).view(n, m_all, k)  # [N, M, K]
-        if index is None:
-            index = modality.clamp_min(0).view(n, 1, 1)  # PAD rows: any gate, their update is zeroed later
-        logits = logits_all.gather(1, index.expand(n, 1, k)).squeeze(1)  # [N, K]
-        logits = logits.float()
-        g = torch.softmax(logits if self.temperature == 1.0 else logits / self.temperature, dim=-1)
+        k = self.num_experts
+        mask, uniform = layout.blocks(k, h.dtype)
+        if not self.learned:
+            return uniform
+        # one GEMM for all modalities' logits; -inf outside the row's block, 1/τ folded into alpha
+        logits = torch.addmm(mask, h, self.weight.view(-1, h.shape[1]).t(), alpha=1.0 / self.temperature)
+        g = torch.softmax(logits, dim=-1)
         if self.top_k is not None and self.top_k < k:
-            keep = torch.zeros_like(g).scatter(1, g.topk(self.top_k, dim=-1).indices, 1.0)
+            keep = torch.zeros_like(g).scatter_(1, g.topk(self.top_k, dim=-1).indices, 1.0)
             g = g * keep
             g = g / g.sum(-1, keepdim=True)
-        return g.to(h.dtype)
+        return g
+
+    def forward(self, h: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+        """``h`` [N, r], ``modality`` [N] (PAD allowed, gated as text) -> gate weights [N, K], rows sum to 1."""
+        layout = _Layout.build(modality.reshape(-1).to(h.device), key=None, ids=None)
+        g = self.probs(h, layout).view(h.shape[0], NUM_MODALITIES, self.num_experts)
+        return (g * layout.onehot.unsqueeze(2)).sum(1)  # the row's own block
 
 
 class MoSELayer(BaseTunerLayer):
@@ -104,9 +122,8 @@ class MoSELayer(BaseTunerLayer):
         self.mose_modality_weight = BufferDict({}, persistent=True)
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
-        # last forward's statistics per adapter (for logging / the regulariser)
-        self.last_balance_loss: dict[str, torch.Tensor] = {}
-        self.last_gate_load: dict[str, torch.Tensor] = {}
+        # the last forward's gate statistics per adapter (recorded when gradients are enabled)
+        self.gate_stats: dict[str, GateStats] = {}
         base = self.get_base_layer()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"MoSE adapts nn.Linear layers only, got {type(base).__name__}")
@@ -122,11 +139,8 @@ class MoSELayer(BaseTunerLayer):
             "num_experts": k,
             "expert_sets": e,
             "dynamic": config.dynamic_weights,
-            "momentum": config.weight_momentum,
-            "gamma": config.weight_strength,
-            "wmin": config.weight_min,
-            "wmax": config.weight_max,
-            "gate": config.gate,
+            # the EMA / weight rule's constants (one batched update per group of equal settings)
+            "rule": (config.weight_momentum, config.weight_strength, config.weight_min, config.weight_max),
         }
         self.mose_dropout[adapter_name] = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
         self.mose_A[adapter_name] = nn.Linear(self.in_features, r, bias=False)
@@ -174,134 +188,215 @@ class Linear(nn.Module, MoSELayer):
         if self.disable_adapters:
             return result
         torch_result_dtype = result.dtype
-        lead = x.shape[:-1]  # [B, L]
         if x.dim() != 3:
             raise ValueError(f"MoSE expects [batch, length, features] inputs, got {tuple(x.shape)}")
-        rows = _rows_for(self.context, lead[0], lead[1], x.device)
+        lead = x.shape[:-1]  # [B, L]
+        layout = layout_for(self.context, lead[0], lead[1], x.device)
         for name in self.active_adapters:
             if name not in self.mose_A:
                 continue
             A = self.mose_A[name]
             x_in = self._cast_input_dtype(x, A.weight.dtype).reshape(-1, self.in_features)
-            update = self._update(name, x_in, rows, result.detach().reshape(-1, self.out_features))
-            result = result + update.reshape(*lead, self.out_features) * self.scaling[name]
+            u = self._update(name, x_in, layout)  # [N, d_out]
+            if self.training and self.settings[name]["dynamic"]:
+                self._measure(name, u, result, layout)
+            result = result + u.view(*lead, self.out_features) * self.scaling[name]
         return result.to(torch_result_dtype)
 
-    def _update(self, name: str, x: torch.Tensor, rows: "_Rows", base_out: torch.Tensor) -> torch.Tensor:
-        """``w_m · u_t`` for rows ``x`` [N, d_in] with the modality layout ``rows``; returns [N, d_out]."""
+    def _update(self, name: str, x: torch.Tensor, layout: "_Layout") -> torch.Tensor:
+        """``u_t = w_m Σ_k g_{t,k} B_{e(m),k} h_t`` for rows ``x`` [N, d_in]; returns [N, d_out]."""
         st = self.settings[name]
         k, e = st["num_experts"], st["expert_sets"]
         B = self.mose_B[name]  # [d_out, E, K, r]
-        d_out = B.shape[0]
+        gate = self.mose_gate[name]
         h = self.mose_A[name](self.mose_dropout[name](x))  # [N, r]
-        g = self.mose_gate[name](h, rows.modality, rows.gate_index)  # [N, K]
-        w = self.mose_modality_weight[name].to(h.dtype)  # [M]
-        w_tok = F.pad(w, (0, 1)).index_select(0, rows.weight_index)  # [N]: w_m, 0 for PAD rows
-        if k == 1 and e == 1:
-            z = w_tok.unsqueeze(1) * (g * h)  # [N, r]: g is exactly 1, so this is h (bit-exact plain LoRA path)
+        # [M*K]: w repeated per expert; read every call (DDP overwrites the buffers in place before forward)
+        w_col = self.mose_modality_weight[name].repeat_interleave(k)
+        if w_col.dtype != h.dtype:
+            w_col = w_col.to(h.dtype)
+        if gate.learned and gate.top_k in (None, k) and e == NUM_MODALITIES:
+            # the default configuration: gate and experts in one autograd node (fewer kernels, see _GatedExperts)
+            u, g = _GatedExperts.apply(h, gate.weight.view(-1, h.shape[1]), B.view(B.shape[0], -1),
+                                       layout.blocks(k, h.dtype)[0], w_col, 1.0 / gate.temperature)
         else:
-            z = ((g * w_tok.unsqueeze(1)).unsqueeze(2) * h.unsqueeze(1)).reshape(h.shape[0], k * h.shape[1])  # [N, K*r]
-        if e == 1:
-            out = F.linear(z, B.reshape(d_out, -1))  # [N, d_out]
+            g = gate.probs(h, layout)  # [N, M*K], zero outside the row's block
+            gw = g * w_col  # [N, M*K]: w_m g_t in the row's block
+            if e == 1:
+                gw = gw.view(-1, NUM_MODALITIES, k).sum(1)  # one expert set: blocks summed (others are 0)
+            z = (gw.unsqueeze(2) * h.unsqueeze(1)).view(h.shape[0], -1)  # [N, E*K*r]
+            u = F.linear(z, B.view(B.shape[0], -1))
+        if torch.is_grad_enabled():  # kept for the balance loss and logging (the gate's backward keeps g anyway)
+            self.gate_stats[name] = GateStats(layout, g, gate.learned)
         else:
-            # rows sorted by modality: each expert set multiplies only its own rows (no E-times wider matmul)
-            zs = z.index_select(0, rows.perm).split(rows.sizes)
-            Bs = B.unbind(1)  # E views [d_out, K, r] (backward: one stack, not E zero-filled slices)
-            parts = [F.linear(zc, Bs[m].reshape(d_out, -1)) for m, zc in enumerate(zs) if rows.sizes[m] > 0]
-            if rows.n_pad:
-                parts.append(z.new_zeros(1, d_out))  # the row PAD positions read
-            out = torch.cat(parts).index_select(0, rows.inverse)  # [N, d_out], original row order
-        self._record(name, g, rows, out, w_tok, base_out, st)
-        return out
+            self.gate_stats.pop(name, None)
+        return u
 
-    def _record(self, name: str, g: torch.Tensor, rows: "_Rows", out: torch.Tensor, w_tok: torch.Tensor,
-                base_out: torch.Tensor, st: dict[str, Any]) -> None:
-        """Gate load per modality, the balance loss (with grad), and the contribution EMA (training).
-
-        Vectorised over modalities with matmuls against the per-forward modality one-hot (shared by all
-        layers): no host-device synchronisation on a GPU.
-        """
-        k = st["num_experts"]
-        gf = g.float()
-        P = rows.mean_t @ gf  # [M, K] mean gate weight per modality
-        self.last_gate_load[name] = P.detach()
-        if st["gate"] == "softmax" and k > 1:
-            # [N, K] K·(1 if expert k is the row's top expert), no gradient
-            top = torch.zeros_like(gf).scatter_(1, gf.argmax(-1, keepdim=True), float(k))
-            # K · f[m, k] / (number of modalities present), f = share of T_m whose top expert is k
-            f = rows.mean_present_t @ top  # [M, K]
-            self.last_balance_loss[name] = (f * P).sum()  # mean over present m of K Σ_k f P
-        else:
-            self.last_balance_loss.pop(name, None)
-        if not (self.training and st["dynamic"]):
-            return
+    def _measure(self, name: str, u: torch.Tensor, base_out: torch.Tensor, layout: "_Layout") -> None:
+        """Queue this call's ``||u_t||`` and ``||W0 x_t||`` (reduced to ``c``, ``w`` for all layers at once)."""
         with torch.no_grad():
-            rel = torch.linalg.vector_norm(out.detach(), dim=-1, dtype=torch.float32) / (
-                w_tok.float().clamp_min(_EPS)
-                * (torch.linalg.vector_norm(base_out, dim=-1, dtype=torch.float32) + _EPS))  # [N]
-            mean = rows.mean_t @ rel  # [M]
-            c = self.mose_contribution[name]
-            mu = st["momentum"]
-            c.copy_(torch.where(rows.av_present, torch.where(c == 0, mean, torch.add(mu * c, mean, alpha=1 - mu)), c))
-            w = self.mose_modality_weight[name]
-            c_va = c[VISUAL: AUDIO + 1]  # visual, audio (adjacent ids)
-            both = (c_va > 0).all()
-            cbar = c_va.mean()
-            w_new = (cbar / c.clamp_min(_EPS)).pow(st["gamma"]).clamp(st["wmin"], st["wmax"]).to(w.dtype)
-            w.copy_(torch.where(rows.av & both, w_new, w))
+            norms = (torch.linalg.vector_norm(u, dim=-1, dtype=torch.float32),
+                     torch.linalg.vector_norm(base_out.reshape(u.shape[0], -1), dim=-1, dtype=torch.float32))
+        queue_measurement(self, name, norms, layout)
 
     def __repr__(self) -> str:
         return "mose." + super().__repr__()
 
 
+class _GatedExperts(torch.autograd.Function):
+    """``u = z · Bᵀ``, ``z_t = (w ⊙ g_t) ⊗ h_t``, ``g = softmax(mask + h·Gᵀ/τ)``: one node, hand-written backward.
+
+    Inputs ``h`` [N, r], ``gate_w`` [M·K, r], ``B`` [d_out, M·K·r], ``mask`` [N, M·K] (0 / −inf),
+    ``w_col`` [M·K], ``inv_tau``. Outputs ``u`` [N, d_out] and ``g`` [N, M·K] (for the balance loss).
+    Autograd would record ten nodes here (addmm, softmax, two broadcast multiplies, linear and their views);
+    the backward below needs eight kernels and no extra accumulation: the two gradients reaching ``h``
+    are summed by ``addmm``, the balance loss's gradient on ``g`` by ``addcmul``.
+    """
+
+    @staticmethod
+    def forward(ctx, h, gate_w, B, mask, w_col, inv_tau):  # noqa: ANN001, ANN205 (autograd.Function protocol)
+        g = torch.softmax(torch.addmm(mask, h, gate_w.t(), alpha=inv_tau), dim=-1)
+        gw = g * w_col
+        z = (gw.unsqueeze(2) * h.unsqueeze(1)).view(h.shape[0], -1)
+        u = torch.mm(z, B.t())
+        ctx.save_for_backward(h, gate_w, B, w_col, g, gw, z)
+        ctx.inv_tau = inv_tau
+        ctx.set_materialize_grads(False)
+        return u, g
+
+    @staticmethod
+    def backward(ctx, grad_u, grad_g):  # noqa: ANN001, ANN205
+        h, gate_w, B, w_col, g, gw, z = ctx.saved_tensors
+        n, mk = g.shape
+        r = h.shape[1]
+        grad_B = grad_h_experts = None
+        if grad_u is not None:
+            grad_z = torch.mm(grad_u, B).view(n, mk, r)
+            if ctx.needs_input_grad[2]:
+                grad_B = torch.mm(grad_u.t(), z)
+            grad_gw = torch.bmm(grad_z, h.unsqueeze(2)).view(n, mk)  # Σ_r grad_z · h
+            grad_g = grad_gw * w_col if grad_g is None else torch.addcmul(grad_g, grad_gw, w_col)
+            grad_h_experts = torch.bmm(gw.unsqueeze(1), grad_z).view(n, r)  # Σ_j gw_j · grad_z_j
+        if grad_g is None:
+            return grad_h_experts, None, grad_B, None, None, None
+        grad_logits = torch._softmax_backward_data(grad_g, g, -1, g.dtype)
+        if grad_h_experts is None:
+            grad_h = torch.mm(grad_logits, gate_w).mul_(ctx.inv_tau)
+        else:
+            grad_h = torch.addmm(grad_h_experts, grad_logits, gate_w, alpha=ctx.inv_tau)
+        grad_gate = torch.mm(grad_logits.t(), h) if ctx.inv_tau == 1.0 else \
+            torch.mm(grad_logits.t(), h).mul_(ctx.inv_tau)
+        return grad_h, grad_gate if ctx.needs_input_grad[1] else None, grad_B, None, None, None
+
+
 @dataclass
-class _Rows:
-    """Row layout of one forward call, built once and shared by every MoSE layer (few GPU kernels)."""
+class GateStats:
+    """A layer's gate weights in its last forward call with gradients enabled (reduced by the tuner)."""
 
-    ids: torch.Tensor  # the context's ids it was built for (held so that identity stays meaningful)
-    key: tuple  # (batch, length, device, inference mode)
-    modality: torch.Tensor  # [N] ids, PAD = -1
-    gate_index: torch.Tensor  # [N, 1, 1] modality clamped to >= 0 (gate row to read)
-    weight_index: torch.Tensor  # [N] modality, PAD -> M (reads the 0 appended to the weights)
-    perm: torch.Tensor  # [N - n_pad] non-PAD rows, sorted by modality (stable)
-    sizes: list[int]  # rows per modality in ``perm``
-    n_pad: int
-    inverse: torch.Tensor  # [N] position of each row in the sorted rows (+ a zero row for PAD)
-    mean_t: torch.Tensor  # [M, N] float: 1 / |T_m| for rows of modality m (PAD rows 0)
-    mean_present_t: torch.Tensor  # [M, N] mean_t / (number of modalities present)
-    av: torch.Tensor  # [M] bool: visual / audio (the modalities with dynamic weights)
+    layout: "_Layout"
+    probs: torch.Tensor  # [N, M*K] gate weights (with grad), zero outside each row's block
+    learned: bool  # a learned gate (the balance loss applies)
+
+
+@dataclass
+class _Layout:
+    """Modality layout of one forward call, built once and shared by every MoSE layer (no host sync)."""
+
+    ids: torch.Tensor | None  # the context's ids it was built for (held so that identity stays meaningful)
+    key: tuple | None  # (batch, length, device, inference mode)
+    modality: torch.Tensor  # [N] ids, PAD -> TEXT
+    onehot: torch.Tensor  # [N, M] float, PAD rows gated as text
+    row_mean: torch.Tensor  # [N] 1 / |T_m(t)| (0 for PAD rows): ``row_mean @ x`` averages x per modality block
+    mean_onehot: torch.Tensor  # [N, M]: 1 / |T_m| in column m for rows of modality m (PAD rows 0)
+    inv_present: torch.Tensor  # [] 1 / (number of modalities with rows)
     av_present: torch.Tensor  # [M] bool: visual / audio with rows in this call
+    av: torch.Tensor  # [M] bool: visual / audio (the modalities with dynamic weights)
+    _blocks: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    @staticmethod
+    def build(modality: torch.Tensor, key: tuple | None, ids: torch.Tensor | None) -> "_Layout":
+        with torch.no_grad():
+            valid = modality != PAD
+            mod = torch.where(valid, modality, torch.full_like(modality, TEXT))
+            onehot = F.one_hot(mod, NUM_MODALITIES).float()  # [N, M]
+            real = onehot * valid.unsqueeze(1)
+            counts = real.sum(0)  # [M]
+            mean_onehot = real / counts.clamp_min(1)
+            row_mean = mean_onehot.sum(1)
+            present = counts > 0
+            mids = torch.arange(NUM_MODALITIES, device=modality.device)
+            av = (mids == VISUAL) | (mids == AUDIO)  # built on the device: no host-to-device copy
+            return _Layout(ids, key, mod, onehot, row_mean, mean_onehot, 1.0 / present.sum().clamp_min(1),
+                           av & present, av)
+
+    def blocks(self, k: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mask, uniform)`` ``[N, M·K]``: 0 / −inf gate-logit mask, and 1/K on the row's block."""
+        if (k, dtype) not in self._blocks:
+            with torch.no_grad():
+                own = self.onehot.repeat_interleave(k, dim=1).to(dtype)  # [N, M*K]
+                mask = torch.zeros_like(own).masked_fill_(own == 0, float("-inf"))
+                self._blocks[k, dtype] = (mask, own / k)
+        return self._blocks[k, dtype]
 
 
-_ROWS: "weakref.WeakKeyDictionary[ModalityContext, _Rows]" = weakref.WeakKeyDictionary()
+_LAYOUTS: "weakref.WeakKeyDictionary[ModalityContext, _Layout]" = weakref.WeakKeyDictionary()
 
 
-def _rows_for(context: ModalityContext, batch: int, length: int, device: torch.device) -> _Rows:
-    """The (cached) :class:`_Rows` of the current forward; one host sync (modality counts) per call."""
+def layout_for(context: ModalityContext, batch: int, length: int, device: torch.device) -> _Layout:
+    """The (cached) :class:`_Layout` of the current forward call."""
     ids = context.ids
     key = (batch, length, device, torch.is_inference_mode_enabled())
-    cached = _ROWS.get(context)
+    cached = _LAYOUTS.get(context)
     if cached is not None and cached.ids is ids and cached.key == key:
         return cached
+    modality = context.ids_for(batch, length).to(device).reshape(-1)
+    layout = _Layout.build(modality, key, ids)
+    _LAYOUTS[context] = layout
+    return layout
+
+
+# ------------------------------------------------------------------ dynamic modality weights (batched)
+# context -> {(id(layer), adapter): (layer, adapter, (||u_t||, ||W0 x_t||) [N] each, layout)}
+_QUEUED: "weakref.WeakKeyDictionary[ModalityContext, dict]" = weakref.WeakKeyDictionary()
+
+
+def queue_measurement(layer: Linear, name: str, norms: tuple[torch.Tensor, torch.Tensor], layout: _Layout) -> None:
+    """Queue a layer's measurement; a layer measured again (the next forward call) applies the queue first."""
+    queue = _QUEUED.setdefault(layer.context, {})
+    key = (id(layer), name)
+    if key in queue:
+        apply_weight_updates(layer.context)
+        queue = _QUEUED.setdefault(layer.context, {})
+    queue[key] = (layer, name, norms, layout)
+
+
+def apply_weight_updates(context: ModalityContext) -> int:
+    """Apply all queued measurements: contribution EMA and modality weights of every layer, batched.
+
+    Returns the number of (layer, adapter) pairs updated.
+    """
+    queue = _QUEUED.pop(context, None)
+    if not queue:
+        return 0
+    groups: dict[tuple, list] = {}
+    for layer, name, norms, layout in queue.values():
+        st = layer.settings[name]
+        groups.setdefault((st["rule"], id(layout)), []).append((layer, name, norms, layout))
     with torch.no_grad():
-        modality = context.ids_for(batch, length).to(device).reshape(-1)
-        n = modality.shape[0]
-        valid = modality != PAD
-        onehot = F.one_hot(modality.clamp_min(0), NUM_MODALITIES).float() * valid.unsqueeze(1)  # [N, M]
-        counts = onehot.sum(0)  # [M]
-        counts_host = [int(c) for c in counts.tolist()]  # the one sync
-        mean_t = (onehot / counts.clamp_min(1)).t().contiguous()
-        present = (counts > 0).float()
-        mean_present_t = mean_t / present.sum().clamp_min(1)
-        weight_index = torch.where(valid, modality, torch.full_like(modality, NUM_MODALITIES))
-        perm = torch.argsort(weight_index, stable=True)  # PAD rows (index M) last
-        n_pad = n - sum(counts_host)
-        perm = perm[: n - n_pad]
-        inverse = torch.full_like(modality, n - n_pad)  # PAD rows -> the appended zero row
-        inverse[perm] = torch.arange(n - n_pad, device=device)
-        mids = torch.arange(NUM_MODALITIES, device=device)
-        av = (mids == VISUAL) | (mids == AUDIO)  # built on the device: no host-to-device copy
-        rows = _Rows(ids, key, modality, modality.clamp_min(0).view(n, 1, 1), weight_index, perm, counts_host,
-                     n_pad, inverse, mean_t, mean_present_t, av, av & (counts > 0))
-    _ROWS[context] = rows
-    return rows
+        for ((mu, gamma, wmin, wmax), _), items in groups.items():
+            layout = items[0][3]
+            cs = [layer.mose_contribution[name] for layer, name, _, _ in items]
+            ws = [layer.mose_modality_weight[name] for layer, name, _, _ in items]
+            c, w = torch.stack(cs), torch.stack(ws)  # [L, M]
+            norm_u = torch.stack([n[0] for _, _, n, _ in items])  # [L, N]
+            norm_base = torch.stack([n[1] for _, _, n, _ in items])
+            # mean over each modality's rows of ||u_t / w_m|| / (||W0 x_t|| + eps)
+            mean = (norm_u / (norm_base + _EPS)) @ layout.mean_onehot / w.clamp_min(_EPS)  # [L, M]
+            present = layout.av_present
+            c = torch.where(present, torch.where(c == 0, mean, torch.lerp(mean, c, mu)), c)  # mu c + (1-mu) mean
+            c_va = c[:, VISUAL: AUDIO + 1]  # visual, audio (adjacent ids)
+            both = (c_va > 0).all(-1, keepdim=True)
+            w_new = (c_va.mean(-1, keepdim=True) / c.clamp_min(_EPS)).pow(gamma).clamp(wmin, wmax)
+            w = torch.where(layout.av & both, w_new, w)
+            torch._foreach_copy_(cs, list(c.unbind(0)))
+            torch._foreach_copy_(ws, list(w.unbind(0)))
+    return len(queue)

@@ -9,9 +9,9 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 
-from mosear.model.modality import MODALITY_NAMES, ModalityContext
+from mosear.model.modality import MODALITY_NAMES, NUM_MODALITIES, ModalityContext
 from mosear.model.mose.config import MoSEConfig
-from mosear.model.mose.layer import Linear, MoSELayer
+from mosear.model.mose.layer import Linear, MoSELayer, apply_weight_updates
 
 
 class MoSEModel(BaseTuner):
@@ -77,30 +77,62 @@ class MoSEModel(BaseTuner):
         return [m for m in self.model.modules() if isinstance(m, Linear)]
 
     def balance_loss(self, adapter_name: str | None = None) -> torch.Tensor | None:
-        """Mean over layers of the last forward's load-balancing loss (not yet multiplied by lambda)."""
+        """Mean over layers of the last forward's load-balancing loss (not yet multiplied by lambda).
+
+        ``L = K / |present| · Σ_{m,k} f_{m,k} P_{m,k}`` per layer (formula in :mod:`~mosear.model.mose.layer`),
+        computed for all layers at once from the statistics they recorded.
+        """
         name = adapter_name or self.active_adapters[0]
-        losses = [m.last_balance_loss[name] for m in self.mose_layers() if name in m.last_balance_loss]
-        return torch.stack(losses).mean() if losses else None
+        losses = []
+        for layout, probs in self._gate_groups(name, learned_only=True):
+            k = probs.shape[-1] // NUM_MODALITIES
+            row_mean = layout.row_mean.to(probs.dtype)
+            load = row_mean @ probs  # [L, M*K]: P, the mean gate weight per modality block
+            # f: share of each modality's rows whose top column is (m, k); PAD rows weigh 0
+            top = probs.detach().argmax(-1)  # [L, N]
+            f = torch.zeros_like(load).scatter_add_(1, top, row_mean.expand(top.shape[0], -1))
+            losses.append((f * load).sum(-1) * (k * layout.inv_present))  # [L]
+        return torch.cat(losses).mean() if losses else None
+
+    def _gate_groups(self, name: str, learned_only: bool = False) -> list[tuple[Any, torch.Tensor]]:
+        """The layers' last gate weights, stacked per forward layout: ``[(layout, probs [L, N, M*K])]``."""
+        groups: dict[int, list[Any]] = {}
+        for m in self.mose_layers():
+            s = m.gate_stats.get(name)
+            if s is not None and (s.learned or not learned_only):
+                groups.setdefault(id(s.layout), []).append(s)
+        return [(g[0].layout, torch.stack([s.probs for s in g])) for g in groups.values()]
+
+    def update_modality_weights(self) -> int:
+        """Apply the contributions measured by the training forward calls so far (see the layer doc)."""
+        return apply_weight_updates(self.modality_context)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.update_modality_weights()  # saved weights include the last step's measurement
+        return super().state_dict(*args, **kwargs)
 
     def gate_statistics(self, adapter_name: str | None = None) -> dict[str, float]:
         """Scalars for logging: mean gate weight per modality and expert, modality weights (layer means)."""
         name = adapter_name or self.active_adapters[0]
-        layers = [m for m in self.mose_layers() if name in m.last_gate_load]
+        self.update_modality_weights()
         out: dict[str, float] = {}
-        if layers:
-            load = torch.stack([m.last_gate_load[name].float() for m in layers]).mean(0).cpu()  # [M, K], one copy
-            for mi, mname in enumerate(MODALITY_NAMES):
-                for k in range(load.shape[1]):
-                    out[f"gate/{mname}/expert{k}"] = float(load[mi, k])
-        weights = torch.stack([m.mose_modality_weight[name].float() for m in self.mose_layers()]).mean(0).cpu()
+        values = [torch.stack([m.mose_modality_weight[name].float() for m in self.mose_layers()]).mean(0)]
+        with torch.no_grad():
+            loads = [layout.row_mean.to(probs.dtype) @ probs for layout, probs in self._gate_groups(name)]  # [L, M*K] each
+        if loads:
+            values.append(torch.cat(loads).mean(0).float())
+        values = torch.cat(values).cpu().tolist()  # one device-to-host copy
         for mi, mname in enumerate(MODALITY_NAMES):
-            out[f"modality_weight/{mname}"] = float(weights[mi])
+            out[f"modality_weight/{mname}"] = values[mi]
+        k = (len(values) - NUM_MODALITIES) // NUM_MODALITIES
+        for mi, mname in enumerate(MODALITY_NAMES):
+            for j in range(k):
+                out[f"gate/{mname}/expert{j}"] = values[NUM_MODALITIES + mi * k + j]
         return out
 
     def clear_statistics(self) -> None:
         for m in self.mose_layers():
-            m.last_balance_loss.clear()
-            m.last_gate_load.clear()
+            m.gate_stats.clear()
 
     def __getattr__(self, name: str) -> Any:
         try:
