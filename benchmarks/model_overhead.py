@@ -1,16 +1,20 @@
 """Cost of MoSE vs plain LoRA (training step) and of AR vs eager attention (inference).
 
     python3 benchmarks/model_overhead.py                          # tiny preset LLM shapes, CPU
+    python3 benchmarks/model_overhead.py --shapes host             # 7B depth, narrow: host work, CPU
     python3 benchmarks/model_overhead.py --device cuda --shapes 7b   # LLaMA-2-7B shapes, bf16, one GPU
 
 Only torch, transformers and peft are needed (run from the repo root, or with it on PYTHONPATH; no
 install). The LLM is random-init from a config (no download): ``tiny`` = the tiny preset's LLM,
-``small`` = a 256-wide 4-layer LLaMA, ``7b`` = LLaMA-2-7B (4096 wide, 32 layers, 32 heads, 11008 MLP).
+``small`` = a 256-wide 4-layer LLaMA, ``7b`` = LLaMA-2-7B (4096 wide, 32 layers, 32 heads, 11008 MLP),
+``host`` = 7b's 32 layers and 32 heads at width 128: the same number of ops per step as 7b with
+negligible compute, so its CPU time is the host side (Python, dispatch) that bounds a 7B step on a GPU.
+Every row also reports the aten ops dispatched per step (one profiled run; ``--no-count`` skips it).
 The prompt follows Emotion-LLaMA's token layout: ``--visual-tokens`` (default 259: 256 EVA patches +
 FaceMAE/VideoMAE tokens), ``--audio-tokens`` (default 1: HuBERT), the rest text.
 
 Training: one optimizer step (forward, backward, AdamW on the adapter) with the Emotion-LLaMA LoRA
-(r=64 for 7b, 8 for the narrow shapes; alpha=16, dropout 0.05, q_proj/v_proj) vs MoSE (same rank, K=4 experts per modality, softmax gate,
+(r=64 for 7b and host, 8 for the others; alpha=16, dropout 0.05, q_proj/v_proj) vs MoSE (same rank, K=4 experts per modality, softmax gate,
 balance loss, dynamic weights). Inference: prefill + ``--new-tokens`` greedy cached decoding steps with
 eager attention vs AR (threshold 0.3, fraction 0.5, all heads; all layers, and the upper half of the
 layers), monitor mode, and sdpa for reference.
@@ -40,6 +44,10 @@ SHAPES = {
                  num_key_value_heads=2, vocab_size=512),
     "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
                   num_key_value_heads=8, vocab_size=4096),
+    # 7b's depth and heads at a width where compute is negligible: the host work (Python, dispatch, kernel
+    # launches) of a 7B step, measurable on a CPU
+    "host": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=32, num_attention_heads=32,
+                 num_key_value_heads=32, vocab_size=4096),
     "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=32, vocab_size=32000),
 }
@@ -86,13 +94,46 @@ def interleaved(fns: list, device: str, warmup: int, repeats: int) -> list[list[
     return times
 
 
+# aten ops that only make a view or alias (no kernel)
+_VIEWS = {"aten::view", "aten::t", "aten::reshape", "aten::unsqueeze", "aten::squeeze", "aten::expand",
+          "aten::select", "aten::slice", "aten::transpose", "aten::permute", "aten::detach", "aten::alias",
+          "aten::as_strided", "aten::_unsafe_view", "aten::split", "aten::unbind", "aten::narrow",
+          "aten::_reshape_alias", "aten::lift_fresh"}
+
+
+def count_ops(fn) -> tuple[int, int, int | None]:
+    """Run ``fn`` once under torch.profiler: (aten ops that compute, aten view ops, CUDA kernel launches).
+
+    Counts the ops the Python side dispatches (an aten op called from inside another aten op is not
+    counted again): on a GPU each costs host time, which is what bounds a step at these sizes.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+    compute = views = launches = 0
+    for e in prof.events():
+        if e.name.startswith("aten::") and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")):
+            if e.name in _VIEWS:
+                views += 1
+            else:
+                compute += 1
+        elif "LaunchKernel" in e.name:
+            launches += 1
+    return compute, views, (launches if cuda else None)
+
+
 def train_step_fn(lm, adapter_cfg, mods, ids, labels):
     """A closure running one optimizer step of ``lm`` wrapped with ``adapter_cfg``."""
     from peft import get_peft_model
 
     peft_model = get_peft_model(lm, adapter_cfg)
     peft_model.train()
-    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4)
+    # foreach: one multi-tensor update for all adapter tensors (the CUDA default; CPU defaults to a loop)
+    opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-4, foreach=True)
     tuner = peft_model.base_model
     is_mose = isinstance(adapter_cfg, MoSEConfig)
     ctx = tuner.modality_context if is_mose else ModalityContext()
@@ -154,16 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="CPU torch threads (1 avoids oversubscription)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per row (default: 5 on cuda, 15 on cpu)")
+    ap.add_argument("--no-count", action="store_true", help="skip the profiled run that counts ops per row")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     args.repeats = args.repeats or (5 if args.device == "cuda" else 15)
-    rank = args.rank or (64 if args.shapes == "7b" else 8)
+    rank = args.rank or (64 if args.shapes in ("7b", "host") else 8)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
         args.dtype, torch.bfloat16 if args.device == "cuda" else torch.float32)
-    bs = args.batch_size or (4 if args.shapes == "7b" else 8)
+    bs = args.batch_size or (4 if args.shapes in ("7b", "host") else 8)
     card = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     t0 = time.time()
     torch.manual_seed(0)
@@ -189,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     lm_b = build_lm(args.shapes, args.device, dtype)
     steps = [train_step_fn(lm, lora, mods, ids, labels), train_step_fn(lm_b, mose, mods, ids, labels)]
     times = interleaved(steps, args.device, args.warmup, args.repeats)
+    counts = [None if args.no_count else count_ops(fn) for fn in steps]
     names = [f"LoRA r={rank} (baseline)", f"MoSE r={rank}, K={args.experts} x 3 modalities"]
-    for name, ts, r in zip(names, times, ratios(times)):
-        rows.append(("train step", name, statistics.median(ts), r))
+    for name, ts, r, c in zip(names, times, ratios(times), counts):
+        rows.append(("train step", name, statistics.median(ts), r, c))
     del steps, lm_b
     strip_adapters(lm)
     if args.device == "cuda":
@@ -205,14 +248,23 @@ def main(argv: list[str] | None = None) -> int:
                 ("sdpa (reference)", "sdpa", None)]
     fns = [infer_fn(lm, ctx, mods, ids, mode, args, layers) for _, mode, layers in variants]
     times = interleaved(fns, args.device, args.warmup, args.repeats)
-    for (name, _, _), ts, r in zip(variants, times, ratios(times)):
-        rows.append((f"prefill + {args.new_tokens} tokens", name, statistics.median(ts), r))
+    counts = [None if args.no_count else count_ops(fn) for fn in fns]
+    for (name, _, _), ts, r, c in zip(variants, times, ratios(times), counts):
+        rows.append((f"prefill + {args.new_tokens} tokens", name, statistics.median(ts), r, c))
 
-    print(f"\n| {'what':<22} | {'variant':<34} | {'median s':>9} | {'ratio':>6} |")
-    print(f"|{'-' * 24}|{'-' * 36}|{'-' * 11}|{'-' * 8}|")
-    for what, variant, t, r in rows:
-        print(f"| {what:<22} | {variant:<34} | {t:>9.4f} | {r:>5.2f}x |")
-    print(f"\ndevice: {card}; total {time.time() - t0:.0f}s. Targets: MoSE <= 1.25x LoRA, AR <= 1.10x eager.")
+    print(f"\n| {'what':<22} | {'variant':<34} | {'median s':>9} | {'ratio':>6} | {'aten ops (+views)':>17} "
+          f"| {'ops ratio':>9} | {'launches':>8} |")
+    print(f"|{'-' * 24}|{'-' * 36}|{'-' * 11}|{'-' * 8}|{'-' * 19}|{'-' * 11}|{'-' * 10}|")
+    base_ops = {}
+    for what, variant, t, r, c in rows:
+        base_ops.setdefault(what, c)
+        ops = f"{c[0]} (+{c[1]})" if c else "-"
+        ops_ratio = f"{c[0] / base_ops[what][0]:.2f}x" if c else "-"
+        launches = str(c[2]) if c and c[2] is not None else "-"
+        print(f"| {what:<22} | {variant:<34} | {t:>9.4f} | {r:>5.2f}x | {ops:>17} | {ops_ratio:>9} | {launches:>8} |")
+    print(f"\ndevice: {card}; total {time.time() - t0:.0f}s. Targets: MoSE <= 1.25x LoRA, AR <= 1.10x eager.\n"
+          "aten ops: dispatched per step / per generate call (views in brackets); each costs host time, which bounds "
+          "a 7B step on a GPU.")
     return 0
 
 
