@@ -126,7 +126,7 @@ def count_ops(fn) -> tuple[int, int, int | None]:
     return compute, views, (launches if cuda else None)
 
 
-def train_step_fn(lm, adapter_cfg, mods, ids, labels):
+def train_step_fn(lm, adapter_cfg, mods, ids, labels, autocast: bool = False):
     """A closure running one optimizer step of ``lm`` wrapped with ``adapter_cfg``."""
     from peft import get_peft_model
 
@@ -139,9 +139,9 @@ def train_step_fn(lm, adapter_cfg, mods, ids, labels):
     ctx = tuner.modality_context if is_mose else ModalityContext()
 
     def step():
-        with ctx.use(mods):
+        with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast), ctx.use(mods):
             out = peft_model(input_ids=ids, labels=labels, use_cache=False)
-        loss = out.loss + adapter_cfg.balance_loss_weight * tuner.balance_loss() if is_mose else out.loss
+            loss = out.loss + adapter_cfg.balance_loss_weight * tuner.balance_loss() if is_mose else out.loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per row (default: 5 on cuda, 15 on cpu)")
     ap.add_argument("--no-count", action="store_true", help="skip the profiled run that counts ops per row")
+    ap.add_argument("--autocast", action="store_true",
+                    help="train steps under bf16 autocast (the trainer's precision=bf16): adapter matmuls in bf16")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda: no CUDA device here", file=sys.stderr)
@@ -229,10 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     # training: two copies of the same random LLM (same seed), one per adapter, steps interleaved
     torch.manual_seed(0)
     lm_b = build_lm(args.shapes, args.device, dtype)
-    steps = [train_step_fn(lm, lora, mods, ids, labels), train_step_fn(lm_b, mose, mods, ids, labels)]
+    steps = [train_step_fn(lm, lora, mods, ids, labels, args.autocast),
+             train_step_fn(lm_b, mose, mods, ids, labels, args.autocast)]
     times = interleaved(steps, args.device, args.warmup, args.repeats)
     counts = [None if args.no_count else count_ops(fn) for fn in steps]
-    names = [f"LoRA r={rank} (baseline)", f"MoSE r={rank}, K={args.experts} x 3 modalities"]
+    amp = " +bf16 autocast" if args.autocast else ""
+    names = [f"LoRA r={rank}{amp} (baseline)", f"MoSE r={rank}, K={args.experts} x 3{amp}"]
     for name, ts, r, c in zip(names, times, ratios(times), counts):
         rows.append(("train step", name, statistics.median(ts), r, c))
     del steps, lm_b

@@ -260,11 +260,20 @@ class _GatedExperts(torch.autograd.Function):
         u = torch.mm(z, B.t())
         ctx.save_for_backward(h, gate_w, B, w_col, g, gw, z)
         ctx.inv_tau = inv_tau
+        # the backward runs under the forward's autocast state (what torch.amp.custom_bwd does)
+        device = h.device.type
+        ctx.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
         ctx.set_materialize_grads(False)
         return u, g
 
     @staticmethod
     def backward(ctx, grad_u, grad_g):  # noqa: ANN001, ANN205
+        device, dtype, enabled = ctx.autocast
+        with torch.autocast(device_type=device, dtype=dtype, enabled=enabled):
+            return _GatedExperts._backward(ctx, grad_u, grad_g)
+
+    @staticmethod
+    def _backward(ctx, grad_u, grad_g):  # noqa: ANN001, ANN205
         h, gate_w, B, w_col, g, gw, z = ctx.saved_tensors
         n, mk = g.shape
         r = h.shape[1]
