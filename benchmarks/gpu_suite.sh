@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks named by issues 4 and 5, in one call on a lent GPU machine (torch/transformers/peft
 # preinstalled there; no ray): the 7B-class shapes of MoSE vs LoRA (training step) and AR vs eager
-# (inference), then tokens/s and MFU of the training step. Logs go to $OUT (or ./gpu-logs).
+# (inference; also under bf16 autocast, the trainer's precision=bf16), then tokens/s and MFU of the training
+# step, then the GPU tests. Logs go to $OUT (or ./gpu-logs).
 # Usage (repo root): bash benchmarks/gpu_suite.sh
 set -uo pipefail
 OUT="${OUT:-gpu-logs}"; mkdir -p "$OUT"
@@ -16,6 +17,7 @@ run() {  # name, timeout seconds, command...
   timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
   echo "=== $name rc=${PIPESTATUS[0]} ==="
 }
-run model_overhead_7b 200 python3 benchmarks/model_overhead.py --device cuda --shapes 7b
+run model_overhead_7b 240 python3 benchmarks/model_overhead.py --device cuda --shapes 7b
+run model_overhead_7b_autocast 160 python3 benchmarks/model_overhead.py --device cuda --shapes 7b --autocast --no-count
 run train_throughput_7b 200 python3 benchmarks/train_throughput.py --device cuda --shapes 7b
 run gpu_tests 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/model

@@ -7,17 +7,20 @@
 Only torch, transformers and peft are needed (run from the repo root, or with it on PYTHONPATH; no
 install). The LLM is random-init from a config (no download): ``tiny`` = the tiny preset's LLM,
 ``small`` = a 256-wide 4-layer LLaMA, ``7b`` = LLaMA-2-7B (4096 wide, 32 layers, 32 heads, 11008 MLP),
-``host`` = 7b's 32 layers and 32 heads at width 128: the same number of ops per step as 7b with
-negligible compute, so its CPU time is the host side (Python, dispatch) that bounds a 7B step on a GPU.
+``host`` = 7b's 32 layers at width 128 with 4 heads: the same number of ops per step as 7b (the op
+count does not depend on widths or head count) with little compute, so its CPU time approximates the
+host side (Python, dispatch) that bounds a 7B step on a GPU.
 Every row also reports the aten ops dispatched per step (one profiled run; ``--no-count`` skips it).
 The prompt follows Emotion-LLaMA's token layout: ``--visual-tokens`` (default 259: 256 EVA patches +
 FaceMAE/VideoMAE tokens), ``--audio-tokens`` (default 1: HuBERT), the rest text.
 
 Training: one optimizer step (forward, backward, AdamW on the adapter) with the Emotion-LLaMA LoRA
-(r=64 for 7b and host, 8 for the others; alpha=16, dropout 0.05, q_proj/v_proj) vs MoSE (same rank, K=4 experts per modality, softmax gate,
-balance loss, dynamic weights). Inference: prefill + ``--new-tokens`` greedy cached decoding steps with
-eager attention vs AR (threshold 0.3, fraction 0.5, all heads; all layers, and the upper half of the
-layers), monitor mode, and sdpa for reference.
+(r=64 for 7b; 8 for the narrow shapes, where r=64 would make the adapter the main compute; alpha=16,
+dropout 0.05, q_proj/v_proj) vs MoSE (same rank, K=4 experts per modality, softmax gate, balance loss,
+dynamic weights); ``--autocast`` runs both under bf16 autocast, as the trainer's ``precision: bf16``
+(cluster/configs/train-7b.yaml) does. Inference: prefill + ``--new-tokens`` greedy cached decoding
+steps with eager attention vs AR (threshold 0.3, fraction 0.5, all heads; all layers, and the upper
+half of the layers), monitor mode, and sdpa for reference.
 Variants are timed in interleaved rounds (baseline, variant, baseline, ...) so that load drift hits
 all alike; each row is the median of ``--repeats`` rounds after warm-up, and the ratio is the median
 over rounds of variant / baseline in the same round. Targets from the issue: MoSE <= 1.25x LoRA, AR <= 1.10x eager.
@@ -44,10 +47,10 @@ SHAPES = {
                  num_key_value_heads=2, vocab_size=512),
     "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
                   num_key_value_heads=8, vocab_size=4096),
-    # 7b's depth and heads at a width where compute is negligible: the host work (Python, dispatch, kernel
-    # launches) of a 7B step, measurable on a CPU
-    "host": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=32, num_attention_heads=32,
-                 num_key_value_heads=32, vocab_size=4096),
+    # 7b's depth at a width where compute is small: the host work (Python, dispatch, kernel launches)
+    # of a 7B step, measurable on a CPU
+    "host": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=32, num_attention_heads=4,
+                 num_key_value_heads=4, vocab_size=4096),
     "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=32, vocab_size=32000),
 }
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     args.repeats = args.repeats or (5 if args.device == "cuda" else 15)
-    rank = args.rank or (64 if args.shapes in ("7b", "host") else 8)
+    rank = args.rank or (64 if args.shapes == "7b" else 8)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
         args.dtype, torch.bfloat16 if args.device == "cuda" else torch.float32)
     bs = args.batch_size or (4 if args.shapes in ("7b", "host") else 8)
