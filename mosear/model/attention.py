@@ -26,20 +26,27 @@ generated tokens; ``"all"`` also reallocates for visual/audio query rows). ``f =
 to eager attention.
 
 How it is computed. Cached decoding is bound by host time per op (Python and kernel launches), not by
-FLOPs, so a layer call does few ops. Once per forward call (shared by all layers) the key columns
-``K`` [B, Lk, 5] = (text, test, visual, audio, visual + ε) with ``test = (1-τ)·[audio] - τ·[visual]``,
-and ``M`` [B, 2, Lk] = (−audio, +visual) are built. Per layer, over the ``N = heads × rows`` rows::
+FLOPs, so a layer call does few ops. The key columns ``K`` [B, Lk, 5] = (text, test, visual, audio,
+visual + ε) with ``test = (1-τ)·[audio] - τ·[visual]``, and ``M`` [B, 5, Lk] (rows 0, 0, −audio, +visual,
+0) are built once per prompt for a capacity of ``L + 64`` keys (doubling the 64 when outgrown; generated
+keys are text) and cut to ``[..., :Lk]`` (views) once per forward call. Per layer, over the ``N = heads ×
+rows`` rows::
 
     m = p @ K                                     bmm: per row (t, test, v, a, v'); s > τ ⇔ test > 0
-    X = (v, a) · f·[test > 0]·[chosen row] / v'   [B, N, 2]
-    p ← p + p · (X @ M)                           bmm + addcmul: audio keys × (1 - X₀), visual × (1 + X₁)
+    X = where(test > 0, m, 0) / v'                [B, N, 5]; columns 2, 3: (v, a) / v' in hit rows
+    X ← X · f·[chosen row]                        only where rows differ (heads or query rows chosen)
+    p ← p + p · (X @ M)                           bmm + addcmul: audio keys × (1 - X₂), visual × (1 + X₃)
+
+A decoding step chooses every query row, so with all heads chosen ``f`` is folded into a cached ``f·M``
+and the third line disappears: a layer call costs 2 bmm, gt, where, div and addcmul (plus views), and
+skips eager's no-op cast (float32 models) and no-op dropout (eval) calls.
 
 Monitor mode (and AR mode) record, per sample, the attention share of text query rows on text / visual /
 audio keys, averaged over the chosen layers, heads and query rows (after reallocation in AR mode):
 :meth:`AttentionReallocator.shares` -> ``[B, 3]`` in :data:`MODALITY_NAMES` order. A layer call only
 keeps its ``m`` (and ``X``); the sums are reduced (float64) when :meth:`~AttentionReallocator.shares`
 is read, in a few ops per group of equally shaped records, with the mass after AR
-``(t, v + X₀·a, a - X₀·a)``.
+``(t, v + μ, a - μ)``, ``μ = X₂·a = f·a·v/v'`` (``X₂·a·f`` where ``f`` was folded into ``M``).
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ __all__ = ["ATTN_NAME", "AttentionReallocator", "ar_attention_forward", "realloc
 _EPS = 2.0**-100
 # layer-call records kept before they are folded into the sums: bounds memory on long generations
 _MAX_PENDING = 1024
+# key columns are built for the prompt plus this many generated keys, doubled whenever outgrown
+_KEY_CAPACITY_STEP = 64
 
 # attention module -> controller (weak: a dropped model releases its controller)
 _BINDINGS: "weakref.WeakKeyDictionary[nn.Module, AttentionReallocator]" = weakref.WeakKeyDictionary()
@@ -86,6 +95,8 @@ class AttentionReallocator:
     _pending: list = field(default_factory=list, repr=False)  # (m, X | None, step masks) per layer call
     _batch: tuple | None = field(default=None, repr=False)  # (B, device) of the records
     _step: Any = field(default=None, repr=False)  # masks of the current forward call
+    _keys: Any = field(default=None, repr=False)  # _KeyColumns of the current prompt
+    _rows: dict = field(default_factory=dict, repr=False)  # decoding step's row weights by shape
 
     def __post_init__(self) -> None:
         if self.mode not in ("ar", "monitor"):
@@ -111,35 +122,77 @@ class AttentionReallocator:
         return (self._sum / self._count.clamp_min(1).unsqueeze(1)).cpu()
 
     def step_masks(self, B: int, H: int, Lq: int, Lk: int, device: torch.device) -> "_StepMasks":
-        """Masks of the current forward call, built once and shared by all layers (few GPU kernels)."""
+        """Masks of the current forward call, built once and shared by all layers (few GPU kernels).
+
+        The key columns come from a per-prompt cache of capacity ``L + 64·2^k`` keys (views ``[..., :Lk]``
+        per call), and a cached decoding step's row weights from a cache by shape: a decoding step builds
+        nothing but two views."""
         ids = self.context.ids
         heads = tuple(self.heads) if self.heads is not None else None
         key = ((B, H, Lq, Lk), device, torch.is_inference_mode_enabled(), torch.is_grad_enabled(),
-               self.threshold, self.fraction, heads, self.queries)  # inference tensors stay in inference mode
+               self.threshold, self.fraction, heads, self.queries)  # views made in inference mode stay there
         st = self._step
         if st is not None and st.ids is ids and st.key == key:
             return st
-        key_masks, key_move = _key_masks(self.context.key_ids(B, Lk).to(device), self.threshold)
-        q_ids = self.context.ids_for(B, Lq).to(device)
-        qsel = ((q_ids == TEXT) if self.queries == "text" else (q_ids != PAD)).float()  # [B, Lq]
+        cols = self._key_columns(ids, B, Lk, device)
         if Lq < ids.shape[1]:
             # a cached decoding step: every query row is a generated (text) token, so all rows are chosen
-            rows = None
+            rows, (row_wf, row_w, n_rows) = None, self._decode_rows(B, H, Lq, device, heads)
         else:
-            # only query rows chosen in some sample are touched (text rows: ~1/5 of an Emotion-LLaMA
-            # prompt); one host sync per prefill call, not per layer
-            rows = torch.nonzero(qsel.any(0)).squeeze(1)  # [R]
-            rows = None if rows.numel() == Lq else rows
+            rows, row_wf, row_w, n_rows = self._call_rows(B, H, Lq, device, heads)
+        fold = row_wf is None  # every row of every chosen head: f sits in the cached f·M
+        self._step = _StepMasks(ids, key, cols.keys.narrow(1, 0, Lk),
+                                (cols.move_f if fold else cols.move).narrow(2, 0, Lk), rows, row_wf, row_w,
+                                n_rows, self.fraction if fold else 1.0)
+        return self._step
+
+    def _key_columns(self, ids: torch.Tensor, B: int, Lk: int, device: torch.device) -> "_KeyColumns":
+        """``K``, ``M`` and ``f·M`` of this prompt for a capacity of keys >= ``Lk`` (generated keys are text)."""
+        kc = self._keys
+        same = (kc is not None and kc.ids is ids and kc.batch == B and kc.device == device
+                and kc.threshold == self.threshold and kc.fraction == self.fraction)
+        if same and Lk <= kc.capacity:
+            return kc
+        L = ids.shape[1]
+        extra = _KEY_CAPACITY_STEP
+        while L + extra < Lk:
+            extra *= 2
+        with torch.inference_mode(False):  # normal tensors: usable inside and outside inference mode
+            keys, move = _key_masks(self.context.key_ids(B, L + extra).to(device), self.threshold)
+            self._keys = _KeyColumns(ids, B, device, self.threshold, self.fraction, L + extra, keys, move,
+                                     move * self.fraction)
+        return self._keys
+
+    def _decode_rows(self, B: int, H: int, Lq: int, device: torch.device, heads: tuple | None) -> tuple:
+        """(row_wf or None when f is folded into ``M``, row_w, n_rows) of a cached decoding step (cached)."""
+        key = (B, H, Lq, device, heads, self.fraction)
+        got = self._rows.get(key)
+        if got is None:
+            with torch.inference_mode(False):
+                head = _const(tuple(1.0 if heads is None or h in heads else 0.0 for h in range(H)), device)
+                n_heads = float(len(set(heads))) if heads is not None else float(H)
+                row = head.repeat_interleave(Lq).expand(B, H * Lq).unsqueeze(2).contiguous()  # [B, H·Lq, 1]
+                got = (None if heads is None else row * self.fraction, row / max(n_heads, 1.0),
+                       torch.full((B,), float(Lq), dtype=torch.float64, device=device))
+            self._rows = {key: got}
+        return got
+
+    def _call_rows(self, B: int, H: int, Lq: int, device: torch.device, heads: tuple | None) -> tuple:
+        """(rows, row_wf, row_w, n_rows) of a call over the whole prompt (prefill, no-cache generation)."""
+        q_ids = self.context.ids_for(B, Lq).to(device)
+        qsel = ((q_ids == TEXT) if self.queries == "text" else (q_ids != PAD)).float()  # [B, Lq]
+        # only query rows chosen in some sample are touched (text rows: ~1/5 of an Emotion-LLaMA prompt);
+        # one host sync per call, not per layer
+        rows = torch.nonzero(qsel.any(0)).squeeze(1)  # [R]
+        rows = None if rows.numel() == Lq else rows
         qsub = qsel if rows is None else qsel.index_select(1, rows)  # [B, R]
         head = _const(tuple(1.0 if heads is None or h in heads else 0.0 for h in range(H)), device)  # [H]
         n_heads = float(len(set(heads))) if heads is not None else float(H)
         row_w = (head[None, :, None] * qsub[:, None, :]).reshape(B, -1, 1)  # [B, H·R, 1]: head × row chosen
-        self._step = _StepMasks(ids, key, key_masks, key_move, rows, row_w * self.fraction,
-                                row_w / max(n_heads, 1.0), qsel.sum(1).double())
-        return self._step
+        return rows, row_w * self.fraction, row_w / max(n_heads, 1.0), qsel.sum(1).double()
 
     def record(self, mass: torch.Tensor, x: torch.Tensor | None, st: "_StepMasks") -> None:
-        """Keep one layer call's ``m`` [B, N, 5] and AR's ``X`` [B, N, 2] (None: nothing moved) until
+        """Keep one layer call's ``m`` [B, N, 5] and AR's ``X`` [B, N, 5] (None: nothing moved) until
         :meth:`shares` reduces them; a different batch size or device starts over."""
         batch = (mass.shape[0], mass.device)
         if batch != self._batch:
@@ -155,13 +208,16 @@ class AttentionReallocator:
         (prefill, decoding steps) and a few ops, instead of a reduction per layer call."""
         groups: dict[tuple, list] = {}
         for rec in self._pending:
-            groups.setdefault((rec[0].shape, rec[1] is None), []).append(rec)
+            groups.setdefault((rec[0].shape, rec[1] is None, rec[2].x_scale), []).append(rec)
         self._pending = []
         with torch.no_grad():
             for recs in groups.values():
                 t, _, v, a, _ = torch.stack([m for m, _, _ in recs]).split(1, dim=-1)  # each [n, B, N, 1]
                 if recs[0][1] is not None:
-                    moved = torch.stack([x for _, x, _ in recs])[..., :1] * a  # X₀·a = f·a·v/v'
+                    # X₂·a = f·a·v/v' (X₂ = v/v' where f sits in M: x_scale = f)
+                    moved = torch.stack([x for _, x, _ in recs])[..., 2:3] * a
+                    if recs[0][2].x_scale != 1.0:
+                        moved = moved * recs[0][2].x_scale
                     v, a = v + moved, a - moved  # the mass AR moved from audio to visual keys
                 w = torch.stack([st.row_w for _, _, st in recs])  # [n, B, N, 1]
                 part = (torch.cat([t, v, a], dim=-1) * w).sum(dim=(0, 2), dtype=torch.float64)  # [B, 3]
@@ -176,11 +232,27 @@ class _StepMasks:
     ids: Any  # the context's ids tensor this was built for (held so its identity stays unique)
     key: tuple  # shapes, device, autograd mode and settings it was built for
     key_masks: torch.Tensor  # [B, Lk, 5] float: text, test, visual, audio, visual + ε (see _key_masks)
-    key_move: torch.Tensor  # [B, 2, Lk] float: -audio, +visual
+    key_move: torch.Tensor  # [B, 5, Lk] float: rows 2, 3 = -audio, +visual (times f where x_scale = f)
     rows: torch.Tensor | None  # [R] query rows worked on (None: all)
-    row_wf: torch.Tensor  # [B, H·R, 1] float: f for chosen heads × chosen query rows, else 0
+    row_wf: torch.Tensor | None  # [B, H·R, 1] float: f for chosen heads × query rows, else 0; None: f in M
     row_w: torch.Tensor  # [B, H·R, 1] float: 1 / n_heads for chosen heads × rows (the shares' weights)
     n_rows: torch.Tensor  # [B] float64: chosen query rows per sample
+    x_scale: float = 1.0  # f where key_move carries it (X then lacks it), else 1
+
+
+@dataclass
+class _KeyColumns:
+    """``K`` and ``M`` of one prompt for ``capacity`` keys (the prompt, then generated text keys)."""
+
+    ids: Any  # the context's ids tensor they were built from
+    batch: int
+    device: torch.device
+    threshold: float
+    fraction: float
+    capacity: int
+    keys: torch.Tensor  # [B, capacity, 5] (K)
+    move: torch.Tensor  # [B, 5, capacity] (M)
+    move_f: torch.Tensor  # [B, 5, capacity] (f·M)
 
 
 # (values, device) -> float32 tensor; built once (a host-to-device copy is a sync on a GPU)
@@ -200,27 +272,31 @@ def _key_masks(key_ids: torch.Tensor, threshold: float) -> tuple[torch.Tensor, t
 
     Returns ``K`` [B, Lk, 5] (text, test, visual, audio, visual + ε) with ``test = (1-τ)·[audio] -
     τ·[visual]``, so that ``p @ K`` gives a row's ``test = (1-τ)·a - τ·v`` (> 0 ⇔ ``a/(a+v) > τ``) and
-    ``v' = v + ε·Σp``; and ``M`` [B, 2, Lk] (−audio, +visual), which spreads ``X`` over the keys.
+    ``v' = v + ε·Σp``; and ``M`` [B, 5, Lk] (rows 0, 0, −audio, +visual, 0: one per column of ``K``),
+    which spreads ``X`` = the hit rows' ``p @ K / v'`` over the keys.
     """
     tau = threshold
-    by_id = {PAD: (0.0,) * 7,  # K columns, then M columns
-             TEXT: (1.0, 0.0, 0.0, 0.0, _EPS, 0.0, 0.0),
-             VISUAL: (0.0, -tau, 1.0, 0.0, 1.0, 0.0, 1.0),  # visual + ε: 1 + ε rounds to 1
-             AUDIO: (0.0, 1.0 - tau, 0.0, 1.0, _EPS, -1.0, 0.0)}
-    table = _const(tuple(by_id[i] for i in range(PAD, AUDIO + 1)), key_ids.device)  # [4, 7], row id - PAD
-    cols = table[key_ids - PAD]  # [B, Lk, 7]
+    by_id = {PAD: (0.0,) * 10,  # K columns, then M rows
+             TEXT: (1.0, 0.0, 0.0, 0.0, _EPS) + (0.0,) * 5,
+             VISUAL: (0.0, -tau, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0),  # visual + ε: 1 + ε rounds to 1
+             AUDIO: (0.0, 1.0 - tau, 0.0, 1.0, _EPS, 0.0, 0.0, -1.0, 0.0, 0.0)}
+    table = _const(tuple(by_id[i] for i in range(PAD, AUDIO + 1)), key_ids.device)  # [4, 10], row id - PAD
+    cols = table[key_ids - PAD]  # [B, Lk, 10]
     return cols[..., :5].contiguous(), cols[..., 5:].transpose(1, 2).contiguous()
 
 
-def _reallocate(p: torch.Tensor, key_masks: torch.Tensor, key_move: torch.Tensor, row_wf: torch.Tensor,
+def _reallocate(p: torch.Tensor, key_masks: torch.Tensor, key_move: torch.Tensor, row_wf: torch.Tensor | None,
                 inplace: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """AR on the rows ``p`` [B, N, Lk] (float32). ``row_wf`` [B, N, 1]: f in chosen rows, else 0.
+    """AR on the rows ``p`` [B, N, Lk] (float32). ``row_wf`` [B, N, 1]: f in chosen rows, else 0; ``None``
+    when every row is chosen and ``key_move`` carries f.
 
-    Returns (new p, ``m`` [B, N, 5] of the old p, ``X`` [B, N, 2]); ``inplace`` updates ``p`` itself.
+    Returns (new p, ``m`` [B, N, 5] of the old p, ``X`` [B, N, 5]); ``inplace`` updates ``p`` itself.
     """
     mass = torch.bmm(p, key_masks)  # [B, N, 5]: t, test, v, a, v'
-    _, test, va, v_eps = mass.split((1, 1, 2, 1), dim=-1)
-    x = va * ((test > 0) * row_wf / v_eps)  # [B, N, 2]: X = (f·v/v', f·a/v') in hit rows, else 0
+    # X = m / v' in hit rows (columns 2, 3: v/v', a/v'; M ignores the others), else 0; v' > 0 always
+    x = torch.where(mass.narrow(2, 1, 1) > 0, mass, 0.0) / mass.narrow(2, 4, 1)  # [B, N, 5]
+    if row_wf is not None:
+        x = x * row_wf
     scale = torch.bmm(x, key_move)  # [B, N, Lk]: -f·v/v' on audio keys, f·a/v' on visual keys, else 0
     p = p.addcmul_(p, scale) if inplace else torch.addcmul(p, p, scale)
     return p, mass, x
@@ -291,8 +367,10 @@ def ar_attention_forward(
             mass, x = torch.bmm(flat, st.key_masks), None
         ctl.record(mass, x, st)
 
-    p = p.to(query.dtype)
-    p = nn.functional.dropout(p, p=dropout, training=module.training)
+    if p.dtype != query.dtype:  # skipped calls are no-ops (each one is host time in a decoding step)
+        p = p.to(query.dtype)
+    if dropout > 0 and module.training:
+        p = nn.functional.dropout(p, p=dropout, training=True)
     attn_output = torch.matmul(p, value_states)
     return attn_output.transpose(1, 2).contiguous(), p
 

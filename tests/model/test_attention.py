@@ -83,12 +83,16 @@ def test_threshold_leaves_rows_below_it_alone():
     torch.testing.assert_close(q.sum(-1), p.sum(-1))
 
 
-def test_generation_with_ar_matches_the_no_cache_path(lm):
+@pytest.mark.parametrize("heads", [None, [0, 3]])  # None: f folded into M in decoding steps
+def test_generation_with_ar_matches_the_no_cache_path(lm, heads, monkeypatch):
+    import mosear.model.attention as attention
+
+    monkeypatch.setattr(attention, "_KEY_CAPACITY_STEP", 2)  # the key columns outgrow their capacity twice
     ctx = ModalityContext()
-    set_attention_mode(lm, "ar", threshold=0.2, fraction=0.7, context=ctx)
+    set_attention_mode(lm, "ar", threshold=0.2, fraction=0.7, heads=heads, context=ctx)
     with ctx.use(MODS):
-        kw = dict(input_ids=_ids(), attention_mask=MASK, max_new_tokens=6, do_sample=False, pad_token_id=0,
-                  return_dict_in_generate=True, output_scores=True)
+        kw = dict(input_ids=_ids(), attention_mask=MASK, max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                  pad_token_id=0, return_dict_in_generate=True, output_scores=True)
         cached = lm.generate(**kw)
         plain = lm.generate(**kw, use_cache=False)
     set_attention_mode(lm, "eager", context=ctx)
@@ -171,13 +175,14 @@ def _reference_shares(attentions, layers: list[int], heads: list[int]) -> torch.
     return total / count[:, None]
 
 
-@pytest.mark.parametrize("mode", ["monitor", "ar"])
-def test_shares_after_many_decoding_steps_match_a_per_layer_reference(lm, mode, monkeypatch):
+@pytest.mark.parametrize(("mode", "heads"), [("monitor", [1, 3]), ("ar", [1, 3]), ("ar", None)])
+def test_shares_after_many_decoding_steps_match_a_per_layer_reference(lm, mode, heads, monkeypatch):
     import mosear.model.attention as attention
 
     monkeypatch.setattr(attention, "_MAX_PENDING", 5)  # fold the records several times mid-generation
+    monkeypatch.setattr(attention, "_KEY_CAPACITY_STEP", 4)  # 10 + 4 keys, then 10 + 8, 10 + 16, 10 + 32
     ctx = ModalityContext()
-    layers, heads = [0, 2], [1, 3]
+    layers = [0, 2]
     ctl = set_attention_mode(lm, mode, threshold=0.2, fraction=0.6, layers=layers, heads=heads, context=ctx)
     with ctx.use(MODS), torch.inference_mode():
         out = lm.generate(input_ids=_ids(), attention_mask=MASK, max_new_tokens=24, min_new_tokens=24,
@@ -185,4 +190,31 @@ def test_shares_after_many_decoding_steps_match_a_per_layer_reference(lm, mode, 
     shares = ctl.shares()
     set_attention_mode(lm, "eager", context=ctx)
     assert len(out.attentions) == 24
-    torch.testing.assert_close(shares, _reference_shares(out.attentions, layers, heads), rtol=1e-5, atol=1e-6)
+    reference = _reference_shares(out.attentions, layers, heads or list(range(4)))
+    torch.testing.assert_close(shares, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_cached_generation_of_an_expanded_batch_then_training_with_ar(lm, monkeypatch):
+    """Two sequences per prompt (the ids are repeated per sample, as for num_return_sequences), decoded
+    under inference_mode past the first key capacity, equal the no-cache path; then a training forward
+    (autograd records p) reuses the same prompt's key columns and backpropagates."""
+    import mosear.model.attention as attention
+
+    monkeypatch.setattr(attention, "_KEY_CAPACITY_STEP", 3)
+    ctx = ModalityContext()
+    ctl = set_attention_mode(lm, "ar", threshold=0.2, fraction=0.7, context=ctx)
+    kw = dict(input_ids=_ids().repeat_interleave(2, 0), attention_mask=MASK.repeat_interleave(2, 0),
+              max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0, return_dict_in_generate=True,
+              output_scores=True)
+    with ctx.use(MODS), torch.inference_mode():
+        cached = lm.generate(**kw)
+        plain = lm.generate(**kw, use_cache=False)
+    assert torch.equal(cached.sequences, plain.sequences)
+    for s1, s2 in zip(cached.scores, plain.scores):
+        torch.testing.assert_close(s1, s2, rtol=1e-4, atol=1e-4)
+    assert cached.sequences.shape[0] == 4 and ctl._keys.capacity >= MODS.shape[1] + 8
+    out = _forward(lm, ctx)  # same ids object, now with autograd
+    out.logits.sum().backward()
+    assert all(p.grad is not None for p in lm.parameters() if p.requires_grad)
+    lm.zero_grad()
+    set_attention_mode(lm, "eager", context=ctx)
