@@ -101,7 +101,7 @@ def interleaved(fns: list, device: str, warmup: int, repeats: int) -> list[list[
 _VIEWS = {"aten::view", "aten::t", "aten::reshape", "aten::unsqueeze", "aten::squeeze", "aten::expand",
           "aten::select", "aten::slice", "aten::transpose", "aten::permute", "aten::detach", "aten::alias",
           "aten::as_strided", "aten::_unsafe_view", "aten::split", "aten::unbind", "aten::narrow",
-          "aten::_reshape_alias", "aten::lift_fresh"}
+          "aten::_reshape_alias", "aten::lift_fresh", "aten::split_with_sizes", "aten::chunk"}
 
 
 def count_ops(fn) -> tuple[int, int, int | None]:
