@@ -312,7 +312,6 @@ class _Layout:
 
     ids: torch.Tensor | None  # the context's ids it was built for (held so that identity stays meaningful)
     key: tuple | None  # (batch, length, device, inference mode)
-    modality: torch.Tensor  # [N] ids, PAD -> TEXT
     onehot: torch.Tensor  # [N, M] float, PAD rows gated as text
     row_mean: torch.Tensor  # [N] 1 / |T_m(t)| (0 for PAD rows): ``row_mean @ x`` averages x per modality block
     mean_onehot: torch.Tensor  # [N, M]: 1 / |T_m| in column m for rows of modality m (PAD rows 0)
@@ -334,7 +333,7 @@ class _Layout:
             present = counts > 0
             mids = torch.arange(NUM_MODALITIES, device=modality.device)
             av = (mids == VISUAL) | (mids == AUDIO)  # built on the device: no host-to-device copy
-            return _Layout(ids, key, mod, onehot, row_mean, mean_onehot, 1.0 / present.sum().clamp_min(1),
+            return _Layout(ids, key, onehot, row_mean, mean_onehot, 1.0 / present.sum().clamp_min(1),
                            av & present, av)
 
     def blocks(self, k: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
