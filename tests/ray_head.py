@@ -34,8 +34,12 @@ def free_ports(n: int) -> list[int]:
 @contextmanager
 def local_ray_cluster(num_cpus: int = 2, timeout_s: float = 90.0):
     """Yield the Jobs API address (``http://127.0.0.1:PORT``) of a fresh single-node cluster."""
-    gcs, dash, agent_http, agent_grpc, client, node_mgr, obj_mgr, metrics, rtenv = free_ports(9)
+    ports = free_ports(9)
+    gcs, dash, agent_http, agent_grpc, client, node_mgr, obj_mgr, metrics, rtenv = ports
+    # the workers' port range must not hold any of the ports above (ray start refuses to start)
     worker_lo = free_ports(1)[0]
+    while any(worker_lo <= p <= worker_lo + 200 for p in ports) or worker_lo + 200 > 65000:
+        worker_lo = free_ports(1)[0]
     temp_dir = Path(tempfile.mkdtemp(prefix="rayf-", dir="/tmp"))  # short: socket paths are limited
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
@@ -46,7 +50,7 @@ def local_ray_cluster(num_cpus: int = 2, timeout_s: float = 90.0):
         f"--dashboard-agent-grpc-port={agent_grpc}", f"--ray-client-server-port={client}",
         f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
         f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={rtenv}",
-        f"--min-worker-port={worker_lo}", f"--max-worker-port={min(worker_lo + 200, 65000)}",
+        f"--min-worker-port={worker_lo}", f"--max-worker-port={worker_lo + 200}",
     ]
     log = open(temp_dir / "head.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
