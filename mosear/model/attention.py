@@ -169,8 +169,7 @@ class AttentionReallocator:
         got = self._rows.get(key)
         if got is None:
             with torch.inference_mode(False):
-                head = _const(tuple(1.0 if heads is None or h in heads else 0.0 for h in range(H)), device)
-                n_heads = float(len(set(heads))) if heads is not None else float(H)
+                head, n_heads = _head_weights(H, heads, device)
                 row = head.repeat_interleave(Lq).expand(B, H * Lq).unsqueeze(2).contiguous()  # [B, H·Lq, 1]
                 got = (None if heads is None else row * self.fraction, row / max(n_heads, 1.0),
                        torch.full((B,), float(Lq), dtype=torch.float64, device=device))
@@ -186,8 +185,7 @@ class AttentionReallocator:
         rows = torch.nonzero(qsel.any(0)).squeeze(1)  # [R]
         rows = None if rows.numel() == Lq else rows
         qsub = qsel if rows is None else qsel.index_select(1, rows)  # [B, R]
-        head = _const(tuple(1.0 if heads is None or h in heads else 0.0 for h in range(H)), device)  # [H]
-        n_heads = float(len(set(heads))) if heads is not None else float(H)
+        head, n_heads = _head_weights(H, heads, device)
         row_w = (head[None, :, None] * qsub[:, None, :]).reshape(B, -1, 1)  # [B, H·R, 1]: head × row chosen
         return rows, row_w * self.fraction, row_w / max(n_heads, 1.0), qsel.sum(1).double()
 
@@ -265,6 +263,12 @@ def _const(values: tuple, device: torch.device) -> torch.Tensor:
         with torch.inference_mode(False):  # a normal tensor, usable inside and outside inference mode
             _CONSTANTS[key] = torch.tensor(values, dtype=torch.float32, device=device)
     return _CONSTANTS[key]
+
+
+def _head_weights(H: int, heads: tuple | None, device: torch.device) -> tuple[torch.Tensor, float]:
+    """``[H]`` 1.0 for the chosen heads (all when ``heads`` is None) and how many are chosen."""
+    chosen = _const(tuple(1.0 if heads is None or h in heads else 0.0 for h in range(H)), device)
+    return chosen, float(len(set(heads))) if heads is not None else float(H)
 
 
 def _key_masks(key_ids: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
