@@ -226,17 +226,20 @@ def decode_clip(
         times: list[float] = []
         chunks: list[np.ndarray] = []
         resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate) if astream else None
-        prev = None  # (time, VideoFrame) of the previous decoded video frame
-        last_conv: tuple[int, np.ndarray] | None = None  # (id of frame, converted image)
+        prev = None  # (VideoFrame, time, decode index) of the previous decoded video frame
+        # The last converted image, keyed by the frame's decode index: a target that picks the same
+        # source frame again reuses it. (Never key by id(frame): a freed frame's id is reused by a
+        # later frame, which then got the earlier frame's image.)
+        last_conv: tuple[int, np.ndarray] | None = None
         last_time = None
         n_decoded = 0
 
-        def keep(frame, t):
+        def keep(frame, t, index):
             nonlocal last_conv
-            if last_conv is None or last_conv[0] != id(frame):
+            if last_conv is None or last_conv[0] != index:
                 sw, sh = _scaled_size(frame.width, frame.height, height, width, resize)
                 img = frame.to_ndarray(width=sw, height=sh, format="rgb24", interpolation="AREA")
-                last_conv = (id(frame), resize_frame(img, height, width, resize))
+                last_conv = (index, resize_frame(img, height, width, resize))
             frames.append(last_conv[1])
             times.append(round(t, 6))
 
@@ -254,14 +257,15 @@ def decode_clip(
             for frame in decoded:
                 if is_video:
                     t = float(frame.time) if frame.time is not None else start + n_decoded / fps
+                    index = n_decoded
                     n_decoded += 1
                     while len(frames) < num_frames and t >= targets[len(frames)]:
                         target = targets[len(frames)]
-                        if prev is not None and abs(prev[0] - target) <= abs(t - target):
-                            keep(prev[1], prev[0])
+                        if prev is not None and abs(prev[1] - target) <= abs(t - target):
+                            keep(*prev)
                         else:
-                            keep(frame, t)
-                    prev, last_time = (t, frame), t
+                            keep(frame, t, index)
+                    prev, last_time = (frame, t, index), t
                     if len(frames) == num_frames:
                         video_done = True
                 else:
@@ -283,7 +287,7 @@ def decode_clip(
                 f"{path.name}: video stops at {last_time - start:.2f} s of a stated {duration:.2f} s",
             )
         while len(frames) < num_frames:  # the last target(s) fall after the final frame
-            keep(prev[1], prev[0])
+            keep(*prev)
     if astream is None and missing_audio == "error":
         # checked after the video decoded: a damaged header that lost the audio track is not "no audio"
         raise MediaError("no_audio", f"{path.name} has no audio stream")
