@@ -47,10 +47,28 @@ def test_calibration_follows_its_rule(make_model, real_samples):
            (model.collate(real_samples[::-1], include_target=False), ["sad", "neutral", "happy"], subsets)]
     res = calibrate_ar(model, val, labels, thresholds=(0.0, 0.5), fractions=(0.5, 1.0))
     assert len(res.table) == 5 and res.table[0]["fraction"] == 0.0
-    ok = [r for r in res.table if r["consistent"] >= res.table[0]["consistent"]]
-    best = min(abs(r["gap"]) for r in ok)
     chosen = next(r for r in res.table if (r["threshold"], r["fraction"]) == (res.threshold, res.fraction))
-    assert chosen in ok and abs(chosen["gap"]) == best
+    # the consistent floor is the no-AR accuracy minus its bootstrap SE (>= 0): every kept row is at least this
+    ok = [r for r in res.table if r["consistent"] >= res.table[0]["consistent"]]
+    assert chosen["conflict_mean"] >= max(r["conflict_mean"] for r in ok)
     assert model.ar_controller is not None and model.ar_controller.fraction == res.fraction
     with pytest.raises(ValueError, match="audio_aligned"):
         calibrate_ar(model, [(val[0][0], val[0][1], ["consistent"] * 3)], labels)
+
+
+@pytest.mark.parametrize("rows, se, expect", [
+    # a smaller |gap| bought by lowering audio-aligned accuracy is not chosen: the conflict-mean is
+    ([(1, 0, .8, .2, .9), (.5, .5, .8, .2, .3), (.5, .25, .8, .5, .9)], 0.0, (.5, .25)),
+    # consistent drops by more than one SE: refused, even with the best conflict-mean
+    ([(1, 0, .8, .2, .9), (.5, .5, .6, .9, .9)], 0.1, (1, 0)),
+    # within one SE: allowed
+    ([(1, 0, .8, .2, .9), (.5, .5, .75, .9, .9)], 0.1, (.5, .5)),
+    # ties: the smaller fraction, then the larger threshold
+    ([(1, 0, .8, .5, .5), (.3, .5, .8, .6, .6), (.7, .5, .8, .6, .6), (.7, .25, .8, .6, .6)], 0.0, (.7, .25)),
+])
+def test_choose_setting_rule(rows, se, expect):
+    from mosear.model.calibrate import choose_setting
+
+    table = [dict(zip(("threshold", "fraction", "consistent", "video_aligned", "audio_aligned"), r)) for r in rows]
+    best = choose_setting(table, se)
+    assert (best["threshold"], best["fraction"]) == expect

@@ -1,0 +1,49 @@
+"""Intervals: coverage on a known mean, groups move together, t-interval over seeds against scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from mosear.evaluate.intervals import bootstrap, bootstrap_se, seed_interval
+
+
+def _acc(d: pd.DataFrame) -> float:
+    return float(d["hit"].mean()) if len(d) else float("nan")
+
+
+def test_bootstrap_covers_the_true_rate():
+    """Nominal 95 %: over 200 Bernoulli(0.7) samples of 80 items, the interval holds 0.7 about 95 % of the time."""
+    rng = np.random.default_rng(1)
+    covered = 0
+    for _ in range(200):
+        df = pd.DataFrame({"hit": rng.random(80) < 0.7})
+        iv = bootstrap(df, _acc, n_boot=400)
+        covered += iv.ci_low <= 0.7 <= iv.ci_high
+        assert iv.ci_low <= iv.value <= iv.ci_high
+    assert 0.88 <= covered / 200 <= 0.99
+
+
+def test_groups_widen_the_interval_when_clips_share_a_source():
+    # 10 sources, 8 clips each, every clip of a source right or wrong together: 10 effective items, not 80
+    hit = np.repeat(np.arange(10) % 2 == 0, 8)
+    df = pd.DataFrame({"hit": hit, "src": np.repeat(np.arange(10), 8)})
+    by_clip, by_group = bootstrap(df, _acc), bootstrap(df, _acc, groups="src")
+    assert by_group.n_groups == 10 and by_clip.n_groups == 80
+    assert (by_group.ci_high - by_group.ci_low) > 2 * (by_clip.ci_high - by_clip.ci_low)
+    assert bootstrap_se(df, _acc, groups="src") > 2 * bootstrap_se(df, _acc)
+
+
+def test_empty_and_undefined():
+    iv = bootstrap(pd.DataFrame({"hit": []}), _acc)
+    assert np.isnan(iv.value) and np.isnan(iv.ci_low) and str(iv) == "n/a"
+    assert np.isnan(seed_interval([0.5]).ci_low) and seed_interval([0.5]).value == 0.5
+
+
+def test_seed_interval_is_the_t_interval():
+    x = [0.61, 0.72, 0.55, 0.68, 0.70]
+    iv = seed_interval(x)
+    lo, hi = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
+    assert iv.ci_low == pytest.approx(lo) and iv.ci_high == pytest.approx(hi) and iv.n == 5
