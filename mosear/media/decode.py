@@ -11,7 +11,15 @@ Outputs (:class:`DecodedClip`):
   spread over the video stream, ``t_i = start + (i + 0.5) * duration / T`` seconds; for each target the
   decoded frame nearest in time is kept. Resize preserves the aspect ratio, then center-crops
   (``resize="crop"``) or zero-pads (``resize="pad"``) to ``H x W``.
+  Frames are upright as a player shows them: a display matrix (phone clips' rotation, a mirror flip)
+  is applied to each frame before the resize (``rotation``: degrees counter-clockwise, ffprobe's
+  ``rotation``; ``mirrored``: a horizontal flip was part of it).
 - ``audio``: int16 ``[N]`` mono at ``sample_rate`` Hz (libswresample), the whole audio track.
+- ``warnings``: what libav reported while decoding (packets it could not decode, concealed errors in
+  frames it did decode); a clip with warnings is still kept, and the shard index stores them.
+
+Raw elementary streams (``.h264``, ``.hevc``, ``.m2v``, ...) have no container duration or timestamps:
+their duration is the sum of the video packets' durations and their frame rate the packet count over it.
 
 Failures raise :class:`MediaError` with a short machine-readable ``reason`` (see :data:`REASONS`) and a
 human message; nothing is returned half-made.
@@ -19,6 +27,7 @@ human message; nothing is returned half-made.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import stat
@@ -46,6 +55,8 @@ REASONS: dict[str, str] = {
 # A video that stops short of its stated duration by more than this is called truncated (seconds,
 # or two frame intervals, whichever is larger). Real clips end within a frame or two of it.
 _TRUNCATION_TOLERANCE_S = 0.5
+# Warnings kept per clip (the count is always exact): a badly damaged file logs one line per macroblock.
+MAX_WARNINGS = 20
 
 
 class MediaError(Exception):
@@ -75,6 +86,8 @@ class ProbeInfo:
     audio_rate: int | None = None
     audio_channels: int | None = None
     bytes: int = 0
+    rotation: int = 0  # display matrix: degrees counter-clockwise the stored frames are turned for display
+    mirrored: bool = False  # display matrix: a horizontal flip (after the rotation)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -90,7 +103,8 @@ class DecodedClip:
     duration_s: float  # the video duration the frames were sampled over
     video_start_s: float  # start time of the video stream (frame times count from the file's zero)
     probe: ProbeInfo
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # at most MAX_WARNINGS distinct messages
+    num_warnings: int = 0  # every warning libav reported, including those not kept in ``warnings``
 
     @property
     def audio_seconds(self) -> float:
@@ -183,6 +197,87 @@ def _scaled_size(src_w: int, src_h: int, height: int, width: int, mode: str) -> 
     return min(width, max(1, round(src_w * scale))), min(height, max(1, round(src_h * scale)))
 
 
+@dataclass(frozen=True)
+class _Orientation:
+    """How to turn a stored frame upright (from its display matrix). ``transpose`` swaps the axes first."""
+
+    transpose: bool = False
+    flip_rows: bool = False
+    flip_cols: bool = False
+    rotation: int = 0  # degrees counter-clockwise (ffprobe's ``rotation``)
+    mirrored: bool = False
+
+    def display_size(self, w: int, h: int) -> tuple[int, int]:
+        return (h, w) if self.transpose else (w, h)
+
+    def apply(self, img: np.ndarray) -> np.ndarray:
+        if self.transpose:
+            img = img.transpose(1, 0, 2)
+        if self.flip_rows:
+            img = img[::-1]
+        if self.flip_cols:
+            img = img[:, ::-1]
+        return img
+
+
+def _orientation(frame: av.VideoFrame, warnings: list[str]) -> _Orientation:
+    """The display matrix of ``frame`` (libav side data) as axis swaps and flips.
+
+    libavutil/display.h: a stored pixel ``(p, q)`` (column, row) is shown at
+    ``p' = a*p + c*q + x``, ``q' = b*p + d*q + y`` with the matrix ``[a b u; c d v; x y w]`` (16.16 fixed
+    point). Only axis-aligned matrices (multiples of 90 degrees, optionally mirrored) are applied; any
+    other angle is reported as a warning and the frames are kept as stored.
+    """
+    sd = frame.side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
+    if sd is None:
+        return _Orientation()
+    m = np.frombuffer(bytes(sd), dtype=np.int32)[:9].astype(np.float64) / 65536.0
+    a, b, c, d = m[0], m[1], m[3], m[4]
+    rotation = int(round(frame.rotation or 0))
+    mirrored = bool(a * d - b * c < 0)
+    tol = 1e-3
+    if abs(b) < tol and abs(c) < tol and abs(a) > tol and abs(d) > tol:
+        o = _Orientation(False, flip_rows=d < 0, flip_cols=a < 0, rotation=rotation, mirrored=mirrored)
+    elif abs(a) < tol and abs(d) < tol and abs(b) > tol and abs(c) > tol:
+        o = _Orientation(True, flip_rows=b < 0, flip_cols=c < 0, rotation=rotation, mirrored=mirrored)
+    else:
+        warnings.append(f"display matrix rotates by {rotation} degrees (not a multiple of 90): frames kept as stored")
+        return _Orientation()
+    return o
+
+
+@contextlib.contextmanager
+def _libav_warnings(enabled: bool):
+    """Collect libav's log lines at WARNING or worse on this thread (``(level, name, message)`` tuples).
+
+    PyAV ignores libav's log unless a level is set; it is set for the duration of the block and put back.
+    Only this thread's messages are captured: with decoder threads (``threads != 1``) libav's worker
+    threads' messages are not (packets that fail to decode are still reported, as exceptions).
+    """
+    if not enabled:
+        yield []
+        return
+    prev = av.logging.get_level()
+    if prev is None or prev < av.logging.WARNING:
+        av.logging.set_level(av.logging.WARNING)
+    try:
+        with av.logging.Capture(local=True) as logs:
+            yield logs
+    finally:
+        av.logging.set_level(prev)
+
+
+def _keep_warnings(messages: list[str]) -> list[str]:
+    """The first :data:`MAX_WARNINGS` distinct messages, in order."""
+    out: list[str] = []
+    for msg in messages:
+        if msg not in out:
+            out.append(msg)
+            if len(out) == MAX_WARNINGS:
+                break
+    return out
+
+
 def decode_clip(
     path: str | Path,
     num_frames: int = 16,
@@ -202,10 +297,19 @@ def decode_clip(
     path = Path(path)
     size = _check_path(path)
     warnings: list[str] = []
-    with _open(path) as container:
+    with contextlib.ExitStack() as stack:
+        logs = stack.enter_context(_libav_warnings(threads == 1))
+        container = stack.enter_context(_open(path))
         info = _probe_container(container, size)
         if not info.has_video:
             raise MediaError("no_video", f"{path.name} has no video stream ({info.container})")
+        duration = info.duration_s
+        if not duration or duration <= 0:  # a raw elementary stream: measure, then start over
+            duration, n_packets = _duration_from_packets(container, container.streams.video[0])
+            info.duration_s = duration
+            info.fps = n_packets / duration
+            container.close()
+            container = stack.enter_context(_open(path))
         vstream = container.streams.video[0]
         astream = container.streams.audio[0] if info.has_audio else None
         vstream.codec_context.thread_count = threads  # 1: one thread per clip, one worker per core
@@ -213,11 +317,6 @@ def decode_clip(
             vstream.thread_type = "AUTO"
 
         start = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else info.start_s
-        duration = info.duration_s
-        if not duration or duration <= 0:
-            duration = _duration_from_packets(container, vstream)
-            info.duration_s = duration
-            container.seek(0)
         step = duration / num_frames
         targets = [start + (i + 0.5) * step for i in range(num_frames)]
         fps = info.fps or 25.0
@@ -231,15 +330,18 @@ def decode_clip(
         # source frame again reuses it. (Never key by id(frame): a freed frame's id is reused by a
         # later frame, which then got the earlier frame's image.)
         last_conv: tuple[int, np.ndarray] | None = None
+        orient: _Orientation | None = None  # from the first decoded frame's display matrix
         last_time = None
         n_decoded = 0
 
         def keep(frame, t, index):
             nonlocal last_conv
             if last_conv is None or last_conv[0] != index:
-                sw, sh = _scaled_size(frame.width, frame.height, height, width, resize)
-                img = frame.to_ndarray(width=sw, height=sh, format="rgb24", interpolation="AREA")
-                last_conv = (index, resize_frame(img, height, width, resize))
+                dw, dh = orient.display_size(frame.width, frame.height)
+                sw, sh = _scaled_size(dw, dh, height, width, resize)  # upright, scaled
+                cw, ch = orient.display_size(sw, sh)  # the same, as stored
+                img = frame.to_ndarray(width=cw, height=ch, format="rgb24", interpolation="AREA")
+                last_conv = (index, resize_frame(orient.apply(img), height, width, resize))
             frames.append(last_conv[1])
             times.append(round(t, 6))
 
@@ -256,6 +358,9 @@ def decode_clip(
                 continue
             for frame in decoded:
                 if is_video:
+                    if orient is None:
+                        orient = _orientation(frame, warnings)
+                        info.rotation, info.mirrored = orient.rotation, orient.mirrored
                     t = float(frame.time) if frame.time is not None else start + n_decoded / fps
                     index = n_decoded
                     n_decoded += 1
@@ -274,20 +379,21 @@ def decode_clip(
         if resampler is not None:
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
+        if prev is not None:
+            while len(frames) < num_frames and not (
+                    last_time < start + duration - max(_TRUNCATION_TOLERANCE_S, 2.0 / fps)):
+                keep(*prev)  # the last target(s) fall after the final frame (converted here: frame alive)
+        warnings.extend(f"[{name}] {msg.strip()}" for level, name, msg in logs if level <= av.logging.WARNING)
 
     if prev is None:
         detail = "; ".join(warnings[:3]) or (
             f"the stream ended without a frame; the file ({size} bytes) may be cut short")
         raise MediaError("decode_error", f"no video frame of {path.name} could be decoded ({detail})")
     if len(frames) < num_frames:
-        tolerance = max(_TRUNCATION_TOLERANCE_S, 2.0 / fps)
-        if last_time is not None and last_time < start + duration - tolerance:
-            raise MediaError(
-                "truncated",
-                f"{path.name}: video stops at {last_time - start:.2f} s of a stated {duration:.2f} s",
-            )
-        while len(frames) < num_frames:  # the last target(s) fall after the final frame
-            keep(*prev)
+        raise MediaError(
+            "truncated",
+            f"{path.name}: video stops at {last_time - start:.2f} s of a stated {duration:.2f} s",
+        )
     if astream is None and missing_audio == "error":
         # checked after the video decoded: a damaged header that lost the audio track is not "no audio"
         raise MediaError("no_audio", f"{path.name} has no audio stream")
@@ -306,16 +412,28 @@ def decode_clip(
         duration_s=duration,
         video_start_s=start,
         probe=info,
-        warnings=warnings,
+        warnings=_keep_warnings(warnings),
+        num_warnings=len(warnings),
     )
 
 
-def _duration_from_packets(container: av.container.InputContainer, vstream) -> float:
-    """Duration when the header has none: the end time of the last video packet (demux only)."""
-    end = 0.0
+def _duration_from_packets(container: av.container.InputContainer, vstream) -> tuple[float, int]:
+    """``(seconds, video packets)`` when the header states no duration (demux only): the end time of
+    the last video packet, or, for a raw stream without timestamps, the sum of the packets' durations."""
+    end = total = 0.0
+    first = None
+    n = 0
     for packet in container.demux(vstream):
-        if packet.pts is not None and packet.time_base is not None:
-            end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
-    if end <= 0:
+        if packet.size == 0:
+            continue  # the demuxer's end-of-stream flush packet
+        n += 1
+        if packet.time_base is not None:
+            total += float((packet.duration or 0) * packet.time_base)
+            if packet.pts is not None:
+                t = float(packet.pts * packet.time_base)
+                first = t if first is None else min(first, t)
+                end = max(end, t + float((packet.duration or 0) * packet.time_base))
+    duration = (end - first) if first is not None else total
+    if duration <= 0 or n == 0:
         raise MediaError("decode_error", "the video stream has no timestamps and the container no duration")
-    return end
+    return duration, n
