@@ -9,11 +9,12 @@ from typing import Iterator
 from mosear.adapters.base import VIDEO_EXTENSIONS
 
 
-def index_videos(root: Path) -> dict[str, Path]:
-    """File stem -> path of every video under ``root`` (first in sorted order wins)."""
+def index_videos(root: Path, extensions: list[str] | tuple[str, ...] = ()) -> dict[str, Path]:
+    """File stem -> path of every video under ``root`` (first in sorted order wins); ``extensions``
+    (the source's ``extensions``) are accepted besides :data:`VIDEO_EXTENSIONS`."""
     out: dict[str, Path] = {}
     for p in sorted(root.rglob("*")):
-        if p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."):
+        if (p.suffix.lower() in VIDEO_EXTENSIONS or p.suffix.lower() in extensions) and not p.name.startswith("."):
             out.setdefault(p.stem, p)
     return out
 

@@ -23,9 +23,26 @@ from mosear.labels import canonical_label
 if TYPE_CHECKING:
     from mosear.shards.config import SourceConfig
 
-__all__ = ["ClipRecord", "DatasetAdapter", "safe_id", "VIDEO_EXTENSIONS"]
+__all__ = ["ClipRecord", "DatasetAdapter", "safe_id", "VIDEO_EXTENSIONS", "AUDIO_EXTENSIONS", "SKIP_REASONS"]
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".flv", ".m4v", ".mpg", ".mpeg", ".wmv", ".3gp")
+# File extensions of containers and raw streams libav opens as video (a folder's clips by default).
+# Anything else becomes a clip only when the source lists its extension (``SourceConfig.extensions``).
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".qt", ".3gp", ".3g2", ".mj2",  # ISO BMFF / QuickTime
+    ".mkv", ".mk3d", ".webm",  # Matroska
+    ".avi", ".divx", ".flv", ".f4v", ".wmv", ".asf", ".ogv", ".nut", ".mxf", ".dv", ".rm", ".rmvb",
+    ".ts", ".m2ts", ".mts", ".m2t", ".trp", ".mpg", ".mpeg", ".m2p", ".vob", ".evo",  # MPEG-TS / PS
+    ".h264", ".264", ".avc", ".h265", ".265", ".hevc", ".m1v", ".m2v", ".mpv", ".ivf", ".obu", ".y4m",
+    ".vc1", ".mjpeg", ".mjpg",  # raw elementary streams
+)
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aif", ".aiff",
+                    ".ac3", ".amr", ".ape", ".wv", ".mka")
+# Why a file in a clip folder is not a clip (reported in run.json and the summary, never silent).
+SKIP_REASONS = {
+    "audio_only": "an audio file: no video stream to shard",
+    "unknown_extension": "not a known video extension (list it in the source's `extensions` to shard it)",
+    "hidden": "a hidden file (name starts with '.')",
+}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -85,6 +102,11 @@ class DatasetAdapter:
     name: str = "base"
     label_map: dict[str, str | None] = {}  # dataset label -> canonical label (see the card)
 
+    def __init__(self) -> None:
+        # files of the folder that are not clips, as {"path", "source", "reason"} (see SKIP_REASONS);
+        # filled while ``clips`` runs, read by the shard planner
+        self.skipped: list[dict[str, str]] = []
+
     def clips(self, root: Path, source: "SourceConfig") -> Iterator[ClipRecord]:
         raise NotImplementedError
 
@@ -121,9 +143,29 @@ class DatasetAdapter:
             **kw,
         )
 
-    @staticmethod
-    def video_files(root: Path, pattern: str = "*") -> Iterator[Path]:
-        """Video files under ``root`` (recursive, sorted, by extension; links included)."""
-        for p in sorted(root.rglob(pattern)):
-            if p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."):
+    def video_files(self, root: Path, source: "SourceConfig | None" = None) -> Iterator[Path]:
+        """Video files under ``root`` (recursive, sorted, by extension; links included).
+
+        Every other file is recorded in :attr:`skipped` with its reason, except the source's own
+        manifest / label file. ``source.extensions`` adds extensions to :data:`VIDEO_EXTENSIONS`.
+        """
+        extra = tuple(source.extensions) if source is not None else ()
+        own = {source.manifest_path().resolve()} if source is not None and source.manifest is not None else set()
+        for p in sorted(root.rglob("*")):
+            if p.is_dir() and not p.is_symlink():
+                continue
+            suffix = p.suffix.lower()
+            if p.name.startswith("."):
+                reason = "hidden"
+            elif suffix in VIDEO_EXTENSIONS or suffix in extra:
                 yield p
+                continue
+            elif p.resolve() in own:
+                continue
+            else:
+                reason = "audio_only" if suffix in AUDIO_EXTENSIONS else "unknown_extension"
+            try:
+                rel = p.relative_to(root).as_posix()
+            except ValueError:
+                rel = str(p)
+            self.skipped.append({"path": str(p), "source": rel, "reason": reason})

@@ -32,7 +32,7 @@ class CaMerAdapter(DatasetAdapter):
             raise ValueError(f"no {', '.join(s + '.json' for s in SUBSETS)} in {source.manifest_path()}")
 
     def clips(self, root: Path, source) -> Iterator[ClipRecord]:
-        videos = index_videos(root)
+        videos = index_videos(root, source.extensions)
         for subset in SUBSETS:
             f = source.manifest_path() / f"{subset}.json"
             if not f.is_file():

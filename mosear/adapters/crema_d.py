@@ -78,7 +78,7 @@ class CremaDAdapter(DatasetAdapter):
         rp = self._ratings_path(root, source)
         ratings = load_ratings(rp) if rp is not None else {}
         test = {str(a) for a in source.options.get("test_actors", [])}
-        for p in self.video_files(root):
+        for p in self.video_files(root, source):
             codes = parse_crema_name(p.stem)
             if codes is None:
                 rec = self.record(root, p, source)

@@ -42,7 +42,7 @@ class DfewAdapter(DatasetAdapter):
                 raise ValueError(f"DFEW split file {f} does not exist")
 
     def clips(self, root: Path, source) -> Iterator[ClipRecord]:
-        videos = index_videos(root)
+        videos = index_videos(root, source.extensions)
         fold = self._fold(source)
         for split in ("train", "test"):
             f = _split_file(source.manifest_path(), split, fold)

@@ -58,7 +58,7 @@ class GenericAdapter(DatasetAdapter):
 
     def clips(self, root: Path, source) -> Iterator[ClipRecord]:
         if source.manifest is None:
-            for p in self.video_files(root):
+            for p in self.video_files(root, source):
                 yield self.record(root, p, source)
             return
         manifest = source.manifest_path()

@@ -41,7 +41,7 @@ class MafwAdapter(DatasetAdapter):
                 raise ValueError(f"MAFW split file {f} does not exist")
 
     def clips(self, root: Path, source) -> Iterator[ClipRecord]:
-        videos = index_videos(root)
+        videos = index_videos(root, source.extensions)
         for split, f in self._files(source):
             for n, name, label in read_pairs(f):
                 stem = name.rsplit(".", 1)[0] if "." in name else name

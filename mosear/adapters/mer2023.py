@@ -70,7 +70,7 @@ class Mer2023Adapter(DatasetAdapter):
             raise ValueError(f"subtitles file {subs} does not exist")
 
     def clips(self, root: Path, source) -> Iterator[ClipRecord]:
-        videos = index_videos(root)
+        videos = index_videos(root, source.extensions)
         subs_opt = source.options.get("subtitles")
         subs = load_subtitles(source.resolve(subs_opt)) if subs_opt else {}
         corpora = source.options.get("corpora", DEFAULT_CORPORA)

@@ -44,7 +44,7 @@ class RavdessAdapter(DatasetAdapter):
         opts = source.options
         test = {int(a) for a in opts.get("test_actors", [])}
         val = {int(a) for a in opts.get("val_actors", [])}
-        for p in self.video_files(root):
+        for p in self.video_files(root, source):
             codes = parse_ravdess_name(p.stem)
             if codes is None:
                 rec = self.record(root, p, source)

@@ -36,6 +36,9 @@ class SourceConfig(BaseModel):
     dataset: str | None = Field(None, description="dataset name in keys (default: the adapter's name)")
     split: str = Field("train", description="split for clips whose adapter assigns none")
     options: dict[str, Any] = Field(default_factory=dict, description="adapter-specific options (see its card)")
+    extensions: list[str] = Field(default_factory=list, description="file extensions to shard besides the video "
+                                  "containers and raw streams mosear knows (mosear.adapters.VIDEO_EXTENSIONS), "
+                                  "e.g. ['.dat']: any file libav opens")
     base_dir: Path | None = Field(None, description="folder relative paths resolve against (set by the loader)")
 
     @field_validator("adapter")
@@ -46,6 +49,18 @@ class SourceConfig(BaseModel):
         if v not in ADAPTERS:
             raise ValueError(f"unknown adapter {v!r}; known: {', '.join(sorted(ADAPTERS))}")
         return v
+
+    @field_validator("extensions")
+    @classmethod
+    def _dotted_lowercase(cls, v: list[str]) -> list[str]:
+        out = []
+        for ext in v:
+            e = ext.strip().lower()
+            e = e if e.startswith(".") else "." + e
+            if len(e) < 2 or "/" in e or any(c.isspace() for c in e):
+                raise ValueError(f"extension {ext!r}: expected a file extension such as '.dat'")
+            out.append(e)
+        return sorted(set(out))
 
     @field_validator("dataset")
     @classmethod

@@ -8,6 +8,10 @@ keys in the same ``{split}-{NNNNNN}`` shard, whichever clips later fail to decod
 Plan-time quarantine reasons: ``bad_name`` / ``bad_manifest_row`` (from adapters), ``outside_root``
 (a manifest path that leaves the corpus root), ``duplicate_key`` (a second clip with the same key; the
 first by source path is kept).
+
+Files of a clip folder that are not clips (audio-only files, unknown extensions, hidden files; see
+:data:`mosear.adapters.base.SKIP_REASONS`) are counted as inputs and listed in ``CorpusPlan.skipped``,
+so that ``inputs = written + quarantined + skipped`` always.
 """
 
 from __future__ import annotations
@@ -43,7 +47,16 @@ class ShardPlan:
 class CorpusPlan:
     shards: list[ShardPlan]
     quarantine: list[dict[str, Any]] = field(default_factory=list)
-    inputs: int = 0
+    inputs: int = 0  # clips listed + files skipped
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # {dataset, path, source, reason}, by path
+
+    def skipped_report(self, first: int = 10) -> dict[str, Any]:
+        """``{"count", "by_reason", "first"}``: what run.json and the summary say about skipped files."""
+        by_reason: dict[str, int] = {}
+        for r in self.skipped:
+            by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
+        return {"count": len(self.skipped), "by_reason": dict(sorted(by_reason.items())),
+                "first": [f"{r['source']} ({r['reason']})" for r in self.skipped[:first]]}
 
 
 def keys_digest(keys: list[str]) -> str:
@@ -86,6 +99,9 @@ def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
                     rec, "outside_root", f"{rec.path} is outside the corpus root {root}", "plan"))
             else:
                 candidates.append(rec)
+        for row in adapter.skipped:
+            plan.inputs += 1
+            plan.skipped.append({"dataset": source.dataset or adapter.name, **row})
 
     candidates.sort(key=lambda r: (r.key, r.path))
     kept: list[ClipRecord] = []
@@ -106,4 +122,5 @@ def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
         for n, start in enumerate(range(0, len(recs), per_shard)):
             plan.shards.append(ShardPlan(split, n, [r.to_dict() for r in recs[start : start + per_shard]]))
     plan.quarantine.sort(key=lambda r: (r["key"], r["reason"], r["path"] or ""))
+    plan.skipped.sort(key=lambda r: r["path"])
     return plan

@@ -4,7 +4,8 @@ Flow: plan (driver, metadata only) -> check the output folder (refuse another co
 skip committed shards -> one Ray Data task per missing shard (decode each clip once with PyAV, write the
 tar with :class:`~mosear.shards.writer.ShardWriter`) -> ``quarantine.parquet`` and ``run.json``.
 
-Every input is accounted for: ``inputs = written + quarantined``; quarantine rows come from the plan
+Every input is accounted for: ``inputs = written + quarantined + skipped`` (skipped: files of a clip
+folder that are not clips, e.g. audio-only files, listed in ``run.json``); quarantine rows come from the plan
 (bad names, paths outside the root, duplicate keys) and from the shards' index rows with
 ``status == "failed"`` (missing, unreadable, empty, corrupt, no video, no audio, truncated, ...).
 """
@@ -54,6 +55,10 @@ class ShardResult:
     media_seconds: float
     wall_s: float
     failures: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0  # files of clip folders that are not clips (audio-only, unknown extension, hidden)
+    skipped_report: dict[str, Any] = field(default_factory=dict)  # CorpusPlan.skipped_report()
+    warned: int = 0  # samples written whose decode reported libav warnings
+    warning_messages: int = 0
 
     @property
     def clips_per_s(self) -> float:
@@ -61,10 +66,19 @@ class ShardResult:
 
     def summary(self) -> str:
         fails = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) or "none"
+        lines = f"mosear shard: {self.inputs} inputs = {self.written} written + {self.quarantined} quarantined " \
+                f"({fails}) + {self.skipped} skipped\n"
+        if self.skipped:
+            rep = self.skipped_report
+            reasons = ", ".join(f"{k}: {v}" for k, v in rep.get("by_reason", {}).items())
+            more = f", ... ({self.skipped - len(rep['first'])} more in run.json)" if self.skipped > len(rep["first"]) else ""
+            lines += f"  skipped, not clips ({reasons}): {', '.join(rep['first'])}{more}\n"
+        if self.warned:
+            lines += (f"  {self.warned} written with decoder warnings ({self.warning_messages} messages; "
+                      f"the index's `warnings` column has them)\n")
         return (
-            f"mosear shard: {self.inputs} inputs = {self.written} written + {self.quarantined} quarantined "
-            f"({fails})\n"
-            f"  {self.shards} shards ({self.shards_skipped} reused) in {self.output}\n"
+            lines
+            + f"  {self.shards} shards ({self.shards_skipped} reused) in {self.output}\n"
             f"  media {self.media_seconds / 3600:.3f} h ({self.media_seconds:.1f} s), wall {self.wall_s:.1f} s, "
             f"{self.clips_per_s:.2f} clips/s, {self.media_seconds / max(self.wall_s, 1e-9):.1f} media-s/s"
         )
@@ -82,6 +96,8 @@ def _clip_meta(clip: dict[str, Any], decoded) -> dict[str, Any]:
         "duration_s": round(float(decoded.duration_s), 6), "fps": p.fps, "width": p.width, "height": p.height,
         "num_frames": int(decoded.frames.shape[0]), "frame_times_s": decoded.frame_times_s,
         "has_audio": decoded.has_audio, "sample_rate": decoded.sample_rate,
+        "rotation": p.rotation, "mirrored": p.mirrored,
+        "num_warnings": decoded.num_warnings, "warnings": decoded.warnings,
         "codecs": {"container": p.container, "video": p.video_codec, "audio": p.audio_codec,
                    "audio_rate": p.audio_rate, "audio_channels": p.audio_channels},
         "extra": clip.get("extra") or {},
@@ -262,21 +278,27 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     quarantine = _collect_quarantine(out, plan)
     pq.write_table(pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA), out / "quarantine.parquet")
     written = media = 0.0
+    warned = messages = 0
     for s in plan.shards:
         stats = json.loads((out / f"{s.name}.stats.json").read_text())
         written += stats["num_samples"]
         media += stats["media_seconds"]
+        warned += stats.get("warnings", {}).get("samples", 0)
+        messages += stats.get("warnings", {}).get("messages", 0)
     failures: dict[str, int] = {}
     for r in quarantine:
         failures[r["reason"]] = failures.get(r["reason"], 0) + 1
     result = ShardResult(
         output=out, config_hash=config_hash, inputs=plan.inputs, written=int(written), quarantined=len(quarantine),
         shards=len(plan.shards), shards_skipped=len(plan.shards) - len(pending), media_seconds=media,
-        wall_s=time.time() - t0, failures=failures,
+        wall_s=time.time() - t0, failures=failures, skipped=len(plan.skipped), skipped_report=plan.skipped_report(),
+        warned=warned, warning_messages=messages,
     )
-    if result.inputs != result.written + result.quarantined:  # would be a bug: never lose an input silently
-        raise RuntimeError(f"accounting error: {result.inputs} inputs != {result.written} + {result.quarantined}")
+    if result.inputs != result.written + result.quarantined + result.skipped:  # a bug: never lose an input
+        raise RuntimeError(f"accounting error: {result.inputs} inputs != {result.written} + {result.quarantined} "
+                           f"+ {result.skipped}")
     run_info.update(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    skipped=plan.skipped_report(first=100),
                     totals={k: v for k, v in asdict(result).items() if k not in ("output",)} | {
                         "clips_per_s": round(result.clips_per_s, 3), "media_hours": round(media / 3600, 5)})
     _write_run_json(out, run_info)

@@ -61,6 +61,9 @@ INDEX_SCHEMA = pa.schema([
     ("num_frames", pa.int32()),
     ("has_audio", pa.bool_()),
     ("audio_samples", pa.int64()),
+    ("rotation", pa.int32()),  # display-matrix rotation applied to the frames, degrees counter-clockwise
+    ("num_warnings", pa.int32()),  # libav warnings while decoding (0: a clean decode); null when failed
+    ("warnings", pa.list_(pa.string())),  # the first of them (mosear.media.decode.MAX_WARNINGS)
     ("offset", pa.int64()),  # byte offset of the sample's first tar header (random access)
     ("nbytes", pa.int64()),  # bytes of the sample's members incl. headers
 ])
@@ -199,6 +202,7 @@ class ShardWriter:
         table = pa.Table.from_pylist(self._rows, schema=INDEX_SCHEMA)
         _atomic_write(self.index_path, lambda p: pq.write_table(table, p))
         n_ok = sum(r["status"] == "ok" for r in self._rows)
+        warned = [r for r in self._rows if r["num_warnings"]]
         stats = {
             "shard": self.name,
             "split": self.split,
@@ -208,6 +212,8 @@ class ShardWriter:
             "num_failed": len(self._rows) - n_ok,
             "keys_digest": hashlib.sha256("\n".join(r["key"] for r in self._rows).encode()).hexdigest()[:16],
             "failures": dict(sorted(self._reasons.items())),
+            # samples written despite decoder warnings (kept; the index's `warnings` column says what)
+            "warnings": {"samples": len(warned), "messages": sum(int(r["num_warnings"]) for r in warned)},
             "media_seconds": round(self._media_s, 3),
             "tar_bytes": self.tar_path.stat().st_size,
             "tar_sha256": self._sha.hexdigest(),
