@@ -151,6 +151,9 @@ def assemble(cfg: MineConfig, stage_names: list[str], shards: list[str] | None =
             "subset": subset, "margin": float(margin), "origin": origin,
             "face_label": r["face_label"], "voice_label": r["voice_label"],
             "face_found": r.get("face_found"), "audio_silent": r.get("audio_silent"),
+            # the cue's fold trained on one class: no prediction (NaN), so never a confident cue
+            "audio_uninformative": bool(fits["audio"].uninformative[i]) if "audio" in fits else False,
+            "visual_uninformative": bool(fits["visual"].uninformative[i]) if "visual" in fits else False,
             "stages": ",".join(stage_names),
         }
         row["truth_subset"] = truth_subset(row)

@@ -7,6 +7,12 @@ from a model that never saw that clip, nor (with speaker groups) its speaker.
 
 Model: median imputation -> standardisation -> multinomial logistic regression with balanced class
 weights (scikit-learn). Rows whose evidence is entirely missing get NaN probabilities (no prediction).
+
+A fold whose training rows hold a single class has no classifier: it could only "predict" that class
+with certainty, whatever the evidence. Its rows get NaN probabilities and ``uninformative = True``
+(no prediction, never a confident cue), so subset assignment treats them as missing (``ambiguous``).
+The model is deterministic (lbfgs, fixed seed, rows in input order): the same evidence gives the same
+probabilities whatever order the shards were mined in.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from mosear.labels import CANONICAL_LABELS, label_index
 
 @dataclass
 class CrossFitResult:
-    """probs: float32[N, 11] over CANONICAL_LABELS (NaN rows: no prediction); accuracy over scored rows."""
+    """probs: float32[N, 11] over CANONICAL_LABELS (NaN rows: no prediction); accuracy over scored rows;
+    uninformative: bool[N], rows of a fold that trained on one class (NaN probabilities)."""
 
     probs: np.ndarray
     n_folds: int
@@ -36,6 +43,11 @@ class CrossFitResult:
     accuracy: float | None
     n_scored: int
     notes: list[str] = field(default_factory=list)
+    uninformative: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.uninformative is None:
+            self.uninformative = np.zeros(len(self.probs), bool)
 
 
 def _model(c: float, seed: int):
@@ -68,6 +80,7 @@ def crossfit_predict(
     trainable = has_ev & (y != "")
     g = np.asarray(groups, dtype=object)
     notes: list[str] = []
+    uninformative = np.zeros(n, bool)
     n_groups = len(set(g[trainable]))
     k = min(n_folds, n_groups)
     if k < 2:
@@ -81,10 +94,9 @@ def crossfit_predict(
         classes = sorted(set(y[tr]))
         if len(classes) == 0:
             continue
-        if len(classes) == 1:  # a fold seeing one class can only predict it
-            probs[te] = 0.0
-            probs[te, label_index(classes[0])] = 1.0
-            notes.append(f"a fold trained on one class only ({classes[0]})")
+        if len(classes) == 1:  # no classifier: "p = 1" for its one class would be a fake certainty
+            uninformative[te] = True
+            notes.append(f"a fold trained on one class only ({classes[0]}): its {len(te)} rows get no prediction")
             continue
         model = _model(c, seed)
         with warnings.catch_warnings():
@@ -100,7 +112,7 @@ def crossfit_predict(
     if scored.any():
         pred = np.array([CANONICAL_LABELS[i] for i in probs[scored].argmax(1)], dtype=object)
         acc = float(np.mean(pred == y[scored]))
-    return CrossFitResult(probs, k, grouping, int(trainable.sum()), acc, int(scored.sum()), notes)
+    return CrossFitResult(probs, k, grouping, int(trainable.sum()), acc, int(scored.sum()), notes, uninformative)
 
 
 def choose_groups(speakers: list[str | None], takes: list[str], n_folds: int) -> tuple[list[str], str]:

@@ -25,7 +25,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["Resources", "Drop", "MiningStage", "FilterStage", "StageContractError"]
+__all__ = ["Resources", "Drop", "MiningStage", "FilterStage", "StageContractError", "audio_absence",
+           "SILENCE_PEAK"]
+
+# A waveform whose peak stays below this (full scale 1.0; about -80 dBFS) carries no voice.
+SILENCE_PEAK = 1e-4
+
+
+def audio_absence(sample: dict[str, Any], min_seconds: float = 0.0) -> str | None:
+    """Why ``sample`` has no audio evidence, or None when it has some. Every audio stage asks this first.
+
+    ``"no_audio_stream"``: the clip has no audio track (``meta.has_audio`` false; the shard stage then
+    stores silence, which must never be scored as a voice); ``"empty"``: no samples; ``"silent"``: the
+    signal_quality stage flagged it (``audio_silent``) or its peak is below :data:`SILENCE_PEAK`;
+    ``"too_short"``: shorter than ``min_seconds``.
+    """
+    import numpy as np
+
+    if (sample.get("meta") or {}).get("has_audio") is False:
+        return "no_audio_stream"
+    audio = np.asarray(sample.get("audio", ()), dtype=np.float32)
+    if audio.size == 0:
+        return "empty"
+    if sample.get("audio_silent") is True or float(np.abs(audio).max()) < SILENCE_PEAK:
+        return "silent"
+    if audio.size < min_seconds * int(sample.get("sample_rate") or 16000):
+        return "too_short"
+    return None
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ def write_summary(out: Path, conflicts: pd.DataFrame, audit: pd.DataFrame, stats
                                   for s in SUBSETS} for o in sorted(conflicts["origin"].unique())},
         "classifiers": {m: {"cross_fitted_accuracy": f.accuracy, "scored_rows": f.n_scored,
                             "train_rows": f.n_train_rows, "folds": f.n_folds, "grouping": f.grouping,
+                            "uninformative_rows": int(f.uninformative.sum()),
                             "notes": sorted(set(f.notes))} for m, f in fits.items()},
         "classifier_accuracy_on_spliced": {},
         "subset_quality_on_known_truth": subset_quality(conflicts),

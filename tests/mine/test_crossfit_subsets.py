@@ -102,3 +102,18 @@ def test_truth_and_quality_and_balanced_mix():
     totals = mix.groupby("subset")["weight"].sum()
     assert totals["video_aligned"] == pytest.approx(totals["consistent"]) and mix["weight"].mean() == pytest.approx(1.0)
     assert mix["target"].iloc[0].startswith("sad. ")
+
+
+def test_one_class_fold_is_uninformative_not_certain():
+    """Hold out g0 (happy and sad) and the other folds hold only happy: no classifier can be trained,
+    so g0's rows get no prediction and land in `ambiguous`, never in a subset with p = 1."""
+    rng = np.random.default_rng(1)
+    y = ["happy", "sad"] * 5 + ["happy"] * 20
+    groups = ["g0"] * 10 + ["g1"] * 10 + ["g2"] * 10
+    X = rng.normal(0, 1, (len(y), 4)).astype(np.float32)
+    res = crossfit_predict(X, y, groups, n_folds=3)
+    assert res.uninformative[:10].all() and np.isnan(res.probs[:10]).all()
+    assert any("one class" in n for n in res.notes)
+    for i in range(10):  # a face that shows the true label is not enough: the voice cue is no cue
+        assert assign_subset(y[i], res.probs[i], onehot(y[i], 0.9), margin=0.1)[0] == "ambiguous"
+    assert res.n_scored == int((~np.isnan(res.probs).any(axis=1)).sum())

@@ -46,7 +46,7 @@ def test_black_frames_and_silent_or_empty_audio_are_evidence_not_errors(evidence
     assert np.isnan(by["black"]["visual_expr"]).all() and by["black"]["visual_feats"][21] == 0.0
     assert np.isfinite(by["black"]["audio_feats"]).all()  # the voice is still there
     for k in ("silent", "empty_audio"):
-        assert by[k]["audio_silent"] and np.isnan(by[k]["audio_feats"]).all() and by[k]["audio_desc"] == {"silent": True}
+        assert by[k]["audio_silent"] and np.isnan(by[k]["audio_feats"]).all() and by[k]["audio_desc"]["silent"]
         assert by[k]["face_found"]
 
 
@@ -62,3 +62,42 @@ def test_hf_classifier_stage_runs_local_models(tiny_models, real_samples, modali
         support = {CANONICAL_LABELS[i] for i in np.flatnonzero(p)}
         assert support <= {"angry", "happy", "sad"} and support  # "other" left out, rest renormalised
     assert pipe.stages[0].device == "cpu"
+
+
+def _hf_audio(tiny_models):
+    return StagePipeline.from_spec([{"stage": "hf_classifier", "params": {
+        "model_path": str(tiny_models / "audio"), "modality": "audio"}}])
+
+
+def test_hf_audio_scores_no_missing_audio_and_respects_the_sample_rate(tiny_models, real_samples):
+    """A clip without an audio stream (silence stored in its place) is not scored; audio at 48 kHz is
+    resampled to the model's 16 kHz; a clip's probabilities do not depend on its batch-mates."""
+    from scipy.signal import resample_poly
+
+    pipe = _hf_audio(tiny_models)
+    a, b = dict(real_samples[0]), dict(real_samples[1])
+    no_audio = dict(a, key="no_audio", audio=np.zeros_like(a["audio"]), meta=dict(a["meta"], has_audio=False))
+    hi = dict(a, key="hi_rate", audio=resample_poly(a["audio"], 3, 1).astype(np.float32), sample_rate=48000)
+    kept, audit = pipe.run_batch([dict(a), no_audio, hi])
+    assert audit == []
+    by = {s["key"]: s for s in kept}
+    assert np.isnan(by["no_audio"]["hf_audio_probs"]).all()
+    assert by["no_audio"]["hf_audio_probs_missing"] == "no_audio_stream"
+    assert by[a["key"]]["hf_audio_probs_missing"] is None
+    same_clip = np.abs(by["hi_rate"]["hf_audio_probs"] - by[a["key"]]["hf_audio_probs"]).max()
+    (alone_b,), _ = pipe.run_batch([dict(b)])
+    other_clip = np.abs(alone_b["hf_audio_probs"] - by[a["key"]]["hf_audio_probs"]).max()
+    assert same_clip < 0.2 * other_clip, (same_clip, other_clip)
+    # batch-mates: a alone, and a batched with a longer clip, give the same probabilities
+    longer = dict(b, key="longer", audio=np.concatenate([b["audio"], b["audio"]]))
+    (alone,), _ = pipe.run_batch([dict(a)])
+    together, _ = pipe.run_batch([dict(a), longer])
+    np.testing.assert_array_equal(alone["hf_audio_probs"], together[0]["hf_audio_probs"])
+
+
+def test_egemaps_names_why_audio_is_missing(evidence_pipe, real_samples):
+    base = real_samples[0]
+    no_audio = dict(base, key="no_audio", audio=np.zeros_like(base["audio"]), meta=dict(base["meta"], has_audio=False))
+    (s,), audit = StagePipeline.from_spec(["audio_egemaps"]).run_batch([no_audio])
+    assert audit == [] and np.isnan(s["audio_feats"]).all()
+    assert s["audio_desc"] == {"silent": True, "missing": "no_audio_stream"}

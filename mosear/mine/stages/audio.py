@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from mosear.mine.stage import MiningStage, Resources
+from mosear.mine.stage import MiningStage, Resources, audio_absence
 
 # Columns of eGeMAPSv02 functionals used to describe the voice in words (captions).
 _DESC = {
@@ -29,8 +29,10 @@ EGEMAPS_DIM = 88
 class EGeMAPSEvidence(MiningStage):
     """Extract eGeMAPS v02 functionals from the 16 kHz waveform.
 
-    Adds ``audio_feats`` (float32[88], NaN when the audio is silent/too short: missing evidence, not
-    an error) and ``audio_desc`` (dict of a few named parameters for captions, see ``_DESC``).
+    Adds ``audio_feats`` (float32[88]) and ``audio_desc`` (dict of a few named parameters for captions,
+    see ``_DESC``). A clip without audio evidence (:func:`~mosear.mine.stage.audio_absence`: no audio
+    stream, empty, silent, too short) gets NaN features, missing evidence rather than an error, and
+    ``audio_desc = {"silent": True, "missing": reason}``.
     """
 
     name = "audio_egemaps"
@@ -55,12 +57,10 @@ class EGeMAPSEvidence(MiningStage):
             self.setup()
         audio = np.asarray(sample["audio"], dtype=np.float32)
         sr = int(sample.get("sample_rate", 16000))
-        silent = sample.get("audio_silent")
-        if silent is None:  # signal_quality did not run: judge here
-            silent = audio.size == 0 or float(np.abs(audio).max(initial=0.0)) < 1e-4
-        if silent or audio.size < self.min_seconds * sr:
+        missing = audio_absence(sample, self.min_seconds)
+        if missing is not None:
             sample["audio_feats"] = np.full(EGEMAPS_DIM, np.nan, np.float32)
-            sample["audio_desc"] = {"silent": True}
+            sample["audio_desc"] = {"silent": True, "missing": missing}
             return sample
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

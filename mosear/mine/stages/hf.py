@@ -4,6 +4,16 @@ The model loads from a local directory (``save_pretrained`` layout; model hubs a
 per worker, on the GPU when the stage is given one. Its ``id2label`` names are mapped into the canonical
 label space with :func:`mosear.labels.canonical_label`; classes without a canonical name are left out and
 the rest renormalised. For images, ``num_frames`` frames are classified and their probabilities averaged.
+
+Audio is fed at the model's own sampling rate (the feature extractor's ``sampling_rate``; the sample's
+``sample_rate`` is resampled to it, polyphase), one clip per forward call, so a clip's probabilities
+never depend on the clips batched with it (padding) and are the same whatever the batch size. A clip
+without audio evidence (no audio stream, empty, silent: :func:`~mosear.mine.stage.audio_absence`) is not
+scored: NaN probabilities and the reason in ``{output_field}_missing``.
+
+Determinism: on CPU the forward pass is deterministic for a given torch build; on a GPU, cuDNN is put
+in deterministic mode with its autotuner off, and what remains (kernel choice across GPU models and
+library versions) is below 1e-5 in probability here (tests/mine/test_hf_gpu.py compares CPU and GPU).
 """
 
 from __future__ import annotations
@@ -13,11 +23,13 @@ from typing import Any
 import numpy as np
 
 from mosear.labels import CANONICAL_LABELS, canonical_label, label_index
-from mosear.mine.stage import MiningStage, Resources
+from mosear.mine.stage import MiningStage, Resources, audio_absence
 
 
 class HFClassifierEvidence(MiningStage):
-    """Adds ``output_field`` (default ``hf_<modality>_probs``): float32[11] over CANONICAL_LABELS.
+    """Adds ``output_field`` (default ``hf_<modality>_probs``): float32[11] over CANONICAL_LABELS (NaN: not
+    scored), and ``{output_field}_missing``: why a clip was not scored (``no_audio_stream``, ``empty``,
+    ``silent``, ``no_frames``), None when it was.
 
     Parameters: ``model_path`` (local folder), ``modality`` (``audio`` | ``visual``), ``gpus`` (the
     worker's GPU share; 0 runs on CPU), ``num_frames`` (visual), ``batch_size``.
@@ -37,7 +49,7 @@ class HFClassifierEvidence(MiningStage):
         self.batch_size = int(batch_size)
         self.resources = Resources(cpus=1, gpus=float(gpus))
         self.output_field = output_field or f"hf_{modality}_probs"
-        self.adds = (self.output_field,)
+        self.adds = (self.output_field, f"{self.output_field}_missing")
         if name:
             self.name = name
         self._model = None
@@ -49,8 +61,12 @@ class HFClassifierEvidence(MiningStage):
 
         self._torch = torch
         self.device = "cuda" if self.resources.gpus > 0 and torch.cuda.is_available() else "cpu"
+        if self.device == "cuda":  # same clip, same probabilities: no autotuned (timing-chosen) kernels
+            torch.backends.cudnn.deterministic = True
+            torch.backends.cudnn.benchmark = False
         if self.modality == "audio":
             self._proc = AutoFeatureExtractor.from_pretrained(self.model_path, local_files_only=True)
+            self._rate = int(getattr(self._proc, "sampling_rate", 16000) or 16000)
             model = AutoModelForAudioClassification.from_pretrained(self.model_path, local_files_only=True)
         else:
             self._proc = AutoImageProcessor.from_pretrained(self.model_path, local_files_only=True)
@@ -72,26 +88,40 @@ class HFClassifierEvidence(MiningStage):
                 out[:, c] += probs[:, j]
         return out / np.clip(out.sum(1, keepdims=True), 1e-9, None)
 
+    def _waveform(self, sample: dict[str, Any]) -> np.ndarray:
+        """The sample's audio at the model's sampling rate, float32 [N]."""
+        audio = np.asarray(sample["audio"], np.float32)
+        rate = int(sample.get("sample_rate") or 16000)
+        if rate != self._rate:
+            from math import gcd
+
+            from scipy.signal import resample_poly
+
+            g = gcd(rate, self._rate)
+            audio = resample_poly(audio, self._rate // g, rate // g).astype(np.float32)
+        return audio
+
+    def _forward(self, inputs: dict[str, Any]) -> np.ndarray:
+        logits = self._model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
+        return self._torch.softmax(logits.float(), -1).cpu().numpy()
+
     def process_batch(self, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self._model is None:
             self.setup()
-        torch = self._torch
-        with torch.inference_mode():
-            if self.modality == "audio":
-                waves = [np.asarray(s["audio"], np.float32) if len(s["audio"]) else np.zeros(1600, np.float32)
-                         for s in samples]
-                inputs = self._proc(waves, sampling_rate=16000, return_tensors="pt", padding=True)
-                logits = self._model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
-                probs = torch.softmax(logits.float(), -1).cpu().numpy()
-            else:
-                per = []
-                for s in samples:
+        nan = np.full(len(CANONICAL_LABELS), np.nan, np.float32)
+        with self._torch.inference_mode():
+            for s in samples:
+                if self.modality == "audio":
+                    missing = audio_absence(s)
+                    if missing is None:
+                        inputs = self._proc([self._waveform(s)], sampling_rate=self._rate, return_tensors="pt")
+                        probs = self._forward(inputs)[0]
+                else:
                     frames = np.asarray(s["frames"])
-                    idx = np.linspace(0, len(frames) - 1, min(self.num_frames, len(frames))).round().astype(int)
-                    inputs = self._proc(images=list(frames[idx]), return_tensors="pt")
-                    logits = self._model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
-                    per.append(torch.softmax(logits.float(), -1).mean(0).cpu().numpy())
-                probs = np.stack(per)
-        for s, p in zip(samples, self._to_canonical(probs)):
-            s[self.output_field] = p
+                    missing = "no_frames" if len(frames) == 0 else None
+                    if missing is None:
+                        idx = np.linspace(0, len(frames) - 1, min(self.num_frames, len(frames))).round().astype(int)
+                        probs = self._forward(self._proc(images=list(frames[idx]), return_tensors="pt")).mean(0)
+                s[self.output_field] = nan.copy() if missing else self._to_canonical(probs[None])[0]
+                s[f"{self.output_field}_missing"] = missing
         return samples
