@@ -50,14 +50,14 @@ def _decode_settings(cfg: MineConfig, input_shards: list[Path]) -> dict[str, Any
 
 
 def build_spliced(cfg: MineConfig, input_shards: list[Path]) -> tuple[Path, dict[str, int]]:
-    from mosear.mine.splice import plan_pairs, write_spliced_shards
+    from mosear.mine.splice import SPLICE_FORMAT, plan_pairs, write_spliced_shards
 
     sp = cfg.splice
     if not sp.faces or not sp.voices:
         raise ValueError("splice.enabled needs splice.faces (full-AV clips) and splice.voices (audio takes)")
     pairs = plan_pairs(sp.faces, sp.voices, sp.include_consistent, sp.max_pairs, sp.seed)
     decode = _decode_settings(cfg, input_shards)
-    chash = sp.model_copy(update={"faces": None, "voices": None}).model_dump_json() + json.dumps(decode, sort_keys=True)
+    chash = sp.model_copy(update={"faces": None, "voices": None}).model_dump_json() + json.dumps(decode, sort_keys=True) + SPLICE_FORMAT
     import hashlib
 
     config_hash = hashlib.sha256(chash.encode()).hexdigest()[:16]

@@ -14,6 +14,12 @@ would. The voice is padded with silence or cut to the video's length. The mux is
 then decoded by the shard stage's decoder and written with its :class:`ShardWriter`, so the spliced
 shards follow the shard contract, with ``extra.origin = "spliced"``, ``extra.face_label``,
 ``extra.voice_label``, ``extra.face_take``, ``extra.voice_take`` and ``extra.offset_s`` in the metadata.
+
+Deterministic: the spliced clip the shard stage decodes is a QuickTime file with the face's video
+stream copied and the voice as 16-bit PCM (no lossy audio encoder whose output could change with the
+ffmpeg build), muxed single-threaded with ``+bitexact`` (no encoder/version tags) and no copied
+metadata; so the same pairs give byte-identical spliced shards whatever the worker count or order.
+(:func:`splice_clip` writes AAC only when asked for an ``.mp4``, for a clip people will play.)
 """
 
 from __future__ import annotations
@@ -28,13 +34,18 @@ from typing import Any, Iterator
 
 import ffmpeg
 
+from mosear.adapters.base import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from mosear.adapters.ravdess import STATEMENT, parse_ravdess_name
 from mosear.labels import canonical_label
 
 log = logging.getLogger(__name__)
 
-_AUDIO_EXT = {".wav", ".flac", ".mp3", ".m4a", ".ogg"}
-_VIDEO_EXT = {".mp4", ".mov", ".mkv", ".avi", ".webm"}
+# What the spliced clips are made of; part of the spliced shards' config hash, so a change here never
+# reuses shards made the old way. "mov-pcm16-bitexact": QuickTime, video copied, 16-bit PCM voice.
+SPLICE_FORMAT = "mov-pcm16-bitexact"
+
+_AUDIO_EXT = set(AUDIO_EXTENSIONS)
+_VIDEO_EXT = set(VIDEO_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -101,11 +112,13 @@ def plan_pairs(faces: str | Path, voices: str | Path, include_consistent: bool =
 
 
 def splice_clip(face: str | Path, voice: str | Path, out: str | Path, offset_s: float = 0.033) -> Path:
-    """Mux the video stream of ``face`` with the audio of ``voice`` into ``out`` (mp4, AAC audio).
+    """Mux the video stream of ``face`` with the audio of ``voice`` into ``out``.
 
     The video is stream-copied (bit-exact frames); the voice is delayed by ``offset_s`` seconds (cut by
     ``-offset_s`` from its start when negative), padded with silence and cut to the video's duration.
-    Raises ``ffmpeg.Error`` (with ffmpeg's stderr) when ffmpeg fails.
+    Audio: 16-bit PCM (lossless, deterministic) unless ``out`` ends in ``.mp4``/``.m4v`` (AAC, what
+    players expect there). Single-threaded, ``+bitexact``, no copied metadata: the same inputs give the
+    same bytes. Raises ``ffmpeg.Error`` (with ffmpeg's stderr) when ffmpeg fails.
     """
     video = ffmpeg.input(str(face)).video
     if offset_s >= 0:
@@ -113,9 +126,12 @@ def splice_clip(face: str | Path, voice: str | Path, out: str | Path, offset_s: 
     else:
         audio = ffmpeg.input(str(voice), ss=f"{-offset_s:.4f}").audio
     audio = audio.filter("apad")
+    mp4 = Path(out).suffix.lower() in (".mp4", ".m4v")
+    extra = {"movflags": "+faststart"} if mp4 else {}
     (
-        ffmpeg.output(video, audio, str(out), vcodec="copy", acodec="aac", ac=1, shortest=None,
-                      movflags="+faststart")
+        ffmpeg.output(video, audio, str(out), vcodec="copy", acodec="aac" if mp4 else "pcm_s16le", ac=1,
+                      shortest=None, threads=1, map_metadata=-1, fflags="+bitexact", **{"flags:a": "+bitexact"},
+                      **extra)
         .global_args("-nostdin", "-loglevel", "error")
         .overwrite_output()
         .run(capture_stdout=True, capture_stderr=True)
@@ -185,11 +201,11 @@ def write_spliced_shards(pairs: list[SplicePair], out_dir: str | Path, *, offset
                 continue
             with ShardWriter(out_dir, "spliced", index, config_hash, extra_stats={"origin": "spliced"}) as w:
                 for pair in chunk:
-                    mp4 = Path(tmp) / f"{pair.key}.mp4"
+                    spliced = Path(tmp) / f"{pair.key}.mov"  # PCM voice: see the module docstring
                     label = spliced_label(pair, label_rule, seed)
                     try:
-                        splice_clip(pair.face.path, pair.voice.path, mp4, offset_s)
-                        clip = decode_clip(mp4, **decode)
+                        splice_clip(pair.face.path, pair.voice.path, spliced, offset_s)
+                        clip = decode_clip(spliced, **decode)
                     except (ffmpeg.Error, MediaError, OSError) as exc:
                         err = exc.stderr.decode(errors="replace")[-500:] if isinstance(exc, ffmpeg.Error) else str(exc)
                         w.fail(pair.key, "splice_failed", err or type(exc).__name__)
@@ -199,7 +215,7 @@ def write_spliced_shards(pairs: list[SplicePair], out_dir: str | Path, *, offset
                                             spliced_meta(pair, label, clip, offset_s)))
                         counts["written"] += 1
                     finally:
-                        mp4.unlink(missing_ok=True)
+                        spliced.unlink(missing_ok=True)
                     bar.update(1)
     bar.close()
     # A smaller plan than an earlier run's leaves no stale spliced shards behind.

@@ -43,7 +43,8 @@ def test_label_rule(plan):
     assert 0.35 < labels[True] / sum(labels.values()) < 0.65  # both conflict directions are populated
 
 
-def test_default_offset_puts_a_voice_where_its_own_take_was(samples_dir, tmp_path):
+@pytest.mark.parametrize("suffix", [".mov", ".mp4"])  # PCM (what the shard stage decodes) and AAC
+def test_default_offset_puts_a_voice_where_its_own_take_was(samples_dir, tmp_path, suffix):
     """Splice a face with the audio-only twin of its own take: with the default offset the voice lines
     up with the clip's original audio track; without it, it is a frame early."""
     from mosear.media.decode import decode_clip
@@ -53,7 +54,7 @@ def test_default_offset_puts_a_voice_where_its_own_take_was(samples_dir, tmp_pat
     ref = decode_clip(face, num_frames=2, height=32, width=32)
     lags = {}
     for off in (0.033, 0.0):
-        out = splice_clip(face, voice, tmp_path / f"s{off}.mp4", off)
+        out = splice_clip(face, voice, tmp_path / f"s{off}{suffix}", off)
         clip = decode_clip(out, num_frames=2, height=32, width=32)
         assert abs(clip.duration_s - ref.duration_s) < 0.05  # the video decides the length
         lags[off] = _lag_ms(clip.audio, ref.audio)
@@ -74,3 +75,24 @@ def test_ffmpeg_failure_is_an_error_with_ffmpegs_message(tmp_path, samples_dir):
 def test_pair_key_is_a_valid_sample_key(plan):
     p: SplicePair = plan[0]
     assert p.key.startswith("ravdess__splice_f") and "_v" in p.key
+
+
+def test_spliced_clip_is_lossless_and_byte_identical(samples_dir, tmp_path):
+    """The clip the shard stage decodes: the voice exactly as decoded (PCM, no lossy re-encode), and
+    the same bytes every time (single-threaded, bitexact, no copied metadata)."""
+    from mosear.media.decode import decode_clip
+
+    face = samples_dir / "ravdess" / "01-01-03-01-01-02-05.mp4"
+    voice = samples_dir / "ravdess_audio" / "03-01-05-01-01-02-05.flac"
+    a = splice_clip(face, voice, tmp_path / "a.mov", 0.0)
+    b = splice_clip(face, voice, tmp_path / "b.mov", 0.0)
+    assert a.read_bytes() == b.read_bytes()
+    spliced = decode_clip(a, num_frames=2, height=32, width=32)
+    own = decode_clip(face, num_frames=2, height=32, width=32)
+    np.testing.assert_array_equal(spliced.frames, own.frames)  # video copied bit for bit
+    import av
+
+    with av.open(str(voice)) as c:  # the voice take itself, 16 kHz mono s16
+        ref = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+    n = min(len(ref), len(spliced.audio))
+    np.testing.assert_array_equal(spliced.audio[:n], ref[:n])
