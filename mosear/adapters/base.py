@@ -152,9 +152,11 @@ class DatasetAdapter:
         extra = tuple(source.extensions) if source is not None else ()
         own = {source.manifest_path().resolve()} if source is not None and source.manifest is not None else set()
         for p in sorted(root.rglob("*")):
-            if p.is_dir() and not p.is_symlink():
-                continue
             suffix = p.suffix.lower()
+            if p.is_dir():  # folders are not inputs, unless named like a clip (then quarantined: not_a_file)
+                if (suffix in VIDEO_EXTENSIONS or suffix in extra) and not p.name.startswith("."):
+                    yield p
+                continue
             if p.name.startswith("."):
                 reason = "hidden"
             elif suffix in VIDEO_EXTENSIONS or suffix in extra:

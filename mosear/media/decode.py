@@ -86,7 +86,8 @@ class ProbeInfo:
     audio_rate: int | None = None
     audio_channels: int | None = None
     bytes: int = 0
-    rotation: int = 0  # display matrix: degrees counter-clockwise the stored frames are turned for display
+    # display matrix (read from the first decoded frame: decode_clip fills these, probe() leaves 0):
+    rotation: int = 0  # degrees counter-clockwise the stored frames are turned for display
     mirrored: bool = False  # display matrix: a horizontal flip (after the rotation)
 
     def to_dict(self) -> dict:

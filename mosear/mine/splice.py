@@ -139,6 +139,17 @@ def splice_clip(face: str | Path, voice: str | Path, out: str | Path, offset_s: 
     return Path(out)
 
 
+def ffmpeg_version() -> str:
+    """The ffmpeg build that muxes the spliced clips (first line of ``ffmpeg -version``), for the stats."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return f"unknown ({exc})"
+    return out.splitlines()[0] if out else "unknown"
+
+
 def spliced_label(pair: SplicePair, rule: str, seed: int = 0) -> str:
     """The clip's true label: the face's, the voice's, or (``alternate``) one of them by key hash."""
     if rule == "face" or not pair.conflict:
@@ -191,6 +202,7 @@ def write_spliced_shards(pairs: list[SplicePair], out_dir: str | Path, *, offset
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"written": 0, "failed": 0, "skipped_shards": 0}
     bar = tqdm(total=len(pairs), desc="splice", unit="clip", disable=not progress)
+    made_by = {"origin": "spliced", "splice_format": SPLICE_FORMAT, "ffmpeg": ffmpeg_version()}
     with tempfile.TemporaryDirectory(prefix="mosear-splice-") as tmp:
         for index, chunk in _chunks(pairs, clips_per_shard):
             name = shard_name("spliced", index)
@@ -199,7 +211,7 @@ def write_spliced_shards(pairs: list[SplicePair], out_dir: str | Path, *, offset
                 counts["skipped_shards"] += 1
                 bar.update(len(chunk))
                 continue
-            with ShardWriter(out_dir, "spliced", index, config_hash, extra_stats={"origin": "spliced"}) as w:
+            with ShardWriter(out_dir, "spliced", index, config_hash, extra_stats=made_by) as w:
                 for pair in chunk:
                     spliced = Path(tmp) / f"{pair.key}.mov"  # PCM voice: see the module docstring
                     label = spliced_label(pair, label_rule, seed)

@@ -53,6 +53,8 @@ def test_two_runs_with_different_worker_counts_give_the_same_bytes(samples_dir, 
             assert pq.read_table(a / folder / index).equals(pq.read_table(b / folder / index)), index
             sa, sb = (json.loads((r / folder / name.replace(".tar", ".stats.json")).read_text()) for r in (a, b))
             assert sa["tar_sha256"] == sb["tar_sha256"] and sa["keys_digest"] == sb["keys_digest"]
+            if folder == "mined/spliced":  # what made them, for a rebuild elsewhere
+                assert sa["splice_format"] == "mov-pcm16-bitexact" and sa["ffmpeg"].startswith("ffmpeg version")
     evidence = sorted(p.name for p in (a / "mined" / "evidence").glob("*.parquet"))
     assert len(evidence) == 2 * (3 + 2)  # evidence + audit per shard: 3 natural, 2 spliced
     for name in evidence:  # bytes (a table compare would call NaN features unequal)

@@ -44,6 +44,8 @@ def folder(samples_dir, tmp_path_factory):
     shutil.copy(samples_dir / "ravdess_audio" / "03-01-03-01-01-02-05.flac", root / "voice.flac")
     (root / "notes.txt").write_text("shot on my phone\n")
     (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "old takes").mkdir()  # a sub-folder is not an input; its files are
+    (root / "folder.mp4").mkdir()  # ...unless it is named like a clip: quarantined, not lost
     return root
 
 
@@ -57,19 +59,20 @@ def _run(root, out, **kw):
 
 def test_every_file_is_counted(folder, tmp_path, ray_local):
     res = _run(folder, tmp_path / "out")
-    assert res.inputs == 11 == res.written + res.quarantined + res.skipped
-    assert res.written == 7 and res.quarantined == 0 and res.skipped == 4  # .dat not listed: skipped
+    assert res.inputs == 12 == res.written + res.quarantined + res.skipped
+    assert res.written == 7 and res.quarantined == 1 and res.skipped == 4  # .dat not listed: skipped
+    assert res.failures == {"not_a_file": 1}
     assert res.skipped_report["by_reason"] == {"audio_only": 1, "hidden": 1, "unknown_extension": 2}
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["skipped"]["count"] == 4 and run["totals"]["skipped"] == 4
     assert any(n.startswith("voice.flac") for n in run["skipped"]["first"])
     summary = res.summary()
-    assert "11 inputs = 7 written + 0 quarantined (none) + 4 skipped" in summary
+    assert "12 inputs = 7 written + 1 quarantined (not_a_file: 1) + 4 skipped" in summary
     assert "capture.dat (unknown_extension)" in summary and "voice.flac (audio_only)" in summary
 
     samples = {s["key"]: s for s in iter_samples(list_shards(tmp_path / "out"))}
     assert {"generic__broadcast_ts", "generic__broadcast_mts", "generic__raw", "generic__phone"} <= set(samples)
-    index = pq.read_table(next((tmp_path / "out").glob("*.index.parquet"))).to_pylist()
+    index = [r for p in (tmp_path / "out").glob("*.index.parquet") for r in pq.read_table(p).to_pylist()]
     rows = {r["source"]: r for r in index}
     assert rows["phone.mov"]["rotation"] == 90 and rows["plain.mp4"]["rotation"] == 0
     assert samples["generic__phone"]["meta"]["rotation"] == 90
@@ -80,21 +83,21 @@ def test_every_file_is_counted(folder, tmp_path, ray_local):
 
 def test_decoder_warnings_stored_per_clip(folder, tmp_path, ray_local):
     res = _run(folder, tmp_path / "out")
-    index = {r["source"]: r for r in pq.read_table(next((tmp_path / "out").glob("*.index.parquet"))).to_pylist()}
+    index = {r["source"]: r for p in (tmp_path / "out").glob("*.index.parquet") for r in pq.read_table(p).to_pylist()}
     bad, good = index["damaged.mp4"], index["plain.mp4"]
     assert bad["status"] == "ok" and bad["num_warnings"] > 0 and bad["warnings"]
     assert any("[h264]" in w or "video packet" in w for w in bad["warnings"])
     assert good["num_warnings"] == 0 and good["warnings"] == []
     meta = next(s["meta"] for s in iter_samples(list_shards(tmp_path / "out")) if s["meta"]["source"] == "damaged.mp4")
     assert meta["num_warnings"] == bad["num_warnings"] and meta["warnings"] == bad["warnings"]
-    stats = json.loads(next((tmp_path / "out").glob("*.stats.json")).read_text())
-    assert stats["warnings"]["samples"] >= 1 and stats["warnings"]["messages"] >= bad["num_warnings"]
-    assert res.warned == stats["warnings"]["samples"]
+    stats = [json.loads(p.read_text())["warnings"] for p in (tmp_path / "out").glob("*.stats.json")]
+    assert sum(s["samples"] for s in stats) == res.warned >= 1
+    assert sum(s["messages"] for s in stats) == res.warning_messages >= bad["num_warnings"]
     assert f"{res.warned} written with decoder warnings" in res.summary()
 
 
 def test_listed_extensions_are_clips(folder, tmp_path, ray_local):
     res = _run(folder, tmp_path / "out", extensions=["DAT"])
-    assert res.written == 8 and res.skipped == 3 and res.inputs == 11
+    assert res.written == 8 and res.skipped == 3 and res.inputs == 12
     (s,) = [s for s in iter_samples(list_shards(tmp_path / "out")) if s["meta"]["source"] == "capture.dat"]
     assert s["frames"].shape == (4, 32, 32, 3)
