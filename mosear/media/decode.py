@@ -88,7 +88,7 @@ class ProbeInfo:
     bytes: int = 0
     # display matrix (read from the first decoded frame: decode_clip fills these, probe() leaves 0):
     rotation: int = 0  # degrees counter-clockwise the stored frames are turned for display
-    mirrored: bool = False  # display matrix: a horizontal flip (after the rotation)
+    mirrored: bool = False  # a horizontal flip after the rotation
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -234,8 +234,13 @@ def _orientation(frame: av.VideoFrame, warnings: list[str]) -> _Orientation:
         return _Orientation()
     m = np.frombuffer(bytes(sd), dtype=np.int32)[:9].astype(np.float64) / 65536.0
     a, b, c, d = m[0], m[1], m[3], m[4]
-    rotation = int(round(frame.rotation or 0))
     mirrored = bool(a * d - b * c < 0)
+    if mirrored:  # read as "rotate, then flip horizontally" (PyAV's set_display_rotation, EXIF's order)
+        rotation = -math.degrees(math.atan2(b / math.hypot(b, d), -a / math.hypot(a, c)))
+        rotation = int(round(rotation)) % 360
+        rotation = rotation - 360 if rotation > 180 else rotation
+    else:
+        rotation = int(round(frame.rotation or 0))
     tol = 1e-3
     if abs(b) < tol and abs(c) < tol and abs(a) > tol and abs(d) > tol:
         o = _Orientation(False, flip_rows=d < 0, flip_cols=a < 0, rotation=rotation, mirrored=mirrored)

@@ -86,3 +86,32 @@ def test_other_containers_decode_like_ffmpeg(small_clip, tmp_path, ext):
     for img, t in zip(clip.frames, clip.frame_times_s):
         want = ref[round((t - clip.video_start_s) * clip.probe.fps)]
         assert np.abs(img.astype(int) - want.astype(int)).mean() < 3.0
+
+
+def _remux_with_display(src: Path, dst: Path, degrees: int, hflip: bool) -> None:
+    """Copy the video stream, writing a display matrix (PyAV; ffmpeg 5.1's CLI cannot write a flip)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        stream.set_display_rotation(degrees, hflip=hflip)
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+
+
+@pytest.mark.parametrize("degrees, hflip", [(0, True), (90, True), (-90, False), (180, True)])
+def test_mirrored_and_rotated_display_matrix(small_clip, tmp_path, degrees, hflip):
+    """Every EXIF-style orientation: the frames equal the stored frames turned and mirrored."""
+    path = tmp_path / "oriented.mp4"
+    _remux_with_display(small_clip, path, degrees, hflip)
+    turned = degrees % 180 != 0
+    h, w = (96, 54) if turned else (54, 96)
+    clip = decode_clip(path, num_frames=4, height=h, width=w, missing_audio="silence")
+    assert (clip.probe.rotation, clip.probe.mirrored) == (degrees, hflip)
+    stored = decode_clip(small_clip, num_frames=4, height=54, width=96).frames
+    want = np.rot90(stored, k=degrees // 90, axes=(1, 2))  # counter-clockwise
+    if hflip:
+        want = want[:, :, ::-1]
+    np.testing.assert_array_equal(clip.frames, want)
