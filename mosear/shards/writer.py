@@ -62,6 +62,7 @@ INDEX_SCHEMA = pa.schema([
     ("has_audio", pa.bool_()),
     ("audio_samples", pa.int64()),
     ("rotation", pa.int32()),  # display-matrix rotation applied to the frames, degrees counter-clockwise
+    ("mirrored", pa.bool_()),  # ... followed by a horizontal flip
     ("num_warnings", pa.int32()),  # libav warnings while decoding (0: a clean decode); null when failed
     ("warnings", pa.list_(pa.string())),  # the first of them (mosear.media.decode.MAX_WARNINGS)
     ("offset", pa.int64()),  # byte offset of the sample's first tar header (random access)

@@ -75,6 +75,7 @@ def test_every_file_is_counted(folder, tmp_path, ray_local):
     index = [r for p in (tmp_path / "out").glob("*.index.parquet") for r in pq.read_table(p).to_pylist()]
     rows = {r["source"]: r for r in index}
     assert rows["phone.mov"]["rotation"] == 90 and rows["plain.mp4"]["rotation"] == 0
+    assert rows["phone.mov"]["mirrored"] is False
     assert samples["generic__phone"]["meta"]["rotation"] == 90
     # the raw stream has no container duration: measured from its packets
     assert rows["raw.h264"]["duration_s"] == pytest.approx(rows["plain.mp4"]["duration_s"], abs=0.1)
