@@ -1,34 +1,45 @@
-"""Shard throughput: ``mosear shard`` vs the ffmpeg floor vs a naive ffmpeg-per-clip process pool.
+"""Shard throughput: ``mosear shard`` against three floors measured in the same run, at two corpus sizes.
 
-    python benchmarks/shard_throughput.py [--clips 200] [--mem-clips 800] [--workers 2]
+    python benchmarks/shard_throughput.py                    # 200 clips (~2-3 min on a quiet 2-core machine)
+    python benchmarks/shard_throughput.py --clips 200 2000   # both sizes (~12 min quiet)
+    python benchmarks/shard_throughput.py --clips 200 --approaches libav,mosear --repeats 3
 
-Corpus: ``--clips`` real clips from ``../shared/data`` (RAVDESS actor 05 originals, h264 1280x720; the
-CREMA-D mp4s and the FLV/VP6 original, 480x360), repeated through symlinks. Every approach produces,
-per clip, 16 frames at 224x224 (aspect-preserving scale + center crop, RGB) and 16 kHz mono audio,
-with ``--workers`` processes:
+Corpus: ``N`` real clips from ``../shared/data`` (``MOSEAR_SHARED_DATA`` overrides; the RAVDESS actor-05
+AV originals, h264 1280x720 30 fps + AAC 48 kHz stereo; the CREMA-D mp4s and the FLV/VP6 original,
+480x360), repeated round robin through symlinks. Every approach produces, per clip, 16 frames at 224x224
+(aspect-preserving scale + center crop, RGB) and 16 kHz mono audio, with ``--workers`` processes:
 
-- ``mosear shard``: the real stage (Ray Data, PyAV one-pass decode, tar shards + index + stats);
-  Ray is started before the clock starts.
-- ``ffmpeg floor``: one ffmpeg process per clip, a ``select`` filter for the same 16 frame numbers,
-  scale+crop, and the audio resampled, both written to /dev/null (no probe, no tar: a floor). Frame
-  numbers come from a probe done before timing.
-- ``naive pool``: the obvious way: a ``ProcessPoolExecutor`` calling ffmpeg-python per clip (ffprobe,
-  one ffmpeg call for the frames, one for the audio, arrays returned to the parent, which writes
-  WebDataset tars with ``webdataset.TarWriter``).
+- ``libav floor``: PyAV in ``--workers`` spawned processes, every audio and every video frame decoded,
+  nothing converted, resampled or written; decoder threading as ``mosear shard`` uses it
+  (``decode_threads``, default 1 thread per clip). Process start-up is inside the clock.
+- ``ffmpeg CLI floor``: one ffmpeg process per clip, a ``select`` filter for the 16 frame numbers,
+  scale + crop, the audio resampled, both outputs to /dev/null (no tar). Frame numbers come from a
+  probe done before the clock starts.
+- ``naive pool``: the obvious way: a process pool calling ffmpeg-python per clip (ffprobe, one ffmpeg
+  call for the frames, one for the audio, arrays back to the parent, which writes WebDataset tars).
+- ``mosear shard``: the command itself (``python -m mosear shard ...`` in a subprocess), so the wall
+  time includes interpreter start-up, imports, planning, the embedded Ray's start and shut-down.
+  ``samples_per_shard=10`` so that the small corpus gives every worker shards to build.
 
-Peak memory per worker (max RSS of a Ray worker process, from each shard's stats) is measured on a
-fresh Ray for ``--clips`` and for ``--mem-clips`` clips: it should not grow with the corpus.
-The machine may be shared: the load average is printed with the table.
+After each ``mosear shard`` run every stored frame is compared with an independent reference decode of
+its source (``reference_frames`` of tests/shards/test_shard_frames.py: every frame decoded, nearest to
+each target, the project's scale + crop); any mismatch makes the script exit 1. Peak RSS per worker is
+the largest ``worker_peak_rss_mb`` in the shards' stats (mosear) or ``ru_maxrss`` of the pool processes
+(libav floor). The load average before/after is printed with each table: on a shared machine compare
+the ratios (measured minutes apart in one run), not the clips/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import importlib.util
 import io
 import json
 import multiprocessing as mp
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,15 +50,24 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared" / "data"
+# ../shared/data beside the checkout (or beside a folder above it, e.g. a git worktree); MOSEAR_SHARED_DATA wins
+SHARED = Path(os.environ.get("MOSEAR_SHARED_DATA") or next(
+    (p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()), REPO.parent / "shared" / "data"))
 T, H, W, SR = 16, 224, 224, 16000
+APPROACHES = ("libav", "ffmpeg_cli", "naive", "mosear")
+LABELS = {
+    "libav": "libav decode-only floor (PyAV, all frames)",
+    "ffmpeg_cli": "ffmpeg CLI floor (1 call/clip, select)",
+    "naive": "naive pool (ffmpeg-python per clip)",
+    "mosear": "mosear shard (command, start-up incl.)",
+}
 
 
 def source_clips() -> list[Path]:
     clips = sorted((SHARED / "ravdess_actor05").glob("01-*.mp4")) + sorted((SHARED / "crema_d").glob("*.mp4"))
     clips += sorted((SHARED / "crema_d").glob("*.flv"))
     if not clips:
-        raise SystemExit(f"no clips in {SHARED}")
+        raise SystemExit(f"no clips in {SHARED} (set MOSEAR_SHARED_DATA)")
     return clips
 
 
@@ -67,7 +87,41 @@ def build_corpus(n: int, dst: Path) -> list[Path]:
     return out
 
 
-# --- (a) ffmpeg floor ---------------------------------------------------------------------------
+def _maxrss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- libav decode-only floor ----------------------------------------------------------------------
+def libav_floor_one(path: str, threads: int) -> tuple[int, float]:
+    """Decode every audio and video frame of ``path`` (nothing kept); returns (frames, worker RSS MB)."""
+    import av
+
+    n = 0
+    with av.open(path, metadata_errors="ignore") as container:
+        streams = [container.streams.video[0]] + list(container.streams.audio[:1])
+        streams[0].codec_context.thread_count = threads  # the same setting decode_clip applies
+        if threads != 1:
+            streams[0].thread_type = "AUTO"
+        for packet in container.demux(*streams):
+            for _ in packet.decode():
+                n += 1
+    return n, _maxrss_mb()
+
+
+def _warm() -> None:
+    import av  # noqa: F401  (the pool's start-up includes importing PyAV, as a worker's would)
+
+
+def run_libav_floor(clips: list[Path], workers: int, threads: int) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_warm) as pool:
+        results = list(pool.map(libav_floor_one, [str(p) for p in clips], [threads] * len(clips)))
+    wall = time.perf_counter() - t0
+    assert all(n > 0 for n, _ in results)
+    return wall, max(r for _, r in results)
+
+
+# --- ffmpeg CLI one-call floor ---------------------------------------------------------------------
 def frame_numbers(path: Path) -> list[int]:
     from mosear.media import probe
 
@@ -85,15 +139,17 @@ def ffmpeg_floor_one(path: Path, frames: list[int]) -> None:
                     "-map", "0:a", "-ac", "1", "-ar", str(SR), "-f", "s16le", "-y", "/dev/null"], check=True)
 
 
-def run_floor(clips: list[Path], workers: int) -> float:
-    plan = [(p, frame_numbers(p)) for p in clips]  # the probe is not timed: a floor
+def run_ffmpeg_cli(clips: list[Path], workers: int) -> tuple[float, float | None]:
+    by_source = {p.resolve(): None for p in clips}
+    for src in by_source:  # the probe is not timed: a floor
+        by_source[src] = frame_numbers(src)
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(workers) as pool:  # threads only wait on the ffmpeg processes
-        list(pool.map(lambda a: ffmpeg_floor_one(*a), plan))
-    return time.perf_counter() - t0
+        list(pool.map(lambda p: ffmpeg_floor_one(p, by_source[p.resolve()]), clips))
+    return time.perf_counter() - t0, None
 
 
-# --- (b) naive process pool ---------------------------------------------------------------------
+# --- naive process pool ---------------------------------------------------------------------------
 def naive_one(path: str) -> tuple[str, np.ndarray, np.ndarray, float]:
     import ffmpeg
 
@@ -111,80 +167,153 @@ def naive_one(path: str) -> tuple[str, np.ndarray, np.ndarray, float]:
     return Path(path).stem, frames, np.frombuffer(pcm, "<i2"), duration
 
 
-def run_naive(clips: list[Path], workers: int, out: Path) -> float:
+def run_naive(clips: list[Path], workers: int, out: Path) -> tuple[float, float | None]:
     import webdataset as wds
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))  # fork after Ray is unsafe
+    pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
     with pool, wds.ShardWriter(str(out / "naive-%06d.tar"), maxcount=10, verbose=0) as sink:
         for key, frames, pcm, duration in pool.map(naive_one, [str(p) for p in clips]):
             buf = io.BytesIO()
             np.save(buf, frames)
             sink.write({"__key__": key, "frames.npy": buf.getvalue(), "pcm.npy": pcm.tobytes(),
                         "json": json.dumps({"duration_s": duration}).encode()})
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, None
 
 
-# --- mosear shard -------------------------------------------------------------------------------
-def run_mosear(corpus: Path, out: Path, workers: int) -> tuple[float, float, float]:
-    """(wall seconds, media seconds, peak worker RSS MB) on a fresh embedded Ray."""
-    import ray
+# --- mosear shard -----------------------------------------------------------------------------------
+def mosear_command(corpus: Path, out: Path, workers: int, threads: int, extra: list[str]) -> list[str]:
+    sources = json.dumps([{"adapter": "generic", "root": str(corpus), "manifest": str(corpus / "manifest.csv")}])
+    return [sys.executable, "-m", "mosear", "shard", f"sources={sources}", f"output={out}",
+            f"num_frames={T}", f"height={H}", f"width={W}", f"sample_rate={SR}", f"workers={workers}",
+            f"decode_threads={threads}", "samples_per_shard=10", "progress=false", *extra]
 
-    from mosear.config import load_config
-    from mosear.ray_utils import init_ray
-    from mosear.shards.config import ShardConfig
-    from mosear.shards.run import run_shard
 
-    if ray.is_initialized():
-        ray.shutdown()
-    init_ray(num_cpus=workers)
-    cfg = load_config(ShardConfig, overrides={
-        "sources": [{"adapter": "generic", "root": str(corpus), "manifest": str(corpus / "manifest.csv")}],
-        "output": str(out), "num_frames": T, "height": H, "width": W, "workers": workers,
-        "samples_per_shard": 10, "progress": False})
+def run_mosear(corpus: Path, out: Path, workers: int, threads: int, extra: list[str]) -> tuple[float, float]:
+    """(wall seconds of the command, peak worker RSS MB)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     t0 = time.perf_counter()
-    result = run_shard(cfg)
+    proc = subprocess.run(mosear_command(corpus, out, workers, threads, extra), env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    assert result.written == result.inputs, result.summary()
-    peak = max(json.loads(p.read_text()).get("worker_peak_rss_mb", 0) for p in out.glob("*.stats.json"))
-    ray.shutdown()
-    return wall, result.media_seconds, peak
+    if proc.returncode != 0:
+        raise SystemExit(f"mosear shard failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    stats = [json.loads(p.read_text()) for p in out.glob("*.stats.json")]
+    n = sum(s["num_samples"] for s in stats)
+    if n != len(list(corpus.glob("0*"))):
+        raise SystemExit(f"mosear shard wrote {n} samples:\n{proc.stdout[-2000:]}")
+    return wall, max(s.get("worker_peak_rss_mb", 0.0) for s in stats)
+
+
+def _reference():
+    spec = importlib.util.spec_from_file_location("_frames_ref", REPO / "tests" / "shards" / "test_shard_frames.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.reference_frames
+
+
+def check_frames(out: Path, corpus: Path, refs: dict[str, np.ndarray]) -> tuple[int, list[tuple[str, list[int]]]]:
+    """Compare every stored frame with the reference decode of its source; returns (samples, wrong)."""
+    from mosear.shards.reader import iter_samples, list_shards
+
+    reference_frames = None
+    seen, wrong = 0, []
+    for sample in iter_samples(list_shards(out)):
+        src = Path(os.path.realpath(corpus / sample["meta"]["source"]))
+        if src.name not in refs:
+            reference_frames = reference_frames or _reference()
+            refs[src.name] = reference_frames(src, T, H, W, "crop")
+        ref = refs[src.name]
+        got = sample["frames"]
+        bad = [i for i in range(len(ref)) if got.shape != ref.shape or not np.array_equal(got[i], ref[i])]
+        if bad:
+            wrong.append((sample["key"], bad))
+        seen += 1
+    return seen, wrong
+
+
+# --- driver ----------------------------------------------------------------------------------------------
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.1f} (5-min {five:.1f})"
+
+
+def measure(n: int, approaches: list[str], args, tmp: Path, refs: dict) -> dict:
+    corpus = tmp / f"corpus{n}"
+    clips = build_corpus(n, corpus)
+    rows: dict[str, list[tuple[float, float | None]]] = {a: [] for a in approaches}
+    load0 = _load()
+    check = None
+    for r in range(args.repeats):
+        for a in approaches:
+            if a == "libav":
+                rows[a].append(run_libav_floor(clips, args.workers, args.decode_threads))
+            elif a == "ffmpeg_cli":
+                rows[a].append(run_ffmpeg_cli(clips, args.workers))
+            elif a == "naive":
+                rows[a].append(run_naive(clips, args.workers, tmp / f"naive{n}-{r}"))
+                shutil.rmtree(tmp / f"naive{n}-{r}", ignore_errors=True)
+            elif a == "mosear":
+                out = tmp / f"mosear{n}-{r}"
+                rows[a].append(run_mosear(corpus, out, args.workers, args.decode_threads, args.mosear_args))
+                if check is None and not args.no_check:
+                    check = check_frames(out, corpus, refs)
+                shutil.rmtree(out, ignore_errors=True)
+            print(f"  {n} clips, {a}, run {r + 1}: {rows[a][-1][0]:.1f} s (load {_load()})", file=sys.stderr)
+    return {"n": n, "rows": rows, "load": (load0, _load()), "check": check}
+
+
+def print_table(res: dict, workers: int) -> None:
+    n, rows = res["n"], res["rows"]
+    best = {a: min(w for w, _ in v) for a, v in rows.items()}
+    floor = best.get("libav")
+    print(f"\n{n} clips, {T} frames {H}x{W} + {SR} Hz mono, {workers} workers, best of "
+          f"{len(next(iter(rows.values())))}; load avg {res['load'][0]} -> {res['load'][1]} on {os.cpu_count()} CPUs\n")
+    print(f"| {'approach':44s} | {'wall s':>7s} | {'clips/s':>7s} | {'x libav floor':>13s} | {'peak RSS/worker MB':>18s} |")
+    print(f"|{'-' * 46}|{'-' * 9}|{'-' * 9}|{'-' * 15}|{'-' * 20}|")
+    for a, wall in best.items():
+        peaks = [p for _, p in rows[a] if p is not None]
+        ratio = f"{floor / wall:13.2f}" if floor else f"{'-':>13s}"
+        peak = f"{max(peaks):18.0f}" if peaks else f"{'-':>18s}"
+        print(f"| {LABELS[a]:44s} | {wall:7.1f} | {n / wall:7.2f} | {ratio} | {peak} |")
+    if res["check"] is not None:
+        seen, wrong = res["check"]
+        verdict = "all identical" if not wrong else f"{len(wrong)} samples WRONG, e.g. {wrong[:3]}"
+        print(f"\nframe check (mosear output vs reference decode): {seen} samples x {T} frames: {verdict}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clips", type=int, default=200)
-    ap.add_argument("--mem-clips", type=int, default=800)
+    ap.add_argument("--clips", type=int, nargs="+", default=[200], help="corpus sizes (e.g. 200 2000)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--decode-threads", type=int, default=1, help="libav threads per clip (mosear's decode_threads)")
+    ap.add_argument("--approaches", default=None,
+                    help=f"comma list of {','.join(APPROACHES)} (default: all at the first size; libav,ffmpeg_cli,"
+                         "mosear at larger sizes: the naive pool takes ~10 min per 2000 clips)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each approach (the best is reported)")
+    ap.add_argument("--no-check", action="store_true", help="skip the frame check against the reference decode")
+    ap.add_argument("--mosear-args", nargs="*", default=[], help="extra key=value overrides for mosear shard")
     args = ap.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
-    load0 = os.getloadavg()
+    results, refs = [], {}
     with tempfile.TemporaryDirectory(prefix="mosear-bench-") as tmp:
-        tmp = Path(tmp)
-        clips = build_corpus(args.clips, tmp / "corpus")
-        media = None
-        rows = []
-        wall, media, peak_small = run_mosear(tmp / "corpus", tmp / "out_mosear", args.workers)
-        rows.append(("mosear shard (PyAV, Ray Data)", wall))
-        rows.append(("(a) ffmpeg floor (select, 1 proc/clip)", run_floor(clips, args.workers)))
-        rows.append(("(b) naive pool (ffmpeg-python per clip)", run_naive(clips, args.workers, tmp / "out_naive")))
-        build_corpus(args.mem_clips, tmp / "corpus_big")
-        _, _, peak_big = run_mosear(tmp / "corpus_big", tmp / "out_big", args.workers)
-    load1 = os.getloadavg()
-
-    n = args.clips
-    floor_wall, naive_wall = rows[1][1], rows[2][1]
-    print(f"\n{n} clips ({media:.0f} s of media), {T} frames {H}x{W} + {SR} Hz mono, {args.workers} workers; "
-          f"load avg {load0[0]:.1f} -> {load1[0]:.1f} on {os.cpu_count()} CPUs\n")
-    print(f"| {'approach':42s} | {'wall s':>7s} | {'clips/s':>7s} | {'media-s/s':>9s} | {'vs floor':>8s} | {'vs naive':>8s} |")
-    print(f"|{'-' * 44}|{'-' * 9}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 10}|")
-    for name, wall in rows:
-        print(f"| {name:42s} | {wall:7.1f} | {n / wall:7.2f} | {media / wall:9.1f} | {floor_wall / wall:8.2f} | "
-              f"{naive_wall / wall:8.2f} |")
-    print(f"\npeak RSS per mosear worker: {peak_small:.0f} MB at {n} clips, {peak_big:.0f} MB at {args.mem_clips} clips "
-          f"(growth {peak_big - peak_small:+.0f} MB)")
+        for i, n in enumerate(args.clips):
+            default = list(APPROACHES) if i == 0 else ["libav", "ffmpeg_cli", "mosear"]
+            approaches = args.approaches.split(",") if args.approaches else default
+            unknown = set(approaches) - set(APPROACHES)
+            if unknown:
+                raise SystemExit(f"unknown approaches {sorted(unknown)}; known: {', '.join(APPROACHES)}")
+            results.append(measure(n, approaches, args, Path(tmp), refs))
+    for res in results:
+        print_table(res, args.workers)
+    mosear = [res for res in results if "mosear" in res["rows"]]
+    if len(mosear) > 1:
+        peaks = [max(p for _, p in res["rows"]["mosear"]) for res in mosear]
+        print(f"\nmosear peak RSS per worker: " + ", ".join(f"{p:.0f} MB at {r['n']} clips" for p, r in zip(peaks, mosear))
+              + f" ({(peaks[-1] / peaks[0] - 1):+.1%} from {mosear[0]['n']} to {mosear[-1]['n']})")
+    if any(res["check"] and res["check"][1] for res in results):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

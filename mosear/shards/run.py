@@ -1,7 +1,7 @@
-"""``run_shard``: the shard stage as a Ray Data job (local Ray by default, a cluster given an address).
+"""``run_shard``: the shard stage as a Ray job (local Ray by default, a cluster given an address).
 
 Flow: plan (driver, metadata only) -> check the output folder (refuse another config's output) ->
-skip committed shards -> one Ray Data task per missing shard (decode each clip once with PyAV, write the
+skip committed shards -> one Ray task per missing shard, ``workers`` at a time (decode each clip once with PyAV, write the
 tar with :class:`~mosear.shards.writer.ShardWriter`) -> ``quarantine.parquet`` and ``run.json``.
 
 Every input is accounted for: ``inputs = written + quarantined + skipped`` (skipped: files of a clip
@@ -148,11 +148,10 @@ def _peak_rss_mb() -> float:
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
-def _ray_build(row: dict[str, Any], cfg_json: str, out_dir: str, config_hash: str) -> dict[str, Any]:
+def _ray_build(plan: dict[str, Any], cfg_json: str, out_dir: str, config_hash: str) -> dict[str, Any]:
+    """The Ray task: one shard (``plan``: split, index, clips) -> its stats dict."""
     cfg = ShardConfig.model_validate_json(cfg_json)
-    p = json.loads(row["plan"])
-    stats = build_shard(ShardPlan(p["split"], p["index"], p["clips"]), cfg, Path(out_dir), config_hash)
-    return {"stats": json.dumps(stats)}
+    return build_shard(ShardPlan(plan["split"], plan["index"], plan["clips"]), cfg, Path(out_dir), config_hash)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,26 +249,21 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
              len(pending), len(plan.shards) - len(pending))
     if pending:
         ray = init_ray(cfg.ray_address)
-        import ray.data
-
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # our bar and summary replace its logs
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "bars disabled": on purpose
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
         workers = cfg.workers or max(1, int(ray.available_resources().get("CPU", 1)))
-        items = [{"plan": json.dumps({"split": s.split, "index": s.index, "clips": s.clips})} for s in pending]
-        ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
-            _ray_build,
-            # workers get the resolved sources, not the corpus file (its path may not exist there)
-            fn_kwargs={"cfg_json": cfg.model_copy(update={"corpus": None}).model_dump_json(),
-                       "out_dir": str(out.resolve()), "config_hash": config_hash},
-            num_cpus=1, compute=ray.data.TaskPoolStrategy(size=min(workers, len(items))),
-        )
+        # One plain Ray task per shard, at most `workers` in flight (Ray Data's executor cost ~1 s of
+        # imports and scheduling per run for the same tasks: docs/shard.md, profile).
+        build = ray.remote(num_cpus=1)(_ray_build)
+        # workers get the resolved sources, not the corpus file (its path may not exist there)
+        args = (cfg.model_copy(update={"corpus": None}).model_dump_json(), str(out.resolve()), config_hash)
         bar = tqdm(total=n_clips, initial=done_clips, unit="clip", desc="shard", disable=not cfg.progress,
                    file=sys.stderr, dynamic_ncols=True)
-        failed = 0
-        for row in ds.iter_rows():
-            stats = json.loads(row["stats"])
+        todo, running, failed = list(reversed(pending)), [], 0
+        while todo or running:
+            while todo and len(running) < workers:
+                s = todo.pop()
+                running.append(build.remote({"split": s.split, "index": s.index, "clips": s.clips}, *args))
+            ready, running = ray.wait(running, num_returns=1)
+            stats = ray.get(ready[0])
             failed += stats["num_failed"]
             bar.update(stats["num_samples"] + stats["num_failed"])
             bar.set_postfix(shards=stats["shard"], failed=failed, refresh=False)
