@@ -3,6 +3,7 @@
     python benchmarks/shard_throughput.py                    # 200 clips (~2-3 min on a quiet 2-core machine)
     python benchmarks/shard_throughput.py --clips 200 2000   # both sizes (~12 min quiet)
     python benchmarks/shard_throughput.py --clips 200 --approaches libav,mosear --repeats 3
+    python benchmarks/shard_throughput.py --approaches libav,mosear --compare /path/to/main-checkout
 
 Corpus: ``N`` real clips from ``../shared/data`` (``MOSEAR_SHARED_DATA`` overrides; the RAVDESS actor-05
 AV originals, h264 1280x720 30 fps + AAC 48 kHz stereo; the CREMA-D mp4s and the FLV/VP6 original,
@@ -25,7 +26,8 @@ After each ``mosear shard`` run every stored frame is compared with an independe
 its source (``reference_frames`` of tests/shards/test_shard_frames.py: every frame decoded, nearest to
 each target, the project's scale + crop); any mismatch makes the script exit 1. Peak RSS per worker is
 the largest ``worker_peak_rss_mb`` in the shards' stats (mosear) or ``ru_maxrss`` of the pool processes
-(libav floor). The load average before/after is printed with each table: on a shared machine compare
+(libav floor). ``--compare CHECKOUT`` adds the ``mosear shard`` of another checkout (e.g. ``main``) to the
+same run and compares every shard's tar sha256 with this checkout's (exit 1 when they differ). The load average before/after is printed with each table: on a shared machine compare
 the ratios (measured minutes apart in one run), not the clips/s.
 """
 
@@ -190,9 +192,12 @@ def mosear_command(corpus: Path, out: Path, workers: int, threads: int, extra: l
             f"decode_threads={threads}", "samples_per_shard=10", "progress=false", *extra]
 
 
-def run_mosear(corpus: Path, out: Path, workers: int, threads: int, extra: list[str]) -> tuple[float, float]:
-    """(wall seconds of the command, peak worker RSS MB)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+def run_mosear(corpus: Path, out: Path, workers: int, threads: int, extra: list[str],
+               repo: Path = REPO) -> tuple[float, float, float]:
+    """(wall seconds of the command, peak worker RSS MB, the workers' CPU seconds in their shard tasks);
+    ``repo``: the checkout whose mosear runs. Ray's worker processes are not reaped by the command, so
+    their CPU comes from the shards' stats (``worker_cpu_s``; 0 for a checkout that does not write it)."""
+    env = dict(os.environ, PYTHONPATH=str(repo))
     t0 = time.perf_counter()
     proc = subprocess.run(mosear_command(corpus, out, workers, threads, extra), env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -202,7 +207,11 @@ def run_mosear(corpus: Path, out: Path, workers: int, threads: int, extra: list[
     n = sum(s["num_samples"] for s in stats)
     if n != len(list(corpus.glob("0*"))):
         raise SystemExit(f"mosear shard wrote {n} samples:\n{proc.stdout[-2000:]}")
-    return wall, max(s.get("worker_peak_rss_mb", 0.0) for s in stats)
+    return wall, max(s.get("worker_peak_rss_mb", 0.0) for s in stats), sum(s.get("worker_cpu_s", 0.0) for s in stats)
+
+
+def tar_digests(out: Path) -> dict[str, str]:
+    return {p.name: json.loads(p.read_text())["tar_sha256"] for p in sorted(out.glob("*.stats.json"))}
 
 
 def _reference():
@@ -238,48 +247,80 @@ def _load() -> str:
     return f"{one:.1f} (5-min {five:.1f})"
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its reaped descendants (pool processes, ffmpeg, the mosear
+    command with its Ray processes)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _with_cpu(fn, *a, **kw) -> tuple[float, float | None, float]:
+    c0 = _cpu()
+    wall, peak, *more = fn(*a, **kw)
+    return wall, peak, _cpu() - c0 + sum(more)
+
+
 def measure(n: int, approaches: list[str], args, tmp: Path, refs: dict) -> dict:
     corpus = tmp / f"corpus{n}"
     clips = build_corpus(n, corpus)
-    rows: dict[str, list[tuple[float, float | None]]] = {a: [] for a in approaches}
+    rows: dict[str, list[tuple[float, float | None, float]]] = {a: [] for a in approaches}
     load0 = _load()
-    check = None
+    check, digests = None, {}
     for r in range(args.repeats):
         for a in approaches:
             if a == "libav":
-                rows[a].append(run_libav_floor(clips, args.workers, args.decode_threads))
+                rows[a].append(_with_cpu(run_libav_floor, clips, args.workers, args.decode_threads))
             elif a == "ffmpeg_cli":
-                rows[a].append(run_ffmpeg_cli(clips, args.workers))
+                rows[a].append(_with_cpu(run_ffmpeg_cli, clips, args.workers))
             elif a == "naive":
-                rows[a].append(run_naive(clips, args.workers, tmp / f"naive{n}-{r}"))
+                rows[a].append(_with_cpu(run_naive, clips, args.workers, tmp / f"naive{n}-{r}"))
                 shutil.rmtree(tmp / f"naive{n}-{r}", ignore_errors=True)
             elif a == "mosear":
                 out = tmp / f"mosear{n}-{r}"
-                rows[a].append(run_mosear(corpus, out, args.workers, args.decode_threads, args.mosear_args))
+                rows[a].append(_with_cpu(run_mosear, corpus, out, args.workers, args.decode_threads, args.mosear_args))
                 if check is None and not args.no_check:
                     check = check_frames(out, corpus, refs)
+                if r == 0:
+                    digests["mosear"] = tar_digests(out)
+                shutil.rmtree(out, ignore_errors=True)
+            elif a.startswith("mosear@"):
+                out = tmp / f"{a.replace('@', '-').replace('/', '_')}{n}-{r}"
+                rows[a].append(_with_cpu(run_mosear, corpus, out, args.workers, args.decode_threads, args.mosear_args,
+                                         repo=Path(a.split("@", 1)[1])))
+                if r == 0:
+                    digests[a] = tar_digests(out)
                 shutil.rmtree(out, ignore_errors=True)
             print(f"  {n} clips, {a}, run {r + 1}: {rows[a][-1][0]:.1f} s (load {_load()})", file=sys.stderr)
-    return {"n": n, "rows": rows, "load": (load0, _load()), "check": check}
+    return {"n": n, "rows": rows, "load": (load0, _load()), "check": check, "digests": digests}
 
 
 def print_table(res: dict, workers: int) -> None:
     n, rows = res["n"], res["rows"]
-    best = {a: min(w for w, _ in v) for a, v in rows.items()}
+    best = {a: min(v) for a, v in rows.items()}  # the run with the shortest wall time
     floor = best.get("libav")
     print(f"\n{n} clips, {T} frames {H}x{W} + {SR} Hz mono, {workers} workers, best of "
           f"{len(next(iter(rows.values())))}; load avg {res['load'][0]} -> {res['load'][1]} on {os.cpu_count()} CPUs\n")
-    print(f"| {'approach':44s} | {'wall s':>7s} | {'clips/s':>7s} | {'x libav floor':>13s} | {'peak RSS/worker MB':>18s} |")
-    print(f"|{'-' * 46}|{'-' * 9}|{'-' * 9}|{'-' * 15}|{'-' * 20}|")
-    for a, wall in best.items():
-        peaks = [p for _, p in rows[a] if p is not None]
-        ratio = f"{floor / wall:13.2f}" if floor else f"{'-':>13s}"
-        peak = f"{max(peaks):18.0f}" if peaks else f"{'-':>18s}"
-        print(f"| {LABELS[a]:44s} | {wall:7.1f} | {n / wall:7.2f} | {ratio} | {peak} |")
+    print("| approach | wall s | clips/s | x libav floor | CPU s | x floor (CPU) | peak RSS/worker MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for a, (wall, _, cpu) in best.items():
+        peaks = [p for _, p, _ in rows[a] if p is not None]
+        label = LABELS.get(a) or f"mosear shard @ {Path(a.split('@', 1)[1]).name}"
+        ratio = f"{floor[0] / wall:.2f}" if floor else "-"
+        cratio = f"{floor[2] / cpu:.2f}" if floor else "-"
+        peak = f"{max(peaks):.0f}" if peaks else "-"
+        print(f"| {label} | {wall:.1f} | {n / wall:.2f} | {ratio} | {cpu:.1f} | {cratio} | {peak} |")
+    print("\n(CPU s: user + system time of the approach's processes (mosear: the command and its workers' shard\n"
+          " tasks; Ray's own daemons are not counted). On a loaded machine the CPU ratio is the steadier one; on\n"
+          " a quiet one quote the wall ratio, which also counts idle start-up and tail time.)")
     if res["check"] is not None:
         seen, wrong = res["check"]
         verdict = "all identical" if not wrong else f"{len(wrong)} samples WRONG, e.g. {wrong[:3]}"
         print(f"\nframe check (mosear output vs reference decode): {seen} samples x {T} frames: {verdict}")
+    ref = res["digests"].get("mosear")
+    for a, d in res["digests"].items():
+        if a != "mosear" and ref is not None:
+            same = "byte-identical tars" if d == ref else "TARS DIFFER"
+            print(f"{a}: {len(d)} shards, {same} to this checkout's (tar sha256 of every shard)")
 
 
 def main() -> None:
@@ -293,6 +334,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs of each approach (the best is reported)")
     ap.add_argument("--no-check", action="store_true", help="skip the frame check against the reference decode")
     ap.add_argument("--mosear-args", nargs="*", default=[], help="extra key=value overrides for mosear shard")
+    ap.add_argument("--compare", nargs="*", default=[], metavar="CHECKOUT",
+                    help="also run `mosear shard` of these checkouts (e.g. a worktree of main) in the same run, "
+                         "and compare their tars byte for byte with this checkout's")
     args = ap.parse_args()
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
@@ -301,7 +345,8 @@ def main() -> None:
         for i, n in enumerate(args.clips):
             default = list(APPROACHES) if i == 0 else ["libav", "ffmpeg_cli", "mosear"]
             approaches = args.approaches.split(",") if args.approaches else default
-            unknown = set(approaches) - set(APPROACHES)
+            approaches += [f"mosear@{Path(c).resolve()}" for c in args.compare]
+            unknown = {a for a in approaches if not a.startswith("mosear@")} - set(APPROACHES)
             if unknown:
                 raise SystemExit(f"unknown approaches {sorted(unknown)}; known: {', '.join(APPROACHES)}")
             results.append(measure(n, approaches, args, Path(tmp), refs))
@@ -309,10 +354,11 @@ def main() -> None:
         print_table(res, args.workers)
     mosear = [res for res in results if "mosear" in res["rows"]]
     if len(mosear) > 1:
-        peaks = [max(p for _, p in res["rows"]["mosear"]) for res in mosear]
+        peaks = [max(p for _, p, _ in res["rows"]["mosear"]) for res in mosear]
         print(f"\nmosear peak RSS per worker: " + ", ".join(f"{p:.0f} MB at {r['n']} clips" for p, r in zip(peaks, mosear))
               + f" ({(peaks[-1] / peaks[0] - 1):+.1%} from {mosear[0]['n']} to {mosear[-1]['n']})")
-    if any(res["check"] and res["check"][1] for res in results):
+    differ = any(d != res["digests"].get("mosear") for res in results for a, d in res["digests"].items())
+    if any(res["check"] and res["check"][1] for res in results) or differ:
         sys.exit(1)
 
 

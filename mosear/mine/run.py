@@ -78,6 +78,13 @@ def _driver_path(py_modules: list[str]) -> None:
             sys.path.insert(0, parent)
 
 
+def _size(shard: Path) -> int:
+    try:
+        return Path(shard).stat().st_size
+    except OSError:
+        return 0
+
+
 def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int]:
     """Mine the shards not yet committed under ``{output}/evidence``; returns (mined, skipped)."""
     from tqdm import tqdm
@@ -97,6 +104,9 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int]:
 
     _driver_path(cfg.py_modules)
     res = StagePipeline.from_spec(cfg.stages).resources  # validates names before any work
+    # Largest shards first, one shard in flight per actor: a free actor takes the next shard, so the
+    # workers finish together (Ray Data's default queues up to 4 shards on each actor up front).
+    todo.sort(key=lambda s: -_size(s))
     ds = ray.data.from_items([{"shard": str(s)} for s in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(
         ShardMiner,
@@ -104,7 +114,7 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int]:
                                "config_hash": chash,
                                "import_paths": [str(Path(m).resolve().parent) for m in cfg.py_modules]},
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=min(cfg.workers, len(todo))),
+        compute=ray.data.ActorPoolStrategy(size=min(cfg.workers, len(todo)), max_tasks_in_flight_per_actor=1),
         num_cpus=res.cpus,
         num_gpus=res.gpus or None,
     )

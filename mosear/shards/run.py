@@ -112,6 +112,7 @@ def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: s
     from mosear.media.decode import MediaError, decode_clip
     from mosear.shards.writer import ShardSample, ShardWriter
 
+    cpu0 = time.process_time()
     with ShardWriter(out_dir, plan.split, plan.index, config_hash) as writer:
         for clip in plan.clips:
             key = f"{clip['dataset']}__{clip['clip_id']}"
@@ -137,6 +138,7 @@ def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: s
                                      _clip_meta(clip, decoded), extra))
             del decoded, extra  # hold one clip at a time
         writer.extra_stats["worker_peak_rss_mb"] = _peak_rss_mb()
+        writer.extra_stats["worker_cpu_s"] = round(time.process_time() - cpu0, 3)  # this shard's CPU time
         return writer.close()
 
 

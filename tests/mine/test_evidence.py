@@ -101,3 +101,22 @@ def test_egemaps_names_why_audio_is_missing(evidence_pipe, real_samples):
     (s,), audit = StagePipeline.from_spec(["audio_egemaps"]).run_batch([no_audio])
     assert audit == [] and np.isnan(s["audio_feats"]).all()
     assert s["audio_desc"] == {"silent": True, "missing": "no_audio_stream"}
+
+
+def test_egemaps_raw_call_equals_opensmile_process_signal(real_samples):
+    # the stage skips process_signal's DataFrame; its numbers must be process_signal's, column for column
+    import opensmile
+
+    from mosear.mine.stages.audio import _DESC, EGeMAPSEvidence
+
+    stage = EGeMAPSEvidence()
+    stage.setup()
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    for s in real_samples[:3]:
+        audio = np.asarray(s["audio"], np.float32)
+        row = smile.process_signal(audio, s["sample_rate"]).iloc[0]
+        out = stage.process({"audio": audio, "sample_rate": s["sample_rate"], "audio_silent": False})
+        assert list(row.index) == stage.columns
+        assert np.array_equal(out["audio_feats"], row.to_numpy(np.float32))
+        assert out["audio_desc"] == {k: float(row[c]) for k, c in _DESC.items()}
