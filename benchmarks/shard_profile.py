@@ -172,20 +172,20 @@ def part2(corpus: Path, out: Path, workers: int, threads: int) -> dict:
     subprocess.run([py, "-c", "pass"], check=True, env=env)
     interp = time.perf_counter() - t0
     t0 = time.perf_counter()
-    subprocess.run([py, "-c", "import mosear.cli, mosear.shards.run, mosear.media.decode, ray, ray.data, pyarrow.parquet, tqdm"],
+    subprocess.run([py, "-c", "import mosear.cli, mosear.shards.cli, mosear.shards.run, mosear.media.decode, ray, pyarrow.parquet, tqdm"],
                    check=True, env=env)
     imports = time.perf_counter() - t0 - interp
     code = ("import time; t=time.perf_counter(); from mosear.ray_utils import init_ray; ray=init_ray(num_cpus=%d); "
-            "import ray.data; a=time.perf_counter()-t; t=time.perf_counter(); ray.get(ray.remote(lambda: 1).remote()); "
+            "a=time.perf_counter()-t; t=time.perf_counter(); ray.get(ray.remote(lambda: 1).remote()); "
             "b=time.perf_counter()-t; t=time.perf_counter(); ray.shutdown(); print(a, b, time.perf_counter()-t)" % workers)
     r = subprocess.run([py, "-c", code], check=True, env=env, capture_output=True, text=True)
     ray_init, first_task, ray_stop = map(float, r.stdout.split()[-3:])
-    wall, _ = bench.run_mosear(corpus, out, workers, threads, [])
+    wall, _, worker_cpu = bench.run_mosear(corpus, out, workers, threads, [])
     stats = [json.loads(p.read_text()) for p in out.glob("*.stats.json")]
     busy = sum(s["wall_s"] for s in stats) / workers
     run_wall = json.loads((out / "run.json").read_text())["totals"]["wall_s"]
     return {"interp": interp, "imports": imports, "ray_init": ray_init, "first_task": first_task, "ray_stop": ray_stop,
-            "command": wall, "run_wall": run_wall, "busy": busy, "n": sum(s["num_samples"] for s in stats)}
+            "command": wall, "run_wall": run_wall, "busy": busy, "worker_cpu": worker_cpu, "n": sum(s["num_samples"] for s in stats)}
 
 
 def main() -> None:
@@ -200,6 +200,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--decode-threads", type=int, default=1)
     ap.add_argument("--no-command", action="store_true", help="part 1 only")
+    ap.add_argument("--no-replay", action="store_true", help="part 2 only")
     ap.add_argument("--wall", action="store_true", help="part 1 in wall time instead of CPU time")
     args = ap.parse_args()
     global CLOCK
@@ -214,9 +215,18 @@ def main() -> None:
             "sources": [{"adapter": "generic", "root": str(corpus), "manifest": str(corpus / "manifest.csv")}],
             "output": str(tmp / "unused"), "decode_threads": args.decode_threads})
         clips = [c for s in plan_corpus(cfg).shards for c in s.clips]
-        p1 = part1(clips, cfg, tmp)
+        p1 = None if args.no_replay else part1(clips, cfg, tmp)
         p2 = None if args.no_command else part2(corpus, tmp / "cmd", args.workers, args.decode_threads)
     load1 = os.getloadavg()[0]
+
+    if p1 is not None:
+        print_part1(p1, args, load0, load1)
+    if p2 is not None:
+        print_part2(p2, args)
+
+
+def print_part1(p1: dict, args, load0: float, load1: float) -> None:
+    import shard_throughput as bench
 
     n, clock = p1["n"], p1["clock"]
     total = sum(clock.values())
@@ -230,16 +240,18 @@ def main() -> None:
     print(f"\n(the real build_shard on the same clips: {1000 * p1['real_s'] / n:.1f} ms per clip; the libav floor "
           f"(every frame decoded, nothing else): {1000 * p1['floor_s'] / n:.1f}; the replay with its checks: "
           f"{1000 * p1['replay_s'] / n:.1f})\n")
-    if p2 is None:
-        return
+
+
+def print_part2(p2: dict, args) -> None:
     startup = p2["interp"] + p2["imports"] + p2["ray_init"] + p2["first_task"] + p2["ray_stop"]
-    sched = p2["command"] - startup - p2["busy"]
+    sched = p2["command"] - startup - p2["busy"]  # plan, output checks, scheduling, result collection, tail
     print(f"| the command, {p2['n']} clips, {args.workers} workers | s | per clip, ms of wall |")
     print("|---|---:|---:|")
-    for name, v in (("interpreter start", p2["interp"]), ("imports (mosear, ray, ray.data, pyarrow)", p2["imports"]),
+    for name, v in (("interpreter start", p2["interp"]), ("imports (mosear, ray, pyarrow, tqdm)", p2["imports"]),
                     ("Ray start (embedded)", p2["ray_init"]), ("first task (worker start)", p2["first_task"]),
                     ("Ray shut-down", p2["ray_stop"]),
                     ("workers busy (sum of shard wall_s / workers)", p2["busy"]),
+                    ("  of which CPU (sum of shard worker_cpu_s / workers)", p2["worker_cpu"] / args.workers),
                     ("Ray/scheduling + plan + driver (the rest)", sched),
                     ("**command wall**", p2["command"])):
         print(f"| {name} | {v:.2f} | {1000 * v / p2['n']:.1f} |")
