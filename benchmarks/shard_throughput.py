@@ -90,7 +90,13 @@ def build_corpus(n: int, dst: Path) -> list[Path]:
 
 
 def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak RSS of this process since its exec, MB (VmHWM; ru_maxrss would also count the parent's
+    memory copied by the fork that precedes a spawn)."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # --- libav decode-only floor ----------------------------------------------------------------------

@@ -143,8 +143,15 @@ def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: s
 
 
 def _peak_rss_mb() -> float:
-    """Peak resident memory of this (worker) process so far, MB."""
+    """Peak resident memory of this (worker) process so far, MB (Linux: VmHWM, which starts at the
+    process's exec; ``ru_maxrss`` also counts the memory of the process it was forked from)."""
     import resource
+
+    try:
+        with open("/proc/self/status") as fh:
+            return round(next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:")) / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
