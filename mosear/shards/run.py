@@ -1,8 +1,8 @@
 """``run_shard``: the shard stage as a Ray job (local Ray by default, a cluster given an address).
 
 Flow: plan (driver, metadata only) -> check the output folder (refuse another config's output) ->
-skip committed shards -> one Ray task per missing shard, ``workers`` at a time (decode each clip once with PyAV, write the
-tar with :class:`~mosear.shards.writer.ShardWriter`) -> ``quarantine.parquet`` and ``run.json``.
+skip committed shards -> one Ray task per missing shard, ``workers`` in flight (decode each clip once
+with PyAV, write the tar with :class:`~mosear.shards.writer.ShardWriter`) -> ``quarantine.parquet`` and ``run.json``.
 
 Every input is accounted for: ``inputs = written + quarantined + skipped`` (skipped: files of a clip
 folder that are not clips, e.g. audio-only files, listed in ``run.json``); quarantine rows come from the plan
