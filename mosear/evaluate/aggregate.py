@@ -1,12 +1,17 @@
 """From unit prediction tables to one long metrics table (``metrics.parquet``).
 
 ``metrics.parquet`` has one row per number: ``checkpoint, benchmark, setting, ar, ar_fraction, drop,
-subset, metric, value, unit_id``. ``subset`` is ``all`` or a CA-MER subset. Metrics:
+subset, metric, value, ci_low, ci_high, unit_id``. ``ci_low`` / ``ci_high`` bound the 95 % group-bootstrap
+interval (2000 resamples of the unit's items, clips sharing a face or voice source resampled together;
+:mod:`.resampled`) of every score; counts (``items, n, unparsed, errors, ov_items, flip_n``) have none
+(NaN). ``subset`` is ``all`` or a CA-MER subset. Metrics:
 ``items`` (rows, every benchmark item), ``n, unparsed, errors, accuracy, war, uar, weighted_f1``
 (closed set over labelled rows, see :mod:`.metrics`),
 ``ov_precision, ov_recall, ov_mean, ov_items`` (open-vocabulary set metric over items with a
 reference), ``clue_overlap, label_overlap`` (EMER, 1–10), ``share_audio, share_visual, share_text``
-(attention shares), ``conflict_gap`` and ``flip_rate`` / ``flip_n`` (subset ``all`` only).
+(attention shares), ``calibrated_threshold`` / ``calibrated_fraction`` (settings with ``calibrate``: the
+AR values chosen on the validation split), ``conflict_gap``, ``conflict_mean`` (mean of video-aligned and audio-aligned
+accuracy) and ``flip_rate`` / ``flip_n`` (subset ``all`` only).
 
 Which unit files count: those named in ``units.json`` (written by ``mosear eval``) when it exists,
 otherwise every file in ``units/`` (the newest per checkpoint × benchmark × setting).
@@ -23,10 +28,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from mosear.evaluate import metrics as M
+from mosear.evaluate.resampled import unit_intervals
 
 __all__ = ["current_unit_files", "unit_meta", "load_unit", "compute_metrics", "METRIC_COLUMNS"]
 
-METRIC_COLUMNS = ["checkpoint", "benchmark", "setting", "ar", "ar_fraction", "drop", "subset", "metric", "value", "unit_id"]
+METRIC_COLUMNS = ["checkpoint", "benchmark", "setting", "ar", "ar_fraction", "drop", "subset", "metric", "value",
+                  "ci_low", "ci_high", "unit_id"]
 
 
 def unit_meta(path: Path) -> dict:
@@ -69,9 +76,11 @@ def _unit_rows(df: pd.DataFrame, meta: dict) -> list[dict]:
             "ar": bool(setting.get("ar")), "ar_fraction": setting.get("ar_fraction"), "drop": setting.get("drop"),
             "unit_id": meta["unit_id"]}
     rows = []
+    bounds = unit_intervals(df)
 
     def add(subset: str, metric: str, value: float) -> None:
-        rows.append({**base, "subset": subset, "metric": metric, "value": float(value)})
+        lo, hi = bounds.get((subset, metric), (math.nan, math.nan))
+        rows.append({**base, "subset": subset, "metric": metric, "value": float(value), "ci_low": lo, "ci_high": hi})
 
     per = M.subset_scores(df)
     for subset, scores in per.items():
@@ -93,9 +102,14 @@ def _unit_rows(df: pd.DataFrame, meta: dict) -> list[dict]:
                 add(subset, k, _mean(g[k]))
         for mod, v in M.attention_shares(g).items():
             add(subset, f"share_{mod}", v)
+    cal = meta.get("calibration")
+    if cal:  # the AR setting chosen on the validation split, recorded with the unit
+        add("all", "calibrated_threshold", cal["threshold"])
+        add("all", "calibrated_fraction", cal["fraction"])
     gap = M.conflict_gap(per)
     if not math.isnan(gap):
         add("all", "conflict_gap", gap)
+        add("all", "conflict_mean", M.conflict_mean(per))
     return rows
 
 
@@ -123,8 +137,9 @@ def compute_metrics(results_dir: str | Path) -> pd.DataFrame:
                 base = {"checkpoint": m["checkpoint"], "benchmark": m["benchmark"], "setting": m["setting"]["name"],
                         "ar": bool(m["setting"].get("ar")), "ar_fraction": m["setting"].get("ar_fraction"),
                         "drop": m["setting"].get("drop"), "unit_id": m["unit_id"], "subset": "all"}
-                rows.append({**base, "metric": "flip_rate", "value": fr["flip_rate"]})
-                rows.append({**base, "metric": "flip_n", "value": float(fr["n"])})
+                lo, hi = fr["ci"]
+                rows.append({**base, "metric": "flip_rate", "value": fr["flip_rate"], "ci_low": lo, "ci_high": hi})
+                rows.append({**base, "metric": "flip_n", "value": float(fr["n"]), "ci_low": math.nan, "ci_high": math.nan})
     out = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     out.to_parquet(root / "metrics.parquet", index=False)
     return out

@@ -9,7 +9,8 @@ Formats (FORMATS.md; where a release's layout is not public in detail, the accep
 listed and anything else is an error naming the file and row):
 
 - ``camer`` / ``mined``: a folder with ``video_aligned.json``, ``audio_aligned.json``,
-  ``consistent.json``; each maps a sample name to ``{"reason": text, "label": str, ...}`` (a bare
+  ``consistent.json`` (a mined benchmark: its split folder, ``{path}/{split}/``, ``test`` by default;
+  ``split: all`` reads the top-level files of every split); each maps a sample name to ``{"reason": text, "label": str, ...}`` (a bare
   string is taken as the reason; ``reasoning``/``caption``/``smp_reason_caption`` also name the
   reason, ``emo``/``emotion`` the label), or is a list of such objects with a ``name``/``key`` field.
   CA-MER's keys are ``ca_mer__{name}`` (as ``mosear shard``'s ``ca_mer`` adapter writes them; set
@@ -35,6 +36,7 @@ with the adapter's name as the default dataset; ``key_prefix`` overrides the dat
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import pickle
@@ -49,7 +51,8 @@ from mosear.evaluate.config import BenchmarkSpec
 from mosear.labels import CANONICAL_LABELS, MER2023_LABELS, canonical_label
 from mosear.mine.layout import mined_shard_dirs
 
-__all__ = ["BenchmarkItem", "Benchmark", "BenchmarkFormatError", "load_benchmark", "CAMER_SUBSETS",
+__all__ = ["BenchmarkItem", "Benchmark", "BenchmarkFormatError", "load_benchmark", "split_folder", "source_groups",
+           "CAMER_SUBSETS",
            "DFEW_LABELS", "MAFW_LABELS", "read_npz_safely"]
 
 CAMER_SUBSETS = ("video_aligned", "audio_aligned", "consistent")
@@ -75,6 +78,7 @@ class BenchmarkItem:
     label: str | None             # reference label in the benchmark's label space (None: reasoning only)
     subset: str | None = None     # CA-MER subset / None
     reference: str | None = None  # reference reasoning text (CA-MER, EMER) / None
+    group: str | None = None      # resampling group: items sharing a face or voice source (None: its own)
 
 
 @dataclass
@@ -84,6 +88,7 @@ class Benchmark:
     items: list[BenchmarkItem]    # label files are small (≤ tens of thousands of rows): held in memory
     shard_dirs: list[str]         # where the media of the keys are
     files: list[Path]             # the files read (their content enters the cache hash)
+    calibration: "Benchmark | None" = None  # the split AR is calibrated on (settings with calibrate)
 
     @property
     def name(self) -> str:
@@ -161,10 +166,60 @@ def _read_subset_json(path: Path, subset: str, prefix: str | None, space: tuple[
     return items
 
 
-def _read_camer(spec: BenchmarkSpec, mined: bool) -> tuple[list[BenchmarkItem], list[Path], tuple[str, ...]]:
+def split_folder(spec: BenchmarkSpec, split: str | None = None) -> Path:
+    """Where a camer/mined benchmark's subset files are for ``split`` (default: the spec's own)."""
     root = Path(spec.path)
-    if not root.is_dir():
-        raise BenchmarkFormatError(f"{root}: expected the folder holding {', '.join(s + '.json' for s in CAMER_SUBSETS)}")
+    split = split if split is not None else (spec.split or ("test" if spec.format == "mined" else None))
+    if split in (None, "all"):
+        return root
+    folder = root / split
+    if not folder.is_dir():
+        hint = (" (mined before splits existed? rerun `mosear mine`, or set split: all to read every row, "
+                "rows a checkpoint trained on included)") if spec.format == "mined" else ""
+        raise BenchmarkFormatError(f"{spec.name}: {root} has no {split}/ split folder{hint}")
+    return folder
+
+
+def source_groups(conflicts: Path) -> dict[str, str]:
+    """``key -> group``: keys joined when they share a face source or a voice source (``face_take`` /
+    ``voice_take`` of a mined ``conflicts.parquet``), named by their smallest key. Empty without them."""
+    import pandas as pd
+
+    if not conflicts.is_file():
+        return {}
+    import pyarrow.parquet as pq
+
+    cols = [c for c in ("key", "face_take", "voice_take") if c in pq.read_schema(conflicts).names]
+    if len(cols) < 2 or "key" not in cols:
+        return {}
+    df = pd.read_parquet(conflicts, columns=cols)
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for r in df.to_dict("records"):
+        k = "key:" + str(r["key"])
+        find(k)
+        for c in ("face_take", "voice_take"):
+            if isinstance(r.get(c), str) and r[c]:
+                a, b = find(k), find(f"{c[:4]}:{r[c]}")
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    members: dict[str, list[str]] = {}
+    for r in df["key"].astype(str):
+        members.setdefault(find("key:" + r), []).append(r)
+    return {k: min(ks) for ks in members.values() for k in ks}
+
+
+def _read_camer(spec: BenchmarkSpec, mined: bool) -> tuple[list[BenchmarkItem], list[Path], tuple[str, ...]]:
+    if not Path(spec.path).is_dir():
+        raise BenchmarkFormatError(f"{spec.path}: expected the folder holding {', '.join(s + '.json' for s in CAMER_SUBSETS)}")
+    root = split_folder(spec)
     space = CANONICAL_LABELS if mined else MER2023_LABELS
     prefix = spec.key_prefix if spec.key_prefix is not None else (None if mined else "ca_mer")
     items, files = [], []
@@ -175,6 +230,10 @@ def _read_camer(spec: BenchmarkSpec, mined: bool) -> tuple[list[BenchmarkItem], 
         p = root / f"{s}.json"
         files.append(p)
         items += _read_subset_json(p, s, prefix or None, space)
+    if mined:  # clips sharing a face or a voice are resampled together by the intervals
+        groups = source_groups(Path(spec.path) / "conflicts.parquet")
+        if groups:
+            items = [dataclasses.replace(it, group=groups.get(it.key)) for it in items]
     return items, files, space
 
 
@@ -240,13 +299,14 @@ def _read_mer2023(spec: BenchmarkSpec) -> tuple[list[BenchmarkItem], list[Path]]
         data = read_npz_safely(path)
     except (zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
         raise BenchmarkFormatError(f"{path}: not a MERTools label .npz: {exc}") from None
-    if spec.split not in data:
-        raise BenchmarkFormatError(f"{path}: no entry {spec.split!r} (has {sorted(data)})")
-    corpus = data[spec.split]
+    split = spec.split or "test1_corpus"
+    if split not in data:
+        raise BenchmarkFormatError(f"{path}: no entry {split!r} (has {sorted(data)})")
+    corpus = data[split]
     if not isinstance(corpus, dict):
-        raise BenchmarkFormatError(f"{path}: {spec.split} is a {type(corpus).__name__}, expected name -> {{'emo', 'val'}}")
+        raise BenchmarkFormatError(f"{path}: {split} is a {type(corpus).__name__}, expected name -> {{'emo', 'val'}}")
     for name, val in corpus.items():
-        where = f"{path}: {spec.split} row {name!r}"
+        where = f"{path}: {split} row {name!r}"
         emo = val.get("emo") if isinstance(val, dict) else None
         if emo is None:
             raise BenchmarkFormatError(f"{where}: missing field 'emo'")
@@ -315,6 +375,30 @@ def _read_emer(spec: BenchmarkSpec) -> tuple[list[BenchmarkItem], list[Path]]:
         items.append(BenchmarkItem(_key(prefix, str(name)), _label(label, MER2023_LABELS, where, outside="neutral"),
                                    None, str(reason)))
     return items, [path]
+
+
+def load_calibration_split(spec: BenchmarkSpec, split: str, setting: str) -> Benchmark:
+    """The benchmark's ``split`` (validation) for calibrating AR; a clear error when it has none, or when
+    one of the three CA-MER subsets is empty there (the calibration rule needs all three)."""
+    if spec.format not in ("mined", "camer"):
+        raise BenchmarkFormatError(
+            f"setting {setting} calibrates AR on a {split} split, but benchmark {spec.name} ({spec.format}) has "
+            "no CA-MER subsets; calibrate on a mined or CA-MER benchmark, or drop the setting")
+    if spec.split == split:
+        raise BenchmarkFormatError(f"benchmark {spec.name}: calibrating on {split} and reporting on it is tuning "
+                                   "on the reported data; evaluate another split")
+    try:
+        bench = load_benchmark(spec.model_copy(update={"split": split, "limit": None}))
+    except BenchmarkFormatError as exc:
+        raise BenchmarkFormatError(f"setting {setting} needs a {split} split of benchmark {spec.name}: {exc}") from None
+    counts = {s: sum(1 for it in bench.items if it.subset == s and it.label) for s in CAMER_SUBSETS}
+    empty = [s for s, n in counts.items() if n == 0]
+    if empty:
+        raise BenchmarkFormatError(
+            f"setting {setting} calibrates AR on the {split} split of benchmark {spec.name}, whose "
+            f"subsets hold {counts}: {empty} empty, so the rule (conflict-mean within one SE of consistent "
+            "accuracy) cannot be applied; change the split ratios (mine.splits) or drop the setting")
+    return bench
 
 
 def load_benchmark(spec: BenchmarkSpec) -> Benchmark:

@@ -28,6 +28,8 @@ __all__ = [
     "JudgeConfig",
     "EvalConfig",
     "DEFAULT_SETTINGS",
+    "CALIBRATED_SETTING",
+    "CalibrationConfig",
     "BENCHMARK_FORMATS",
 ]
 
@@ -52,7 +54,13 @@ class BenchmarkSpec(_Part):
         description="shard folder (mosear shard output) holding the media of the benchmark's keys; "
         "mined benchmarks default to the shard paths recorded in conflicts.parquet",
     )
-    split: str = Field(default="test1_corpus", description="mer2023: the npz entry to read")
+    split: str | None = Field(
+        default=None,
+        description="which split to read. mined: the split folder (default test: mined/test/*.json; "
+        "'all' reads the top-level files holding every split, rows trained on included); camer: a split "
+        "folder under path (default: the files at the top, as released); mer2023: the npz entry "
+        "(default test1_corpus)",
+    )
     fold: int = Field(default=1, ge=1, le=5, description="dfew/mafw: which of the five folds' test split")
     key_prefix: str | None = Field(
         default=None,
@@ -91,6 +99,20 @@ class SettingSpec(_Part):
     )
     drop: Literal["audio", "video"] | None = Field(default=None, description="modality removed from the input")
     monitor: bool = Field(default=True, description="record per-modality attention shares (AR monitor mode)")
+    calibrate: bool = Field(
+        default=False,
+        description="AR threshold and fraction chosen on the benchmark's validation split (the rule of "
+        "mosear.model.calibrate: highest conflict-mean within one bootstrap SE of the no-AR consistent "
+        "accuracy), then applied to the evaluated split; needs ar: true",
+    )
+
+    @model_validator(mode="after")
+    def _calibrate_needs_ar(self) -> "SettingSpec":
+        if self.calibrate and not self.ar:
+            raise ValueError("calibrate: true needs ar: true (it calibrates attention reallocation)")
+        if self.calibrate and (self.ar_fraction is not None or self.ar_threshold is not None):
+            raise ValueError("calibrate: true chooses ar_fraction and ar_threshold itself; leave them unset")
+        return self
 
 
 DEFAULT_SETTINGS: tuple[SettingSpec, ...] = (
@@ -99,6 +121,31 @@ DEFAULT_SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(name="no_audio", drop="audio"),
     SettingSpec(name="no_video", drop="video"),
 )
+
+
+CALIBRATED_SETTING = SettingSpec(name="ar_calibrated", ar=True, calibrate=True)
+
+
+class CalibrationConfig(_Part):
+    """The grid and split AR calibration searches (``settings[].calibrate: true``)."""
+
+    split: str = Field(default="validation", description="split of the benchmark to calibrate on (never test)")
+    thresholds: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7], description="AR thresholds tried")
+    fractions: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75], description="AR fractions tried (0 = no AR is always a candidate)")
+
+    @field_validator("split")
+    @classmethod
+    def _not_test(cls, v: str) -> str:
+        if v in ("test", "all"):
+            raise ValueError(f"calibrating on {v!r} would choose on the data that is reported; use a validation split")
+        return v
+
+    @field_validator("thresholds", "fractions")
+    @classmethod
+    def _unit_range(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0.0 <= x <= 1.0 for x in v):
+            raise ValueError("give at least one value, each in [0, 1]")
+        return v
 
 
 class JudgeConfig(_Part):
@@ -130,7 +177,15 @@ class EvalConfig(StageConfig):
     benchmarks: list[BenchmarkSpec] = Field(min_length=1)
     settings: list[SettingSpec] = Field(default_factory=lambda: [s.model_copy() for s in DEFAULT_SETTINGS])
     ar_sweep: list[float] = Field(
-        default_factory=list, description="extra AR settings, one per fraction (named ar_f{fraction})"
+        default_factory=list,
+        description="extra AR settings, one per fraction (named ar_f{fraction}); a diagnostic on the "
+        "evaluated split, never a choice (choose with settings[].calibrate on validation)",
+    )
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    allow_overlap: bool = Field(
+        default=False,
+        description="evaluate a checkpoint on benchmark keys it trained on (refused otherwise); the report "
+        "then says so in its first line",
     )
     prediction: Literal["score", "generate"] = Field(
         default="score",

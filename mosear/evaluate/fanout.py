@@ -92,6 +92,11 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     for stale in (out / "units").glob("*.tmp"):  # left by a run killed mid-write; never a finished unit
         stale.unlink(missing_ok=True)
     units, benches = plan_units(cfg)
+    from mosear.evaluate.protocol import check_overlap, write_protocol
+
+    # Before any unit: a checkpoint is never scored on keys it trained on unless the user insists.
+    protocol = check_overlap(cfg, benches, {n: b.calibration for n, b in benches.items() if b.calibration})
+    write_protocol(out, protocol)
     result = EvalResult(output=out, units=len(units))
     todo: list[UnitSpec] = []
     for u in units:
@@ -121,7 +126,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
 
             compute_metrics(out)
     result.seconds = time.perf_counter() - t0
-    run = {"config": cfg.model_dump(mode="json"), "units": len(units), "computed": result.computed,
+    run = {"config": cfg.model_dump(mode="json"), "units": len(units), "protocol": protocol, "computed": result.computed,
            "cached": result.cached, "failed": result.failed, "seconds": round(result.seconds, 3),
            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     (out / "run.json").write_text(json.dumps(run, indent=1))

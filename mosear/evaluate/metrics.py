@@ -12,6 +12,8 @@ Definitions (all over the rows of one subset; values in [0, 1]):
 - UAR (unweighted average recall) = mean over reference classes of recall_c (DFEW, MAFW);
 - conflict gap = accuracy(audio_aligned) − accuracy(video_aligned) (CA-MER): positive when the model
   follows the voice over the face (audio bias), negative when it follows the face;
+- conflict-mean = (accuracy(video_aligned) + accuracy(audio_aligned)) / 2: how well the model reads the
+  conflicting items at all (a smaller gap bought by lower audio-aligned accuracy lowers it);
 - flip rate (modality removal) = share of items whose label under the ablated setting differs from
   the label of the same checkpoint and benchmark with nothing removed (AR off);
 - attention share = mean over items of each modality's share of attention mass (AR monitor mode).
@@ -30,6 +32,7 @@ __all__ = [
     "closed_set_scores",
     "subset_scores",
     "conflict_gap",
+    "conflict_mean",
     "flip_rate",
     "attention_shares",
     "confusion",
@@ -84,21 +87,34 @@ def conflict_gap(per_subset: dict[str, dict[str, float]]) -> float:
     return float(a - v)
 
 
+def conflict_mean(per_subset: dict[str, dict[str, float]]) -> float:
+    """(accuracy(video_aligned) + accuracy(audio_aligned)) / 2; NaN when either subset is absent."""
+    a = per_subset.get("audio_aligned", {}).get("accuracy", float("nan"))
+    v = per_subset.get("video_aligned", {}).get("accuracy", float("nan"))
+    return float((a + v) / 2)
+
+
 def flip_rate(base: pd.DataFrame, ablated: pd.DataFrame) -> dict[str, float]:
     """Share of items (joined on ``key``) whose predicted label changes when a modality is removed.
 
     An unparsed prediction is a value of its own: unparsed → label is a flip, unparsed → unparsed is not.
-    Returns ``{"n": items compared, "flip_rate": share}``.
+    Returns ``{"n": items compared, "flip_rate": share, "ci": (low, high)}`` (95 % bootstrap over the
+    compared items, groups from the base table's ``group`` column where present).
     """
-    cols = ["key", "pred_label"]
+    from mosear.evaluate.intervals import group_codes, percentile_bounds, resample_weights
+    from mosear.evaluate.resampled import resampling_groups
+
+    cols = ["key", "pred_label"] + (["group"] if "group" in base else [])
     b = base[base["error"].isna()][cols] if "error" in base else base[cols]
-    a = ablated[ablated["error"].isna()][cols] if "error" in ablated else ablated[cols]
+    acols = ["key", "pred_label"]
+    a = ablated[ablated["error"].isna()][acols] if "error" in ablated else ablated[acols]
     j = b.merge(a, on="key", suffixes=("_base", "_abl"))
     if j.empty:
-        return {"n": 0, "flip_rate": float("nan")}
-    pb = j["pred_label_base"].fillna(UNPARSED)
-    pa = j["pred_label_abl"].fillna(UNPARSED)
-    return {"n": int(len(j)), "flip_rate": float((pb != pa).mean())}
+        return {"n": 0, "flip_rate": float("nan"), "ci": (float("nan"), float("nan"))}
+    j["flip"] = (j["pred_label_base"].fillna(UNPARSED) != j["pred_label_abl"].fillna(UNPARSED)).astype(float)
+    flip = j["flip"].to_numpy()
+    reps = np.concatenate([(w @ flip) / w.sum(1) for w in resample_weights(group_codes(j, resampling_groups(j)))])
+    return {"n": int(len(j)), "flip_rate": float(flip.mean()), "ci": percentile_bounds(reps)}
 
 
 def attention_shares(df: pd.DataFrame) -> dict[str, float]:

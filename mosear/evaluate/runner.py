@@ -168,6 +168,54 @@ def cached_model(unit: UnitSpec, model_overrides: dict[str, Any], device: str):
     return _MODEL_CACHE[key]
 
 
+def calibrate_unit(model, bench: Benchmark, cfg: EvalConfig) -> dict[str, Any]:
+    """Choose AR's threshold and fraction on ``bench.calibration`` (the validation split) with
+    :func:`mosear.model.calibrate.calibrate_ar`; returns the choice, the grid table and item counts.
+
+    Validation prompts are collated once (``batch_size`` at a time) and scored under every grid setting.
+    """
+    import torch
+
+    from mosear.model.calibrate import calibrate_ar
+
+    val = bench.calibration
+    if val is None:
+        raise ValueError(f"benchmark {bench.name}: no calibration split was loaded (plan_units attaches it)")
+    items = {it.key: it for it in val.items if it.label}
+    batches, samples = [], []
+    seen = 0
+
+    def close() -> None:
+        batch = model.collate(samples, include_target=False)
+        batches.append((batch, [items[s["key"]].label for s in samples], [items[s["key"]].subset for s in samples]))
+        samples.clear()
+
+    for sample in iter_benchmark_samples(val):
+        if sample["key"] not in items:
+            continue
+        samples.append(sample)
+        seen += 1
+        if len(samples) == cfg.batch_size:
+            close()
+    if samples:
+        close()
+    if seen < len(items):
+        log.warning("calibration split of %s: %d of %d items have no sample in the shards", bench.name,
+                    len(items) - seen, len(items))
+    ar = model.cfg.ar
+    with torch.inference_mode():
+        res = calibrate_ar(model, batches, labels=tuple(val.labels), thresholds=cfg.calibration.thresholds,
+                           fractions=cfg.calibration.fractions, layers=ar.layers, heads=ar.heads)
+    counts: dict[str, int] = {}
+    for _b, _g, subs in batches:
+        for sub in subs:
+            counts[sub] = counts.get(sub, 0) + 1
+    return {"split": cfg.calibration.split, "threshold": res.threshold, "fraction": res.fraction,
+            "items": counts, "table": res.table,
+            "rule": "highest conflict-mean among settings whose consistent accuracy is within one bootstrap SE "
+                    "of the no-AR value (mosear.model.calibrate.choose_setting)"}
+
+
 class _Predictor:
     def __init__(self, cfg: EvalConfig, unit: UnitSpec, bench: Benchmark):
         from mosear.model import parse_label
@@ -178,7 +226,13 @@ class _Predictor:
             self.model = cached_model(unit, cfg.model, self.device)
         else:  # a unit built by hand, without a fingerprint: never reuse
             self.model = load_model(unit.checkpoint, cfg.model, self.device)
-        self.controller = set_unit_attention(self.model, unit.setting)
+        self.setting = unit.setting
+        self.calibration: dict[str, Any] | None = None
+        if unit.setting.calibrate:  # chosen on validation, applied to the evaluated split
+            self.calibration = calibrate_unit(self.model, bench, cfg)
+            self.setting = unit.setting.model_copy(update={
+                "ar_threshold": float(self.calibration["threshold"]), "ar_fraction": float(self.calibration["fraction"])})
+        self.controller = set_unit_attention(self.model, self.setting)
         self.parse_label = parse_label
         self.generate = (cfg.prediction == "generate" or cfg.generate_reasoning == "always"
                          or (cfg.generate_reasoning == "auto" and bench.has_references))
@@ -258,13 +312,16 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
     if batch:
         flush(batch)
 
-    setting = unit.setting
+    setting = pred.setting
+    ar_cfg = pred.model.cfg.ar
+    used_fraction = (setting.ar_fraction if setting.ar_fraction is not None else ar_cfg.fraction) if setting.ar else None
+    used_threshold = (setting.ar_threshold if setting.ar_threshold is not None else ar_cfg.threshold) if setting.ar else None
     rows = []
     for key, it in items.items():
         r = results.get(key) or {"error": f"sample not in shards {bench.shard_dirs}"}
         row = {"unit_id": unit.unit_id, "checkpoint": unit.checkpoint_name, "benchmark": bench.name,
-               "setting": setting.name, "ar": setting.ar, "ar_fraction": setting.ar_fraction, "drop": setting.drop,
-               "key": key, "subset": it.subset, "label": it.label, "reference": it.reference,
+               "setting": setting.name, "ar": setting.ar, "ar_fraction": used_fraction, "ar_threshold": used_threshold,
+               "drop": setting.drop, "key": key, "group": it.group, "subset": it.subset, "label": it.label, "reference": it.reference,
                "labels": list(bench.labels), **r}
         if "error" not in r and it.reference:
             p_set, g_set = judge.emotions(r.get("text")), judge.emotions(it.reference)
@@ -277,7 +334,8 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
     seconds = time.perf_counter() - t0
     meta = {"unit_id": unit.unit_id, "checkpoint": unit.checkpoint_name, "checkpoint_path": unit.checkpoint,
             "benchmark": bench.name, "format": bench.spec.format, "labels": list(bench.labels),
-            "setting": setting.model_dump(mode="json"), "seconds": round(seconds, 3),
+            "setting": {**setting.model_dump(mode="json"), "ar_fraction": used_fraction, "ar_threshold": used_threshold},
+            "calibration": pred.calibration, "split": bench.spec.split, "seconds": round(seconds, 3),
             "judge": judge.name, "device": pred.device, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_table(rows, unit_path(cfg.output, unit), {"mosear.unit": json.dumps(meta)})
     errors = sum(1 for r in rows if r.get("error"))

@@ -8,7 +8,8 @@ is written to a temporary name and renamed, so a file that exists is complete: a
 killed unit leaves nothing behind but a ``.tmp`` that the next run overwrites.
 
 Prediction table columns (one row per benchmark item, every item accounted for):
-``unit_id, checkpoint, benchmark, setting, ar, ar_fraction, drop, key, subset, label, pred_label``
+``unit_id, checkpoint, benchmark, setting, ar, ar_fraction, ar_threshold (the values used: a calibrated
+setting's chosen ones), drop, key, group (resampling group: shared face/voice source), subset, label, pred_label``
 (None: the output parsed to no label in the benchmark's space), ``parsed_label`` (the model's label
 before restricting to the space), ``text`` (generated, or None), ``reference``, ``scores`` (log-lik.
 per benchmark label, or None), ``share_audio, share_visual, share_text`` (attention shares, or None),
@@ -38,8 +39,8 @@ __all__ = ["UnitSpec", "checkpoint_names", "fingerprint_checkpoint", "fingerprin
 
 PREDICTION_SCHEMA = pa.schema([
     ("unit_id", pa.string()), ("checkpoint", pa.string()), ("benchmark", pa.string()), ("setting", pa.string()),
-    ("ar", pa.bool_()), ("ar_fraction", pa.float64()), ("drop", pa.string()),
-    ("key", pa.string()), ("subset", pa.string()), ("label", pa.string()), ("pred_label", pa.string()),
+    ("ar", pa.bool_()), ("ar_fraction", pa.float64()), ("ar_threshold", pa.float64()), ("drop", pa.string()),
+    ("key", pa.string()), ("group", pa.string()), ("subset", pa.string()), ("label", pa.string()), ("pred_label", pa.string()),
     ("parsed_label", pa.string()), ("text", pa.string()), ("reference", pa.string()),
     ("scores", pa.list_(pa.float32())), ("labels", pa.list_(pa.string())),
     ("share_audio", pa.float64()), ("share_visual", pa.float64()), ("share_text", pa.float64()),
@@ -107,6 +108,8 @@ def fingerprint_benchmark(bench: Benchmark) -> str:
     spec = bench.spec.model_dump(mode="json", exclude={"name", "path", "shards"})
     h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
     _hash_files(bench.files, h)
+    if bench.calibration is not None:  # a calibrated setting's choice depends on its split's files too
+        _hash_files(bench.calibration.files, h, Path(bench.spec.path))
     for d in bench.shard_dirs:
         # stats JSON files are the shards' commit markers and carry the shard config hash
         _hash_files(sorted(Path(d).glob("*.stats.json")), h)
@@ -118,11 +121,18 @@ def plan_units(cfg: EvalConfig) -> tuple[list[UnitSpec], dict[str, Benchmark]]:
     import mosear
 
     benches = {b.name: load_benchmark(b) for b in cfg.benchmarks}
+    calibrating = [s.name for s in cfg.all_settings() if s.calibrate]
+    if calibrating:
+        from mosear.evaluate.benchmarks import load_calibration_split
+
+        for b in benches.values():
+            b.calibration = load_calibration_split(b.spec, cfg.calibration.split, calibrating[0])
     for b in benches.values():
         if not b.shard_dirs:
             raise FileNotFoundError(f"benchmark {b.name}: no shard folder holds its media (set benchmarks[].shards)")
     bench_fp = {n: fingerprint_benchmark(b) for n, b in benches.items()}
-    outputs = cfg.model_dump(mode="json", include={"prediction", "generate_reasoning", "max_new_tokens", "judge"})
+    outputs = cfg.model_dump(mode="json", include={"prediction", "generate_reasoning", "max_new_tokens", "judge"}
+                             | ({"calibration"} if calibrating else set()))
     units = []
     for name, path in checkpoint_names(cfg.checkpoints):
         ck_fp = fingerprint_checkpoint(path, cfg.model)

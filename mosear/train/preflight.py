@@ -39,6 +39,8 @@ class TrainPlan:
     run_hash: str
     resume_step: int = 0
     resume_path: str | None = None
+    train_keys: list[str] | None = None  # the keys the stream can yield (recorded in every checkpoint)
+    train_keys_source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,6 +144,35 @@ def check_writable(uri: str, what: str) -> None:
         raise ConfigError(f"{what} {uri} is not writable: {exc}") from None
 
 
+def _index_keys(shards: list[str], labelled: bool = False) -> set[str]:
+    """Keys of the ok samples the shards' Parquet indexes list (``labelled``: only those with a label)."""
+    import pyarrow.parquet as pq
+
+    keys: set[str] = set()
+    for shard in shards:
+        index = shard[: -len(".tar")] + ".index.parquet" if shard.endswith(".tar") else None
+        if not index or not ("://" in index or Path(index).is_file()):
+            continue
+        names = pq.read_schema(index).names
+        cols = [c for c in ("key", "status", "label") if c in names]
+        for r in pq.read_table(index, columns=cols).to_pylist():
+            if r.get("status", "ok") in ("ok", None) and (not labelled or r.get("label") is not None):
+                keys.add(r["key"])
+    return keys
+
+
+def trained_keys(cfg: TrainConfig, shards: list[str]) -> tuple[list[str], str]:
+    """The sample keys this run can train on and where they come from (see :mod:`mosear.train.keys`)."""
+    from mosear.train.data import load_mix
+
+    if cfg.mix:
+        held = _index_keys(shards)
+        mix = load_mix(cfg.mix)
+        keys = [k for k, (w, _t) in mix.items() if w > 0 and (not held or k in held)]
+        return sorted(keys), f"mix: {cfg.mix}"
+    return sorted(_index_keys(shards, labelled=True)), "shards (labelled samples)"
+
+
 def _check_mix(cfg: TrainConfig, shards: list[str]) -> None:
     from mosear.train.data import load_mix
 
@@ -225,7 +256,8 @@ def preflight(cfg: TrainConfig, world_size: int | None = None) -> TrainPlan:
             log.info("%d labelled samples in %d shard(s)", total, len(shards))
     check_writable(cfg.output, "output")
     check_writable(cfg.resolved_storage_path, "storage_path")
-    plan = TrainPlan(shards=shards, model_hash=mhash, run_hash=cfg.run_hash())
+    keys, source = trained_keys(cfg, shards)
+    plan = TrainPlan(shards=shards, model_hash=mhash, run_hash=cfg.run_hash(), train_keys=keys, train_keys_source=source)
     latest = latest_checkpoint_state(cfg.resolved_storage_path, cfg.name)
     if latest is not None:
         where, state = latest

@@ -19,7 +19,7 @@ Features
   ``name`` and ``storage_path``) after the whole job died resumes from the last one.
 
 What a checkpoint holds (:mod:`.state`): the adapter only (``save_adapter``: safetensors + model
-config), optimizer and scheduler state, the step, every worker's data position, the hashes of the
+config, and ``train_keys.json``, the keys trained on, :mod:`.keys`), optimizer and scheduler state, the step, every worker's data position, the hashes of the
 model and run config (a checkpoint of another config is refused), and the metric rows so far.
 
 After training the final adapter is copied to ``{output}/adapter`` and the metric log to
@@ -228,7 +228,9 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                     st = TrainState(step=step, positions=gathered, model_hash=plan.model_hash,
                                     run_hash=plan.run_hash, world_size=world, samples_seen=samples_seen,
                                     versions=_versions())
-                    write_checkpoint(tmp, inner, osd, sched, st, metrics.rows if metrics else [])
+                    write_checkpoint(tmp, inner, osd, sched, st, metrics.rows if metrics else [],
+                                     train_keys=(plan.train_keys, plan.train_keys_source)
+                                     if plan.train_keys is not None else None)
                     checkpoint = ray.train.Checkpoint.from_directory(tmp)
         if do_report:  # a collective: every rank reaches it at the same steps
             ray.train.report(row, checkpoint=checkpoint,

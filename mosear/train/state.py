@@ -3,7 +3,8 @@
 One checkpoint is a folder (Ray Train copies it into ``{storage_path}/{name}/checkpoint_*``)::
 
     adapter/            the model's adapter only, via MoSEARModel.save_adapter (safetensors,
-                        save_pretrained layout, plus the model config it belongs to)
+                        save_pretrained layout, plus the model config it belongs to), and
+                        train_keys.json: the keys trained on (mosear.train.keys)
     optim.pt            {"optimizer": AdamW state, "scheduler": LambdaLR state}; plain tensors and
                         numbers, read back with torch.load(weights_only=True)
     train_state.json    step, per-rank data positions, hashes of the model and run config, versions
@@ -74,12 +75,17 @@ def write_checkpoint(
     scheduler: Any,
     state: TrainState,
     metrics_rows: list[dict[str, Any]],
+    train_keys: tuple[list[str], str] | None = None,
 ) -> Path:
     """Write one checkpoint folder (rank 0 only). ``model`` is the unwrapped MoSEARModel,
-    ``optim_state`` the optimizer's full (unsharded) state dict."""
+    ``optim_state`` the optimizer's full (unsharded) state dict, ``train_keys`` ``(keys, source)``."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     model.save_adapter(d / ADAPTER_DIR)
+    if train_keys is not None:
+        from mosear.train.keys import write_train_keys
+
+        write_train_keys(d / ADAPTER_DIR, *train_keys)
     torch.save({"optimizer": optim_state, "scheduler": scheduler.state_dict()}, d / OPTIM_FILE)
     with open(d / METRICS_FILE, "w", encoding="utf-8") as fh:
         for row in metrics_rows:

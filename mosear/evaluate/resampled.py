@@ -1,0 +1,114 @@
+"""95 % group-bootstrap intervals for every metric of one prediction table, vectorised.
+
+:func:`unit_intervals` draws the resamples of :func:`mosear.evaluate.intervals.bootstrap` (same seed,
+same draws: groups resampled with replacement, all rows of a group move together) once per table and
+evaluates every statistic on every resample as weighted sums: with ``W`` the ``[n_boot, n_rows]``
+matrix of how often each row is drawn,
+
+- accuracy (= WAR) of a subset ``s``: ``W @ (hit · m_s) / W @ m_s``;
+- UAR: per reference class ``c`` of the subset, ``recall_c = W @ (hit · [y=c]) / W @ [y=c]``, averaged
+  over the classes drawn (support > 0) in each resample;
+- weighted F1: ``F1_c = 2 TP_c / (support_c + predicted_c)``, averaged with weights ``support_c``;
+- conflict gap ``acc(audio_aligned) − acc(video_aligned)`` and conflict-mean ``(acc(audio_aligned) +
+  acc(video_aligned)) / 2`` on the same resample (their parts are correlated through shared groups);
+- the open-vocabulary set metric (``ov_precision``, ``ov_recall``, their mean) and attention shares:
+  weighted means over the rows that have them.
+
+A resample where a statistic is undefined (its subset drawn empty) is left out of that statistic's
+percentiles, as in :func:`~mosear.evaluate.intervals.bootstrap`. Cost: ``n_boot × n_rows`` weights in
+blocks of 256 resamples and a few matrix products per subset; 2000 resamples of a 1000-row table with
+4 subsets and 11 classes take well under a second (``benchmarks/interval_cost.py``).
+
+Groups: the table's ``group`` column (clips that share a face or voice source, see
+:mod:`mosear.evaluate.benchmarks`) where present, else each key is its own group.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from mosear.evaluate.intervals import N_BOOT, group_codes, percentile_bounds, resample_weights
+
+__all__ = ["unit_intervals", "resampling_groups"]
+
+UNPARSED = "<unparsed>"  # same stand-in as mosear.evaluate.metrics.UNPARSED
+
+
+def resampling_groups(df: pd.DataFrame) -> pd.Series:
+    """One resampling group name per row: ``group`` where set, else the row's key."""
+    keys = df["key"].astype(str) if "key" in df else pd.Series([str(i) for i in range(len(df))], index=df.index)
+    if "group" in df:
+        return df["group"].where(df["group"].notna(), keys).astype(str)
+    return keys
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def unit_intervals(df: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95
+                   ) -> dict[tuple[str, str], tuple[float, float]]:
+    """``{(subset, metric): (ci_low, ci_high)}`` for the metrics :mod:`.aggregate` reports of ``df``.
+
+    ``subset`` is ``all`` or a value of ``df.subset``; metrics: ``accuracy, war, uar, weighted_f1,
+    ov_precision, ov_recall, ov_mean, share_audio, share_visual, share_text`` per subset and
+    ``conflict_gap, conflict_mean`` (subset ``all``). Statistics the table cannot define are absent.
+    """
+    n = len(df)
+    if n == 0:
+        return {}
+    ok = df["error"].isna().to_numpy() if "error" in df else np.ones(n, bool)
+    lab = ok & df["label"].notna().to_numpy()
+    y = df["label"].astype(str).to_numpy()
+    p = df["pred_label"].where(df["pred_label"].notna(), UNPARSED).astype(str).to_numpy()
+    hit = (lab & (y == p)).astype(np.float64)
+    subsets: dict[str, np.ndarray] = {"all": np.ones(n, bool)}
+    if "subset" in df:
+        for s in sorted(df["subset"].dropna().unique()):
+            subsets[str(s)] = (df["subset"] == s).to_numpy()
+    means = {c: df[c].to_numpy(dtype=np.float64) for c in
+             ("ov_precision", "ov_recall", "share_audio", "share_visual", "share_text") if c in df}
+
+    # Per subset: the 0/1 vectors whose weighted sums give each statistic.
+    plans = {}
+    for s, sm in subsets.items():
+        m = (lab & sm).astype(np.float64)
+        classes = sorted(set(y[lab & sm]))
+        Y = np.stack([(y == c) & lab & sm for c in classes], 1).astype(np.float64) if classes else None
+        P = np.stack([(p == c) & lab & sm for c in classes], 1).astype(np.float64) if classes else None
+        mean_vecs = {}
+        for c, x in means.items():
+            has = ok & sm & ~np.isnan(x)
+            if has.any():
+                mean_vecs[c] = (np.where(has, x, 0.0), has.astype(np.float64))
+        plans[s] = (m, Y, P, mean_vecs)
+
+    reps: dict[tuple[str, str], list[np.ndarray]] = {}
+
+    def add(key: tuple[str, str], value: np.ndarray) -> None:
+        reps.setdefault(key, []).append(value)
+
+    codes = group_codes(df, resampling_groups(df))
+    for W in resample_weights(codes, n_boot, seed):
+        acc_of: dict[str, np.ndarray] = {}
+        for s, (m, Y, P, mean_vecs) in plans.items():
+            if m.any():
+                acc = _ratio(W @ (hit * m), W @ m)
+                acc_of[s] = acc
+                add((s, "accuracy"), acc)
+                add((s, "war"), acc)
+                supp, tp, pred = W @ Y, W @ (Y * P), W @ P  # [b, C]
+                with np.errstate(invalid="ignore"):
+                    add((s, "uar"), np.nanmean(_ratio(tp, supp), axis=1) if supp.shape[1] else np.full(len(W), np.nan))
+                f1 = np.where(supp + pred > 0, 2 * tp / np.where(supp + pred > 0, supp + pred, 1.0), 0.0)
+                add((s, "weighted_f1"), _ratio((supp * f1).sum(1), supp.sum(1)))
+            for c, (x, has) in mean_vecs.items():
+                add((s, c), _ratio(W @ x, W @ has))
+            if "ov_precision" in mean_vecs and "ov_recall" in mean_vecs:
+                add((s, "ov_mean"), (reps[(s, "ov_precision")][-1] + reps[(s, "ov_recall")][-1]) / 2)
+        if "audio_aligned" in acc_of and "video_aligned" in acc_of:
+            add(("all", "conflict_gap"), acc_of["audio_aligned"] - acc_of["video_aligned"])
+            add(("all", "conflict_mean"), (acc_of["audio_aligned"] + acc_of["video_aligned"]) / 2)
+    return {k: percentile_bounds(np.concatenate(v), level) for k, v in reps.items()}
