@@ -17,7 +17,7 @@ from prefect.logging import get_run_logger
 
 from mosear.orchestrate.plan import STAGE_ORDER, pipeline_requests, stage_outputs
 from mosear.orchestrate.prefect_tasks import run_stage_task, stop_jobs_on_cancel, summary_markdown
-from mosear.orchestrate.runner import StageOutcome, validate_requests
+from mosear.orchestrate.runner import StageOutcome, request_name, validate_requests
 
 
 @flow(name="mosear-pipeline", on_cancellation=[stop_jobs_on_cancel], on_crashed=[stop_jobs_on_cancel])
@@ -32,7 +32,8 @@ def pipeline(
     """Run ``stages`` (in pipeline order) on ``corpus``; outputs under ``workdir``.
 
     ``overrides`` maps a stage name to config fields for it, e.g. ``{"train": {"max_steps": 50}}``.
-    Returns ``{"outcomes": {stage: StageOutcome}, "cached": {stage: bool}, "outputs": {...}, "flow_start": t}``.
+    Returns ``{"outcomes": {name: StageOutcome}, "cached": {name: bool}, "outputs": {...}, "flow_start": t}``
+    (``name``: the stage, or ``train:<method>`` for each method trained).
     """
     flow_start = time.time()
     logger = get_run_logger()
@@ -41,8 +42,9 @@ def pipeline(
     outcomes: dict[str, StageOutcome] = {}
     cached: dict[str, bool] = {}
     for i, request in enumerate(requests, 1):
-        logger.info("[%d/%d] %s", i, len(requests), request.stage)
-        outcomes[request.stage], cached[request.stage] = run_stage_task(request)
+        name = request_name(request)  # train runs once per method (train:lora, train:mose)
+        logger.info("[%d/%d] %s", i, len(requests), name)
+        outcomes[name], cached[name] = run_stage_task(request)
     outputs = {k: str(v) for k, v in stage_outputs(Path(workdir).resolve()).items()}
     create_markdown_artifact(
         markdown="### mosear pipeline\n\n" + summary_markdown(list(outcomes.values()), cached),

@@ -144,6 +144,10 @@ def main(args: argparse.Namespace) -> int:
     )
     if args.timings:
         Path(args.timings).write_text(json.dumps(timings, indent=2))
+    if "eval" in stages:  # the output ends with the method x subset table of the report
+        from mosear.evaluate.headline import print_tables
+
+        print_tables(Path(result["outputs"]["report"]).parent)
     return 0
 
 
@@ -154,7 +158,7 @@ def _timings(result: dict[str, Any], t_end: float) -> dict[str, Any]:
             "ray_startup_s": 0.0 if result["cached"][name] else o.ray_startup_s,
             "cached": result["cached"][name],
         }
-        for name, o in result["outcomes"].items()
+        for name, o in result["outcomes"].items()  # name: a stage, or train:<method>
     }
     return {
         "total_s": t_end - _T0,
@@ -165,12 +169,9 @@ def _timings(result: dict[str, Any], t_end: float) -> dict[str, Any]:
 
 def _print_outputs(result: dict[str, Any], stages: list[str]) -> None:
     out = result["outputs"]
-    rows = [
-        ("shard", "shards", out["shard"]),
-        ("mine", "mined benchmark", out["mine"]),
-        ("train", "checkpoint", out["checkpoint"]),
-        ("eval", "HTML report", out["report"]),
-    ]
+    rows = [("shard", "shards", out["shard"]), ("mine", "mined benchmark", out["mine"])]
+    rows += [("train", f"checkpoint {k.split(':', 1)[1]}", v) for k, v in out.items() if k.startswith("checkpoint:")]
+    rows += [("eval", "HTML report", out["report"])]
     print("\nmosear run finished. Outputs:")
     for stage, label, path in rows:
         if stage in stages:

@@ -425,4 +425,7 @@ def load_benchmark(spec: BenchmarkSpec) -> Benchmark:
         raise BenchmarkFormatError(f"{spec.name}: sample(s) listed twice: {dups[:5]}")
     if spec.limit:
         items = items[: spec.limit]
+    feats = Path(spec.features) if spec.features else (Path(spec.path) / "features.parquet" if spec.format == "mined" else None)
+    if feats is not None and feats.is_file():  # models reading features depend on it: into the cache hash
+        files.append(feats)
     return Benchmark(spec, tuple(space), items, shard_dirs, files)

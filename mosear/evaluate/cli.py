@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         result = run_eval(cfg)
-    except (BenchmarkFormatError, FileNotFoundError) as exc:
+    except (BenchmarkFormatError, FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     _print_headline(result.output)
     print(f"units: {result.units} ({len(result.computed)} computed, {len(result.cached)} cached, "
@@ -46,6 +46,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"report:      {result.report}")
     for name, err in result.failed.items():
         print(f"FAILED {name}: {err.splitlines()[-1] if err else ''}", file=sys.stderr)
+    from mosear.evaluate.headline import print_tables
+
+    print_tables(result.output)
     return 0 if result.ok else 1
 
 

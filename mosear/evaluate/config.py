@@ -54,6 +54,11 @@ class BenchmarkSpec(_Part):
         description="shard folder (mosear shard output) holding the media of the benchmark's keys; "
         "mined benchmarks default to the shard paths recorded in conflicts.parquet",
     )
+    features: str | None = Field(
+        default=None,
+        description="feature table (mosear.model.features) for checkpoints whose model reads features "
+        "(model.inputs=features); mined benchmarks default to {path}/features.parquet",
+    )
     split: str | None = Field(
         default=None,
         description="which split to read. mined: the split folder (default test: mined/test/*.json; "
@@ -182,6 +187,11 @@ class EvalConfig(StageConfig):
         "evaluated split, never a choice (choose with settings[].calibrate on validation)",
     )
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    methods: dict[str, str] = Field(
+        default_factory=dict,
+        description="the report's first table: method name -> 'checkpoint/setting' (e.g. {MoSE+AR: "
+        "mose/ar_calibrated}); empty: every checkpoint x setting without a modality removed",
+    )
     allow_overlap: bool = Field(
         default=False,
         description="evaluate a checkpoint on benchmark keys it trained on (refused otherwise); the report "
@@ -234,4 +244,4 @@ class EvalConfig(StageConfig):
     def hash_exclude(self) -> set[str]:
         """Fields that change scheduling only, never predictions."""
         return {"ray_address", "num_workers", "cpus_per_unit", "gpus_per_unit", "unit_retries", "runtime_env",
-                "report", "progress", "output", "torch_threads", "batch_size", "device"}
+                "report", "progress", "output", "torch_threads", "batch_size", "device", "methods"}

@@ -96,6 +96,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
 
     # Before any unit: a checkpoint is never scored on keys it trained on unless the user insists.
     protocol = check_overlap(cfg, benches, {n: b.calibration for n, b in benches.items() if b.calibration})
+    protocol["methods"] = dict(cfg.methods)
     write_protocol(out, protocol)
     result = EvalResult(output=out, units=len(units))
     todo: list[UnitSpec] = []

@@ -4,10 +4,15 @@
 ``plots/*.png`` and writes ``report.html``; it needs nothing but the Parquet files, so ``mosear
 report`` can rebuild a report anywhere the results folder is copied to.
 
-Plots: accuracy per subset per checkpoint (one per benchmark, settings without ablation), confusion
-matrices (checkpoint × benchmark, reference setting), conflict gap against AR's fraction, attention
-share per modality (checkpoint × setting), flip rate under modality removal. The table lists every
-number in ``metrics.parquet``.
+Layout: first the protocol warnings (checkpoints evaluated on keys they trained on with
+``allow_overlap``, checkpoints without recorded training keys; ``protocol.json``), then per benchmark the
+method × subset table with 95 % intervals and one sentence computed from it (:mod:`.headline`), then the
+plots, then every number of ``metrics.parquet`` in a collapsed table.
+
+Plots (error bars: the 95 % intervals): accuracy per subset per checkpoint (one per benchmark, settings
+without ablation), confusion matrices (checkpoint × benchmark, reference setting), conflict gap against
+AR's fraction (a diagnostic on the evaluated split: choices are made on validation), attention share
+per modality (checkpoint × setting), flip rate under modality removal.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import pandas as pd  # noqa: E402
 
 from mosear.evaluate import metrics as M  # noqa: E402
 from mosear.evaluate.aggregate import compute_metrics, current_unit_files, load_unit, unit_meta  # noqa: E402
+from mosear.evaluate.headline import headline_sentence, method_table, render_html  # noqa: E402
+from mosear.evaluate.protocol import protocol_notes, read_protocol  # noqa: E402
 
 __all__ = ["build_report"]
 
@@ -50,6 +57,18 @@ def _reference_setting(m: pd.DataFrame) -> str | None:
     return plain[0] if plain else (names[0] if names else None)
 
 
+def _yerr(sel: pd.DataFrame, vals: list[float], keys: list[dict]) -> np.ndarray:
+    """``[2, n]`` distances from each value to its interval's ends (0 where there is none)."""
+    lo, hi = [], []
+    for v, where in zip(vals, keys):
+        r = _value(sel, **where) if where else sel.iloc[0:0]
+        a = r["ci_low"].mean() if len(r) and "ci_low" in r else np.nan
+        b = r["ci_high"].mean() if len(r) and "ci_high" in r else np.nan
+        lo.append(0.0 if np.isnan(a) or np.isnan(v) else max(0.0, v - a))
+        hi.append(0.0 if np.isnan(b) or np.isnan(v) else max(0.0, b - v))
+    return np.array([lo, hi])
+
+
 def _fig_accuracy(m: pd.DataFrame, bench: str):
     acc = _value(m, benchmark=bench, metric="accuracy")
     acc = acc[acc["drop"].isna()]
@@ -62,11 +81,13 @@ def _fig_accuracy(m: pd.DataFrame, bench: str):
     x = np.arange(len(subsets))
     for i, (ck, st) in enumerate(series):
         vals = [_value(acc, checkpoint=ck, setting=st, subset=s)["value"].mean() if s in set(acc["subset"]) else np.nan for s in subsets]
-        ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=f"{ck} · {st}")
+        err = _yerr(acc, vals, [{"checkpoint": ck, "setting": st, "subset": s} for s in subsets])
+        ax.bar(x + i * width - 0.4 + width / 2, vals, width, yerr=err, capsize=2, label=f"{ck} · {st}",
+               error_kw={"elinewidth": 0.8})
     ax.set_xticks(x, subsets)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"{bench}: accuracy per subset")
+    ax.set_title(f"{bench}: accuracy per subset (95 % intervals)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
@@ -101,7 +122,7 @@ def _fig_confusions(results_dir: Path, bench: str, setting: str):
 
 def _fig_gap(m: pd.DataFrame, bench: str):
     gap = _value(m, benchmark=bench, metric="conflict_gap")
-    gap = gap[gap["drop"].isna()]
+    gap = gap[gap["drop"].isna() & ~gap["setting"].str.contains("calibrated")]  # a sweep, not the chosen one
     if gap.empty:
         return None
     gap = gap.assign(x=[0.0 if not a else (f if f is not None and not (isinstance(f, float) and math.isnan(f)) else np.nan)
@@ -109,11 +130,13 @@ def _fig_gap(m: pd.DataFrame, bench: str):
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for ck, g in gap.groupby("checkpoint"):
         g = g.dropna(subset=["x"]).sort_values("x")
-        ax.plot(g["x"], g["value"], marker="o", label=ck)
+        err = np.array([(g["value"] - g["ci_low"]).clip(lower=0).fillna(0), (g["ci_high"] - g["value"]).clip(lower=0).fillna(0)])
+        ax.errorbar(g["x"], g["value"], yerr=err, marker="o", capsize=2, label=ck)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("AR fraction (0 = AR off)")
     ax.set_ylabel("audio-aligned − video-aligned accuracy")
-    ax.set_title(f"{bench}: conflict gap vs AR fraction")
+    ax.set_title(f"{bench}: gap vs AR fraction\n(diagnostic on the evaluated split; AR is chosen on validation)",
+                 fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -148,13 +171,23 @@ def _fig_flips(m: pd.DataFrame, bench: str):
     series = sorted({(c, s) for c, s in zip(fl["checkpoint"], fl["setting"])})
     fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(series) + 2), 3.2))
     vals = [_value(fl, checkpoint=c, setting=s)["value"].mean() for c, s in series]
-    ax.bar(range(len(series)), vals, color="#30638e")
+    err = _yerr(fl, vals, [{"checkpoint": c, "setting": s} for c, s in series])
+    ax.bar(range(len(series)), vals, color="#30638e", yerr=err, capsize=2)
     ax.set_xticks(range(len(series)), [f"{c}\n{s}" for c, s in series], fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_ylabel("flip rate vs. nothing removed")
     ax.set_title(f"{bench}: prediction flips when a modality is removed")
     fig.tight_layout()
     return fig
+
+
+def _n_labels(results_dir: Path, bench: str) -> int:
+    """Size of the benchmark's label space (chance = 1 / it), from its units' metadata."""
+    for f in current_unit_files(results_dir):
+        meta = unit_meta(f)
+        if meta["benchmark"] == bench:
+            return len(meta.get("labels") or []) or 1
+    return 1
 
 
 def _save(fig, path: Path) -> str:
@@ -190,9 +223,17 @@ def build_report(results_dir: str | Path) -> Path:
     m = compute_metrics(root)
     plots = root / "plots"
     plots.mkdir(exist_ok=True)
+    protocol = read_protocol(root)
+    methods = (protocol or {}).get("methods") or None
+    notes = protocol_notes(protocol)
     sections: list[str] = []
+    heads: list[str] = []
     for bench in sorted(m["benchmark"].unique()):
         bm = _value(m, benchmark=bench)
+        t = method_table(m, bench, methods)
+        sentence = headline_sentence(t, _n_labels(root, bench))
+        heads.append(f"<h2>{html.escape(bench)}: methods × subsets (accuracy, 95 % intervals)</h2>\n"
+                     f"{render_html(t)}\n<p class=\"headline\">{html.escape(sentence)}</p>")
         ref = _reference_setting(bm)
         figs = [
             ("accuracy", _fig_accuracy(m, bench)),
@@ -209,7 +250,7 @@ def build_report(results_dir: str | Path) -> Path:
             b64 = _save(fig, plots / name)
             imgs.append(f'<figure><img class="plot" alt="{html.escape(name)}" src="data:image/png;base64,{b64}">'
                         f"<figcaption>{html.escape(name)}</figcaption></figure>")
-        sections.append(f"<h2>{html.escape(bench)}</h2>\n" + "\n".join(imgs))
+        sections.append(f"<h2>{html.escape(bench)}: plots</h2>\n" + "\n".join(imgs))
     table = m.sort_values(["benchmark", "checkpoint", "setting", "subset", "metric"]).drop(columns=["unit_id"])
     table_html = table.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", classes="numbers", border=0)
     n_units = m["unit_id"].nunique() if not m.empty else 0
@@ -223,15 +264,22 @@ img.plot {{ max-width: 100%; border: 1px solid #ddd; }}
 table.numbers {{ border-collapse: collapse; font-size: 12px; }}
 table.numbers td, table.numbers th {{ padding: 2px 8px; border-bottom: 1px solid #eee; text-align: left; }}
 #plot-warning {{ color: #b00; font-weight: bold; }}
+.protocol-warning {{ color: #b00; font-weight: bold; }}
+table.methods {{ border-collapse: collapse; font-size: 14px; }}
+table.methods td, table.methods th {{ padding: 3px 10px; border-bottom: 1px solid #ccc; text-align: left; }}
 </style></head>
 <body>
+{''.join(f'<p class="protocol-warning">{html.escape(n)}</p>' for n in notes)}
+{''.join(heads)}
 <h1>mosear evaluation report</h1>
 <p id="plot-warning"></p>
 <p>{n_units} evaluation unit(s) (checkpoint × benchmark × setting), built {stamp} from
-<code>units/*.parquet</code>. Metric definitions: <code>docs/evaluation.md</code>.</p>
+<code>units/*.parquet</code>. Intervals: 95 % group bootstrap (2000 resamples; clips sharing a face or voice
+source resampled together). Metric definitions: <code>docs/evaluation.md</code>.</p>
 {''.join(sections)}
-<h2>Every number</h2>
+<details><summary>Every number ({len(m)} rows of metrics.parquet)</summary>
 {table_html}
+</details>
 <script>{_CHECK_SCRIPT}</script>
 </body></html>
 """

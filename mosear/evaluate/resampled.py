@@ -100,8 +100,9 @@ def unit_intervals(df: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0, level:
                 add((s, "accuracy"), acc)
                 add((s, "war"), acc)
                 supp, tp, pred = W @ Y, W @ (Y * P), W @ P  # [b, C]
-                with np.errstate(invalid="ignore"):
-                    add((s, "uar"), np.nanmean(_ratio(tp, supp), axis=1) if supp.shape[1] else np.full(len(W), np.nan))
+                rec = _ratio(tp, supp)  # NaN for a class not drawn in that resample: left out of the mean
+                drawn = (~np.isnan(rec)).sum(1)
+                add((s, "uar"), _ratio(np.nansum(rec, 1), drawn.astype(np.float64)))
                 f1 = np.where(supp + pred > 0, 2 * tp / np.where(supp + pred > 0, supp + pred, 1.0), 0.0)
                 add((s, "weighted_f1"), _ratio((supp * f1).sum(1), supp.sum(1)))
             for c, (x, has) in mean_vecs.items():

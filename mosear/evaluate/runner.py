@@ -75,10 +75,13 @@ def load_model(checkpoint: str, model_overrides: dict[str, Any], device: str = "
 
 
 def apply_drop(sample: dict[str, Any], drop: str | None) -> dict[str, Any]:
-    """A copy of ``sample`` with one modality replaced by its neutral filler (see module docstring)."""
+    """A copy of ``sample`` with one modality replaced by its neutral filler (see module docstring);
+    precomputed features of that modality become missing (NaN: standardised to the training mean)."""
     if drop is None:
         return sample
     s = dict(sample)
+    if s.get("features") is not None:
+        s["features"] = {**s["features"], "visual" if drop == "video" else "audio": None}
     meta = dict(s.get("meta") or {})
     if drop == "audio":
         s["audio"] = np.zeros_like(s["audio"])
@@ -105,6 +108,23 @@ def _shards_with(shards: list[Path], wanted: set[str]) -> list[Path]:
         if keys & wanted:
             keep.append(tar)
     return keep
+
+
+def features_of(bench: Benchmark) -> dict[str, dict[str, Any]]:
+    """The benchmark's feature table (``features``, or a mined benchmark's ``features.parquet``)."""
+    from mosear.model.features import FEATURES_FILE, load_features
+
+    path = bench.spec.features or (str(Path(bench.spec.path) / FEATURES_FILE) if bench.spec.format == "mined" else None)
+    if path is None:
+        raise FileNotFoundError(f"benchmark {bench.name}: the checkpoint reads precomputed features "
+                                "(model.inputs=features); set benchmarks[].features to a feature table")
+    return load_features(path)[0]
+
+
+def with_features(samples: Iterator[dict[str, Any]], table: dict[str, dict[str, Any]] | None) -> Iterator[dict[str, Any]]:
+    """Attach each sample's features (``None`` when the table lacks its key: the collate error names it)."""
+    for s in samples:
+        yield s if table is None else {**s, "features": table.get(s["key"])}
 
 
 def iter_benchmark_samples(bench: Benchmark) -> Iterator[dict[str, Any]]:
@@ -190,7 +210,8 @@ def calibrate_unit(model, bench: Benchmark, cfg: EvalConfig) -> dict[str, Any]:
         batches.append((batch, [items[s["key"]].label for s in samples], [items[s["key"]].subset for s in samples]))
         samples.clear()
 
-    for sample in iter_benchmark_samples(val):
+    table = features_of(val) if model.cfg.inputs == "features" else None
+    for sample in with_features(iter_benchmark_samples(val), table):
         if sample["key"] not in items:
             continue
         samples.append(sample)
@@ -304,7 +325,8 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
             results[s["key"]] = r
 
     batch: list[dict[str, Any]] = []
-    for sample in iter_benchmark_samples(bench):
+    table = features_of(bench) if pred.model.cfg.inputs == "features" else None
+    for sample in with_features(iter_benchmark_samples(bench), table):
         batch.append(apply_drop(sample, unit.setting.drop))
         if len(batch) == cfg.batch_size:
             flush(batch)

@@ -153,6 +153,9 @@ def run_mine(cfg: MineConfig) -> MineResult:
 
     from mosear.mine.worker import shard_name
 
+    from mosear.mine.features import write_features
+
+    write_features(out, [shard_name(s) for s in shards])  # before conflicts.parquet, the stage's marker
     summary = assemble(cfg, names, [shard_name(s) for s in shards])
     result = MineResult(out, len(shards), mined, skipped, summary, splice_counts, round(time.time() - t0, 2))
     (out / "run.json").write_text(json.dumps({

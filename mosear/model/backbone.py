@@ -65,13 +65,15 @@ class MoSEARModel(nn.Module):
             image_size=image_size, image_mean=image_mean, image_std=image_std, instruction=cfg.instruction,
             max_text_tokens=cfg.max_text_tokens, max_target_tokens=cfg.max_target_tokens,
             max_audio_samples=int(cfg.max_audio_seconds * 16000),
+            inputs=cfg.inputs, feature_dims=(cfg.visual_feature_dim, cfg.audio_feature_dim),
         )
 
     def train(self, mode: bool = True) -> "MoSEARModel":
         """Train mode for the LM adapters and projectors; the frozen encoder towers stay in eval mode."""
         super().train(mode)
-        self.visual.tower.eval()
-        self.audio.tower.eval()
+        for enc in (self.visual, self.audio):
+            if enc.tower is not None:  # feature inputs have no tower
+                enc.tower.eval()
         return self
 
     # ----- plumbing -------------------------------------------------------------------------------------
@@ -102,8 +104,12 @@ class MoSEARModel(nn.Module):
         ids = batch["input_ids"].to(dev)
         mods = batch["modality_ids"].to(dev)
         emb = self.base_lm.get_input_embeddings()(ids)
-        vis = self.visual(batch["pixel_values"].to(dev))  # [B, N_v, H]
-        aud = self.audio(batch["audio_values"].to(dev), batch["audio_lengths"])  # [B, N_a, H]
+        if self.cfg.inputs == "features":  # precomputed features through their projectors
+            vis = self.visual(batch["visual_features"].to(dev))  # [B, N_v, H]
+            aud = self.audio(batch["audio_features"].to(dev))  # [B, N_a, H]
+        else:
+            vis = self.visual(batch["pixel_values"].to(dev))  # [B, N_v, H]
+            aud = self.audio(batch["audio_values"].to(dev), batch["audio_lengths"])  # [B, N_a, H]
         for m, feats in ((VISUAL, vis), (AUDIO, aud)):
             mask = mods == m
             counts = mask.sum(1)
@@ -120,10 +126,14 @@ class MoSEARModel(nn.Module):
 
     # ----- training / scoring / generation ----------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, modality_ids: torch.Tensor,
-                pixel_values: torch.Tensor, audio_values: torch.Tensor, audio_lengths: torch.Tensor,
-                labels: torch.Tensor | None = None) -> MoSEAROutput:
+                pixel_values: torch.Tensor | None = None, audio_values: torch.Tensor | None = None,
+                audio_lengths: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                visual_features: torch.Tensor | None = None, audio_features: torch.Tensor | None = None) -> MoSEAROutput:
+        """Media inputs are ``pixel_values, audio_values, audio_lengths`` (``inputs=media``) or
+        ``visual_features, audio_features`` [B, N, D] (``inputs=features``)."""
         batch = dict(input_ids=input_ids, attention_mask=attention_mask, modality_ids=modality_ids,
-                     pixel_values=pixel_values, audio_values=audio_values, audio_lengths=audio_lengths)
+                     pixel_values=pixel_values, audio_values=audio_values, audio_lengths=audio_lengths,
+                     visual_features=visual_features, audio_features=audio_features)
         dev = self.device
         emb = self.embed(batch)
         mask = attention_mask.to(dev)
@@ -243,7 +253,8 @@ class MoSEARModel(nn.Module):
                 raise FileNotFoundError(f"{d / 'adapter'} holds no peft adapter")
             mode = self.cfg.ar
             base = self.lm.unload()
-            self.lm = PeftModel.from_pretrained(base, str(d / "adapter"), is_trainable=trainable)
+            with _peft_compat():
+                self.lm = PeftModel.from_pretrained(base, str(d / "adapter"), is_trainable=trainable)
             apply_attention_settings(self, mode)
         state = load_file(str(d / "projectors.safetensors"))
         self.visual.projector.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("visual.")})
@@ -258,6 +269,17 @@ class MoSEARModel(nn.Module):
 def apply_attention_settings(model: MoSEARModel, settings: Any) -> ar.AttentionReallocator | None:
     return ar.set_attention_mode(model, settings.mode, threshold=settings.threshold, fraction=settings.fraction,
                                  layers=settings.layers, heads=settings.heads, queries=settings.queries)
+
+
+@contextmanager
+def _peft_compat() -> Iterator[None]:
+    """peft's ``PeftModel.__init__`` reads transformers' deprecated ``is_gradient_checkpointing`` (a
+    FutureWarning per model built, in every worker); only that message is silenced, nothing else."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 @contextmanager
@@ -281,6 +303,8 @@ def _tiny_parts(cfg: ModelConfig) -> tuple[Any, nn.Module, nn.Module, nn.Module,
         tie_word_embeddings=False,
     )
     lm = LlamaForCausalLM(llm_cfg)
+    if cfg.inputs == "features":  # precomputed features replace the towers (mosear.model.features)
+        return tok, lm, None, None, cfg.tiny_image_size
     vis = CLIPVisionModel(CLIPVisionConfig(
         hidden_size=h, intermediate_size=2 * h, num_hidden_layers=2, num_attention_heads=heads,
         image_size=cfg.tiny_image_size, patch_size=8,
@@ -313,12 +337,18 @@ def build_model(cfg: ModelConfig) -> MoSEARModel:
     The tiny preset is random-init under ``cfg.seed`` (same config -> same weights in every process, so a
     saved adapter fits a rebuilt tiny model). The emotion-llama preset reads local files only.
     """
-    with _seeded(cfg.seed):
+    with _seeded(cfg.seed), _peft_compat():
         tok, lm, vis_tower, aud_tower, image_size = (_tiny_parts if cfg.preset == "tiny" else _local_parts)(cfg)
         lm.requires_grad_(False)
         hidden = lm.config.hidden_size
-        visual = VisualEncoder(vis_tower, cfg.visual_tokens, hidden)
-        audio = AudioEncoder(aud_tower, cfg.audio_tokens, hidden)
+        if cfg.inputs == "features":
+            from mosear.model.features import FeatureEncoder
+
+            visual = FeatureEncoder(cfg.visual_feature_dim, cfg.visual_tokens, hidden)
+            audio = FeatureEncoder(cfg.audio_feature_dim, cfg.audio_tokens, hidden)
+        else:
+            visual = VisualEncoder(vis_tower, cfg.visual_tokens, hidden)
+            audio = AudioEncoder(aud_tower, cfg.audio_tokens, hidden)
         visual.projector.requires_grad_(cfg.train_projectors)
         audio.projector.requires_grad_(cfg.train_projectors)
         if cfg.adapter == "lora":
@@ -337,7 +367,6 @@ def build_model(cfg: ModelConfig) -> MoSEARModel:
     mean = tuple(getattr(getattr(vis_tower, "config", None), "image_mean", CLIP_MEAN) or CLIP_MEAN)
     std = tuple(getattr(getattr(vis_tower, "config", None), "image_std", CLIP_STD) or CLIP_STD)
     model = MoSEARModel(cfg, tok, lm, visual, audio, image_size, mean, std)
-    model.visual.tower.eval()
-    model.audio.tower.eval()
+    model.train(True)  # as nn.Module starts, with the frozen towers in eval mode
     apply_attention_settings(model, cfg.ar)
     return model

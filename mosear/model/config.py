@@ -67,6 +67,12 @@ class ModelConfig(StageConfig):
     llm_path: str | None = Field(None, description="local path or cached id of the causal LM (emotion-llama)")
     vision_path: str | None = Field(None, description="local path / cached id of a CLIP vision model")
     audio_path: str | None = Field(None, description="local path / cached id of a HuBERT / wav2vec2 model")
+    inputs: Literal["media", "features"] = Field(
+        "media", description="media: frames and waveform through the encoder towers; features: precomputed "
+        "per-clip/per-frame features (mined features.parquet, MER2023's released ones) through their own "
+        "projectors (mosear.model.features), no towers built")
+    visual_feature_dim: int = Field(99, gt=0, description="inputs=features: visual feature size (mined: 11 fer + 88)")
+    audio_feature_dim: int = Field(88, gt=0, description="inputs=features: audio feature size (mined: eGeMAPS 88)")
     visual_tokens: int = Field(16, gt=0, description="visual tokens in the prompt (Emotion-LLaMA: 256+3)")
     audio_tokens: int = Field(4, gt=0, description="audio tokens in the prompt (Emotion-LLaMA: 1)")
     num_frames: int = Field(4, gt=0, description="frames (uniform over the clip) fed to the vision encoder")

@@ -36,8 +36,11 @@ class PromptBuilder:
 
     def __init__(self, tokenizer: Any, *, visual_tokens: int, audio_tokens: int, num_frames: int, image_size: int,
                  image_mean: tuple[float, ...], image_std: tuple[float, ...], instruction: str,
-                 max_text_tokens: int, max_target_tokens: int, max_audio_samples: int) -> None:
+                 max_text_tokens: int, max_target_tokens: int, max_audio_samples: int,
+                 inputs: str = "media", feature_dims: tuple[int, int] = (0, 0)) -> None:
         self.tok = tokenizer
+        self.inputs = inputs
+        self.feature_dims = feature_dims  # (visual D, audio D) when inputs == "features"
         self.visual_tokens = visual_tokens
         self.audio_tokens = audio_tokens
         self.num_frames = num_frames
@@ -82,7 +85,10 @@ class PromptBuilder:
         - ``input_ids`` [B, L] (media and padding positions hold the pad id), ``attention_mask`` [B, L],
           ``modality_ids`` [B, L] (``PAD``/``TEXT``/``VISUAL``/``AUDIO``), ``labels`` [B, L] (-100 outside
           targets; only when some sample has a ``target`` and ``include_target``);
-        - ``pixel_values`` [B, F, 3, S, S] float32, ``audio_values`` [B, N_max] float32, ``audio_lengths`` [B].
+        - ``pixel_values`` [B, F, 3, S, S] float32, ``audio_values`` [B, N_max] float32, ``audio_lengths`` [B];
+          or, with ``inputs="features"``, ``visual_features`` [B, N_v, D_v] and ``audio_features`` [B, N_a, D_a]
+          float32 from each sample's ``"features"`` (``{"visual": array, "audio": array}``, pooled to the
+          token counts; NaN = missing evidence).
         """
         if not samples:
             raise ValueError("collate needs at least one sample")
@@ -109,22 +115,31 @@ class PromptBuilder:
             modality[i, L - n:] = torch.tensor(m)
             attn[i, L - n:] = 1
             labels[i, L - n:] = torch.tensor(lab)
-        pixels = torch.stack([
-            preprocess_frames(s["frames"], self.num_frames, self.image_size, self.image_mean, self.image_std)
-            for s in samples
-        ])
-        audio, lengths = self._audio(samples)
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": attn,
-            "modality_ids": modality,
-            "pixel_values": pixels,
-            "audio_values": audio,
-            "audio_lengths": lengths,
-        }
+        batch = {"input_ids": input_ids, "attention_mask": attn, "modality_ids": modality}
+        if self.inputs == "features":
+            batch.update(self._features(samples))
+        else:
+            batch["pixel_values"] = torch.stack([
+                preprocess_frames(s["frames"], self.num_frames, self.image_size, self.image_mean, self.image_std)
+                for s in samples
+            ])
+            batch["audio_values"], batch["audio_lengths"] = self._audio(samples)
         if has_target:
             batch["labels"] = labels
         return batch
+
+    def _features(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        from mosear.model.features import pool_vectors
+
+        vis, aud = [], []
+        for s in samples:
+            f = s.get("features")
+            if f is None:
+                raise ValueError(f"sample {s.get('key')}: no precomputed features (model.inputs=features needs its "
+                                 "key in the feature table, e.g. mined/features.parquet)")
+            vis.append(pool_vectors(f.get("visual"), self.visual_tokens, self.feature_dims[0]))
+            aud.append(pool_vectors(f.get("audio"), self.audio_tokens, self.feature_dims[1]))
+        return {"visual_features": torch.from_numpy(np.stack(vis)), "audio_features": torch.from_numpy(np.stack(aud))}
 
     def _audio(self, samples: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
         waves = []

@@ -29,7 +29,7 @@ from mosear.orchestrate.errors import BadInputError
 from mosear.orchestrate.hashing import HashMemo, hash_paths
 from mosear.orchestrate.stages import get_stage
 
-__all__ = ["StageRequest", "StageOutcome", "resolve_config", "validate_requests", "cache_key", "run_stage", "summarize"]
+__all__ = ["StageRequest", "request_name", "StageOutcome", "resolve_config", "validate_requests", "cache_key", "run_stage", "summarize"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ class StageRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stage: Literal["shard", "mine", "train", "eval"]
+    label: str | None = Field(
+        None, description="this run's name in a pipeline when a stage runs more than once (train:lora); default: the stage"
+    )
     config: str | None = Field(None, description="the stage's YAML config file (optional)")
     overrides: dict[str, Any] = Field(default_factory=dict, description="config fields set on top")
     mode: Mode = Field("embedded", description="embedded: in-process; cluster: Ray Jobs API")
@@ -57,6 +60,11 @@ class StageRequest(BaseModel):
     cache_dir: str | None = Field(
         None, description="where cache records and the input-hash memo live (default: beside the output)"
     )
+
+
+def request_name(req: StageRequest) -> str:
+    """What a pipeline calls this request: its label, else its stage."""
+    return req.label or req.stage
 
 
 class StageOutcome(BaseModel):

@@ -106,9 +106,10 @@ def _paths_of(cfg: Any, *names: str) -> list[Path]:
 
 
 def _eval_inputs(cfg: Any) -> list[Path]:
-    paths = [p for c in getattr(cfg, "checkpoints", []) if c != "base" and (p := _local(c))]
+    # entries may be "name=path" (mosear.evaluate.units.checkpoint_names)
+    paths = [p for c in getattr(cfg, "checkpoints", []) if c != "base" and (p := _local(c.split("=", 1)[-1]))]
     for b in getattr(cfg, "benchmarks", []):
-        paths += [p for p in (_local(b.path), _local(b.shards)) if p is not None]
+        paths += [p for p in (_local(b.path), _local(b.shards), _local(b.features)) if p is not None]
     return paths
 
 
@@ -141,9 +142,9 @@ STAGES: dict[str, StageSpec] = {
         run="mosear.train:run_train",
         config="mosear.train.config:TrainConfig",
         command="train",
-        inputs=lambda cfg: _paths_of(cfg, "shards", "mix"),
+        inputs=lambda cfg: _paths_of(cfg, "shards", "mix", "features"),
         markers=("adapter/adapter_config.json", "adapter/*.safetensors"),
-        path_fields=("shards", "mix", "output", "storage_path"),
+        path_fields=("shards", "mix", "features", "output", "storage_path"),
         artifacts={"adapter": "adapter", "metrics": "metrics.jsonl"},
     ),
     "eval": StageSpec(
@@ -153,7 +154,7 @@ STAGES: dict[str, StageSpec] = {
         command="eval",
         inputs=_eval_inputs,
         markers=("metrics.parquet",),
-        path_fields=("checkpoints", "output", "benchmarks[].path", "benchmarks[].shards"),
+        path_fields=("checkpoints", "output", "benchmarks[].path", "benchmarks[].shards", "benchmarks[].features"),
         artifacts={"HTML report": "report.html", "metrics": "metrics.parquet"},
     ),
 }

@@ -48,7 +48,14 @@ class TrainConfig(StageConfig):
         "sampling; samples not in the mix are skipped, each kept sample is repeated ~weight times",
     )
     target_template: str = Field(
-        "{label}", description="target text without a mix, filled from the sample's metadata ({label}, ...)")
+        "{label}", description="target text without a mix (or with target=template), filled from the sample's "
+        "metadata ({label}, ...)")
+    target: Literal["mix", "template"] = Field(
+        "mix", description="with a mix: the mix's target (label + reasoning caption), or target_template "
+        "filled from the sample's metadata (template; the default {label} trains on the label alone)")
+    features: str | None = Field(
+        None, description="feature table (mosear.model.features format) for model.inputs=features; default: "
+        "features.parquet beside the mix (what mosear mine writes)")
     shuffle_buffer: int = Field(64, ge=0, description="samples held per worker for shuffling (0: off)")
     dataloader_workers: int = Field(0, ge=0, description="torch DataLoader processes per train worker")
 

@@ -69,6 +69,7 @@ class StreamSpec:
     seed: int
     shuffle_buffer: int
     target_template: str = "{label}"
+    target: str = "mix"  # with a mix: "mix" (its target) or "template" (target_template from the metadata)
     # resume: per local stream s -> (epoch, offset); rotation = micro-batches consumed % loader_streams
     start: tuple[tuple[int, int], ...] | None = None
     rotation: int = 0
@@ -88,15 +89,28 @@ def _stream_shards(shards: tuple[str, ...], seed: int, epoch: int, g: int, G: in
 class TrainSampleStream(IterableDataset):
     """Infinite stream of training samples for one rank (and, inside it, one DataLoader process)."""
 
-    def __init__(self, spec: StreamSpec, mix: dict[str, tuple[float, str | None]] | None = None):
+    def __init__(self, spec: StreamSpec, mix: dict[str, tuple[float, str | None]] | None = None,
+                 features: dict[str, dict[str, Any]] | None = None):
         super().__init__()
         if not spec.shards:
             raise ValueError("no shards to train on")
         self.spec = spec
         self.mix = mix
+        self.features = features  # key -> {"visual", "audio"} (model.inputs=features); others skipped
+
+    def _template(self, sample: dict[str, Any]) -> str | None:
+        meta = sample.get("meta") or {}
+        if meta.get("label") is None:
+            return None
+        return self.spec.target_template.format(label=meta["label"], **{k: v for k, v in meta.items() if k != "label"})
 
     def _weighted(self, samples: Iterator[dict[str, Any]], epoch: int) -> Iterator[dict[str, Any]]:
         for sample in samples:
+            if self.features is not None:
+                feats = self.features.get(sample["key"])
+                if feats is None:  # preflight counted these; no features, nothing to feed the projectors
+                    continue
+                sample = {**sample, "features": feats}
             if self.mix is None:
                 # Without a mined mix the target is built from the canonical label; unlabelled clips
                 # cannot be trained on and are skipped (the shard index lists them).
@@ -110,6 +124,10 @@ class TrainSampleStream(IterableDataset):
             if entry is None:
                 continue
             weight, target = entry
+            if self.spec.target == "template":
+                target = self._template(sample)
+                if target is None:
+                    continue
             whole = int(weight)
             u = np.random.default_rng([self.spec.seed, epoch, zlib.crc32(sample["key"].encode())]).random()
             if target is not None:

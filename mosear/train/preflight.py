@@ -41,6 +41,7 @@ class TrainPlan:
     resume_path: str | None = None
     train_keys: list[str] | None = None  # the keys the stream can yield (recorded in every checkpoint)
     train_keys_source: str = ""
+    features: str | None = None  # feature table (model.inputs=features)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,6 +174,35 @@ def trained_keys(cfg: TrainConfig, shards: list[str]) -> tuple[list[str], str]:
     return sorted(_index_keys(shards, labelled=True)), "shards (labelled samples)"
 
 
+def _check_features(cfg: TrainConfig, keys: list[str]) -> str | None:
+    """The feature table's path when the model reads features; ConfigError when it is missing, has other
+    dimensions than the model config, or lacks keys (their count named)."""
+    from mosear.model.features import FEATURES_FILE, load_features
+
+    mc = model_config(cfg)
+    if mc.inputs != "features":
+        return None
+    path = cfg.features or (str(Path(cfg.mix).parent / FEATURES_FILE) if cfg.mix else None)
+    if path is None:
+        raise ConfigError("model.inputs=features needs a feature table: set features=... (or give a mined mix, "
+                          "whose folder holds features.parquet)")
+    try:
+        table, dims = load_features(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"features: {exc}") from None
+    want = {"visual": mc.visual_feature_dim, "audio": mc.audio_feature_dim}
+    if dims != want:
+        raise ConfigError(f"features: {path} has dimensions {dims}, the model config expects {want} "
+                          "(set model.visual_feature_dim / model.audio_feature_dim)")
+    missing = [k for k in keys if k not in table]
+    if len(missing) == len(keys):
+        raise ConfigError(f"features: none of the {len(keys)} training keys is in {path}")
+    if missing:
+        log.warning("features: %d of %d training keys have no row in %s and are skipped, e.g. %s",
+                    len(missing), len(keys), path, missing[:3])
+    return str(Path(path).resolve())
+
+
 def _check_mix(cfg: TrainConfig, shards: list[str]) -> None:
     from mosear.train.data import load_mix
 
@@ -257,7 +287,11 @@ def preflight(cfg: TrainConfig, world_size: int | None = None) -> TrainPlan:
     check_writable(cfg.output, "output")
     check_writable(cfg.resolved_storage_path, "storage_path")
     keys, source = trained_keys(cfg, shards)
-    plan = TrainPlan(shards=shards, model_hash=mhash, run_hash=cfg.run_hash(), train_keys=keys, train_keys_source=source)
+    features = _check_features(cfg, keys)
+    if features is not None:
+        source += f"; with features in {features}"
+    plan = TrainPlan(shards=shards, model_hash=mhash, run_hash=cfg.run_hash(), train_keys=keys,
+                     train_keys_source=source, features=features)
     latest = latest_checkpoint_state(cfg.resolved_storage_path, cfg.name)
     if latest is not None:
         where, state = latest

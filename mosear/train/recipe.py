@@ -147,10 +147,15 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     my_pos = state.positions[rank] if state else None
     start = tuple(tuple(my_pos["streams"][s]) for s in range(streams)) if my_pos else None
     spec = StreamSpec(shards=tuple(plan.shards), rank=rank, world_size=world, loader_streams=streams,
-                      seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer, target_template=cfg.target_template, start=start,
-                      rotation=micro_done % streams)
+                      seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer, target_template=cfg.target_template,
+                      target=cfg.target, start=start, rotation=micro_done % streams)
     mix = load_mix(cfg.mix) if cfg.mix else None
-    loader = make_loader(TrainSampleStream(spec, mix), cfg.batch_size, collate, cfg.dataloader_workers)
+    features = None
+    if plan.features:
+        from mosear.model.features import load_features
+
+        features = load_features(plan.features)[0]
+    loader = make_loader(TrainSampleStream(spec, mix, features), cfg.batch_size, collate, cfg.dataloader_workers)
     batches = iter(loader)
     positions = [list(p) for p in (start or [(0, 0)] * streams)]
 
@@ -257,9 +262,10 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         log.info("checkpoint %s is already at step %d >= max_steps %d: nothing to train",
                  plan.resume_path, plan.resume_step, cfg.max_steps)
         return _export(ray.train.Checkpoint(plan.resume_path), cfg, plan)
+    embedded = not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     init_ray(cfg.ray_address)
     fault = json.loads(os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
-    trainer = TorchTrainer(
+    trainer = (_EmbeddedTorchTrainer if embedded else TorchTrainer)(
         train_loop_per_worker,
         train_loop_config={"train": cfg.model_dump(mode="json"), "plan": plan.to_dict(), "fault": fault},
         torch_config=TorchConfig(backend=cfg.backend),
@@ -285,6 +291,34 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     if result.checkpoint is None:
         raise RuntimeError(f"training under {cfg.resolved_storage_path}/{cfg.name} ended without a checkpoint")
     return _export(result.checkpoint, cfg, plan)
+
+
+def _embedded_trainer_cls():
+    from ray.train.torch import TorchTrainer
+
+    class EmbeddedTorchTrainer(TorchTrainer):
+        """TorchTrainer without Ray Train's PlacementGroupCleaner, for a Ray started in this process.
+
+        The cleaner removes the run's placement groups if the controller dies without the cluster; it
+        asks the dashboard's state API, which an embedded Ray does not start (``include_dashboard=False``),
+        so its monitor thread dies with a traceback on every run. An embedded cluster dies with this
+        process, placement groups included, so there is nothing for it to clean.
+        """
+
+        def _create_default_callbacks(self):  # a private hook of ray.train.v2 (2.5x); kept if absent
+            from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, PlacementGroupCleanerCallback)]
+
+    return EmbeddedTorchTrainer
+
+
+def _EmbeddedTorchTrainer(*args, **kwargs):  # noqa: N802 - a class factory, called like the class
+    try:
+        cls = _embedded_trainer_cls()
+    except ImportError:  # another Ray Train layout: the stock trainer
+        from ray.train.torch import TorchTrainer as cls
+    return cls(*args, **kwargs)
 
 
 def _export(checkpoint, cfg: TrainConfig, plan: TrainPlan) -> TrainResult:

@@ -42,8 +42,10 @@ def write_camer(root: Path, keys: list[tuple[str, str]], n: int = 9, missing: bo
         subs[SUBSETS[i % 3]][k] = {"reason": f"The face looks {lab}, while the voice sounds tense.", "label": lab}
     if missing:
         subs["consistent"][MISSING_KEY] = {"reason": "A sad face and a sad voice.", "label": "sad"}
-    for s, rows in subs.items():
+    (root / "test").mkdir(exist_ok=True)
+    for s, rows in subs.items():  # as released (top level) and as mined (the test split's folder)
         (root / f"{s}.json").write_text(json.dumps(rows, indent=1))
+        (root / "test" / f"{s}.json").write_text(json.dumps(rows, indent=1))
     return root
 
 

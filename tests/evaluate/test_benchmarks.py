@@ -47,7 +47,7 @@ def test_mined_keys_are_used_as_they_are(tmp_path):
         "audio_aligned": {"cremad__1001_DFA_ANG_XX": {"reason": "y", "label": "angry"}},
         "consistent": {"ravdess__01-01-02-01-01-01-05": {"reason": "z", "label": "calm"}},
     })
-    b = load_benchmark(BenchmarkSpec(name="m", format="mined", path=str(root), shards="s"))
+    b = load_benchmark(BenchmarkSpec(name="m", format="mined", path=str(root), shards="s", split="all"))
     assert {it.key for it in b.items} == {"ravdess__01-01-03-01-01-01-05", "cremad__1001_DFA_ANG_XX", "ravdess__01-01-02-01-01-01-05"}
     assert "calm" in b.labels
 

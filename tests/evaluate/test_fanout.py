@@ -150,7 +150,7 @@ def test_cli_bad_benchmark_names_row(tmp_path, capsys, checkpoints, eval_shards)
     (bad / "audio_aligned.json").write_text(json.dumps({"k2": {"comment": "no fields"}}))
     (bad / "consistent.json").write_text("{}")
     rc = main(["eval", f"checkpoints=[{checkpoints['mose']}]", f"output={tmp_path / 'o'}",
-               f"benchmarks=[{{name: b, format: mined, path: {bad}, shards: {eval_shards}}}]"])
+               f"benchmarks=[{{name: b, format: mined, path: {bad}, shards: {eval_shards}, split: all}}]"])
     assert rc == 2
     assert "row 'k2': missing fields" in capsys.readouterr().err
 
@@ -165,7 +165,7 @@ def test_evaluates_a_real_mosear_mine_output(tmp_path, eval_shards, checkpoints)
     run_mine(load_config(MineConfig, overrides={"shards": str(eval_shards), "output": str(mined), "progress": False}))
     cfg = load_config(EvalConfig, overrides={
         "checkpoints": [str(checkpoints["mose"])], "output": str(tmp_path / "r"), "progress": False,
-        "benchmarks": [{"name": "mined", "format": "mined", "path": str(mined)}],
+        "benchmarks": [{"name": "mined", "format": "mined", "path": str(mined), "split": "all"}],
         "settings": [{"name": "ar_off"}, {"name": "ar_on", "ar": True, "ar_fraction": 0.5, "ar_threshold": 0.0}],
         "max_new_tokens": 4,
     })

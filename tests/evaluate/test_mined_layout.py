@@ -29,5 +29,5 @@ def test_mined_dirs_are_input_then_spliced(tmp_path):
 
 def test_explicit_shards_keep_the_spliced_folder(tmp_path):
     shards, mined = _mined(tmp_path)
-    spec = BenchmarkSpec(name="m", format="mined", path=str(mined), shards=str(shards))
+    spec = BenchmarkSpec(name="m", format="mined", path=str(mined), shards=str(shards), split="all")
     assert load_benchmark(spec).shard_dirs == [str(shards), str(mined / "spliced")]

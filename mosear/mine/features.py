@@ -1,0 +1,62 @@
+"""The mined feature table: per-clip evidence vectors kept as model inputs (``mined/features.parquet``).
+
+Mining computes them anyway; writing them once lets training and evaluation use them as modality
+tokens (``model.inputs=features``, :mod:`mosear.model.features` has the format) without decoding or
+encoding a clip again:
+
+- ``visual`` float32[99] = ``visual_expr`` (11: the ``fer`` expression model's mean scores over the face
+  frames, in CANONICAL_LABELS order) + ``visual_feats`` (88: mean/max/std of the 7 FER scores, face
+  coverage, size, motion, 8x8 pooled face; :mod:`mosear.mine.stages.visual`); NaN without a face;
+- ``audio`` float32[88] = openSMILE eGeMAPS v02 functionals (:mod:`mosear.mine.stages.audio`); NaN when
+  the audio is silent.
+
+A row is written for every mined key; a modality whose stage did not run is absent (None).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from mosear.model.features import FEATURES_FILE, write_features_table
+
+__all__ = ["write_features", "VISUAL_COLUMNS", "AUDIO_COLUMNS"]
+
+VISUAL_COLUMNS = ("visual_expr", "visual_feats")
+AUDIO_COLUMNS = ("audio_feats",)
+
+
+def _vector(row: dict, cols: tuple[str, ...]) -> np.ndarray | None:
+    parts = [np.asarray(row[c], np.float32).reshape(-1) for c in cols if row.get(c) is not None]
+    return np.concatenate(parts) if len(parts) == len(cols) else None
+
+
+def write_features(out_dir: str | Path, shards: list[str] | None = None) -> Path | None:
+    """Write ``{out_dir}/features.parquet`` from the committed evidence of ``shards`` (default: all);
+    None when no evidence has visual or audio features."""
+    ev = Path(out_dir) / "evidence"
+    stats = [json.loads(p.read_text()) for p in sorted(ev.glob("*.stats.json"))]
+    names = [s["shard"] for s in stats if s["status"] == "ok" and (shards is None or s["shard"] in set(shards))]
+    rows, dims = [], {}
+    for name in names:
+        path = ev / f"{name}.parquet"
+        if not path.is_file() or not path.stat().st_size:
+            continue
+        have = set(pq.read_schema(path).names)
+        df = pd.read_parquet(path, columns=[c for c in ("key", *VISUAL_COLUMNS, *AUDIO_COLUMNS) if c in have])
+        for r in df.to_dict("records"):
+            v, a = _vector(r, VISUAL_COLUMNS), _vector(r, AUDIO_COLUMNS)
+            if v is not None:
+                dims.setdefault("visual", v.size)
+            if a is not None:
+                dims.setdefault("audio", a.size)
+            rows.append({"key": r["key"], "visual": v, "audio": a})
+    if not rows or not dims:
+        return None
+    dims = {"visual": dims.get("visual", 1), "audio": dims.get("audio", 1)}
+    return write_features_table(Path(out_dir) / FEATURES_FILE, rows, dims, {
+        "visual": "mine: visual_expr (fer, 11) + visual_feats (88)", "audio": "mine: eGeMAPS v02 functionals (88)"})
