@@ -12,7 +12,9 @@ Three measurements in one run, on the same machine, same corpus, same stage conf
 
     python benchmarks/pipeline_wall.py [--stages shard,mine,train,eval] [--keep DIR]
 
-Prints a markdown table; the ratio column is ``mosear run`` / direct CLIs.
+Prints a markdown table; the ratio column is ``mosear run`` / direct CLIs. The sample run trains two
+checkpoints (``train:lora``, ``train:mose``), each a row; the machine's load average is printed last
+(on a shared machine the wall times scale with it).
 """
 
 from __future__ import annotations
@@ -58,13 +60,14 @@ def _direct_clis(workdir: Path, stages: str, env: dict) -> dict[str, float]:
     corpus = str(REPO / "datasets" / "samples" / "corpus.yaml")
     out: dict[str, float] = {}
     for req in pipeline_requests(corpus, str(workdir), stages.split(",")):
-        cfg = workdir / f"{req.stage}.yaml"
+        name = req.label or req.stage  # train runs once per method: train:lora, train:mose
+        cfg = workdir / f"{name.replace(':', '-')}.yaml"
         workdir.mkdir(parents=True, exist_ok=True)
         cfg.write_text(yaml.safe_dump(req.overrides))
         t0 = time.perf_counter()
         res = subprocess.run([sys.executable, "-m", "mosear.cli", req.stage, "--config", str(cfg)],
                              cwd=REPO, env=env, capture_output=True, text=True)
-        out[req.stage] = time.perf_counter() - t0
+        out[name] = time.perf_counter() - t0
         if res.returncode != 0:
             raise SystemExit(f"mosear {req.stage} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     return out
@@ -110,6 +113,7 @@ def main() -> None:
         f"\nrerun with nothing changed (all {len(stages)} stages restored from cache): {warm_wall:.1f} s wall, "
         f"of which Prefect start-up {warm['prefect_startup_s']:.1f} s"
     )
+    print(f"\nmachine load while measuring (os.getloadavg, 1/5/15 min): {' / '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -99,12 +99,13 @@ def headline_sentence(t: pd.DataFrame, n_labels: int) -> str:
         best = cm.loc[cm["conflict-mean"].idxmax()]
         others = cm[cm["method"] != best["method"]]
         beaten = [o["method"] for _, o in others.iterrows() if best["conflict-mean lo"] > o["conflict-mean hi"]]
-        if len(beaten) == len(others):
-            parts.append(f"{best['method']} reads the conflicting items best (conflict-mean "
-                         f"{_cell(best, 'conflict-mean')}, intervals clear of every other method)")
-        else:
-            parts.append(f"the conflict-mean intervals overlap (highest: {best['method']}, {_cell(best, 'conflict-mean')}), "
-                         "so no method is shown better on conflicts at this n")
+        tied = [o["method"] for _, o in others.iterrows() if o["method"] not in beaten]
+        text = f"{best['method']} has the highest conflict-mean, {_cell(best, 'conflict-mean')}"
+        if beaten:
+            text += f", its interval clear of {', '.join(beaten)}'s"
+        if tied:
+            text += f", overlapping {', '.join(tied)}'s (not resolved at this n)"
+        parts.append(text)
     gaps = []
     for _, r in t.dropna(subset=["gap (A-V)"]).iterrows():
         lo, hi = r["gap (A-V)" + " lo"], r["gap (A-V)" + " hi"]
@@ -112,7 +113,9 @@ def headline_sentence(t: pd.DataFrame, n_labels: int) -> str:
         gaps.append(f"{r['method']} {bias} (gap {_cell(r, 'gap (A-V)')})")
     if gaps:
         parts.append("; ".join(gaps))
-    return f"On this split ({n}): " + "; ".join(parts) + "."
+    small = min(int(r0["n consistent"]), int(r0["n video-aligned"]), int(r0["n audio-aligned"])) < 10
+    caveat = " With fewer than 10 items in a subset these intervals are rough." if small else ""
+    return f"On this split ({n}): " + "; ".join(parts) + "." + caveat
 
 
 def render_text(t: pd.DataFrame) -> str:

@@ -106,15 +106,27 @@ def test_last_exception_line():
 
 # -- wiring and cache keys ----------------------------------------------------------------------------
 def test_pipeline_wiring(tmp_path, samples_dir):
-    reqs = pipeline_requests(str(samples_dir / "corpus.yaml"), str(tmp_path / "w"), overrides={"train": {"max_steps": 3}})
-    assert [r.stage for r in reqs] == list(STAGE_ORDER)
-    by = {r.stage: r.overrides for r in reqs}
+    reqs = pipeline_requests(str(samples_dir / "corpus.yaml"), str(tmp_path / "w"), overrides={"train": {"max_steps": 30}})
+    # the train stage runs once per method: the LoRA baseline and MoSE, each into its own folder
+    assert [r.label or r.stage for r in reqs] == ["shard", "mine", "train:lora", "train:mose", "eval"]
+    by = {r.label or r.stage: r.overrides for r in reqs}
     w = (tmp_path / "w").resolve()
     assert by["shard"]["output"] == str(w / "shards")
     assert by["mine"]["shards"] == str(w / "shards")
-    assert by["train"]["shards"] == [str(w / "shards")] and by["train"]["max_steps"] == 3
-    assert by["train"]["mix"] == str(w / "mined" / "train_mix.parquet")
-    assert by["eval"]["checkpoints"] == [str(w / "train" / "adapter")]
+    for m in ("lora", "mose"):
+        t = by[f"train:{m}"]
+        assert t["shards"] == [str(w / "shards")] and t["max_steps"] == 30
+        assert t["mix"] == str(w / "mined" / "train_mix.parquet")  # train rows only (mine writes it so)
+        assert t["output"] == str(w / "train" / m) and t["model"]["adapter"] == m
+    # evaluation: both checkpoints on the test split, AR calibrated on validation, three methods first
+    ev = by["eval"]
+    assert ev["checkpoints"] == [f"lora={w / 'train' / 'lora' / 'adapter'}", f"mose={w / 'train' / 'mose' / 'adapter'}"]
+    assert ev["benchmarks"][0]["split"] == "test"
+    assert {"name": "ar_calibrated", "ar": True, "calibrate": True} in ev["settings"]
+    assert ev["methods"] == {"LoRA": "lora/ar_off", "MoSE": "mose/ar_off", "MoSE+AR": "mose/ar_calibrated"}
+    from mosear.orchestrate.runner import validate_requests
+
+    validate_requests(reqs)  # every section is a valid config
     assert by["mine"]["splice"]["faces"] == str(samples_dir.resolve() / "ravdess")
     assert {r.cache_dir for r in reqs} == {str(w / ".mosear-cache")}
     with pytest.raises(ValueError, match="unknown stage"):

@@ -84,3 +84,39 @@ def test_a_mix_naming_no_shard_sample_is_refused(train_shards, tmp_path):
                              "target": ["t"]}), mix)
     with pytest.raises(ConfigError, match="none of the 1 keys"):
         preflight(_cfg(tmp_path, shards=[str(train_shards)], mix=str(mix)))
+
+
+def test_plan_lists_the_mix_keys_the_shards_hold(train_shards, tmp_path):
+    """With a mix: its keys with a positive weight that a shard holds (the recorded training keys)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    keys = [r["key"] for f in sorted(train_shards.glob("*.index.parquet")) for r in pq.read_table(f).to_pylist()]
+    mix = tmp_path / "train_mix.parquet"
+    pd.DataFrame({"key": [keys[0], keys[1], keys[2], "ravdess__not-held"], "shard": "x", "subset": "consistent",
+                  "weight": [1.0, 0.0, 2.0, 1.0], "target": "t"}).to_parquet(mix)
+    plan = preflight(_cfg(tmp_path, shards=[str(train_shards)], mix=str(mix)))
+    assert plan.train_keys == sorted([keys[0], keys[2]])
+    assert plan.train_keys_source.startswith("mix: ")
+
+
+def test_features_model_needs_a_feature_table_with_its_keys(train_shards, tmp_path):
+    import pyarrow.parquet as pq
+
+    from mosear.model.features import write_features_table
+
+    keys = [r["key"] for f in sorted(train_shards.glob("*.index.parquet")) for r in pq.read_table(f).to_pylist()]
+    model = {"preset": "tiny", "inputs": "features", "visual_feature_dim": 3, "audio_feature_dim": 2}
+    with pytest.raises(ConfigError, match="needs a feature table"):
+        preflight(_cfg(tmp_path, shards=[str(train_shards)], model=model))
+    table = tmp_path / "features.parquet"
+    write_features_table(table, [{"key": "other", "visual": [1, 2, 3], "audio": [1, 2]}], {"visual": 3, "audio": 2}, {})
+    with pytest.raises(ConfigError, match=f"none of the {len(set(keys))} training keys"):
+        preflight(_cfg(tmp_path, shards=[str(train_shards)], model=model, features=str(table)))
+    with pytest.raises(ConfigError, match="has dimensions"):
+        preflight(_cfg(tmp_path, shards=[str(train_shards)], model={**model, "audio_feature_dim": 5},
+                       features=str(table)))
+    write_features_table(table, [{"key": k, "visual": [1, 2, 3], "audio": None} for k in keys],
+                         {"visual": 3, "audio": 2}, {})
+    plan = preflight(_cfg(tmp_path, shards=[str(train_shards)], model=model, features=str(table)))
+    assert plan.features == str(table.resolve())

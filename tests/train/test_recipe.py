@@ -80,6 +80,21 @@ def test_uninterrupted_run_writes_adapter_metrics_and_checkpoints(reference_run)
     assert where.endswith("checkpoint_00000006") and st.step == STEPS
 
 
+def test_checkpoint_records_the_keys_it_trained_on(reference_run, train_shards):
+    """adapter/train_keys.json: every labelled sample of the shards (no mix), with a digest that matches."""
+    import pyarrow.parquet as pq
+
+    from mosear.train.keys import keys_digest, read_train_keys
+
+    tk = read_train_keys(reference_run / "adapter")
+    assert tk is not None, "the exported adapter has no train_keys.json"
+    rows = [r for f in sorted(train_shards.glob("*.index.parquet")) for r in pq.read_table(f).to_pylist()]
+    expected = {r["key"] for r in rows if r["status"] == "ok" and r["label"] is not None}
+    assert tk.keys == expected and tk.digest == keys_digest(expected)
+    ckpt = sorted((reference_run / "ray" / "run").glob("checkpoint_0*"))[-1]
+    assert read_train_keys(ckpt / "adapter").digest == tk.digest  # in every checkpoint, not only the export
+
+
 def test_killed_job_rerun_resumes_to_the_same_result(ray_local, train_shards, reference_run, tmp_path, monkeypatch):
     out = tmp_path / "killed"
     cfg = _cfg(train_shards, out)

@@ -1,0 +1,113 @@
+"""The protocol of `mosear eval`: a checkpoint is not scored on keys it trained on (unless the user insists,
+and then the report says so first); a checkpoint without recorded keys is flagged; AR calibrated on the
+validation split and applied to test, the chosen values recorded; calibration without a validation split
+is refused. Real tiny model, real shards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from conftest import write_camer
+
+from mosear.config import load_config
+from mosear.evaluate.config import EvalConfig
+from mosear.evaluate.fanout import run_eval
+from mosear.train.keys import write_train_keys
+
+
+def _cfg(out, ckpt, bench, shards, **kw) -> EvalConfig:
+    over = {"checkpoints": [str(ckpt)], "output": str(out), "progress": False, "max_new_tokens": 2,
+            "benchmarks": [{"name": "b", "format": "mined", "path": str(bench), "shards": str(shards)}],
+            "settings": [{"name": "ar_off"}], "generate_reasoning": "never"}
+    over.update(kw)
+    return load_config(EvalConfig, overrides=over)
+
+
+@pytest.fixture()
+def trained_on(tmp_path, checkpoints, shard_keys):
+    """A copy of the MoSE checkpoint that records the first 4 shard keys as its training keys."""
+    ck = tmp_path / "ck" / "adapter"
+    shutil.copytree(checkpoints["mose"], ck)
+    write_train_keys(ck, [k for k, _ in shard_keys[:4]], "test")
+    return ck
+
+
+def test_overlap_is_refused_with_the_count(tmp_path, trained_on, shard_keys, eval_shards):
+    from mosear.cli import main
+
+    bench = write_camer(tmp_path / "bench", shard_keys, n=9)  # its test split holds the 4 trained keys
+    rc = main(["eval", f"checkpoints=[{trained_on}]", f"output={tmp_path / 'o'}", "progress=false",
+               f"benchmarks=[{{name: b, format: mined, path: {bench}, shards: {eval_shards}}}]"])
+    assert rc == 2
+    assert not (tmp_path / "o" / "units").exists() or not list((tmp_path / "o" / "units").glob("*.parquet"))
+
+
+def test_overlap_message_names_the_count(tmp_path, trained_on, shard_keys, eval_shards):
+    from mosear.evaluate.protocol import OverlapError
+
+    bench = write_camer(tmp_path / "bench", shard_keys, n=9)
+    with pytest.raises(OverlapError, match=r"trained on 4 of the 10 evaluated items of benchmark b"):
+        run_eval(_cfg(tmp_path / "o", trained_on, bench, eval_shards))
+
+
+def test_allowed_overlap_is_said_first_and_disjoint_split_runs(tmp_path, trained_on, shard_keys, eval_shards):
+    bench = write_camer(tmp_path / "bench", shard_keys, n=9)
+    res = run_eval(_cfg(tmp_path / "o", trained_on, bench, eval_shards, allow_overlap=True))
+    assert res.ok
+    body = res.report.read_text().split("<body>", 1)[1].lstrip()
+    assert body.startswith('<p class="protocol-warning">WARNING: evaluated with allow_overlap: true')
+    assert "trained on 4 of the 10 evaluated items" in body.split("</p>", 1)[0]
+    # keys it did not train on: evaluated, nothing to warn about
+    clean = write_camer(tmp_path / "clean", shard_keys[4:], n=6, missing=False)
+    res = run_eval(_cfg(tmp_path / "o2", trained_on, clean, eval_shards))
+    assert res.ok and "protocol-warning\">" not in res.report.read_text()
+    assert json.loads((tmp_path / "o2" / "protocol.json").read_text())["checkpoints"]["ck"]["benchmarks"]["b"]["shared"] == 0
+
+
+def test_checkpoint_without_keys_is_flagged(tmp_path, checkpoints, shard_keys, eval_shards):
+    bench = write_camer(tmp_path / "bench", shard_keys, n=6, missing=False)
+    res = run_eval(_cfg(tmp_path / "o", checkpoints["lora"], bench, eval_shards))
+    assert res.ok
+    assert "records no training keys" in res.report.read_text().split("<table", 1)[0]
+
+
+def test_ar_calibrated_on_validation_applied_to_test(tmp_path, checkpoints, shard_keys, eval_shards):
+    bench = write_camer(tmp_path / "bench", shard_keys[:9], n=9, missing=False)
+    val = write_camer(tmp_path / "val", shard_keys[9:], n=9, missing=False)
+    shutil.copytree(val / "test", bench / "validation")
+    cfg = _cfg(tmp_path / "o", checkpoints["mose"], bench, eval_shards,
+               settings=[{"name": "ar_off"}, {"name": "ar_calibrated", "ar": True, "calibrate": True}],
+               calibration={"thresholds": [0.2, 0.6], "fractions": [0.5]})
+    res = run_eval(cfg)
+    assert res.ok, res.failed
+    unit = next((res.output / "units").glob("*ar_calibrated*.parquet"))
+    meta = json.loads(__import__("pyarrow.parquet", fromlist=["x"]).read_schema(unit).metadata[b"mosear.unit"])
+    cal = meta["calibration"]
+    assert cal["split"] == "validation" and len(cal["table"]) == 1 + 2  # no AR + 2 thresholds x 1 fraction
+    assert sum(cal["items"].values()) == 9  # the validation items, none of the test items
+    df = pd.read_parquet(unit)
+    assert set(df["key"]) == {k for k, _ in shard_keys[:9]}
+    assert (df["ar_fraction"] == cal["fraction"]).all() and (df["ar_threshold"] == cal["threshold"]).all()
+    m = pd.read_parquet(res.output / "metrics.parquet")
+    chosen = m[(m["setting"] == "ar_calibrated") & (m["metric"] == "calibrated_fraction")]["value"]
+    assert chosen.tolist() == [cal["fraction"]]
+
+
+def test_calibration_without_a_validation_split_is_refused(tmp_path, checkpoints, shard_keys, eval_shards):
+    from mosear.evaluate.benchmarks import BenchmarkFormatError
+
+    bench = write_camer(tmp_path / "bench", shard_keys, n=6, missing=False)
+    cfg = _cfg(tmp_path / "o", checkpoints["mose"], bench, eval_shards,
+               settings=[{"name": "ar_calibrated", "ar": True, "calibrate": True}])
+    with pytest.raises(BenchmarkFormatError, match="setting ar_calibrated needs a validation split.*no validation/ split folder"):
+        run_eval(cfg)
+    # a validation split with an empty subset: named, with the counts
+    (bench / "validation").mkdir()
+    for s, rows in (("consistent", {shard_keys[0][0]: {"label": shard_keys[0][1], "reason": "x"}}),
+                    ("video_aligned", {}), ("audio_aligned", {})):
+        (bench / "validation" / f"{s}.json").write_text(json.dumps(rows))
+    with pytest.raises(BenchmarkFormatError, match=r"\['video_aligned', 'audio_aligned'\] empty"):
+        run_eval(cfg)
