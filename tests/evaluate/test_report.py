@@ -72,6 +72,12 @@ def test_metrics_exact(results):
     assert _get(m, "mose", "ar_off", "all", "ov_mean") == pytest.approx(0.75)
     assert _get(m, "mose", "ar_off", "audio_aligned", "ov_precision") == pytest.approx(0.5)
     assert _get(m, "mose", "ar_f0.5", "all", "share_audio") == pytest.approx(0.3)
+    # every score carries its 95 % interval; counts carry none
+    scores = m[m["metric"].isin(["accuracy", "weighted_f1", "uar", "conflict_gap", "conflict_mean", "flip_rate"])]
+    assert scores["ci_low"].notna().all() and (scores["ci_low"] <= scores["value"] + 1e-12).all()
+    assert (scores["value"] <= scores["ci_high"] + 1e-12).all()
+    assert m[m["metric"].isin(["n", "items", "unparsed"])]["ci_low"].isna().all()
+    assert _get(m, "mose", "ar_off", "all", "conflict_mean") == pytest.approx(0.5)
 
 
 def test_stale_units_are_ignored_when_a_manifest_exists(results):
@@ -116,6 +122,13 @@ def test_report_renders_in_chromium(results, tmp_path):
                     "camer_flip_rate.png", "camer_gap_vs_ar.png"]
     text = html.read_text()
     assert "http://" not in text and "https://" not in text  # self-contained: nothing to fetch
+    # the first thing on the page: the method x subset table with intervals, then its sentence
+    body = text.split("<body>", 1)[1].lstrip()
+    assert body.startswith("<h2>camer: methods × subsets"), body[:200]
+    first = body.split("</table>", 1)[0]
+    assert '<table class="methods">' in first and "video-aligned" in first and "[" in first
+    assert 'class="headline">On this split' in body.split("<h1>", 1)[0]
+    assert body.index("<details>") > body.index("<img")  # every number collapsed, below the plots
     check_rendered(open_in_chromium(html, tmp_path), expected_plots=len(pngs))
     # the table holds every number of metrics.parquet
     m = pd.read_parquet(results / "metrics.parquet")

@@ -98,3 +98,18 @@ def test_features_model_saves_and_loads_its_projectors(tmp_path):
     torch.testing.assert_close(model.score_labels(prompt), other.score_labels(prompt))
     with pytest.raises(ValueError, match="no precomputed features"):
         model.collate([{"key": "x", "meta": {}}])
+
+
+def test_building_and_loading_raise_no_library_deprecation(tmp_path):
+    """peft's read of transformers' deprecated is_gradient_checkpointing printed a FutureWarning per model
+    built (in every Ray worker); it is silenced at that call, and only that message."""
+    import warnings
+
+    from mosear.model import ModelConfig, build_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        for adapter in ("lora", "mose"):
+            m = build_model(ModelConfig(inputs="features", adapter=adapter))
+            m.save_adapter(tmp_path / adapter)
+            m.load_adapter(tmp_path / adapter)

@@ -127,3 +127,20 @@ def test_worker_failure_restarts_from_checkpoint(ray_local, train_shards, refere
     assert (tmp_path / "fault").exists(), "the fault never fired"
     assert res.steps == STEPS
     _assert_same_run(reference_run, out)
+
+
+def test_embedded_trainer_has_no_placement_group_cleaner(tmp_path):
+    """Ray Train's PlacementGroupCleaner asks the dashboard's state API, which an embedded Ray does not
+    run: its thread died with a traceback in every `mosear run`. The embedded trainer leaves it out."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    from mosear.train.recipe import _EmbeddedTorchTrainer
+
+    kw = dict(scaling_config=ScalingConfig(num_workers=1), run_config=RunConfig(storage_path=str(tmp_path)))
+    stock = TorchTrainer(lambda: None, **kw)._create_default_callbacks()
+    assert any(isinstance(c, PlacementGroupCleanerCallback) for c in stock)
+    ours = _EmbeddedTorchTrainer(lambda: None, **kw)._create_default_callbacks()
+    assert not any(isinstance(c, PlacementGroupCleanerCallback) for c in ours)
+    assert len(ours) == len(stock) - 1
