@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -123,3 +124,20 @@ def test_rerun_resumes_without_redoing_or_duplicating(mined, samples_dir, sample
     after = pd.read_parquet(out / "conflicts.parquet")
     assert after["key"].is_unique and set(after["key"]) == set(before["key"])
     assert (after.set_index("key")["audio_pred"] == before.set_index("key")["audio_pred"]).all()
+
+
+@pytest.mark.slow
+def test_features_table_holds_every_mined_key(mined):
+    """mined/features.parquet: the evidence vectors of every mined key, as the model's feature input reads them."""
+    from mosear.mine.stages.audio import EGEMAPS_DIM
+    from mosear.mine.stages.visual import VISUAL_DIM
+    from mosear.model.features import load_features
+
+    _cfg, _res, out, _n = mined
+    table, dims = load_features(out / "features.parquet")
+    df = pd.read_parquet(out / "conflicts.parquet")
+    assert set(df["key"]) <= set(table)
+    assert dims == {"visual": 11 + VISUAL_DIM, "audio": EGEMAPS_DIM}
+    faces = df[df["face_found"] == True]["key"]  # noqa: E712
+    assert all(table[k]["visual"] is not None and not np.isnan(table[k]["visual"][:11]).any() for k in faces)
+    assert all(table[k]["audio"] is not None and table[k]["audio"].size == EGEMAPS_DIM for k in df["key"])
