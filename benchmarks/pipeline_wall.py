@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--keep", default=None, help="keep the outputs in this folder (default: a temp dir, removed)")
     args = ap.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="mosear-bench-"))
+    root.mkdir(parents=True, exist_ok=True)  # --keep may name a new folder: Prefect's home goes inside it
     env = _env(root / "prefect-home")
     try:
         cold_wall, cold = _mosear_run(root / "run", args.stages, env, root / "cold.json")
