@@ -147,6 +147,10 @@ def main(args: argparse.Namespace) -> int:
     if "eval" in stages:  # the output ends with the method x subset table of the report
         from mosear.evaluate.headline import print_tables
 
+        # Prefect logs "Stopping temporary server" at exit, after the table; only that INFO line goes
+        # (the run is over: its warnings and errors were printed above).
+        logging.getLogger("prefect").setLevel(logging.WARNING)
+
         print_tables(Path(result["outputs"]["report"]).parent)
     return 0
 

@@ -50,6 +50,13 @@ def write_camer(root: Path, keys: list[tuple[str, str]], n: int = 9, missing: bo
 
 
 @pytest.fixture(scope="session")
+def camer_writer():
+    """:func:`write_camer`, for tests that build benchmarks of their own (conftest is not importable
+    by name when several test folders run together)."""
+    return write_camer
+
+
+@pytest.fixture(scope="session")
 def missing_key() -> str:
     return MISSING_KEY
 

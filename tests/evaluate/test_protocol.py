@@ -10,7 +10,6 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import write_camer
 
 from mosear.config import load_config
 from mosear.evaluate.config import EvalConfig
@@ -35,48 +34,48 @@ def trained_on(tmp_path, checkpoints, shard_keys):
     return ck
 
 
-def test_overlap_is_refused_with_the_count(tmp_path, trained_on, shard_keys, eval_shards):
+def test_overlap_is_refused_with_the_count(tmp_path, trained_on, shard_keys, eval_shards, camer_writer):
     from mosear.cli import main
 
-    bench = write_camer(tmp_path / "bench", shard_keys, n=9)  # its test split holds the 4 trained keys
+    bench = camer_writer(tmp_path / "bench", shard_keys, n=9)  # its test split holds the 4 trained keys
     rc = main(["eval", f"checkpoints=[{trained_on}]", f"output={tmp_path / 'o'}", "progress=false",
                f"benchmarks=[{{name: b, format: mined, path: {bench}, shards: {eval_shards}}}]"])
     assert rc == 2
     assert not (tmp_path / "o" / "units").exists() or not list((tmp_path / "o" / "units").glob("*.parquet"))
 
 
-def test_overlap_message_names_the_count(tmp_path, trained_on, shard_keys, eval_shards):
+def test_overlap_message_names_the_count(tmp_path, trained_on, shard_keys, eval_shards, camer_writer):
     from mosear.evaluate.protocol import OverlapError
 
-    bench = write_camer(tmp_path / "bench", shard_keys, n=9)
+    bench = camer_writer(tmp_path / "bench", shard_keys, n=9)
     with pytest.raises(OverlapError, match=r"trained on 4 of the 10 evaluated items of benchmark b"):
         run_eval(_cfg(tmp_path / "o", trained_on, bench, eval_shards))
 
 
-def test_allowed_overlap_is_said_first_and_disjoint_split_runs(tmp_path, trained_on, shard_keys, eval_shards):
-    bench = write_camer(tmp_path / "bench", shard_keys, n=9)
+def test_allowed_overlap_is_said_first_and_disjoint_split_runs(tmp_path, trained_on, shard_keys, eval_shards, camer_writer):
+    bench = camer_writer(tmp_path / "bench", shard_keys, n=9)
     res = run_eval(_cfg(tmp_path / "o", trained_on, bench, eval_shards, allow_overlap=True))
     assert res.ok
     body = res.report.read_text().split("<body>", 1)[1].lstrip()
     assert body.startswith('<p class="protocol-warning">WARNING: evaluated with allow_overlap: true')
     assert "trained on 4 of the 10 evaluated items" in body.split("</p>", 1)[0]
     # keys it did not train on: evaluated, nothing to warn about
-    clean = write_camer(tmp_path / "clean", shard_keys[4:], n=6, missing=False)
+    clean = camer_writer(tmp_path / "clean", shard_keys[4:], n=6, missing=False)
     res = run_eval(_cfg(tmp_path / "o2", trained_on, clean, eval_shards))
     assert res.ok and "protocol-warning\">" not in res.report.read_text()
     assert json.loads((tmp_path / "o2" / "protocol.json").read_text())["checkpoints"]["ck"]["benchmarks"]["b"]["shared"] == 0
 
 
-def test_checkpoint_without_keys_is_flagged(tmp_path, checkpoints, shard_keys, eval_shards):
-    bench = write_camer(tmp_path / "bench", shard_keys, n=6, missing=False)
+def test_checkpoint_without_keys_is_flagged(tmp_path, checkpoints, shard_keys, eval_shards, camer_writer):
+    bench = camer_writer(tmp_path / "bench", shard_keys, n=6, missing=False)
     res = run_eval(_cfg(tmp_path / "o", checkpoints["lora"], bench, eval_shards))
     assert res.ok
     assert "records no training keys" in res.report.read_text().split("<table", 1)[0]
 
 
-def test_ar_calibrated_on_validation_applied_to_test(tmp_path, checkpoints, shard_keys, eval_shards):
-    bench = write_camer(tmp_path / "bench", shard_keys[:9], n=9, missing=False)
-    val = write_camer(tmp_path / "val", shard_keys[9:], n=9, missing=False)
+def test_ar_calibrated_on_validation_applied_to_test(tmp_path, checkpoints, shard_keys, eval_shards, camer_writer):
+    bench = camer_writer(tmp_path / "bench", shard_keys[:9], n=9, missing=False)
+    val = camer_writer(tmp_path / "val", shard_keys[9:], n=9, missing=False)
     shutil.copytree(val / "test", bench / "validation")
     cfg = _cfg(tmp_path / "o", checkpoints["mose"], bench, eval_shards,
                settings=[{"name": "ar_off"}, {"name": "ar_calibrated", "ar": True, "calibrate": True}],
@@ -96,10 +95,10 @@ def test_ar_calibrated_on_validation_applied_to_test(tmp_path, checkpoints, shar
     assert chosen.tolist() == [cal["fraction"]]
 
 
-def test_calibration_without_a_validation_split_is_refused(tmp_path, checkpoints, shard_keys, eval_shards):
+def test_calibration_without_a_validation_split_is_refused(tmp_path, checkpoints, shard_keys, eval_shards, camer_writer):
     from mosear.evaluate.benchmarks import BenchmarkFormatError
 
-    bench = write_camer(tmp_path / "bench", shard_keys, n=6, missing=False)
+    bench = camer_writer(tmp_path / "bench", shard_keys, n=6, missing=False)
     cfg = _cfg(tmp_path / "o", checkpoints["mose"], bench, eval_shards,
                settings=[{"name": "ar_calibrated", "ar": True, "calibrate": True}])
     with pytest.raises(BenchmarkFormatError, match="setting ar_calibrated needs a validation split.*no validation/ split folder"):
