@@ -79,6 +79,7 @@ class BenchmarkItem:
     subset: str | None = None     # CA-MER subset / None
     reference: str | None = None  # reference reasoning text (CA-MER, EMER) / None
     group: str | None = None      # resampling group: items sharing a face or voice source (None: its own)
+    split: str | None = None      # mined benchmarks: train | validation | test | unassigned / None
 
 
 @dataclass
@@ -161,8 +162,10 @@ def _read_subset_json(path: Path, subset: str, prefix: str | None, space: tuple[
             raise BenchmarkFormatError(
                 f"{where}: missing fields: needs a reasoning ({'/'.join(_REASON_FIELDS[:4])}) or a label ({'/'.join(_LABEL_FIELDS)})"
             )
+        split = val.get("split") if isinstance(val, dict) else None
         items.append(BenchmarkItem(_key(prefix, name), _label(label, space, where), subset,
-                                   str(reason) if reason is not None else None))
+                                   str(reason) if reason is not None else None,
+                                   str(split) if split is not None else None))
     return items
 
 

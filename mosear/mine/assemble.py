@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mosear.atomic import atomic_write_json, atomic_write_parquet
 from mosear.labels import CANONICAL_LABELS
 from mosear.mine.captions import LLMCaptionRefiner, build_caption
 from mosear.mine.config import MineConfig
 from mosear.mine.crossfit import CrossFitResult, choose_groups, crossfit_predict
+from mosear.mine.splits import SPLITS, assign_splits
 from mosear.mine.subsets import SUBSETS, assign_subset, human_rated_probs
 
 log = logging.getLogger(__name__)
@@ -124,7 +126,7 @@ def assemble(cfg: MineConfig, stage_names: list[str], shards: list[str] | None =
     """Build every mined output from the evidence of ``shards`` (names; default: all committed)."""
     out = Path(cfg.output)
     df, audit, stats = read_evidence(out, shards)
-    audit.to_parquet(out / "dropped.parquet", index=False)
+    atomic_write_parquet(out / "dropped.parquet", audit)
     if df.empty:
         raise RuntimeError(f"no sample survived mining ({len(audit)} dropped; see {out / 'dropped.parquet'})")
     fits = crossfit_all(df, cfg)
@@ -150,6 +152,7 @@ def assemble(cfg: MineConfig, stage_names: list[str], shards: list[str] | None =
             "text_pred": _pred(probs["text"]), "text_probs": probs["text"].tolist(),
             "subset": subset, "margin": float(margin), "origin": origin,
             "face_label": r["face_label"], "voice_label": r["voice_label"],
+            "face_take": r.get("face_take"), "voice_take": r.get("voice_take"), "transcript": meta.get("transcript"),
             "face_found": r.get("face_found"), "audio_silent": r.get("audio_silent"),
             # the cue's fold trained on one class: no prediction (NaN), so never a confident cue
             "audio_uninformative": bool(fits["audio"].uninformative[i]) if "audio" in fits else False,
@@ -169,26 +172,46 @@ def assemble(cfg: MineConfig, stage_names: list[str], shards: list[str] | None =
     if refiner is not None:
         refiner.close()
     conflicts = pd.DataFrame(rows)
-    conflicts.to_parquet(out / "conflicts.parquet", index=False)
-    for s in SUBSETS[:3]:
-        part = conflicts[conflicts["subset"] == s]
-        export = {r["key"]: {"reason": r["caption"], "label": r["label"], "audio_pred": r["audio_pred"],
-                             "visual_pred": r["visual_pred"], "origin": r["origin"], "margin": r["margin"]}
-                  for r in part.to_dict("records")}
-        (out / f"{s}.json").write_text(json.dumps(export, indent=1, ensure_ascii=False))
+    split_res = assign_splits(conflicts, cfg.splits)
+    conflicts["split"] = split_res.splits
+    atomic_write_parquet(out / "conflicts.parquet", conflicts)
+    write_exports(out, conflicts)
     mix = train_mix(conflicts, cfg.ambiguous_weight)
-    mix.to_parquet(out / "train_mix.parquet", index=False)
+    atomic_write_parquet(out / "train_mix.parquet", mix)
     from mosear.mine.summary import write_summary
 
-    return write_summary(out, conflicts, audit, stats, fits)
+    return write_summary(out, conflicts, audit, stats, fits, split_res, cfg.splits)
+
+
+def _export_entry(r: dict[str, Any]) -> dict[str, Any]:
+    return {"reason": r["caption"], "label": r["label"], "split": r["split"], "audio_pred": r["audio_pred"],
+            "visual_pred": r["visual_pred"], "origin": r["origin"], "margin": r["margin"]}
+
+
+def write_exports(out: Path, conflicts: pd.DataFrame) -> None:
+    """The CA-MER-style subset files: ``{split}/{subset}.json`` for each split (the release's layout,
+    ``test/video_aligned.json``, ...), and ``{subset}.json`` at the top holding every split's rows, each
+    entry naming its ``split`` (unassigned rows appear only there). Files of every split are written,
+    empty ones too, so a split folder always has its three files."""
+    for s in SUBSETS[:3]:
+        part = conflicts[conflicts["subset"] == s]
+        atomic_write_json(out / f"{s}.json", {r["key"]: _export_entry(r) for r in part.to_dict("records")},
+                          indent=1, ensure_ascii=False)
+        for split in SPLITS:
+            rows = part[part["split"] == split]
+            atomic_write_json(out / split / f"{s}.json", {r["key"]: _export_entry(r) for r in rows.to_dict("records")},
+                              indent=1, ensure_ascii=False)
 
 
 def train_mix(conflicts: pd.DataFrame, ambiguous_weight: float = 0.0) -> pd.DataFrame:
-    """Conflict-balanced mix: each non-empty subset gets the same total weight (mean weight 1 per row).
+    """Conflict-balanced mix of the train split's rows (all rows when there is no ``split`` column): each
+    non-empty subset gets the same total weight (mean weight 1 per row).
 
     ``weight = N_kept / (n_subsets * n_in_subset)``; ambiguous rows get ``ambiguous_weight`` (0 by
     default: left out). ``target`` is the label followed by the reasoning caption.
     """
+    if "split" in conflicts:
+        conflicts = conflicts[conflicts["split"] == "train"]
     keep = conflicts[conflicts["subset"] != "ambiguous"]
     counts = keep["subset"].value_counts()
     rows = []

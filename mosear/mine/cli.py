@@ -35,7 +35,12 @@ def main(args: argparse.Namespace) -> int:
     if res.splice:
         print(f"spliced: {json.dumps(res.splice)}")
     print(f"subsets: {json.dumps(s['subsets'])}  dropped: {s['dropped']}")
+    sp = s["splits"]
+    print(f"splits (grouped by {sp['grouping']}): {json.dumps(sp['rows'])}")
+    for w in s["warnings"]:
+        print(f"WARNING {w}")
     for m, c in s["classifiers"].items():
         print(f"{m:6s} cross-fitted accuracy {c['cross_fitted_accuracy']}  ({c['grouping']})")
-    print(f"outputs in {res.output}: conflicts.parquet, *.json, train_mix.parquet, summary.json, summary.png")
+    print(f"outputs in {res.output}: conflicts.parquet, {{train,validation,test}}/*.json, *.json, "
+          "train_mix.parquet (train rows), summary.json, summary.png")
     return 0 if not s["shards"]["failed"] else 1

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mosear.config import StageConfig
+from mosear.mine.splits import SplitConfig
 
 DEFAULT_STAGES: list[Any] = ["require_label", "signal_quality", "audio_egemaps", "visual_fer", "text_lexicon"]
 
@@ -67,10 +68,12 @@ class MineConfig(StageConfig):
     splice: SpliceConfig = Field(default_factory=SpliceConfig)
     crossfit: CrossFitConfig = Field(default_factory=CrossFitConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
+    splits: SplitConfig = Field(default_factory=SplitConfig, description="group-disjoint train/validation/test "
+                                "ratios and grouping of the mined benchmark (mosear/mine/splits.py)")
     ambiguous_weight: float = Field(0.0, ge=0, description="training-mix weight of ambiguous rows")
     progress: bool = True
 
     def stage_hash(self) -> str:
         """Hash of what decides a shard's evidence (not workers, address, later steps)."""
         return self.hash(exclude={"output", "workers", "address", "progress", "py_modules", "margin", "crossfit", "llm",
-                                  "ambiguous_weight", "shards", "splice"})
+                                  "ambiguous_weight", "shards", "splice", "splits"})

@@ -2,7 +2,8 @@
 
 A mined folder's rows (``conflicts.parquet``, ``train_mix.parquet``, the subset JSON files) name samples
 of two shard folders: the input shards recorded in its ``run.json`` (``config.shards``) and the
-counterfactual clips it spliced itself (``spliced/``). Consumers resolve keys against both.
+counterfactual clips it spliced itself (``spliced/``). Consumers resolve keys against both. A split
+folder of the output (``mined/test``, holding that split's subset files) draws on the same folders.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ __all__ = ["mined_shard_dirs"]
 def mined_shard_dirs(root: str | Path) -> list[str]:
     """Existing shard folders the mined output ``root`` draws on: its input, then ``spliced/``."""
     root = Path(root)
+    if not (root / "run.json").is_file() and (root.parent / "run.json").is_file():
+        root = root.parent  # a split folder (mined/test): the samples are the whole output's
     dirs: list[str] = []
     run = root / "run.json"
     if run.is_file():

@@ -1,18 +1,23 @@
-"""The mining summary: counts per subset, unimodal classifier accuracy, audio-vs-visual confusion,
-subset precision/recall where the truth is known (spliced clips), stage stats; JSON and a PNG plot."""
+"""The mining summary: counts per subset and per split × subset × origin, the split grouping used and
+its warnings, unimodal classifier accuracy, audio-vs-visual confusion, subset precision/recall where the
+truth is known (spliced clips), stage stats; JSON and a PNG plot. Warnings are also logged."""
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mosear.atomic import atomic_open, atomic_write_json
 from mosear.mine.crossfit import CrossFitResult
+from mosear.mine.splits import SPLITS, UNASSIGNED, SplitConfig, SplitResult, split_warnings
 from mosear.mine.stage import StageStats
 from mosear.mine.subsets import SUBSETS
+
+log = logging.getLogger(__name__)
 
 
 def merge_stage_stats(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -25,8 +30,16 @@ def merge_stage_stats(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**s.to_dict(), "time_share": round(s.seconds / total, 4)} for s in merged.values()]
 
 
+def split_counts(conflicts: pd.DataFrame) -> dict[str, dict[str, dict[str, int]]]:
+    """``{split: {subset: {origin: rows}}}`` over every split (unassigned too), subset and origin, zeros
+    included, so an empty cell is visible rather than missing."""
+    origins = sorted(conflicts["origin"].unique())
+    return {sp: {s: {o: int(((conflicts["split"] == sp) & (conflicts["subset"] == s) & (conflicts["origin"] == o)).sum())
+                     for o in origins} for s in SUBSETS} for sp in (*SPLITS, UNASSIGNED)}
+
+
 def write_summary(out: Path, conflicts: pd.DataFrame, audit: pd.DataFrame, stats: list[dict[str, Any]],
-                  fits: dict[str, CrossFitResult]) -> dict[str, Any]:
+                  fits: dict[str, CrossFitResult], splits: SplitResult, split_cfg: SplitConfig) -> dict[str, Any]:
     from mosear.mine.assemble import subset_quality
 
     labels = sorted(set(conflicts["audio_pred"].dropna()) | set(conflicts["visual_pred"].dropna()))
@@ -37,6 +50,10 @@ def write_summary(out: Path, conflicts: pd.DataFrame, audit: pd.DataFrame, stats
         "subsets": {s: int((conflicts["subset"] == s).sum()) for s in SUBSETS},
         "subsets_by_origin": {o: {s: int(((conflicts["origin"] == o) & (conflicts["subset"] == s)).sum())
                                   for s in SUBSETS} for o in sorted(conflicts["origin"].unique())},
+        "splits": {**splits.summary(split_cfg),
+                   "rows": {sp: int((conflicts["split"] == sp).sum()) for sp in (*SPLITS, UNASSIGNED)},
+                   "by_subset_origin": split_counts(conflicts)},
+        "warnings": split_warnings(conflicts, splits, split_cfg, SUBSETS),
         "classifiers": {m: {"cross_fitted_accuracy": f.accuracy, "scored_rows": f.n_scored,
                             "train_rows": f.n_train_rows, "folds": f.n_folds, "grouping": f.grouping,
                             "uninformative_rows": int(f.uninformative.sum()),
@@ -57,7 +74,9 @@ def write_summary(out: Path, conflicts: pd.DataFrame, audit: pd.DataFrame, stats
         scored = sp[sp[f"{mod}_pred"].notna()]
         summary["classifier_accuracy_on_spliced"][mod] = (
             float((scored[f"{mod}_pred"] == scored[truth]).mean()) if len(scored) else None)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    for w in summary["warnings"]:
+        log.warning("%s", w)
+    atomic_write_json(out / "summary.json", summary, indent=1)
     _plot(out / "summary.png", summary, conf)
     return summary
 
@@ -68,11 +87,8 @@ def _plot(path: Path, summary: dict[str, Any], conf: pd.DataFrame) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    subs = summary["subsets"]
-    axes[0].bar(list(subs), list(subs.values()), color=["#4c72b0", "#55a868", "#c44e52", "#8c8c8c"])
-    axes[0].set_title("clips per subset")
-    axes[0].tick_params(axis="x", rotation=20)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    _plot_splits(axes[0], summary)
     cls = summary["classifiers"]
     accs = [cls[m]["cross_fitted_accuracy"] or 0.0 for m in cls]
     axes[1].bar(list(cls), accs, color="#4c72b0")
@@ -90,5 +106,29 @@ def _plot(path: Path, summary: dict[str, Any], conf: pd.DataFrame) -> None:
     axes[2].set_ylabel("audio prediction")
     axes[2].set_title("audio vs visual predictions")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, dpi=100, format="png")
     plt.close(fig)
+
+
+def _plot_splits(ax: Any, summary: dict[str, Any]) -> None:
+    """Clips per split × subset, stacked by origin (hatched: spliced / human-rated); the title names
+    the grouping the splits were made with."""
+    counts = summary["splits"]["by_subset_origin"]
+    splits = [sp for sp in counts if sum(sum(o.values()) for o in counts[sp].values()) or sp != UNASSIGNED]
+    colors = {"consistent": "#4c72b0", "video_aligned": "#55a868", "audio_aligned": "#c44e52", "ambiguous": "#8c8c8c"}
+    hatches = {"natural": "", "spliced": "//", "human-rated": ".."}
+    width = 0.8 / len(SUBSETS)
+    for j, sub in enumerate(SUBSETS):
+        bottom = np.zeros(len(splits))
+        origins = sorted({o for sp in splits for o in counts[sp][sub]})
+        for o in origins:
+            vals = np.array([counts[sp][sub].get(o, 0) for sp in splits], float)
+            ax.bar(np.arange(len(splits)) + (j - 1.5) * width, vals, width, bottom=bottom, color=colors[sub],
+                   hatch=hatches.get(o, "xx"), edgecolor="white", label=sub if o == origins[0] else None)
+            bottom += vals
+    ax.set_xticks(range(len(splits)), splits)
+    ax.legend(fontsize=7, title="subset (hatched: spliced)", title_fontsize=7)
+    sp = summary["splits"]
+    warn = " (fell back)" if any(f["grouping"] != sp["grouping"] for f in sp["fallbacks"]) else ""
+    ax.set_title(f"clips per split × subset, grouped by {sp['grouping']}{warn}", fontsize=10)

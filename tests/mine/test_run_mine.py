@@ -57,12 +57,17 @@ def test_outputs_follow_the_contract(mined):
     assert (df["origin"] == "spliced").sum() == N_PAIRS - (dropped["key"].str.contains("splice").sum())
     assert df["stages"].iloc[0].startswith("require_label@1,signal_quality@1,audio_egemaps@egemaps-v02")
     assert all(len(p) == 11 for p in df["audio_probs"])
+    assert set(df["split"]) <= {"train", "validation", "test", "unassigned"}
     for s in SUBSETS[:3]:
         export = json.loads((out / f"{s}.json").read_text())
         assert set(export) == set(df.loc[df["subset"] == s, "key"])
         assert all(v["reason"] and v["label"] for v in export.values())
+        for split in ("train", "validation", "test"):  # the CA-MER release layout, per split
+            part = json.loads((out / split / f"{s}.json").read_text())
+            assert set(part) == set(df.loc[(df["subset"] == s) & (df["split"] == split), "key"])
+            assert all(v["split"] == split for v in part.values())
     mix = pd.read_parquet(out / "train_mix.parquet")
-    assert set(mix["key"]) == set(df.loc[df["subset"] != "ambiguous", "key"])
+    assert set(mix["key"]) == set(df.loc[(df["subset"] != "ambiguous") & (df["split"] == "train"), "key"])
     totals = mix.groupby("subset")["weight"].sum()
     assert totals.max() - totals.min() < 1e-6
     # captions went through the local OpenAI-compatible server
@@ -89,6 +94,33 @@ def test_summary_reports_classifiers_subset_quality_and_stage_stats(mined):
     assert s["stage_stats"][0]["in"] == 21 + N_PAIRS
     conf = s["audio_vs_visual_confusion"]
     assert sum(map(sum, conf["rows_audio_cols_visual"])) > 0
+
+
+@pytest.mark.slow
+def test_no_test_item_shares_a_key_face_voice_or_group_with_training(mined):
+    """Walk every row of the mined test split: its key, face source and voice source (and its speaker,
+    under speaker grouping) never occur in a train row; the summary names the grouping used."""
+    _, _, out, _ = mined
+    df = pd.read_parquet(out / "conflicts.parquet")
+    s = json.loads((out / "summary.json").read_text())
+    grouping = s["splits"]["grouping"]
+    train = df[df["split"] == "train"]
+    train_sources = set(train["face_take"]) | set(train["voice_take"])
+    test = df[df["split"] == "test"]
+    assert len(test) > 0 and len(train) > 0
+    for r in test.to_dict("records"):
+        assert r["key"] not in set(train["key"])
+        assert r["face_take"] not in train_sources and r["voice_take"] not in train_sources, r["key"]
+        if grouping == "speaker":
+            assert r["speaker"] not in set(train["speaker"])
+    # the sample has one RAVDESS speaker: speaker grouping is impossible, and the summary says so
+    assert grouping == "take" and s["splits"]["fallbacks"][0]["grouping"] == "speaker"
+    assert any("grouping 'speaker' passed over" in w for w in s["warnings"])
+    counts = s["splits"]["by_subset_origin"]
+    assert sum(n for sp in counts.values() for sub in sp.values() for n in sub.values()) == len(df)
+    assert counts["test"]["consistent"]["natural"] == int(((df["split"] == "test") & (df["subset"] == "consistent")
+                                                            & (df["origin"] == "natural")).sum())
+    assert s["splits"]["unassigned"] == int((df["split"] == "unassigned").sum())
 
 
 @pytest.mark.slow

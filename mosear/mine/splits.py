@@ -1,0 +1,280 @@
+"""Group-disjoint train / validation / test splits of the mined benchmark (DESIGN.md §3 "Mined output").
+
+Every row of ``conflicts.parquet`` gets ``split`` ∈ {train, validation, test, unassigned} so that no
+source take (face source or voice source) and, under the default grouping, no speaker is in two splits.
+
+**Nodes and groups.** Each row names a face source (``face_take``) and a voice source (``voice_take``);
+for a natural clip both are the clip's own take, for a spliced clip they are two different recordings.
+A RAVDESS audio-only take and the full-AV clip of the same codes are one take (one performance), so a
+splice whose voice is that take is tied to the natural clip. A union-find joins every source with the
+row's grouping keys (``speaker``: the speaker id; ``statement``: the spoken sentence, i.e. the
+transcript), so a connected component is a set of sources that must share a split. The face and the
+voice of a spliced clip are *not* joined: a splice is an edge between two components, and it belongs
+to a split only when both of its components landed there; otherwise it stays ``unassigned`` (kept,
+counted). Rows whose face and voice are one take are never unassigned.
+
+**Choosing the grouping.** ``group_by`` lists groupings in order of preference (default
+``[speaker, take]``); ``take`` joins sources only. A grouping is *usable* when every split with a
+positive ratio receives at least half of its target share of the placed rows; the first usable one is taken,
+and each one passed over is named with the reason in :attr:`SplitResult.fallbacks` and the summary's
+warnings (a single-speaker corpus such as the RAVDESS sample cannot be split by speaker; it falls back to
+source takes, so the same speaker then appears in every split). When none is usable the last is used,
+with a warning.
+
+**Assignment** (deterministic for the same rows and config; ours, in the spirit of scikit-learn's
+``StratifiedGroupKFold``): a component weighs its own rows plus half of each splice that reaches another
+component, per subset. Components are visited heaviest first (ties broken by a hash of their root salted
+with ``seed``); each goes to the split s maximising ``Σ_k placed_k(s) · (fair_sk − load_sk) / fair_sk``:
+the rows it would place in s (its own rows and the splices whose other end already sits in s), per
+subset k, each weighed by the share of s's fair part of k still missing (fair_sk = ratio_s · rows of k
+placed anywhere once these are; load_sk = rows of k in s so far; the weight turns negative once s holds
+more than its part). Splices so
+tend to land whole, and every split fills in proportion to its ratio, subset by subset. Ties go to the
+split that places more rows, then in the order train, validation, test. A corpus whose splices pair
+every face with many voices (the RAVDESS sample) leaves many splices unassigned under take grouping:
+keeping faces and voices disjoint costs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["SPLITS", "UNASSIGNED", "SplitConfig", "SplitResult", "assign_splits", "split_warnings"]
+
+SPLITS = ("train", "validation", "test")
+UNASSIGNED = "unassigned"
+Grouping = Literal["speaker", "statement", "take"]
+
+
+class SplitConfig(BaseModel):
+    """Ratios and grouping of the mined benchmark's splits (``splits:`` in the mine config)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    train: float = Field(0.6, ge=0, le=1, description="share of the rows for training")
+    validation: float = Field(0.2, ge=0, le=1, description="share for validation (AR calibration, model choice)")
+    test: float = Field(0.2, ge=0, le=1, description="share for the reported test numbers")
+    seed: int = Field(0, description="salts the order in which equally large groups are placed")
+    group_by: list[Grouping] = Field(
+        default_factory=lambda: ["speaker", "take"],
+        description="groupings tried in order; the first that can fill every split is used. speaker: "
+        "no speaker in two splits; statement: no spoken sentence in two splits; take: only face and voice "
+        "sources kept apart (always kept apart, whatever the grouping)")
+
+    @model_validator(mode="after")
+    def _ratios_sum_to_one(self) -> "SplitConfig":
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split ratios train={self.train} validation={self.validation} test={self.test} "
+                             f"sum to {total:g}, expected 1")
+        if not self.group_by:
+            raise ValueError("group_by needs at least one grouping (speaker, statement or take)")
+        return self
+
+    def ratios(self) -> dict[str, float]:
+        return {s: float(getattr(self, s)) for s in SPLITS}
+
+
+@dataclass
+class SplitResult:
+    """Per-row splits and how they were made."""
+
+    splits: list[str]                     # one per input row, in row order
+    grouping: str                         # the grouping used
+    groups: int                           # connected components under it
+    fallbacks: list[dict[str, str]] = field(default_factory=list)  # groupings passed over, with why
+    unassigned_reason: dict[str, int] = field(default_factory=dict)
+
+    def summary(self, cfg: SplitConfig) -> dict[str, Any]:
+        return {"grouping": self.grouping, "requested": list(cfg.group_by), "fallbacks": self.fallbacks,
+                "groups": self.groups, "ratios": cfg.ratios(), "seed": cfg.seed,
+                "unassigned": sum(self.unassigned_reason.values()),
+                "unassigned_reason": dict(self.unassigned_reason)}
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:  # path compression
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            # the smaller name is the root: the result does not depend on the order of unions
+            lo, hi = sorted((ra, rb))
+            self.parent[hi] = lo
+
+
+def _statement(row: dict[str, Any]) -> str | None:
+    text = row.get("transcript")
+    if not isinstance(text, str) or not text.strip():
+        return None
+    return " ".join(text.lower().split()).strip(" .!?")
+
+
+def _sources(row: dict[str, Any]) -> tuple[str, str]:
+    face = row.get("face_take") or f"key:{row['key']}"
+    voice = row.get("voice_take") or face
+    return f"take:{face}", f"take:{voice}"
+
+
+def _components(rows: list[dict[str, Any]], grouping: str) -> tuple[_UnionFind, list[tuple[str, str]]]:
+    uf = _UnionFind()
+    ends = []
+    for r in rows:
+        f, v = _sources(r)
+        extra = []
+        if grouping == "speaker" and r.get("speaker"):
+            extra.append(f"speaker:{r['speaker']}")
+        if grouping == "statement" and _statement(r):
+            extra.append(f"statement:{_statement(r)}")
+        uf.find(f)
+        uf.find(v)
+        for node in extra:  # face and voice each join the row's groups, not each other
+            uf.union(f, node)
+            uf.union(v, node)
+        ends.append((f, v))
+    return uf, [(uf.find(f), uf.find(v)) for f, v in ends]
+
+
+def _salted(seed: int, name: str) -> str:
+    return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
+
+
+def _assign(rows: list[dict[str, Any]], grouping: str, cfg: SplitConfig) -> tuple[list[str], int, dict[str, int]]:
+    _, ends = _components(rows, grouping)
+    ratios = cfg.ratios()
+    active = [s for s in SPLITS if ratios[s] > 0]
+    subset_of = [str(r.get("subset")) for r in rows]
+
+    own: dict[str, list[int]] = defaultdict(list)      # component -> rows lying wholly inside it
+    cross: dict[str, list[int]] = defaultdict(list)    # component -> splices reaching another component
+    for i, (a, b) in enumerate(ends):
+        if a == b:
+            own[a].append(i)
+        else:
+            cross[a].append(i)
+            cross[b].append(i)
+    def weight(c: str) -> dict[str, float]:
+        """Rows of component c by subset: its own rows, and half of each splice to another component."""
+        w: dict[str, float] = defaultdict(float)
+        for i in own[c]:
+            w[subset_of[i]] += 1.0
+        for i in cross[c]:
+            w[subset_of[i]] += 0.5
+        return w
+
+    weights = {c: weight(c) for c in set(own) | set(cross)}
+    comps = sorted(weights, key=lambda c: (-sum(weights[c].values()), _salted(cfg.seed, c)))
+    where: dict[str, str] = {}
+    load = {s: defaultdict(float) for s in active}
+    placed: dict[str, float] = defaultdict(float)
+    for c in comps:
+        best, best_key, best_rows = None, None, []
+        for order, s in enumerate(active):
+            rows_in = list(own[c]) + [i for i in cross[c]
+                                      if where.get(ends[i][1] if ends[i][0] == c else ends[i][0]) == s]
+            gain: dict[str, int] = defaultdict(int)
+            for i in rows_in:
+                gain[subset_of[i]] += 1
+            score = 0.0
+            for k, n in gain.items():
+                fair = ratios[s] * (placed[k] + n)  # s's share of subset k once these rows are placed
+                score += n * (fair - load[s][k]) / fair
+            key = (score, len(rows_in), -order)
+            if best_key is None or key > best_key:
+                best, best_key, best_rows = s, key, rows_in
+        where[c] = best
+        for i in best_rows:
+            load[best][subset_of[i]] += 1
+            placed[subset_of[i]] += 1
+    out, reasons = [], defaultdict(int)
+    for a, b in ends:
+        if where.get(a) is not None and where.get(a) == where.get(b):
+            out.append(where[a])
+        else:
+            out.append(UNASSIGNED)
+            reasons["face and voice sources in different splits"] += 1
+    return out, len(comps), dict(reasons)
+
+
+def assign_splits(conflicts: pd.DataFrame, cfg: SplitConfig) -> SplitResult:
+    """Splits for the rows of ``conflicts`` (columns ``key, subset, face_take, voice_take, speaker``,
+    optionally ``transcript``); see the module docstring. Pure: the frame is not modified."""
+    rows = conflicts.to_dict("records")
+    ratios = cfg.ratios()
+    fallbacks: list[dict[str, str]] = []
+    chosen = None
+    for n, grouping in enumerate(cfg.group_by):
+        splits, groups, reasons = _assign(rows, grouping, cfg)
+        counts = pd.Series(splits).value_counts().to_dict() if rows else {}
+        n_placed = len(rows) - counts.get(UNASSIGNED, 0)
+        short = [f"{s} {counts.get(s, 0)} of {n_placed} placed rows ({counts.get(s, 0) / max(n_placed, 1):.0%}, "
+                 f"target {ratios[s]:.0%})" for s in SPLITS
+                 if ratios[s] > 0 and counts.get(s, 0) < 0.5 * ratios[s] * n_placed]
+        chosen = SplitResult(splits, grouping, groups, fallbacks, reasons)
+        if not short:
+            break
+        why = f"{groups} group(s); it leaves {'; '.join(short)}"
+        if grouping == "speaker":
+            n_spk = conflicts["speaker"].dropna().nunique() if "speaker" in conflicts else 0
+            why = f"{n_spk} speaker(s), {why}: speaker-disjoint splits impossible"
+        last = n == len(cfg.group_by) - 1
+        fallbacks.append({"grouping": grouping, "reason": why + ("" if not last else " (last choice: used anyway)")})
+    assert chosen is not None  # group_by is never empty (validated)
+    return chosen
+
+
+def split_warnings(conflicts: pd.DataFrame, result: SplitResult, cfg: SplitConfig,
+                   subsets: tuple[str, ...]) -> list[str]:
+    """Plain-language warnings for the summary: fallbacks, empty splits, splits missing a subset, and
+    unassigned rows, each with its counts."""
+    out = []
+    for fb in result.fallbacks:
+        if fb["grouping"] != result.grouping:
+            out.append(f"splits: grouping '{fb['grouping']}' passed over ({fb['reason']}); used "
+                       f"'{result.grouping}' instead")
+        else:
+            out.append(f"splits: grouping '{fb['grouping']}' distorts the ratios ({fb['reason']})")
+    if result.grouping == "take" and "speaker" in conflicts and conflicts["speaker"].notna().any():
+        spk = conflicts.assign(split=result.splits)
+        spk = spk[spk["split"] != UNASSIGNED].groupby("speaker")["split"].nunique()
+        shared = int((spk > 1).sum())
+        if shared:
+            out.append(f"splits: grouped by source take only: {shared} speaker(s) appear in more than one split "
+                       f"(faces and voices never do)")
+    ratios = cfg.ratios()
+    df = pd.DataFrame({"split": result.splits, "subset": conflicts["subset"].astype(str).tolist()})
+    for s in SPLITS:
+        if ratios[s] == 0:
+            out.append(f"splits: {s} ratio is 0: no {s} split")
+            continue
+        part = df[df["split"] == s]
+        if part.empty:
+            out.append(f"splits: the {s} split is empty (0 of {len(df)} rows)")
+            continue
+        for k in subsets:
+            total = int((df["subset"] == k).sum())
+            if total and not (part["subset"] == k).any():
+                where = ", ".join(f"{x} {int(((df['split'] == x) & (df['subset'] == k)).sum())}"
+                                  for x in (*SPLITS, UNASSIGNED))
+                out.append(f"splits: the {s} split has no {k} items ({total} in the corpus: {where})")
+    n_un = result.splits.count(UNASSIGNED)
+    if n_un:
+        out.append(f"splits: {n_un} of {len(df)} rows unassigned (kept in conflicts.parquet with split="
+                   f"unassigned): {result.unassigned_reason}")
+    return out
