@@ -18,7 +18,7 @@ import pandas as pd
 
 from mosear.atomic import atomic_write_json, atomic_write_parquet
 from mosear.labels import CANONICAL_LABELS
-from mosear.mine.captions import LLMCaptionRefiner, build_caption
+from mosear.mine.captions import LLMCaptionRefiner, build_reasoning
 from mosear.mine.config import MineConfig
 from mosear.mine.crossfit import CrossFitResult, choose_groups, crossfit_predict
 from mosear.mine.splits import SPLITS, assign_splits
@@ -115,6 +115,14 @@ def subset_quality(df: pd.DataFrame) -> dict[str, dict[str, float | int | None]]
     return out
 
 
+def _cue(probs: np.ndarray | None, source: str) -> dict[str, Any] | None:
+    """The reading of one modality that the subset was assigned with: top label, its share, source."""
+    if probs is None or np.isnan(probs).any() or probs.sum() <= 0:
+        return None
+    top = int(np.argmax(probs))
+    return {"label": CANONICAL_LABELS[top], "score": float(probs[top]), "source": source}
+
+
 def _refiner(cfg: MineConfig) -> LLMCaptionRefiner | None:
     if not cfg.llm.base_url:
         return None
@@ -142,8 +150,11 @@ def assemble(cfg: MineConfig, stage_names: list[str], shards: list[str] | None =
         if ha is not None and hv is not None:  # per-modality human ratings decide the subset
             subset, margin = assign_subset(r["label"], ha, hv, cfg.margin)
             origin = "human-rated"
+            evidence = {"visual": (hv, "visual-only human ratings"), "audio": (ha, "audio-only human ratings")}
         else:
             subset, margin = assign_subset(r["label"], probs["audio"], probs["visual"], cfg.margin)
+            evidence = {"visual": (probs["visual"], "cross-fitted face classifier"),
+                        "audio": (probs["audio"], "cross-fitted voice classifier")}
         row = {
             "key": r["key"], "shard": r["shard"], "label": r["label"], "dataset": r["dataset"],
             "speaker": r["speaker"],
@@ -162,12 +173,15 @@ def assemble(cfg: MineConfig, stage_names: list[str], shards: list[str] | None =
         row["truth_subset"] = truth_subset(row)
         descs = {k: json.loads(r[k]) if isinstance(r.get(k), str) else None
                  for k in ("audio_desc", "visual_desc", "text_desc")}
-        row["caption"] = build_caption({**row, **descs})
+        cues = {"face_cue": _cue(*evidence["visual"]), "voice_cue": _cue(*evidence["audio"])}
+        reasoning, row["misleading_cue"] = build_reasoning({**row, **descs, **cues})
         row["caption_source"], row["caption_error"] = "template", None
-        if refiner is not None:
-            text, err = refiner.refine(row["caption"], row["label"])
-            row["caption"], row["caption_error"] = text, err
+        if refiner is not None:  # the refiner sees the reasoning only: the misleading cue stays apart
+            reasoning, err = refiner.refine(reasoning, row["label"])
+            row["caption_error"] = err
             row["caption_source"] = "template" if err else f"llm:{cfg.llm.model}"
+        row["reasoning"] = reasoning
+        row["caption"] = f"{reasoning} {row['misleading_cue']}" if row["misleading_cue"] else reasoning
         rows.append(row)
     if refiner is not None:
         refiner.close()
@@ -183,8 +197,13 @@ def assemble(cfg: MineConfig, stage_names: list[str], shards: list[str] | None =
     return write_summary(out, conflicts, audit, stats, fits, split_res, cfg.splits)
 
 
+def _text(v: Any) -> str | None:
+    return v if isinstance(v, str) else None  # pandas may hold a missing string as NaN
+
+
 def _export_entry(r: dict[str, Any]) -> dict[str, Any]:
-    return {"reason": r["caption"], "label": r["label"], "split": r["split"], "audio_pred": r["audio_pred"],
+    return {"reason": r["reasoning"], "misleading_cue": _text(r["misleading_cue"]), "label": r["label"],
+            "split": r["split"], "audio_pred": r["audio_pred"],
             "visual_pred": r["visual_pred"], "origin": r["origin"], "margin": r["margin"]}
 
 

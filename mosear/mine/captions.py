@@ -1,11 +1,14 @@
 """Reasoning captions built from evidence (MERR-style coarse annotations), optionally LLM-refined.
 
-A caption says what the face shows (the expression model's reading and its intensity), what the voice
-does (pitch, loudness, rate and voice quality from the eGeMAPS parameters, in words), what is said
-(the transcript), and concludes with the true label, naming the misleading cue in a conflict clip.
+A caption says what the face shows (the emotion of the evidence that assigned the subset, the
+cross-fitted face classifier or the visual-only human ratings, and the expression model's label-free
+intensity), what the voice does (pitch, loudness, rate and voice quality from the eGeMAPS parameters, in
+words), what is said (the transcript), and concludes with the true label. In a conflict clip the
+misleading modality's reading is kept apart as ``misleading_cue`` (:func:`build_reasoning`), so the
+reasoning never names the emotion that would fool a reader.
 
 Word thresholds (our choices, for eGeMAPS v02 functionals on 16 kHz speech): pitch variability
-(F0 coefficient of variation) < 0.08 "flat", > 0.2 "lively"; loudness mean < 0.5 "soft", > 1.5 "loud";
+(F0 coefficient of variation) < 0.08 "level, monotone", > 0.2 "lively"; loudness mean < 0.5 "soft", > 1.5 "loud";
 voiced segments per second < 2 "slow", > 4 "fast"; HNR < 5 dB "breathy or rough", > 10 dB "clear".
 
 :class:`LLMCaptionRefiner` rewrites a caption through any OpenAI-compatible ``/chat/completions``
@@ -29,7 +32,7 @@ def _voice_words(desc: dict[str, Any] | None) -> str:
     parts = []
     pv = val("pitch_var")
     if not math.isnan(pv):
-        parts.append("flat, monotone pitch" if pv < 0.08 else "lively, varied pitch" if pv > 0.2 else "moderately varied pitch")
+        parts.append("level, monotone pitch" if pv < 0.08 else "lively, varied pitch" if pv > 0.2 else "moderately varied pitch")
     ld = val("loudness")
     if not math.isnan(ld):
         parts.append("low loudness" if ld < 0.5 else "high, forceful loudness" if ld > 1.5 else "moderate loudness")
@@ -44,37 +47,79 @@ def _voice_words(desc: dict[str, Any] | None) -> str:
     return ("The voice has " + ", ".join(parts) + ".") if parts else "The voice gives few measurable cues."
 
 
-def _face_words(desc: dict[str, Any] | None) -> str:
+def _strength(desc: dict[str, Any]) -> str:
+    inten = desc.get("intensity", 0.0)  # 1 - the expression model's neutral score: label-free
+    return "strong" if inten > 0.6 else "mild" if inten > 0.3 else "faint"
+
+
+def _cue(row: dict[str, Any], mod: str) -> dict[str, Any] | None:
+    """The evidence that assigned the subset for one modality (``face_cue`` / ``voice_cue``:
+    ``{"label", "score", "source"}``); by default the cross-fitted classifier's prediction."""
+    cue = row.get(f"{'face' if mod == 'visual' else 'voice'}_cue")
+    if cue is not None:
+        return cue if cue.get("label") else None
+    pred = row.get(f"{mod}_pred")
+    return {"label": pred, "score": None, "source": f"cross-fitted {'face' if mod == 'visual' else 'voice'} "
+            "classifier"} if pred else None
+
+
+def _reading(cue: dict[str, Any]) -> str:
+    score = cue.get("score")
+    return f"{cue['source']}" + (f", {score:.2f}" if isinstance(score, (int, float)) else "")
+
+
+def _face_words(desc: dict[str, Any] | None, cue: dict[str, Any] | None, name_label: bool = True) -> str:
+    """The face sentence. It names the emotion the subset was assigned with (``cue``), never the
+    zero-shot expression model's own label, so the sentence and the subset cannot disagree; the
+    expression model contributes only its label-free intensity."""
     if not desc or not desc.get("face"):
         return "No face is visible in the sampled frames, so the face gives no cue."
-    inten = desc.get("intensity", 0.0)
-    strength = "a strong" if inten > 0.6 else "a mild" if inten > 0.3 else "a faint"
-    return (f"The face shows {strength} {desc.get('top', 'unclear')} expression "
-            f"(expression model score {desc.get('top_score', 0.0):.2f}, steady in "
-            f"{100 * desc.get('consistency', 0.0):.0f}% of the frames with a face).")
+    strength = _strength(desc)
+    if cue is None:
+        return f"The face shows a {strength} expression that no face reading could place."
+    if not name_label:
+        return f"The face shows a {strength} expression."
+    return f"The face shows a {strength} expression that reads as {cue['label']} ({_reading(cue)})."
 
 
-def build_caption(row: dict[str, Any]) -> str:
-    """Template caption for one mined clip. ``row`` holds ``label, subset, audio_pred, visual_pred,
-    audio_desc, visual_desc, text_desc`` (as in ``conflicts.parquet`` before serialisation)."""
+def build_reasoning(row: dict[str, Any]) -> tuple[str, str | None]:
+    """``(reasoning, misleading_cue)`` for one mined clip.
+
+    ``row`` holds ``label, subset, audio_pred, visual_pred, audio_desc, visual_desc, text_desc`` and
+    optionally ``face_cue`` / ``voice_cue`` (the evidence that assigned the subset, see :func:`_cue`;
+    human ratings for human-rated clips). The reasoning names only the true emotion's evidence; in a
+    conflict clip the misleading modality's reading is the separate ``misleading_cue`` sentence (None
+    in consistent and ambiguous clips), so no reference built from the reasoning can include it.
+    """
     label = row.get("label") or "unknown"
-    sents = [_face_words(row.get("visual_desc")), _voice_words(row.get("audio_desc"))]
+    subset = row.get("subset")
+    face, voice = _cue(row, "visual"), _cue(row, "audio")
+    sents = [_face_words(row.get("visual_desc"), face, name_label=subset != "audio_aligned"),
+             _voice_words(row.get("audio_desc"))]
     text = (row.get("text_desc") or {}).get("transcript")
     sents.append(f'The speaker says: "{text}".' if text else "There is no transcript.")
-    ap, vp = row.get("audio_pred"), row.get("visual_pred")
-    subset = row.get("subset")
+    cue = None
     if subset == "consistent":
         sents.append(f"Face and voice agree, so the person feels {label}.")
     elif subset == "video_aligned":
-        sents.append(f"The voice sounds {ap}, but that cue is misleading; the facial expression reveals the "
-                     f"true emotion: {label}.")
+        sents.append(f"The facial expression reveals the true emotion: {label}.")
+        cue = f"The voice sounds {voice['label'] if voice else 'different'}" + \
+            (f" ({_reading(voice)})" if voice else "") + ", but that cue is misleading."
     elif subset == "audio_aligned":
-        sents.append(f"The face looks {vp}, but that cue is misleading; the voice carries the true emotion: "
-                     f"{label}.")
+        sents.append(f"The voice carries the true emotion: {label}.")
+        cue = f"The face looks {face['label'] if face else 'different'}" + \
+            (f" ({_reading(face)})" if face else "") + ", but that cue is misleading."
     else:
-        sents.append(f"The cues are weak or mixed (voice: {ap or 'unclear'}, face: {vp or 'unclear'}); "
-                     f"the annotated emotion is {label}.")
-    return " ".join(sents)
+        sents.append(f"The cues are weak or mixed (voice: {voice['label'] if voice else 'unclear'}, face: "
+                     f"{face['label'] if face else 'unclear'}); the annotated emotion is {label}.")
+    return " ".join(sents), cue
+
+
+def build_caption(row: dict[str, Any]) -> str:
+    """The whole caption: the reasoning followed by the misleading cue, if any (the training target's
+    text; see :func:`build_reasoning`)."""
+    reasoning, cue = build_reasoning(row)
+    return f"{reasoning} {cue}" if cue else reasoning
 
 
 class LLMCaptionRefiner:

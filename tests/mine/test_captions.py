@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mosear.mine.captions import LLMCaptionRefiner, build_caption
+import pytest
+
+from mosear.evaluate.judges import LexiconJudge
+from mosear.mine.captions import LLMCaptionRefiner, build_caption, build_reasoning
 
 sys.path.insert(0, str(Path(__file__).parent))
 from openai_server import LocalOpenAIServer  # noqa: E402
@@ -20,14 +23,38 @@ ROW = {
 
 def test_caption_names_cues_transcript_and_the_misleading_modality():
     c = build_caption(ROW)
-    assert "strong sad expression" in c and "lively, varied pitch" in c and "fast pace" in c
+    assert "strong expression that reads as sad" in c and "lively, varied pitch" in c and "fast pace" in c
     assert '"Kids are talking by the door"' in c
-    assert "voice sounds happy, but that cue is misleading" in c and c.endswith("true emotion: sad.")
+    assert c.endswith("voice sounds happy (cross-fitted voice classifier), but that cue is misleading.")
+    assert "true emotion: sad." in c
     a = build_caption({**ROW, "subset": "audio_aligned", "visual_pred": "angry"})
-    assert "face looks angry, but that cue is misleading" in a
+    assert "face looks angry (cross-fitted face classifier), but that cue is misleading" in a
     none = build_caption({"label": "sad", "subset": "ambiguous", "visual_desc": {"face": False},
                           "audio_desc": {"silent": True}, "text_desc": None})
     assert "No face is visible" in none and "silent or missing" in none and "no transcript" in none
+
+
+def test_face_sentence_uses_the_evidence_that_assigned_the_subset():
+    """The zero-shot expression model says neutral, the cross-fitted classifier (which placed the clip in
+    video_aligned) says sad: the face sentence says sad and never neutral."""
+    row = {**ROW, "visual_desc": {**ROW["visual_desc"], "top": "neutral", "top_score": 0.4}}
+    reasoning, cue = build_reasoning(row)
+    assert "reads as sad (cross-fitted face classifier)" in reasoning and "neutral" not in reasoning
+    human = build_reasoning({**row, "face_cue": {"label": "sad", "score": 0.75, "source": "visual-only human ratings"}})[0]
+    assert "reads as sad (visual-only human ratings, 0.75)" in human
+
+
+@pytest.mark.parametrize("subset, audio, visual, misleading", [
+    ("video_aligned", "happy", "sad", "happy"),
+    ("audio_aligned", "sad", "angry", "angry"),
+])
+def test_reasoning_keeps_the_misleading_cue_in_its_own_field(subset, audio, visual, misleading):
+    reasoning, cue = build_reasoning({**ROW, "subset": subset, "audio_pred": audio, "visual_pred": visual})
+    judge = LexiconJudge()
+    assert judge.emotions(reasoning) == {"sad"}  # only the true emotion
+    assert misleading in cue and "misleading" in cue and misleading not in reasoning
+    consistent = build_reasoning({**ROW, "subset": "consistent", "audio_pred": "sad"})
+    assert consistent[1] is None and judge.emotions(consistent[0]) == {"sad"}
 
 
 def test_refiner_uses_the_openai_api_and_falls_back_on_errors():

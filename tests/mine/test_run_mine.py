@@ -48,7 +48,7 @@ def test_outputs_follow_the_contract(mined):
     assert res.shards_total == 3 + 2 and res.shards_mined == 5
     df = pd.read_parquet(out / "conflicts.parquet")
     for col in ("key", "shard", "label", "audio_pred", "audio_probs", "visual_pred", "visual_probs", "text_pred",
-                "text_probs", "subset", "margin", "origin", "stages", "caption"):
+                "text_probs", "subset", "margin", "origin", "stages", "caption", "reasoning", "misleading_cue", "split"):
         assert col in df.columns, col
     assert df["key"].is_unique
     dropped = pd.read_parquet(out / "dropped.parquet")
@@ -66,6 +66,12 @@ def test_outputs_follow_the_contract(mined):
             part = json.loads((out / split / f"{s}.json").read_text())
             assert set(part) == set(df.loc[(df["subset"] == s) & (df["split"] == split), "key"])
             assert all(v["split"] == split for v in part.values())
+        # the misleading cue is its own field, never part of the exported reasoning
+        assert all((v["misleading_cue"] is None) == (s == "consistent") for v in export.values()), export
+        assert all(v["misleading_cue"] not in v["reason"] for v in export.values() if v["misleading_cue"])
+    # the face sentence names the reading that assigned the subset (template captions: first sentence)
+    for r in df[df["subset"].isin(["consistent", "video_aligned"]) & (df["origin"] != "human-rated")].to_dict("records"):
+        assert f"reads as {r['visual_pred']} (cross-fitted face classifier" in r["reasoning"], r["reasoning"]
     mix = pd.read_parquet(out / "train_mix.parquet")
     assert set(mix["key"]) == set(df.loc[(df["subset"] != "ambiguous") & (df["split"] == "train"), "key"])
     totals = mix.groupby("subset")["weight"].sum()
