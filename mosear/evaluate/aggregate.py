@@ -8,7 +8,9 @@ interval (2000 resamples of the unit's items, clips sharing a face or voice sour
 ``items`` (rows, every benchmark item), ``n, unparsed, errors, accuracy, war, uar, weighted_f1``
 (closed set over labelled rows, see :mod:`.metrics`),
 ``ov_precision, ov_recall, ov_mean, ov_items`` (open-vocabulary set metric over items with a
-reference), ``clue_overlap, label_overlap`` (EMER, 1–10), ``share_audio, share_visual, share_text``
+reference; MERTools' Accuracy_s = mean |G∩P|/|P|, Recall_s = mean |G∩P|/|G|, an empty P scoring 0),
+``judge_errors`` (items whose judge reply could not be read: left out of the set metric, not scored 0),
+``clue_overlap, label_overlap`` (EMER, 1–10), ``share_audio, share_visual, share_text``
 (attention shares), ``calibrated_threshold`` / ``calibrated_fraction`` (settings with ``calibrate``: the
 AR values chosen on the validation split), ``conflict_gap``, ``conflict_mean`` (mean of video-aligned and audio-aligned
 accuracy) and ``flip_rate`` / ``flip_n`` (subset ``all`` only).
@@ -91,6 +93,9 @@ def _unit_rows(df: pd.DataFrame, meta: dict) -> list[dict]:
     ok = df[df["error"].isna()]
     groups = [("all", ok)] + ([(str(s), g) for s, g in ok.groupby("subset", dropna=True)] if ok["subset"].notna().any() else [])
     for subset, g in groups:
+        n_judge_errors = int(g["judge_error"].notna().sum()) if "judge_error" in g else 0
+        if n_judge_errors or g["ov_precision"].notna().any():
+            add(subset, "judge_errors", float(n_judge_errors))  # unreadable judge replies: not scored
         if g["ov_precision"].notna().any():
             p, r = _mean(g["ov_precision"]), _mean(g["ov_recall"])
             add(subset, "ov_precision", p)

@@ -12,7 +12,10 @@ listed and anything else is an error naming the file and row):
   ``consistent.json`` (a mined benchmark: its split folder, ``{path}/{split}/``, ``test`` by default;
   ``split: all`` reads the top-level files of every split); each maps a sample name to ``{"reason": text, "label": str, ...}`` (a bare
   string is taken as the reason; ``reasoning``/``caption``/``smp_reason_caption`` also name the
-  reason, ``emo``/``emotion`` the label), or is a list of such objects with a ``name``/``key`` field.
+  reason, ``emo``/``emotion`` the label, ``ov_labels``/``openset`` optional open-vocabulary labels, a
+  list or a comma-separated string; mined exports also carry ``split`` and ``misleading_cue``), or is a
+  list of such objects with a ``name``/``key`` field. The set metric's reference is the label plus the
+  open-vocabulary labels, never the reasoning (:func:`mosear.evaluate.judges.reference_set`).
   CA-MER's keys are ``ca_mer__{name}`` (as ``mosear shard``'s ``ca_mer`` adapter writes them; set
   ``key_prefix: mer2023`` when the clips were sharded with the ``mer2023`` adapter); mined keys are
   sample keys already.
@@ -66,6 +69,19 @@ MAFW_LABELS = tuple(canonical_label(x) or x for x in MAFW_RAW)
 _REASON_FIELDS = ("reason", "reasoning", "caption", "smp_reason_caption", "description", "eng_reasons", "english")
 _LABEL_FIELDS = ("label", "emo", "emotion")
 _NAME_FIELDS = ("key", "name", "names", "video", "video_name", "sample")
+_OV_FIELDS = ("ov_labels", "openset", "open_vocabulary")
+
+
+def _ov_labels(val: object, where: str) -> tuple[str, ...]:
+    """Open-vocabulary labels of a row: a list of words or one string separated by commas/semicolons."""
+    raw = _first(val, _OV_FIELDS) if isinstance(val, dict) else None
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        raw = raw.replace(";", ",").split(",")
+    if not isinstance(raw, list) or not all(isinstance(w, str) for w in raw):
+        raise BenchmarkFormatError(f"{where}: {'/'.join(_OV_FIELDS)} must be a list of words or a comma-separated string")
+    return tuple(w.strip().lower() for w in raw if w.strip())
 
 
 class BenchmarkFormatError(ValueError):
@@ -80,6 +96,7 @@ class BenchmarkItem:
     reference: str | None = None  # reference reasoning text (CA-MER, EMER) / None
     group: str | None = None      # resampling group: items sharing a face or voice source (None: its own)
     split: str | None = None      # mined benchmarks: train | validation | test | unassigned / None
+    ov_labels: tuple[str, ...] = ()  # optional open-vocabulary labels (join the label in the reference set)
 
 
 @dataclass
@@ -165,7 +182,7 @@ def _read_subset_json(path: Path, subset: str, prefix: str | None, space: tuple[
         split = val.get("split") if isinstance(val, dict) else None
         items.append(BenchmarkItem(_key(prefix, name), _label(label, space, where), subset,
                                    str(reason) if reason is not None else None,
-                                   str(split) if split is not None else None))
+                                   str(split) if split is not None else None, _ov_labels(val, where)))
     return items
 
 

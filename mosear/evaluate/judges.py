@@ -14,7 +14,17 @@ synonym table (``synonyms.tsv``); a word preceded within two tokens by a negatio
 connection failures, timeouts, HTTP 429 and 5xx with doubling delays and then raises
 :class:`JudgeUnavailable` naming the URL and the last error. Its answers are kept in memory and,
 given a ``cache_dir`` (``mosear eval``: ``{output}/judge_cache/``), on disk, one file per endpoint,
-model and prompt, so the same reference is asked once across units and reruns.
+model and prompt, so the same reference is asked once across units and reruns. A reply that does not
+hold what was asked (no JSON list of words, no scores) raises :class:`JudgeReplyError`: the item is
+counted under ``judge_errors`` and left unscored, never scored as an empty set; such a reply is not
+cached, so a rerun asks again.
+
+**The reference set** of the CA-MER set metric (:func:`reference_set`) is the synonym group of the
+item's label plus those of its optional open-vocabulary labels; only an item with neither (a
+reasoning-only benchmark such as EMER) falls back to the emotion words of its reference text. Reasoning
+text is never the reference when a label exists: a CA-MER-style reasoning names the misleading cue
+("the voice sounds fearful, but ..."), and a set built from it would credit an answer that follows that
+cue.
 
 Our reconstruction (the lexicon judge's EMER ratings; marked so in docs/evaluation.md):
 label_overlap = 1 + 9·F1(emotion groups of prediction, of reference);
@@ -39,11 +49,13 @@ from mosear.evaluate.config import JudgeConfig
 __all__ = [
     "Judge",
     "JudgeUnavailable",
+    "JudgeReplyError",
     "SynonymTable",
     "LexiconJudge",
     "ChatJudge",
     "make_judge",
     "set_precision_recall",
+    "reference_set",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,8 +69,13 @@ class JudgeUnavailable(RuntimeError):
     """The judge endpoint could not be reached or answered errors after all retries."""
 
 
+class JudgeReplyError(ValueError):
+    """The judge answered, but not in the form asked for (counted as a judge error, not scored)."""
+
+
 class Judge(Protocol):
     name: str
+    table: "SynonymTable"
 
     def emotions(self, text: str | None) -> set[str]: ...
 
@@ -100,6 +117,22 @@ class SynonymTable:
         """The group of ``word``; a word not in the table is its own group (lower-cased)."""
         w = word.strip().lower()
         return self.group_of.get(w, w)
+
+
+def reference_set(table: SynonymTable, label: str | None, ov_labels: tuple[str, ...] | list[str] = (),
+                  text: str | None = None, judge: "Judge | None" = None) -> tuple[set[str], str]:
+    """``(G, source)``: the reference emotion groups of one item and where they came from.
+
+    ``label`` and ``ov_labels`` (open-vocabulary labels), each mapped to its synonym group: source
+    ``"label"``. Only when both are empty, the emotion words ``judge`` finds in ``text``: source
+    ``"text"``; ``(set(), "none")`` when there is nothing to build it from.
+    """
+    words = [w for w in (label, *ov_labels) if isinstance(w, str) and w.strip()]
+    if words:
+        return {table.group(w) for w in words}, "label"
+    if text and judge is not None:
+        return judge.emotions(text), "text"
+    return set(), "none"
 
 
 def set_precision_recall(pred: set[str], ref: set[str]) -> tuple[float, float]:
@@ -255,23 +288,36 @@ class ChatJudge:
                 return val
         return None
 
+    def _reject(self, prompt: str, reply: str, wanted: str) -> JudgeReplyError:
+        """Forget an unusable reply (memory and disk) so a rerun asks again; the error to raise."""
+        self._cache.pop(prompt, None)
+        if self.cache_dir is not None:
+            import hashlib
+
+            digest = hashlib.sha256(json.dumps([self.url, self.cfg.model, prompt]).encode()).hexdigest()[:32]
+            (self.cache_dir / f"{digest}.json").unlink(missing_ok=True)
+        return JudgeReplyError(f"judge {self.cfg.model} at {self.url} answered without {wanted}: {reply[:200]!r}")
+
     def emotions(self, text: str | None) -> set[str]:
         if not text:
             return set()
-        words = self._json(self._ask(_EXTRACT_PROMPT.format(text=text)), list) or []
+        prompt = _EXTRACT_PROMPT.format(text=text)
+        reply = self._ask(prompt)
+        words = self._json(reply, list)
+        if words is None:
+            raise self._reject(prompt, reply, "a JSON list of emotion words")
         return {self.table.group(str(w)) for w in words if str(w).strip()}
 
     def rate_reasoning(self, prediction: str | None, reference: str | None) -> dict[str, float]:
         if not prediction:
             return {"clue_overlap": 1.0, "label_overlap": 1.0}
-        got = self._json(self._ask(_RATE_PROMPT.format(reference=reference or "", prediction=prediction)), dict) or {}
-        out = {}
-        for k in ("clue_overlap", "label_overlap"):
-            try:
-                out[k] = min(10.0, max(1.0, float(got[k])))
-            except (KeyError, TypeError, ValueError):
-                out[k] = float("nan")  # the judge answered, but not with a score: visible as NaN
-        return out
+        prompt = _RATE_PROMPT.format(reference=reference or "", prediction=prediction)
+        reply = self._ask(prompt)
+        got = self._json(reply, dict) or {}
+        try:
+            return {k: min(10.0, max(1.0, float(got[k]))) for k in ("clue_overlap", "label_overlap")}
+        except (KeyError, TypeError, ValueError):
+            raise self._reject(prompt, reply, "clue_overlap and label_overlap scores") from None
 
 
 def make_judge(cfg: JudgeConfig, cache_dir: str | Path | None = None) -> Judge:

@@ -30,7 +30,7 @@ import numpy as np
 
 from mosear.evaluate.benchmarks import Benchmark, BenchmarkItem
 from mosear.evaluate.config import EvalConfig, SettingSpec
-from mosear.evaluate.judges import make_judge, set_precision_recall
+from mosear.evaluate.judges import Judge, JudgeReplyError, make_judge, reference_set, set_precision_recall
 from mosear.evaluate.units import UnitSpec, unit_path, write_table
 
 __all__ = ["run_unit", "load_model", "resolve_device", "apply_drop", "iter_benchmark_samples", "set_unit_attention"]
@@ -299,6 +299,30 @@ class _Predictor:
         return out
 
 
+def judge_item(judge: Judge, item: BenchmarkItem, text: str | None, rate: bool = False) -> dict[str, Any]:
+    """The judged columns of one evaluated item (empty for an item without a reference).
+
+    ``pred_emotions`` (P, from the generated ``text``), ``ref_emotions`` (G, :func:`reference_set`: the
+    label and open-vocabulary labels, never reasoning that names a misleading cue), ``ref_source``,
+    ``ov_precision, ov_recall`` (None when G is empty), EMER ratings when ``rate``. A judge reply that
+    cannot be read gives ``judge_error`` instead of scores: counted, never scored as an empty set.
+    """
+    if not (item.reference or item.ov_labels):
+        return {}
+    out: dict[str, Any] = {}
+    try:
+        p_set = judge.emotions(text)
+        g_set, out["ref_source"] = reference_set(judge.table, item.label, item.ov_labels, item.reference, judge)
+        out["pred_emotions"], out["ref_emotions"] = sorted(p_set), sorted(g_set)
+        if g_set:  # a reference without emotion words cannot be scored; left as None
+            out["ov_precision"], out["ov_recall"] = set_precision_recall(p_set, g_set)
+        if rate:
+            out.update(judge.rate_reasoning(text, item.reference))
+    except JudgeReplyError as exc:
+        return {"judge_error": str(exc)[:500]}
+    return out
+
+
 def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any]:
     """Evaluate ``unit``; write ``units/<file>.parquet``; return a summary (counts, seconds)."""
     import torch
@@ -345,13 +369,8 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
                "setting": setting.name, "ar": setting.ar, "ar_fraction": used_fraction, "ar_threshold": used_threshold,
                "drop": setting.drop, "key": key, "group": it.group, "subset": it.subset, "label": it.label, "reference": it.reference,
                "labels": list(bench.labels), **r}
-        if "error" not in r and it.reference:
-            p_set, g_set = judge.emotions(r.get("text")), judge.emotions(it.reference)
-            row["pred_emotions"], row["ref_emotions"] = sorted(p_set), sorted(g_set)
-            if g_set:  # a reference without emotion words cannot be scored; left as None
-                row["ov_precision"], row["ov_recall"] = set_precision_recall(p_set, g_set)
-            if bench.spec.format == "emer":
-                row.update(judge.rate_reasoning(r.get("text"), it.reference))
+        if "error" not in r:
+            row.update(judge_item(judge, it, r.get("text"), rate=bench.spec.format == "emer"))
         rows.append(row)
     seconds = time.perf_counter() - t0
     meta = {"unit_id": unit.unit_id, "checkpoint": unit.checkpoint_name, "checkpoint_path": unit.checkpoint,
@@ -362,4 +381,6 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
     write_table(rows, unit_path(cfg.output, unit), {"mosear.unit": json.dumps(meta)})
     errors = sum(1 for r in rows if r.get("error"))
     unparsed = sum(1 for r in rows if not r.get("error") and r.get("pred_label") is None)
-    return {"unit": unit.filename, "items": len(rows), "errors": errors, "unparsed": unparsed, "seconds": seconds}
+    judge_errors = sum(1 for r in rows if r.get("judge_error"))
+    return {"unit": unit.filename, "items": len(rows), "errors": errors, "unparsed": unparsed,
+            "judge_errors": judge_errors, "seconds": seconds}

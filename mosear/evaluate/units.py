@@ -15,6 +15,8 @@ before restricting to the space), ``text`` (generated, or None), ``reference``, 
 per benchmark label, or None), ``share_audio, share_visual, share_text`` (attention shares, or None),
 ``pred_emotions, ref_emotions`` (synonym groups), ``ov_precision, ov_recall`` (open-vocabulary set
 metric per item, None without a reference), ``clue_overlap, label_overlap`` (EMER, None elsewhere),
+``ref_source`` (where the reference set came from: ``label`` (label + open-vocabulary labels) or
+``text`` (reasoning-only items)), ``judge_error`` (the judge's reply could not be read: not scored),
 ``error`` (why the item could not be evaluated, e.g. its sample is in no shard; None when it was).
 """
 
@@ -47,6 +49,7 @@ PREDICTION_SCHEMA = pa.schema([
     ("pred_emotions", pa.list_(pa.string())), ("ref_emotions", pa.list_(pa.string())),
     ("ov_precision", pa.float64()), ("ov_recall", pa.float64()),
     ("clue_overlap", pa.float64()), ("label_overlap", pa.float64()),
+    ("ref_source", pa.string()), ("judge_error", pa.string()),
     ("error", pa.string()),
 ])
 

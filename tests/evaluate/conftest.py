@@ -93,12 +93,14 @@ _SERVER_WORDS = {"furious", "joyful", "worried", "tense", "angry", "happy", "sad
 class _ChatServer:
     """A tiny OpenAI-compatible server: /v1/chat/completions answers from the prompt's text.
 
-    ``fail_first`` requests answer HTTP 503 first (to exercise retries).
+    ``fail_first`` requests answer HTTP 503 first (to exercise retries); with ``garble`` every answer
+    is prose without the JSON asked for (an unreadable judge reply).
     """
 
-    def __init__(self, fail_first: int = 0):
+    def __init__(self, fail_first: int = 0, garble: bool = False):
         self.requests: list[dict] = []
         self.fail_left = fail_first
+        self.garble = garble
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -119,7 +121,9 @@ class _ChatServer:
                     self.end_headers()
                     return
                 prompt = body["messages"][-1]["content"]
-                if "Rate on a" in prompt:
+                if outer.garble:
+                    content = "I would rather not say which emotions these are."
+                elif "Rate on a" in prompt:
                     content = 'Sure. {"clue_overlap": 7, "label_overlap": 9}'
                 else:
                     text = prompt.split("Text:", 1)[1].lower()

@@ -247,8 +247,10 @@ def test_endpoint_judge_end_to_end(tmp_path, checkpoints, camer_bench, eval_shar
     for f in (res.output / "units").glob("*.parquet"):
         df = pd.read_parquet(f)
         ok = df[df["error"].isna()]
-        # references "The face looks {label}, while the voice sounds tense." -> {label's group, worried}
-        assert ok["ref_emotions"].map(lambda g: "worried" in g).all()
+        # references "The face looks {label}, while the voice sounds tense.": the reference set is the
+        # label's group only, never the voice's misleading "tense" (worried) that the text names
+        assert (ok["ref_emotions"].map(list) == ok["label"].map(lambda lab: [lab])).all()
+        assert (ok["ref_source"] == "label").all() and ok["judge_error"].isna().all()
         assert ok["ov_precision"].between(0, 1).all() and ok["ov_recall"].between(0, 1).all()
     assert len(list((res.output / "judge_cache").glob("*.json"))) <= asked  # one file per distinct prompt
     m = pd.read_parquet(res.output / "metrics.parquet")

@@ -118,3 +118,107 @@ def test_chat_judge_disk_cache_is_shared(tmp_path, chat_server):
         assert other.emotions("furious") == {"angry"} and len(srv.requests) == 1
         assert make_judge(cfg.model_copy(update={"model": "other"}), cache_dir=tmp_path).emotions("furious") == {"angry"}
         assert len(srv.requests) == 2  # another judge model is asked again
+
+
+# ------------------------------------------------------------------ the set metric's reference and parity
+# A worked table for MERTools' open-vocabulary formula (AffectGPT v1, the protocol CA-MER scores with):
+#   Accuracy_s = mean over items of |G∩P| / |P|,  Recall_s = mean over items of |G∩P| / |G|,
+#   an item with an empty P scores 0 on both. Values worked by hand:
+#   item  G                      P                         |G∩P|  |P|  |G|  acc   rec
+#   a     {happy}                {happy}                   1      1    1    1     1
+#   b     {sad, worried}         {sad}                     1      1    2    1     1/2
+#   c     {angry}                {angry, disgust, sad}     1      3    1    1/3   1
+#   d     {fear}                 {}                        0      0    1    0     0
+#   e     {surprise, happy}      {neutral, happy}          1      2    2    1/2   1/2
+#   Accuracy_s = (1 + 1 + 1/3 + 0 + 1/2) / 5 = 17/30;  Recall_s = (1 + 1/2 + 1 + 0 + 1/2) / 5 = 3/5
+WORKED = [
+    ({"happy"}, {"happy"}, 1.0, 1.0),
+    ({"sad", "worried"}, {"sad"}, 1.0, 0.5),
+    ({"angry"}, {"angry", "disgust", "sad"}, 1 / 3, 1.0),
+    ({"fear"}, set(), 0.0, 0.0),
+    ({"surprise", "happy"}, {"neutral", "happy"}, 0.5, 0.5),
+]
+
+
+def test_set_metric_reproduces_the_mertools_formula_on_a_worked_table(tmp_path):
+    import json as _json
+
+    from mosear.evaluate.aggregate import compute_metrics
+    from mosear.evaluate.units import write_table
+
+    for g, p, acc, rec in WORKED:
+        assert set_precision_recall(p, g) == pytest.approx((acc, rec))
+    rows = [{"unit_id": "u", "checkpoint": "ck", "benchmark": "b", "setting": "ar_off", "ar": False, "key": f"k{i}",
+             "subset": "video_aligned", "label": "sad", "pred_label": "sad", "labels": ["sad"], "reference": "r",
+             "ref_emotions": sorted(g), "pred_emotions": sorted(p),
+             "ov_precision": set_precision_recall(p, g)[0], "ov_recall": set_precision_recall(p, g)[1]}
+            for i, (g, p, _, _) in enumerate(WORKED)]
+    meta = {"unit_id": "u", "checkpoint": "ck", "benchmark": "b", "labels": ["sad"],
+            "setting": {"name": "ar_off", "ar": False, "ar_fraction": None, "drop": None}}
+    write_table(rows, tmp_path / "units" / "ck__b__ar_off__u.parquet", {"mosear.unit": _json.dumps(meta)})
+    m = compute_metrics(tmp_path).query("subset == 'all'").set_index("metric")["value"]
+    assert m["ov_precision"] == pytest.approx(17 / 30) and m["ov_recall"] == pytest.approx(3 / 5)
+    assert m["ov_mean"] == pytest.approx((17 / 30 + 3 / 5) / 2) and m["ov_items"] == 5
+    assert m["judge_errors"] == 0
+
+
+def test_a_cue_following_answer_scores_zero_on_a_video_aligned_item(tmp_path):
+    """The mined reasoning of a video-aligned clip names the voice's misleading emotion; the reference is
+    the label, so following the voice scores 0 and reading the face scores 1."""
+    import json as _json
+
+    from mosear.evaluate.benchmarks import load_benchmark
+    from mosear.evaluate.config import BenchmarkSpec
+    from mosear.evaluate.runner import judge_item
+    from mosear.mine.captions import build_caption
+
+    caption = build_caption({"label": "sad", "subset": "video_aligned", "audio_pred": "fear", "visual_pred": "sad",
+                             "visual_desc": {"face": True, "intensity": 0.2}, "audio_desc": None, "text_desc": None})
+    assert "fear" in caption  # the text a reference used to be extracted from
+    entry = {"reason": caption, "label": "sad", "split": "test"}
+    for s in ("video_aligned", "audio_aligned", "consistent"):
+        (tmp_path / f"{s}.json").write_text(_json.dumps({"ravdess__x": entry} if s == "video_aligned" else {}))
+    [item] = load_benchmark(BenchmarkSpec(name="m", format="mined", path=str(tmp_path))).items
+    assert item.split == "test"
+    judge = LexiconJudge()
+    follows_voice = judge_item(judge, item, "The trembling voice shows she is afraid.")
+    reads_face = judge_item(judge, item, "Her downcast face shows she is sad.")
+    assert follows_voice["ref_emotions"] == ["sad"] and follows_voice["ref_source"] == "label"
+    assert (follows_voice["ov_precision"], follows_voice["ov_recall"]) == (0.0, 0.0)
+    assert (reads_face["ov_precision"], reads_face["ov_recall"]) == (1.0, 1.0)
+    # open-vocabulary labels join the label; reasoning-only items (no label) fall back to their text
+    ov = item.__class__(item.key, "sad", "video_aligned", caption, "test", ("downcast",))
+    assert judge_item(judge, ov, "downcast and sad")["ref_emotions"] == sorted({"sad", judge.table.group("downcast")})
+    text_only = item.__class__(item.key, None, None, "She is furious.")
+    assert judge_item(judge, text_only, "angry")["ref_source"] == "text"
+
+
+def test_unreadable_judge_replies_are_judge_errors_not_empty_sets(tmp_path, chat_server):
+    import json as _json
+
+    from mosear.evaluate.aggregate import compute_metrics
+    from mosear.evaluate.benchmarks import BenchmarkItem
+    from mosear.evaluate.judges import JudgeReplyError
+    from mosear.evaluate.runner import judge_item
+    from mosear.evaluate.units import write_table
+
+    with chat_server(garble=True) as srv:
+        j = make_judge(JudgeConfig(kind="openai", base_url=srv.url), cache_dir=tmp_path / "cache")
+        with pytest.raises(JudgeReplyError, match="without a JSON list of emotion words"):
+            j.emotions("He was furious.")
+        with pytest.raises(JudgeReplyError, match="without clue_overlap and label_overlap"):
+            j.rate_reasoning("a", "b")
+        assert not list((tmp_path / "cache").glob("*.json"))  # not cached: a rerun asks again
+        assert j.emotions("") == set()  # nothing to extract: no request, no error
+        item = BenchmarkItem("k", "sad", "video_aligned", "The face is sad.")
+        got = judge_item(j, item, "She is sad.", rate=True)
+        assert set(got) == {"judge_error"} and "JSON list" in got["judge_error"]
+    rows = [{"unit_id": "u", "checkpoint": "ck", "benchmark": "b", "setting": "ar_off", "key": f"k{i}",
+             "subset": "video_aligned", "label": "sad", "pred_label": "sad", "reference": "r",
+             **(got if i < 2 else {"ov_precision": 1.0, "ov_recall": 1.0, "ref_emotions": ["sad"]})}
+            for i in range(3)]
+    meta = {"unit_id": "u", "checkpoint": "ck", "benchmark": "b", "labels": ["sad"],
+            "setting": {"name": "ar_off", "ar": False, "ar_fraction": None, "drop": None}}
+    write_table(rows, tmp_path / "res" / "units" / "ck__b__ar_off__u.parquet", {"mosear.unit": _json.dumps(meta)})
+    m = compute_metrics(tmp_path / "res").query("subset == 'all'").set_index("metric")["value"]
+    assert m["judge_errors"] == 2 and m["ov_items"] == 1 and m["ov_precision"] == 1.0  # not averaged in as 0
