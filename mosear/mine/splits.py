@@ -28,11 +28,11 @@ with ``seed``); each goes to the split s maximising ``Σ_k placed_k(s) · (fair_
 the rows it would place in s (its own rows and the splices whose other end already sits in s), per
 subset k, each weighed by the share of s's fair part of k still missing (fair_sk = ratio_s · rows of k
 placed anywhere once these are; load_sk = rows of k in s so far; the weight turns negative once s holds
-more than its part). Splices so
-tend to land whole, and every split fills in proportion to its ratio, subset by subset. Ties go to the
-split that places more rows, then in the order train, validation, test. A corpus whose splices pair
-every face with many voices (the RAVDESS sample) leaves many splices unassigned under take grouping:
-keeping faces and voices disjoint costs them.
+more than its part). Splices so tend to land whole, and every split fills in proportion to its
+ratio, subset by subset. Ties go to the split furthest below its share of all placed rows, then to the
+one that places more rows, then in the order train, validation, test. A corpus whose splices pair every
+face with many voices (the RAVDESS sample) leaves many splices unassigned under take grouping: keeping
+faces and voices disjoint costs them.
 """
 
 from __future__ import annotations
@@ -119,16 +119,19 @@ class _UnionFind:
             self.parent[hi] = lo
 
 
+def _str(v: Any) -> str | None:
+    """A non-empty string, else None (pandas holds a missing string as None or NaN)."""
+    return v.strip() if isinstance(v, str) and v.strip() else None
+
+
 def _statement(row: dict[str, Any]) -> str | None:
-    text = row.get("transcript")
-    if not isinstance(text, str) or not text.strip():
-        return None
-    return " ".join(text.lower().split()).strip(" .!?")
+    text = _str(row.get("transcript"))
+    return " ".join(text.lower().split()).strip(" .!?") if text else None
 
 
 def _sources(row: dict[str, Any]) -> tuple[str, str]:
-    face = row.get("face_take") or f"key:{row['key']}"
-    voice = row.get("voice_take") or face
+    face = _str(row.get("face_take")) or f"key:{row['key']}"
+    voice = _str(row.get("voice_take")) or face
     return f"take:{face}", f"take:{voice}"
 
 
@@ -138,8 +141,8 @@ def _components(rows: list[dict[str, Any]], grouping: str) -> tuple[_UnionFind, 
     for r in rows:
         f, v = _sources(r)
         extra = []
-        if grouping == "speaker" and r.get("speaker"):
-            extra.append(f"speaker:{r['speaker']}")
+        if grouping == "speaker" and _str(r.get("speaker")):
+            extra.append(f"speaker:{_str(r['speaker'])}")
         if grouping == "statement" and _statement(r):
             extra.append(f"statement:{_statement(r)}")
         uf.find(f)
@@ -169,6 +172,7 @@ def _assign(rows: list[dict[str, Any]], grouping: str, cfg: SplitConfig) -> tupl
         else:
             cross[a].append(i)
             cross[b].append(i)
+
     def weight(c: str) -> dict[str, float]:
         """Rows of component c by subset: its own rows, and half of each splice to another component."""
         w: dict[str, float] = defaultdict(float)
@@ -195,7 +199,9 @@ def _assign(rows: list[dict[str, Any]], grouping: str, cfg: SplitConfig) -> tupl
             for k, n in gain.items():
                 fair = ratios[s] * (placed[k] + n)  # s's share of subset k once these rows are placed
                 score += n * (fair - load[s][k]) / fair
-            key = (score, len(rows_in), -order)
+            total_fair = ratios[s] * (sum(placed.values()) + len(rows_in))
+            overall = (total_fair - sum(load[s].values())) / total_fair if total_fair else 0.0
+            key = (round(score, 9), round(overall, 9), len(rows_in), -order)
             if best_key is None or key > best_key:
                 best, best_key, best_rows = s, key, rows_in
         where[c] = best

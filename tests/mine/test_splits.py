@@ -37,6 +37,17 @@ def sample_rows(samples_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def test_missing_speakers_and_takes_never_join_rows(samples_dir):
+    """Rows without a speaker (the CREMA-D re-encodes) are groups of their own, also when pandas holds the
+    missing value as NaN: they must not all fall into one 'no speaker' group."""
+    df = sample_rows(samples_dir)
+    df = df[df["key"].str.startswith("crema_d")]
+    df = df.assign(speaker=pd.array([x if isinstance(x, str) else None for x in df["speaker"]], dtype="str"))
+    assert df["speaker"].isna().sum() == 6
+    res = assign_splits(df, SplitConfig(group_by=["speaker"]))
+    assert res.groups == 7 and len(set(res.splits)) == 3
+
+
 def many_speakers(n_speakers: int = 12, per: int = 6) -> pd.DataFrame:
     rows = []
     for s, j in itertools.product(range(n_speakers), range(per)):
