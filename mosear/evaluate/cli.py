@@ -62,7 +62,7 @@ def _print_headline(output) -> None:
     if not path.is_file():
         return
     m = pd.read_parquet(path)
-    m = m[(m["subset"] == "all") & m["metric"].isin(["n", "accuracy", "weighted_f1", "uar", "conflict_gap", "ov_mean", "flip_rate", "unparsed", "errors"])]
+    m = m[(m["subset"] == "all") & m["metric"].isin(["n", "accuracy", "weighted_f1", "uar", "conflict_gap", "ov_mean", "flip_rate", "unparsed", "errors", "judge_errors"])]
     if m.empty:
         return
     table = m.pivot_table(index=["checkpoint", "benchmark", "setting"], columns="metric", values="value", aggfunc="first")

@@ -382,5 +382,9 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
     errors = sum(1 for r in rows if r.get("error"))
     unparsed = sum(1 for r in rows if not r.get("error") and r.get("pred_label") is None)
     judge_errors = sum(1 for r in rows if r.get("judge_error"))
+    if judge_errors:
+        log.warning("%s: %d judge repl%s could not be read (judge_errors); those items are left out of the set "
+                    "metric, not scored as empty sets: %s", unit.filename, judge_errors,
+                    "y" if judge_errors == 1 else "ies", next(r["judge_error"] for r in rows if r.get("judge_error")))
     return {"unit": unit.filename, "items": len(rows), "errors": errors, "unparsed": unparsed,
             "judge_errors": judge_errors, "seconds": seconds}
