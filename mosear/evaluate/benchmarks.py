@@ -182,7 +182,8 @@ def _read_subset_json(path: Path, subset: str, prefix: str | None, space: tuple[
         split = val.get("split") if isinstance(val, dict) else None
         items.append(BenchmarkItem(_key(prefix, name), _label(label, space, where), subset,
                                    str(reason) if reason is not None else None,
-                                   str(split) if split is not None else None, _ov_labels(val, where)))
+                                   split=str(split) if split is not None else None,
+                                   ov_labels=_ov_labels(val, where)))
     return items
 
 

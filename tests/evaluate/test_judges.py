@@ -165,6 +165,7 @@ def test_set_metric_reproduces_the_mertools_formula_on_a_worked_table(tmp_path):
 def test_a_cue_following_answer_scores_zero_on_a_video_aligned_item(tmp_path):
     """The mined reasoning of a video-aligned clip names the voice's misleading emotion; the reference is
     the label, so following the voice scores 0 and reading the face scores 1."""
+    import dataclasses
     import json as _json
 
     from mosear.evaluate.benchmarks import load_benchmark
@@ -176,8 +177,10 @@ def test_a_cue_following_answer_scores_zero_on_a_video_aligned_item(tmp_path):
                              "visual_desc": {"face": True, "intensity": 0.2}, "audio_desc": None, "text_desc": None})
     assert "fear" in caption  # the text a reference used to be extracted from
     entry = {"reason": caption, "label": "sad", "split": "test"}
-    for s in ("video_aligned", "audio_aligned", "consistent"):
-        (tmp_path / f"{s}.json").write_text(_json.dumps({"ravdess__x": entry} if s == "video_aligned" else {}))
+    for folder in (tmp_path, tmp_path / "test"):  # the export layout: every split at the top, and per split
+        folder.mkdir(exist_ok=True)
+        for s in ("video_aligned", "audio_aligned", "consistent"):
+            (folder / f"{s}.json").write_text(_json.dumps({"ravdess__x": entry} if s == "video_aligned" else {}))
     [item] = load_benchmark(BenchmarkSpec(name="m", format="mined", path=str(tmp_path))).items
     assert item.split == "test"
     judge = LexiconJudge()
@@ -187,9 +190,9 @@ def test_a_cue_following_answer_scores_zero_on_a_video_aligned_item(tmp_path):
     assert (follows_voice["ov_precision"], follows_voice["ov_recall"]) == (0.0, 0.0)
     assert (reads_face["ov_precision"], reads_face["ov_recall"]) == (1.0, 1.0)
     # open-vocabulary labels join the label; reasoning-only items (no label) fall back to their text
-    ov = item.__class__(item.key, "sad", "video_aligned", caption, "test", ("downcast",))
+    ov = dataclasses.replace(item, ov_labels=("downcast",))
     assert judge_item(judge, ov, "downcast and sad")["ref_emotions"] == sorted({"sad", judge.table.group("downcast")})
-    text_only = item.__class__(item.key, None, None, "She is furious.")
+    text_only = dataclasses.replace(item, label=None, subset=None, reference="She is furious.")
     assert judge_item(judge, text_only, "angry")["ref_source"] == "text"
 
 

@@ -33,15 +33,9 @@ def test_explicit_shards_keep_the_spliced_folder(tmp_path):
     assert load_benchmark(spec).shard_dirs == [str(shards), str(mined / "spliced")]
 
 
-def test_a_split_folder_is_a_benchmark_drawing_on_the_whole_outputs_shards(tmp_path):
-    """``mined/test`` (the CA-MER release layout, one folder per split) reads that split's items and
-    finds their media where the whole output's are."""
+def test_a_split_folder_draws_on_the_whole_outputs_shards(tmp_path):
+    """``mined/test`` (the CA-MER release layout, one folder per split) finds its media where the whole
+    output's are: its input shards and ``spliced/``."""
     shards, mined = _mined(tmp_path)
     (mined / "test").mkdir()
-    for subset in ("video_aligned", "audio_aligned", "consistent"):
-        (mined / "test" / f"{subset}.json").write_text(json.dumps(
-            {"ravdess__t": {"reason": "x", "misleading_cue": "The voice sounds happy, but that cue is misleading.",
-                            "label": "sad", "split": "test"}} if subset == "video_aligned" else {}))
-    bench = load_benchmark(BenchmarkSpec(name="t", format="mined", path=str(mined / "test")))
-    assert [(it.key, it.split, it.reference) for it in bench.items] == [("ravdess__t", "test", "x")]
-    assert bench.shard_dirs == [str(shards), str(mined / "spliced")]
+    assert mined_shard_dirs(mined / "test") == [str(shards), str(mined / "spliced")]
