@@ -56,9 +56,14 @@ __all__ = [
     "make_judge",
     "set_precision_recall",
     "reference_set",
+    "SCORING_VERSION",
 ]
 
 log = logging.getLogger(__name__)
+
+# Enters every unit's id (mosear/evaluate/units.py): bump it when how an item is judged changes, so
+# prediction files judged the old way are not reused. 2: reference set from the label, judge errors.
+SCORING_VERSION = 2
 
 _TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _NEGATIONS = frozenset({"not", "no", "never", "without", "nor", "hardly", "isn't", "wasn't", "doesn't",

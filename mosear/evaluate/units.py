@@ -3,7 +3,8 @@
 The unit's identity is a hash of everything that determines its predictions (:func:`unit_id`):
 the checkpoint's files (content, not path), the benchmark's label files, the commit markers of the
 shards its media come from, the setting, and the evaluation fields that change outputs (prediction
-mode, generation length, judge, model config). The output ``units/{ckpt}__{bench}__{setting}__{id}.parquet``
+mode, generation length, judge, model config) and the judging rules' version
+(:data:`mosear.evaluate.judges.SCORING_VERSION`). The output ``units/{ckpt}__{bench}__{setting}__{id}.parquet``
 is written to a temporary name and renamed, so a file that exists is complete: a rerun skips it, a
 killed unit leaves nothing behind but a ``.tmp`` that the next run overwrites.
 
@@ -122,6 +123,7 @@ def fingerprint_benchmark(bench: Benchmark) -> str:
 def plan_units(cfg: EvalConfig) -> tuple[list[UnitSpec], dict[str, Benchmark]]:
     """Every unit of ``cfg`` with its id; benchmarks are read (and validated) here, once."""
     import mosear
+    from mosear.evaluate import judges
 
     benches = {b.name: load_benchmark(b) for b in cfg.benchmarks}
     calibrating = [s.name for s in cfg.all_settings() if s.calibrate]
@@ -142,7 +144,8 @@ def plan_units(cfg: EvalConfig) -> tuple[list[UnitSpec], dict[str, Benchmark]]:
         for b in cfg.benchmarks:
             for s in cfg.all_settings():
                 payload = {"checkpoint": ck_fp, "benchmark": bench_fp[b.name], "setting": s.model_dump(mode="json", exclude={"name"}),
-                           "eval": outputs, "version": getattr(mosear, "__version__", "0")}
+                           "eval": outputs, "version": getattr(mosear, "__version__", "0"),
+                           "scoring": judges.SCORING_VERSION}
                 uid = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
                 units.append(UnitSpec(name, path, b, s, uid, ck_fp))
     return units, benches

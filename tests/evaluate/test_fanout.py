@@ -257,6 +257,18 @@ def test_endpoint_judge_end_to_end(tmp_path, checkpoints, camer_bench, eval_shar
     assert "ov_mean" in set(m["metric"])
 
 
+def test_a_change_of_judging_rules_invalidates_every_unit(tmp_path, checkpoints, camer_bench, eval_shards, monkeypatch):
+    """Units judged under older rules (e.g. a reference set taken from reasoning text) are never reused."""
+    from mosear.evaluate import judges
+    from mosear.evaluate.units import plan_units
+
+    cfg = make_cfg(tmp_path / "a", [checkpoints["mose"]], (camer_bench, eval_shards), settings=[{"name": "ar_off"}])
+    before = [u.unit_id for u in plan_units(cfg)[0]]
+    assert [u.unit_id for u in plan_units(cfg)[0]] == before
+    monkeypatch.setattr(judges, "SCORING_VERSION", judges.SCORING_VERSION + 1)
+    assert not set(u.unit_id for u in plan_units(cfg)[0]) & set(before)
+
+
 def test_reused_model_gives_the_same_predictions_as_a_fresh_one(tmp_path, checkpoints, camer_bench, eval_shards):
     """The per-worker model cache: a unit after another unit of the same checkpoint (other attention
     mode) predicts exactly what it predicts on a freshly loaded model."""
