@@ -1,34 +1,12 @@
-"""Prefect flow: ``mosear shard`` (corpus -> WebDataset shards). Thin: parameters in, stage task, artifacts.
+"""Prefect deployment entrypoint: ``mosear shard`` (corpus -> WebDataset shards).
 
-Run it: ``python flows/shard.py`` or a deployment from ``flows/prefect.yaml``.
+The flow lives in the installed package (:mod:`mosear.orchestrate.flows`); this file only names it for
+``flows/prefect.yaml`` (``entrypoint: flows/shard.py:shard``). Run it: ``python flows/shard.py``.
 """
 
-from __future__ import annotations
+from mosear.orchestrate.flows import shard
 
-from typing import Any, Literal
-
-from prefect import flow
-
-from mosear.orchestrate.prefect_tasks import run_stage_task, stop_jobs_on_cancel
-from mosear.orchestrate.runner import StageOutcome, StageRequest
-
-
-@flow(name="mosear-shard", on_cancellation=[stop_jobs_on_cancel], on_crashed=[stop_jobs_on_cancel])
-def shard(
-    corpus: str = "datasets/samples/corpus.yaml",
-    output: str = "runs/samples/shards",
-    config: str | None = None,
-    overrides: dict[str, Any] | None = None,
-    mode: Literal["embedded", "cluster"] = "embedded",
-    ray_address: str | None = None,
-) -> StageOutcome:
-    """Decode ``corpus`` into shards under ``output``; ``overrides`` set ShardConfig fields."""
-    request = StageRequest(
-        stage="shard", config=config, overrides={**(overrides or {}), "corpus": corpus, "output": output},
-        mode=mode, ray_address=ray_address,
-    )
-    return run_stage_task(request)[0]
-
+__all__ = ["shard"]
 
 if __name__ == "__main__":
     shard()

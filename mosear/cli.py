@@ -2,6 +2,9 @@
 
 Each module named in :data:`COMMANDS` exposes ``add_arguments(parser)`` and ``main(args) -> int``;
 modules are imported only when their subcommand runs, so ``mosear --help`` is instant.
+
+Exit codes are the classes of :mod:`mosear.orchestrate.errors` (0 ok, 1 failed shards/units, 2 bad
+input, 3 refused resume, 75 transient: retry, 130 interrupted), the same in embedded and cluster mode.
 """
 
 from __future__ import annotations
@@ -67,14 +70,26 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from mosear.orchestrate.errors import StageFailedError, exit_code
+
     try:
         return int(_load(command).main(args) or 0)
-    except ConfigError as exc:
-        print(f"mosear {command}: bad config: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"mosear {command}: interrupted", file=sys.stderr)
         return 130
+    except ConfigError as exc:
+        code = exit_code(exc)  # 3 for a refused resume (a ConfigError subclass), else 2
+        print(f"mosear {command}: {'refused' if code == 3 else 'bad config'}: {exc}", file=sys.stderr)
+        return code
+    except Exception as exc:  # noqa: BLE001 - every failure leaves with its class's exit code
+        code = exit_code(exc)
+        if not isinstance(exc, StageFailedError):
+            import traceback
+
+            traceback.print_exc()
+        label = {1: "failed", 3: "refused", 75: "transient failure (retry)"}.get(code, "error")
+        print(f"mosear {command}: {label}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

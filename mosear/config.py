@@ -8,6 +8,15 @@ command line; the values of overrides are parsed as YAML scalars (``frames=16``,
 
 The config hash (:func:`config_hash`) is what output folders record so that a rerun with a changed
 config never resumes silently into an old output.
+
+Whether a field changes what a stage writes is declared once, on the field itself::
+
+    workers: int = Field(1, json_schema_extra=SCHEDULING)     # how fast / where: not in the hash
+    shards: str = Field(..., json_schema_extra=INPUT)         # a path: its *content* is the identity
+    max_steps: int = Field(20, json_schema_extra=RESUMABLE)   # in the hash, but a resume may extend it
+
+:func:`output_fields` reads those markers (recursively into nested sections); every hash, cache key and
+resume check derives from it (:mod:`mosear.identity`), so there is no list of field names to keep in sync.
 """
 
 from __future__ import annotations
@@ -21,7 +30,50 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_jsonable_python
 
-__all__ = ["ConfigError", "StageConfig", "load_config", "parse_overrides", "config_hash", "describe_config"]
+__all__ = ["ConfigError", "StageConfig", "load_config", "parse_overrides", "config_hash", "describe_config",
+           "SCHEDULING", "INPUT", "LOCATION", "RESUMABLE", "WHOLE_RUN", "affects_output", "output_fields"]
+
+# Field markers (pydantic ``json_schema_extra``): what a field means for a stage's output identity.
+SCHEDULING = {"affects_output": False}                       # workers, addresses, progress bars, retries
+LOCATION = {"affects_output": False, "role": "location"}     # where the output goes (not what it holds)
+INPUT = {"affects_output": False, "role": "input"}           # an input path: digested by content instead
+RESUMABLE = {"affects_output": True, "resume_safe": True}    # changes the output, a resume may change it
+# Changes the run's final tables but not one unit of its work (a mined shard's evidence, an eval unit):
+# a unit's own identity leaves it out, the stage's identity keeps it.
+WHOLE_RUN = {"affects_output": True, "per_unit": False}
+
+
+def _extra(field: Any) -> dict[str, Any]:
+    extra = getattr(field, "json_schema_extra", None)
+    return extra if isinstance(extra, dict) else {}
+
+
+def affects_output(field: Any) -> bool:
+    """False for fields marked :data:`SCHEDULING`, :data:`LOCATION` or :data:`INPUT`; True otherwise."""
+    return bool(_extra(field).get("affects_output", True))
+
+
+def output_fields(cfg: BaseModel, *, resume: bool = False, per_unit: bool = False) -> dict[str, Any]:
+    """The JSON form of ``cfg`` restricted to the fields that change its output.
+
+    Nested sections (pydantic models) are restricted the same way. ``resume=True`` also drops the
+    fields marked :data:`RESUMABLE` (what a resume from a checkpoint may change); ``per_unit=True``
+    those marked :data:`WHOLE_RUN` (what one shard's or unit's result does not depend on).
+    """
+    out: dict[str, Any] = {}
+    for name, field in type(cfg).model_fields.items():
+        extra = _extra(field)
+        if (not affects_output(field) or (resume and extra.get("resume_safe"))
+                or (per_unit and extra.get("per_unit") is False)):
+            continue
+        value = getattr(cfg, name)
+        if isinstance(value, BaseModel):
+            out[name] = output_fields(value, resume=resume, per_unit=per_unit)
+        elif isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
+            out[name] = [output_fields(v, resume=resume, per_unit=per_unit) for v in value]
+        else:
+            out[name] = to_jsonable_python(value, fallback=str)
+    return out
 
 
 class ConfigError(ValueError):
@@ -34,7 +86,13 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
     def hash(self, exclude: set[str] | None = None) -> str:
+        """Hash of every field (minus ``exclude``); see :meth:`output_hash` for the output identity."""
         return config_hash(self, exclude=exclude)
+
+    def output_hash(self, *, resume: bool = False, per_unit: bool = False) -> str:
+        """16-hex-digit hash of :func:`output_fields`: equal exactly when the output would be equal."""
+        blob = json.dumps(output_fields(self, resume=resume, per_unit=per_unit), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 C = TypeVar("C", bound=StageConfig)

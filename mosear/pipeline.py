@@ -19,8 +19,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
 import sys
 import time
@@ -53,12 +51,10 @@ def find_repo_file(rel: str) -> Path:
 
 
 def load_pipeline_flow():
-    """The ``pipeline`` flow object from ``flows/pipeline.py``."""
-    path = find_repo_file("flows/pipeline.py")
-    spec = importlib.util.spec_from_file_location("mosear_flows_pipeline", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.pipeline
+    """The ``pipeline`` flow, imported from the installed package (never a file from the working folder)."""
+    from mosear.orchestrate.flows import pipeline
+
+    return pipeline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,10 +126,13 @@ def main(args: argparse.Namespace) -> int:
     )
     t_end = time.time()
     if not state.is_completed():
+        from mosear.orchestrate.errors import exit_code
+
         try:
             state.result()
         except Exception as exc:
             print(f"\nmosear run: {state.name}: {exc}", file=sys.stderr)
+            return exit_code(exc)  # the failed stage's class: 1 failed units, 2 bad input, 3 refused, 75 transient
         return 1
     result = state.result()
     _print_outputs(result, stages)
@@ -143,7 +142,9 @@ def main(args: argparse.Namespace) -> int:
         + ", ".join(f"{s} {t['seconds']:.1f} s{' (cached)' if t['cached'] else ''}" for s, t in timings["stages"].items())
     )
     if args.timings:
-        Path(args.timings).write_text(json.dumps(timings, indent=2))
+        from mosear.atomic import atomic_write_json
+
+        atomic_write_json(args.timings, timings)
     if "eval" in stages:  # the output ends with the method x subset table of the report
         from mosear.evaluate.headline import print_tables
 
@@ -180,4 +181,7 @@ def _print_outputs(result: dict[str, Any], stages: list[str]) -> None:
     for stage, label, path in rows:
         if stage in stages:
             mark = "" if Path(path).exists() else "  (missing!)"
+            o = result["outcomes"].get(stage)
+            if o is not None and o.partial:
+                mark += f"  (PARTIAL: {len(o.missing)} missing: {', '.join(o.missing[:3])})"
             print(f"  {label:<16} {path}{mark}")

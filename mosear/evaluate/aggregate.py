@@ -146,5 +146,7 @@ def compute_metrics(results_dir: str | Path) -> pd.DataFrame:
                 rows.append({**base, "metric": "flip_rate", "value": fr["flip_rate"], "ci_low": lo, "ci_high": hi})
                 rows.append({**base, "metric": "flip_n", "value": float(fr["n"]), "ci_low": math.nan, "ci_high": math.nan})
     out = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    out.to_parquet(root / "metrics.parquet", index=False)
+    from mosear.atomic import atomic_write_parquet
+
+    atomic_write_parquet(root / "metrics.parquet", out)
     return out

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mosear.config import StageConfig
+from mosear.config import INPUT, LOCATION, SCHEDULING, WHOLE_RUN, StageConfig
 
 __all__ = [
     "BenchmarkSpec",
@@ -40,6 +40,15 @@ class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
 
+def safe_name(v: str) -> str:
+    """A name that becomes part of a file name: letters, digits, ``_ - .``, not only dots."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", v) or set(v) == {"."}:
+        raise ValueError("use only letters, digits, '_', '-', '.' (it becomes part of a file name)")
+    return v
+
+
 class BenchmarkSpec(_Part):
     """One benchmark: where its label/reference files are and where the media of its keys are."""
 
@@ -48,9 +57,9 @@ class BenchmarkSpec(_Part):
         description="reader: camer/mined (three subset JSON files), mer2023 (npz), dfew (fold CSV), "
         "emer (CSV/JSON reasoning), mafw (fold txt)"
     )
-    path: str = Field(description="the benchmark's file, or the folder holding its files")
+    path: str = Field(json_schema_extra=INPUT, description="the benchmark's file, or the folder holding its files")
     shards: str | None = Field(
-        default=None,
+        default=None, json_schema_extra=INPUT,
         description="shard folder (mosear shard output) holding the media of the benchmark's keys; "
         "mined benchmarks default to the shard paths recorded in conflicts.parquet",
     )
@@ -77,14 +86,7 @@ class BenchmarkSpec(_Part):
     )
     limit: int | None = Field(default=None, ge=1, description="evaluate only the first N items (smoke runs)")
 
-    @field_validator("name")
-    @classmethod
-    def _name_ok(cls, v: str) -> str:
-        import re
-
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
-            raise ValueError("use only letters, digits, '_', '-', '.'")
-        return v
+    _name_ok = field_validator("name")(classmethod(lambda cls, v: safe_name(v)))
 
 
 class SettingSpec(_Part):
@@ -94,7 +96,8 @@ class SettingSpec(_Part):
     missing stream: silence for audio (zeros, ``has_audio=False``), black frames for video.
     """
 
-    name: str = Field(description="setting name in reports, e.g. ar_off, ar_on, ar_f0.3, no_audio")
+    name: str = Field(description="setting name in reports and unit file names ([A-Za-z0-9_-.]), e.g. ar_off, "
+                      "ar_on, ar_f0.3, no_audio")
     ar: bool = Field(default=False, description="attention reallocation at inference")
     ar_fraction: float | None = Field(
         default=None, ge=0.0, le=1.0, description="share of the excess audio attention moved to video (None: model default)"
@@ -118,6 +121,8 @@ class SettingSpec(_Part):
         if self.calibrate and (self.ar_fraction is not None or self.ar_threshold is not None):
             raise ValueError("calibrate: true chooses ar_fraction and ar_threshold itself; leave them unset")
         return self
+
+    _name_ok = field_validator("name")(classmethod(lambda cls, v: safe_name(v)))
 
 
 DEFAULT_SETTINGS: tuple[SettingSpec, ...] = (
@@ -172,28 +177,30 @@ class EvalConfig(StageConfig):
     """``mosear eval``: checkpoints × benchmarks × settings, fanned out as Ray tasks."""
 
     checkpoints: list[str] = Field(
-        min_length=1,
+        min_length=1, json_schema_extra=WHOLE_RUN,
         description="adapter folders (training's {output}/adapter); 'base' evaluates the model without an adapter",
     )
     model: dict[str, Any] = Field(
         default_factory=dict,
         description="ModelConfig fields (preset, paths, ...) for checkpoints that carry no model config, and for 'base'",
     )
-    benchmarks: list[BenchmarkSpec] = Field(min_length=1)
-    settings: list[SettingSpec] = Field(default_factory=lambda: [s.model_copy() for s in DEFAULT_SETTINGS])
+    benchmarks: list[BenchmarkSpec] = Field(min_length=1, json_schema_extra=WHOLE_RUN)
+    settings: list[SettingSpec] = Field(default_factory=lambda: [s.model_copy() for s in DEFAULT_SETTINGS],
+                                      json_schema_extra=WHOLE_RUN)
     ar_sweep: list[float] = Field(
-        default_factory=list,
+        default_factory=list, json_schema_extra=WHOLE_RUN,
         description="extra AR settings, one per fraction (named ar_f{fraction}); a diagnostic on the "
         "evaluated split, never a choice (choose with settings[].calibrate on validation)",
     )
-    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    # per unit only for calibrated settings (units.plan_units adds it there)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig, json_schema_extra=WHOLE_RUN)
     methods: dict[str, str] = Field(
-        default_factory=dict,
+        default_factory=dict, json_schema_extra=WHOLE_RUN,
         description="the report's first table: method name -> 'checkpoint/setting' (e.g. {MoSE+AR: "
         "mose/ar_calibrated}); empty: every checkpoint x setting without a modality removed",
     )
     allow_overlap: bool = Field(
-        default=False,
+        default=False, json_schema_extra=WHOLE_RUN,
         description="evaluate a checkpoint on benchmark keys it trained on (refused otherwise); the report "
         "then says so in its first line",
     )
@@ -205,23 +212,27 @@ class EvalConfig(StageConfig):
         default="auto", description="generate text for open-vocabulary scoring (auto: benchmarks with reference text)"
     )
     max_new_tokens: int = Field(default=48, ge=1, description="generation length")
-    batch_size: int = Field(default=4, ge=1, description="samples per forward pass")
+    batch_size: int = Field(default=4, ge=1, json_schema_extra=SCHEDULING, description="samples per forward pass")
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
-    output: str = Field(default="reports", description="output folder (units/, metrics.parquet, report.html)")
-    ray_address: str | None = Field(default=None, description="Ray cluster address (None: embedded Ray)")
-    num_workers: int | None = Field(default=None, ge=1, description="embedded Ray CPUs (None: all)")
-    cpus_per_unit: float = Field(default=1.0, gt=0, description="Ray CPUs reserved per evaluation unit")
-    gpus_per_unit: float = Field(default=0.0, ge=0, description="Ray GPUs reserved per evaluation unit")
-    torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads inside a unit")
+    output: str = Field(default="reports", json_schema_extra=LOCATION, description="output folder (units/, metrics.parquet, report.html)")
+    ray_address: str | None = Field(default=None, json_schema_extra=SCHEDULING, description="Ray cluster address (None: embedded Ray)")
+    num_workers: int | None = Field(default=None, ge=1, json_schema_extra=SCHEDULING, description="embedded Ray CPUs (None: all)")
+    cpus_per_unit: float = Field(default=1.0, gt=0, json_schema_extra=SCHEDULING, description="Ray CPUs reserved per evaluation unit")
+    gpus_per_unit: float = Field(default=0.0, ge=0, json_schema_extra=SCHEDULING, description="Ray GPUs reserved per evaluation unit")
+    torch_threads: int = Field(default=1, ge=1, json_schema_extra=SCHEDULING, description="torch intra-op threads inside a unit")
     device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="where a unit runs the model (auto: CUDA when the unit's worker sees a GPU)"
+        default="auto", json_schema_extra=SCHEDULING, description="where a unit runs the model (auto: CUDA when the unit's worker sees a GPU)"
     )
-    unit_retries: int = Field(default=2, ge=0, description="Ray retries of a unit whose worker died")
+    unit_retries: int = Field(default=2, ge=0, json_schema_extra=SCHEDULING, description="Ray retries of a unit whose worker died")
     runtime_env: dict[str, Any] | None = Field(
-        default=None, description="Ray runtime_env of the unit tasks (env_vars, py_modules, pip) on a cluster"
+        default=None, json_schema_extra=SCHEDULING, description="Ray runtime_env of the unit tasks (env_vars, py_modules, pip) on a cluster"
     )
-    report: bool = Field(default=True, description="build report.html at the end")
-    progress: bool = Field(default=True, description="tqdm progress bar over units")
+    report: bool = Field(default=True, json_schema_extra=WHOLE_RUN, description="build report.html at the end")
+    allow_partial: bool = Field(
+        default=False, json_schema_extra=SCHEDULING,
+        description="a failed unit leaves the stage failed (exit 1) unless this is true: then metrics and "
+        "report are built from the units that finished and commit.json / run.json / the report name the missing ones")
+    progress: bool = Field(default=True, json_schema_extra=SCHEDULING, description="tqdm progress bar over units")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "EvalConfig":
@@ -241,7 +252,3 @@ class EvalConfig(StageConfig):
             out.append(SettingSpec(name=f"ar_f{f:g}", ar=True, ar_fraction=float(f)))
         return out
 
-    def hash_exclude(self) -> set[str]:
-        """Fields that change scheduling only, never predictions."""
-        return {"ray_address", "num_workers", "cpus_per_unit", "gpus_per_unit", "unit_retries", "runtime_env",
-                "report", "progress", "output", "torch_threads", "batch_size", "device", "methods"}

@@ -4,7 +4,14 @@ Flow: plan every unit and its cache id (:func:`~mosear.evaluate.units.plan_units
 validates every benchmark first, so a bad label file fails before any model loads) → skip units whose
 file exists → run the rest as Ray tasks (``max_retries`` covers a worker that dies; an exception in a
 unit is recorded, the other units go on) → write ``units.json`` (the units of this config) and
-``run.json`` (counts, failures, timings) → rebuild ``metrics.parquet`` and ``report.html``.
+``run.json`` (counts, failures, timings) → rebuild ``metrics.parquet`` and ``report.html`` → write
+``commit.json`` (the stage's marker, :mod:`mosear.identity`) last. Every file is written atomically.
+
+Failure policy: a failed unit leaves the stage failed (:class:`~mosear.orchestrate.errors.StageFailedError`,
+exit 1, the count and first reasons) after ``run.json`` records it; metrics, report and marker are not
+written, so nothing partial passes for complete. With ``allow_partial=true`` metrics and report are
+built from the finished units, the report and ``units.json`` name the missing ones, and the marker says
+``partial``.
 
 A rerun recomputes only what is missing: the failed units, or units whose checkpoint, benchmark
 files, shards or setting changed (their cache id changed).
@@ -12,24 +19,21 @@ files, shards or setting changed (their cache id changed).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mosear.atomic import atomic_write_json, remove_stale_temps
 from mosear.evaluate.config import EvalConfig
 from mosear.evaluate.units import UnitSpec, plan_units, unit_path
+from mosear.identity import default_memo, stage_identity, write_marker
+from mosear.orchestrate.errors import StageFailedError
 
-__all__ = ["EvalResult", "run_eval", "FAULT_ENV"]
+__all__ = ["EvalResult", "run_eval"]
 
 log = logging.getLogger(__name__)
-
-# Fault reproduction for tests and drills: a unit whose file name contains this variable's value
-# kills its own worker process (once per marker file named by MOSEAR_EVAL_FAULT_ONCE, if set).
-FAULT_ENV = "MOSEAR_EVAL_FAULT_KILL"
 
 
 @dataclass
@@ -45,19 +49,6 @@ class EvalResult:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def _maybe_fault(unit: UnitSpec) -> None:
-    target = os.environ.get(FAULT_ENV)
-    if not target or target not in unit.filename:
-        return
-    once = os.environ.get("MOSEAR_EVAL_FAULT_ONCE")
-    if once:
-        marker = Path(once)
-        if marker.exists():
-            return
-        marker.write_text(unit.filename)
-    os._exit(17)  # a worker dying mid-unit, as an OOM kill would
 
 
 def _readable(path: Path) -> bool:
@@ -80,7 +71,6 @@ def _unit_task(cfg: EvalConfig, unit: UnitSpec, bench) -> dict:
     """Ray task body: run one unit (see :mod:`mosear.evaluate.runner`) and return its summary."""
     from mosear.evaluate.runner import run_unit
 
-    _maybe_fault(unit)
     return run_unit(cfg, unit, bench)
 
 
@@ -89,9 +79,12 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     t0 = time.perf_counter()
     out = Path(cfg.output)
     (out / "units").mkdir(parents=True, exist_ok=True)
-    for stale in (out / "units").glob("*.tmp"):  # left by a run killed mid-write; never a finished unit
-        stale.unlink(missing_ok=True)
-    units, benches = plan_units(cfg)
+    remove_stale_temps(out / "units")  # left by a run killed mid-write; never a finished unit
+    remove_stale_temps(out)
+    (out / "commit.json").unlink(missing_ok=True)  # a run in progress is not a complete output
+    memo = default_memo(out)
+    identity = stage_identity("eval", cfg, memo)
+    units, benches = plan_units(cfg, memo)
     from mosear.evaluate.protocol import check_overlap, write_protocol
 
     # Before any unit: a checkpoint is never scored on keys it trained on unless the user insists.
@@ -109,10 +102,20 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     log.info("eval: %d units, %d cached, %d to run", len(units), len(result.cached), len(todo))
     if todo:
         _run_ray(cfg, todo, benches, result)
-    manifest = json.dumps({"config_hash": cfg.hash(exclude=cfg.hash_exclude()),
-                           "units": [u.filename for u in units]}, indent=1)
-    old = (out / "units.json").read_text() if (out / "units.json").is_file() else None
-    (out / "units.json").write_text(manifest)
+    result.seconds = time.perf_counter() - t0
+    run = {"config": cfg.model_dump(mode="json"), "units": len(units), "protocol": protocol, "computed": result.computed,
+           "cached": result.cached, "failed": result.failed, "seconds": round(result.seconds, 3),
+           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if result.failed and not cfg.allow_partial:
+        atomic_write_json(out / "run.json", run, indent=1)
+        raise StageFailedError("mosear eval", len(result.failed), len(units), result.failed,
+                               hint=" units; the finished ones are kept and a rerun computes only the failed ones"
+                               " (allow_partial=true builds metrics and report without them)")
+    missing = sorted(result.failed)
+    manifest = {"config_hash": cfg.output_hash(), "units": [u.filename for u in units if u.filename not in result.failed],
+                **({"missing": missing} if missing else {})}
+    old = _read_json(out / "units.json")
+    atomic_write_json(out / "units.json", manifest, indent=1)
     up_to_date = (not result.computed and old == manifest and (out / "metrics.parquet").is_file()
                   and (not cfg.report or (out / "report.html").is_file()))
     if up_to_date:  # a rerun with everything cached: metrics and report are those of these very units
@@ -126,12 +129,20 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
             from mosear.evaluate.aggregate import compute_metrics
 
             compute_metrics(out)
-    result.seconds = time.perf_counter() - t0
-    run = {"config": cfg.model_dump(mode="json"), "units": len(units), "protocol": protocol, "computed": result.computed,
-           "cached": result.cached, "failed": result.failed, "seconds": round(result.seconds, 3),
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    (out / "run.json").write_text(json.dumps(run, indent=1))
+    result.seconds = run["seconds"] = round(time.perf_counter() - t0, 3)
+    atomic_write_json(out / "run.json", run, indent=1)
+    write_marker(out, identity, "partial" if missing else "complete", missing=missing, missing_count=len(missing),
+                 totals={"units": len(units), "computed": len(result.computed), "cached": len(result.cached)})
     return result
+
+
+def _read_json(path: Path):
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _run_ray(cfg: EvalConfig, todo: list[UnitSpec], benches: dict, result: EvalResult) -> None:

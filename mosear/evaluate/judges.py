@@ -272,10 +272,9 @@ class ChatJudge:
                 raise JudgeUnavailable(f"judge endpoint {self.url} sent no chat completion: {r.text[:300]!r}") from exc
             self._cache[prompt] = text or ""
             if disk is not None:
-                disk.parent.mkdir(parents=True, exist_ok=True)
-                tmp = disk.with_name(f"{disk.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps({"model": self.cfg.model, "prompt": prompt, "reply": text or ""}))
-                os.replace(tmp, disk)
+                from mosear.atomic import atomic_write_json
+
+                atomic_write_json(disk, {"model": self.cfg.model, "prompt": prompt, "reply": text or ""}, indent=None)
             return text or ""
         raise JudgeUnavailable(
             f"judge endpoint {self.url} unreachable after {self.cfg.retries + 1} attempts; last error: {last}"

@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mosear.atomic import atomic_write  # noqa: E402
 from mosear.evaluate import metrics as M  # noqa: E402
 from mosear.evaluate.aggregate import compute_metrics, current_unit_files, load_unit, unit_meta  # noqa: E402
 from mosear.evaluate.headline import headline_sentence, method_table, render_html  # noqa: E402
@@ -196,7 +197,7 @@ def _save(fig, path: Path) -> str:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     data = buf.getvalue()
-    path.write_bytes(data)
+    atomic_write(path, data)
     return base64.b64encode(data).decode("ascii")
 
 
@@ -213,6 +214,21 @@ window.addEventListener('load', function () {
   if (bad) { document.getElementById('plot-warning').textContent = bad + ' plot(s) failed to load'; }
 });
 """
+
+
+def _missing_html(root: Path) -> str:
+    """A warning naming the units that are missing (a run with ``allow_partial``), or nothing."""
+    import json
+
+    try:
+        missing = json.loads((root / "units.json").read_text()).get("missing") or []
+    except (OSError, ValueError):
+        missing = []
+    if not missing:
+        return ""
+    names = ", ".join(html.escape(m) for m in missing[:10]) + (" ..." if len(missing) > 10 else "")
+    return (f'<p id="missing-units" style="color:#b00;font-weight:bold">PARTIAL: {len(missing)} unit(s) failed '
+            f"and are missing from every table below (allow_partial): {names}. See run.json for the errors.</p>")
 
 
 def build_report(results_dir: str | Path) -> Path:
@@ -273,6 +289,7 @@ table.methods td, table.methods th {{ padding: 3px 10px; border-bottom: 1px soli
 {''.join(heads)}
 <h1>mosear evaluation report</h1>
 <p id="plot-warning"></p>
+{_missing_html(root)}
 <p>{n_units} evaluation unit(s) (checkpoint × benchmark × setting), built {stamp} from
 <code>units/*.parquet</code>. Intervals: 95 % group bootstrap (2000 resamples; clips sharing a face or voice
 source resampled together). Metric definitions: <code>docs/evaluation.md</code>.</p>
@@ -284,7 +301,5 @@ source resampled together). Metric definitions: <code>docs/evaluation.md</code>.
 </body></html>
 """
     out = root / "report.html"
-    tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
+    atomic_write(out, page)
     return out

@@ -3,10 +3,12 @@
 The unit's identity is a hash of everything that determines its predictions (:func:`unit_id`):
 the checkpoint's files (content, not path), the benchmark's label files, the commit markers of the
 shards its media come from, the setting, and the evaluation fields that change outputs (prediction
-mode, generation length, judge, model config) and the judging rules' version
-(:data:`mosear.evaluate.judges.SCORING_VERSION`). The output ``units/{ckpt}__{bench}__{setting}__{id}.parquet``
-is written to a temporary name and renamed, so a file that exists is complete: a rerun skips it, a
-killed unit leaves nothing behind but a ``.tmp`` that the next run overwrites.
+mode, generation length, judge, model config: the fields not marked as scheduling or whole-run in
+:class:`~mosear.evaluate.config.EvalConfig`) and the judging rules' version
+(:data:`mosear.evaluate.judges.SCORING_VERSION`). Digests come from :mod:`mosear.identity`. The output
+``units/{ckpt}__{bench}__{setting}__{id}.parquet`` is written atomically (:mod:`mosear.atomic`), so a
+file that exists is complete: a rerun skips it, a killed unit leaves only a hidden temporary that the
+next run removes.
 
 Prediction table columns (one row per benchmark item, every item accounted for):
 ``unit_id, checkpoint, benchmark, setting, ar, ar_fraction, ar_threshold (the values used: a calibrated
@@ -25,17 +27,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from mosear.atomic import atomic_write_parquet
+from mosear.config import output_fields
 from mosear.evaluate.benchmarks import Benchmark, load_benchmark
 from mosear.evaluate.config import BenchmarkSpec, EvalConfig, SettingSpec
+from mosear.identity import DigestMemo, digest_paths, file_digest, shard_folder_digest
 
 __all__ = ["UnitSpec", "checkpoint_names", "fingerprint_checkpoint", "fingerprint_benchmark",
            "plan_units", "unit_path", "write_table", "PREDICTION_SCHEMA"]
@@ -88,39 +91,34 @@ def checkpoint_names(checkpoints: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _hash_files(paths: list[Path], h: "hashlib._Hash", root: Path | None = None) -> None:
-    for p in sorted(paths):
-        h.update(str(p.relative_to(root) if root else p.name).encode())
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-
-
-def fingerprint_checkpoint(path: str, model_cfg: dict[str, Any]) -> str:
-    """Content hash of an adapter folder (every file), or of the model config for ``base``."""
+def fingerprint_checkpoint(path: str, model_cfg: dict[str, Any], memo: DigestMemo | None = None) -> str:
+    """Content digest of an adapter folder (every file's bytes), or of the model config for ``base``."""
     h = hashlib.sha256(json.dumps(model_cfg, sort_keys=True, default=str).encode())
     if path != "base":
         root = Path(path)
         if not root.is_dir():
             raise FileNotFoundError(f"checkpoint {path}: not a folder (expected training's {{output}}/adapter)")
-        _hash_files([p for p in root.rglob("*") if p.is_file()], h, root)
+        h.update(digest_paths([root], memo).encode())
     return h.hexdigest()[:16]
 
 
-def fingerprint_benchmark(bench: Benchmark) -> str:
-    """Hash of the benchmark's spec (minus its name), label files and its shards' commit markers."""
+def fingerprint_benchmark(bench: Benchmark, memo: DigestMemo | None = None) -> str:
+    """Digest of the benchmark's spec (minus its name and paths), its label files' bytes and the content
+    of its shards (their recorded ``tar_sha256``: a shard rebuilt with other frames changes it)."""
     spec = bench.spec.model_dump(mode="json", exclude={"name", "path", "shards"})
     h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-    _hash_files(bench.files, h)
+    for f in sorted(bench.files):
+        h.update(f"{Path(f).name}\0{file_digest(f, memo)}\0".encode())
     if bench.calibration is not None:  # a calibrated setting's choice depends on its split's files too
-        _hash_files(bench.calibration.files, h, Path(bench.spec.path))
+        for f in sorted(bench.calibration.files):
+            h.update(f"{Path(f).relative_to(bench.spec.path) if Path(f).is_relative_to(bench.spec.path) else Path(f).name}\0"
+                     f"{file_digest(f, memo)}\0".encode())
     for d in bench.shard_dirs:
-        # stats JSON files are the shards' commit markers and carry the shard config hash
-        _hash_files(sorted(Path(d).glob("*.stats.json")), h)
+        h.update(shard_folder_digest(d).encode())
     return h.hexdigest()[:16]
 
 
-def plan_units(cfg: EvalConfig) -> tuple[list[UnitSpec], dict[str, Benchmark]]:
+def plan_units(cfg: EvalConfig, memo: DigestMemo | None = None) -> tuple[list[UnitSpec], dict[str, Benchmark]]:
     """Every unit of ``cfg`` with its id; benchmarks are read (and validated) here, once."""
     import mosear
     from mosear.evaluate import judges
@@ -135,12 +133,13 @@ def plan_units(cfg: EvalConfig) -> tuple[list[UnitSpec], dict[str, Benchmark]]:
     for b in benches.values():
         if not b.shard_dirs:
             raise FileNotFoundError(f"benchmark {b.name}: no shard folder holds its media (set benchmarks[].shards)")
-    bench_fp = {n: fingerprint_benchmark(b) for n, b in benches.items()}
-    outputs = cfg.model_dump(mode="json", include={"prediction", "generate_reasoning", "max_new_tokens", "judge"}
-                             | ({"calibration"} if calibrating else set()))
+    bench_fp = {n: fingerprint_benchmark(b, memo) for n, b in benches.items()}
+    outputs = output_fields(cfg, per_unit=True)  # the eval fields a unit's predictions depend on
+    if calibrating:
+        outputs["calibration"] = cfg.calibration.model_dump(mode="json")
     units = []
     for name, path in checkpoint_names(cfg.checkpoints):
-        ck_fp = fingerprint_checkpoint(path, cfg.model)
+        ck_fp = fingerprint_checkpoint(path, cfg.model, memo)
         for b in cfg.benchmarks:
             for s in cfg.all_settings():
                 payload = {"checkpoint": ck_fp, "benchmark": bench_fp[b.name], "setting": s.model_dump(mode="json", exclude={"name"}),
@@ -156,12 +155,8 @@ def unit_path(output: str | Path, unit: UnitSpec) -> Path:
 
 
 def write_table(rows: list[dict[str, Any]], dest: Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write prediction rows atomically (temporary name, then rename) with ``metadata`` in the schema."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Write prediction rows atomically (:mod:`mosear.atomic`) with ``metadata`` in the schema."""
     table = pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
     if metadata:
         table = table.replace_schema_metadata({k.encode(): v.encode() for k, v in metadata.items()})
-    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, dest)
-    return dest
+    return atomic_write_parquet(dest, table)

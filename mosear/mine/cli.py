@@ -43,4 +43,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"{m:6s} cross-fitted accuracy {c['cross_fitted_accuracy']}  ({c['grouping']})")
     print(f"outputs in {res.output}: conflicts.parquet, {{train,validation,test}}/*.json, *.json, "
           "train_mix.parquet (train rows), summary.json, summary.png")
-    return 0 if not s["shards"]["failed"] else 1
+    if res.failed:  # only with allow_partial=true; otherwise run_mine raised (exit 1)
+        print(f"PARTIAL: {len(res.failed)} shard(s) missing (allow_partial): {', '.join(sorted(res.failed)[:5])}")
+    return 0

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mosear.config import StageConfig
+from mosear.config import INPUT, LOCATION, SCHEDULING, WHOLE_RUN, StageConfig
 from mosear.mine.splits import SplitConfig
 
 DEFAULT_STAGES: list[Any] = ["require_label", "signal_quality", "audio_egemaps", "visual_fer", "text_lexicon"]
@@ -20,8 +20,8 @@ class SpliceConfig(_Section):
     """Counterfactual face/voice clips from a RAVDESS-style corpus (same speaker, same statement)."""
 
     enabled: bool = Field(False, description="build spliced conflict shards before mining them")
-    faces: str | None = Field(None, description="folder of RAVDESS full-AV clips (01-01-EE-II-SS-RR-AA.mp4)")
-    voices: str | None = Field(None, description="folder of RAVDESS audio-only takes (03-01-...wav/.flac)")
+    faces: str | None = Field(None, json_schema_extra=INPUT, description="folder of RAVDESS full-AV clips (01-01-EE-II-SS-RR-AA.mp4)")
+    voices: str | None = Field(None, json_schema_extra=INPUT, description="folder of RAVDESS audio-only takes (03-01-...wav/.flac)")
     offset_s: float = Field(0.033, description="seconds the voice is delayed against the video (negative: cut "
                             "from its start); RAVDESS audio-only takes run one frame (33 ms) ahead of the "
                             "same take inside the AV clip, measured")
@@ -54,26 +54,30 @@ class LLMConfig(_Section):
 class MineConfig(StageConfig):
     """Mining over a shard folder. Every CLI field can be overridden as ``key=value``."""
 
-    shards: str | None = Field(None, description="input shard folder (output of `mosear shard`)")
-    output: str = Field("runs/mined", description="output folder (mined/)")
+    shards: str | None = Field(None, json_schema_extra=INPUT, description="input shard folder (output of `mosear shard`)")
+    output: str = Field("runs/mined", json_schema_extra=LOCATION, description="output folder (mined/)")
     stages: list[Any] = Field(default_factory=lambda: list(DEFAULT_STAGES),
                               description="the pipeline: stage names or {stage, params} mappings, in order")
     batch_size: int = Field(8, ge=1, description="samples per stage call")
-    workers: int = Field(1, ge=1, description="Ray actors mining shards in parallel")
-    address: str | None = Field(None, description="Ray address (None: embedded Ray)")
-    py_modules: list[str] = Field(default_factory=list, description="package folders holding stages that are not "
+    workers: int = Field(1, ge=1, json_schema_extra=SCHEDULING, description="Ray actors mining shards in parallel")
+    address: str | None = Field(None, json_schema_extra=SCHEDULING, description="Ray address (None: embedded Ray)")
+    py_modules: list[str] = Field(default_factory=list, json_schema_extra=INPUT, description="package folders holding stages that are not "
                                   "installed, put on the workers' import path (a filesystem they share; on a "
                                   "cluster ship them with the job's runtime_env py_modules instead)")
-    margin: float = Field(0.1, ge=0, lt=1, description="confidence margin of subset assignment")
-    splice: SpliceConfig = Field(default_factory=SpliceConfig)
-    crossfit: CrossFitConfig = Field(default_factory=CrossFitConfig)
-    llm: LLMConfig = Field(default_factory=LLMConfig)
-    splits: SplitConfig = Field(default_factory=SplitConfig, description="group-disjoint train/validation/test "
-                                "ratios and grouping of the mined benchmark (mosear/mine/splits.py)")
-    ambiguous_weight: float = Field(0.0, ge=0, description="training-mix weight of ambiguous rows")
-    progress: bool = True
+    margin: float = Field(0.1, ge=0, lt=1, json_schema_extra=WHOLE_RUN, description="confidence margin of subset assignment")
+    # the spliced shards are an input of mining like any shard: their content enters per shard
+    splice: SpliceConfig = Field(default_factory=SpliceConfig, json_schema_extra=WHOLE_RUN)
+    crossfit: CrossFitConfig = Field(default_factory=CrossFitConfig, json_schema_extra=WHOLE_RUN)
+    llm: LLMConfig = Field(default_factory=LLMConfig, json_schema_extra=WHOLE_RUN)
+    splits: SplitConfig = Field(default_factory=SplitConfig, json_schema_extra=WHOLE_RUN,
+                                description="group-disjoint train/validation/test ratios and grouping of the "
+                                "mined benchmark (mosear/mine/splits.py)")
+    ambiguous_weight: float = Field(0.0, ge=0, json_schema_extra=WHOLE_RUN, description="training-mix weight of ambiguous rows")
+    allow_partial: bool = Field(False, json_schema_extra=SCHEDULING, description="a shard that fails to mine "
+                                "leaves the stage failed (exit 1) unless this is true: then the outputs are built "
+                                "from the other shards and commit.json / summary.json name the missing ones")
+    progress: bool = Field(True, json_schema_extra=SCHEDULING)
 
     def stage_hash(self) -> str:
-        """Hash of what decides a shard's evidence (not workers, address, later steps)."""
-        return self.hash(exclude={"output", "workers", "address", "progress", "py_modules", "margin", "crossfit", "llm",
-                                  "ambiguous_weight", "shards", "splice", "splits"})
+        """Hash of what decides one shard's evidence (fields marked WHOLE_RUN only change later steps)."""
+        return self.output_hash(per_unit=True)

@@ -6,6 +6,12 @@
    actor streams its shard's samples through the stages in batches and commits the shard's evidence
    with a stats JSON written last (``{output}/evidence/``). A killed job resumes where it stopped.
 3. Assemble: cross-fit the unimodal classifiers, assign subsets, caption, export (see ``assemble``).
+4. ``run.json`` and, last, ``commit.json`` (the stage's marker: its identity, :mod:`mosear.identity`).
+
+A shard that fails to mine leaves the stage failed (:class:`~mosear.orchestrate.errors.StageFailedError`,
+exit 1, with the count and first reasons) before anything is assembled; the committed shards' evidence
+stays, so a rerun mines only the failed ones. ``allow_partial=true`` assembles without them and marks
+the output ``partial`` (``commit.json`` and ``summary.json`` list what is missing).
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mosear.atomic import atomic_write_json
+from mosear.identity import default_memo, digest_json, stage_identity, write_marker
 from mosear.mine.config import MineConfig
 from mosear.mine.pipeline import StagePipeline
 from mosear.mine.worker import ShardMiner, is_done
+from mosear.orchestrate.errors import StageFailedError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,7 @@ class MineResult:
     summary: dict[str, Any] = field(default_factory=dict)
     splice: dict[str, int] | None = None
     seconds: float = 0.0
+    failed: dict[str, str] = field(default_factory=dict)  # shard -> error (allow_partial only)
 
 
 def _decode_settings(cfg: MineConfig, input_shards: list[Path]) -> dict[str, Any]:
@@ -62,9 +72,13 @@ def build_spliced(cfg: MineConfig, input_shards: list[Path]) -> tuple[Path, dict
 
     config_hash = hashlib.sha256(chash.encode()).hexdigest()[:16]
     out = Path(cfg.output) / "spliced"
+    memo = default_memo(cfg.output)
     counts = write_spliced_shards(pairs, out, offset_s=sp.offset_s, label_rule=sp.label, seed=sp.seed,
                                   clips_per_shard=sp.clips_per_shard, decode=decode, config_hash=config_hash,
-                                  progress=cfg.progress)
+                                  progress=cfg.progress,
+                                  inputs_digest=lambda chunk: digest_json(
+                                      [[p.key, memo.digest(p.face.path), memo.digest(p.voice.path)] for p in chunk]))
+    memo.save()
     return out, {"pairs": len(pairs), **counts}
 
 
@@ -85,8 +99,9 @@ def _size(shard: Path) -> int:
         return 0
 
 
-def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int]:
-    """Mine the shards not yet committed under ``{output}/evidence``; returns (mined, skipped)."""
+def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int, dict[str, str]]:
+    """Mine the shards not yet committed under ``{output}/evidence``; returns (mined, skipped, failed),
+    ``failed`` mapping each shard that failed to its error."""
     from tqdm import tqdm
 
     from mosear.ray_utils import init_ray
@@ -98,7 +113,7 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int]:
     if skipped:
         log.info("resuming: %d of %d shards already mined", skipped, len(shards))
     if not todo:
-        return 0, skipped
+        return 0, skipped, {}
     ray = init_ray(cfg.address)
     import ray.data
 
@@ -118,15 +133,16 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int]:
         num_cpus=res.cpus,
         num_gpus=res.gpus or None,
     )
-    mined = 0
+    mined, failed = 0, {}
     with tqdm(total=len(todo), desc="mine", unit="shard", disable=not cfg.progress) as bar:
         for row in ds.iter_rows():
             st = json.loads(row["stats"])
             if st["status"] != "ok":
                 log.error("shard %s failed: %s", st["shard"], st["error"])
+                failed[st["shard"]] = st["error"]
             mined += 1
             bar.update(1)
-    return mined, skipped
+    return mined, skipped, failed
 
 
 def run_mine(cfg: MineConfig) -> MineResult:
@@ -136,6 +152,8 @@ def run_mine(cfg: MineConfig) -> MineResult:
     t0 = time.time()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "commit.json").unlink(missing_ok=True)  # a run in progress is not a complete output
+    identity = stage_identity("mine", cfg)
     inputs = list_shards(cfg.shards) if cfg.shards else []
     if cfg.shards and not Path(cfg.shards).is_dir():
         raise FileNotFoundError(f"shard folder {cfg.shards} does not exist")
@@ -146,7 +164,11 @@ def run_mine(cfg: MineConfig) -> MineResult:
         shards += list_shards(sp_dir)
     if not shards:
         raise FileNotFoundError(f"no committed shards in {cfg.shards!r} and no splicing configured")
-    mined, skipped = mine_shards(cfg, shards)
+    mined, skipped, failed = mine_shards(cfg, shards)
+    if failed and not cfg.allow_partial:
+        raise StageFailedError("mosear mine", len(failed), len(shards), failed,
+                               hint=" shards; nothing was assembled, the mined shards are kept and a rerun mines "
+                               "only the failed ones (allow_partial=true assembles without them)")
     _driver_path(cfg.py_modules)
     names = [s.stage_name + "@" + s.version for s in StagePipeline.from_spec(cfg.stages).stages]
     from mosear.mine.assemble import assemble
@@ -155,11 +177,18 @@ def run_mine(cfg: MineConfig) -> MineResult:
 
     from mosear.mine.features import write_features
 
-    write_features(out, [shard_name(s) for s in shards])  # before conflicts.parquet, the stage's marker
-    summary = assemble(cfg, names, [shard_name(s) for s in shards])
-    result = MineResult(out, len(shards), mined, skipped, summary, splice_counts, round(time.time() - t0, 2))
-    (out / "run.json").write_text(json.dumps({
+    write_features(out, [shard_name(s) for s in shards])  # before the exports; commit.json comes last
+    summary = assemble(cfg, names, [shard_name(s) for s in shards])  # reads committed (ok) evidence only
+    if failed:
+        summary["missing_shards"] = sorted(failed)
+        atomic_write_json(out / "summary.json", summary, indent=1)
+    result = MineResult(out, len(shards), mined, skipped, summary, splice_counts, round(time.time() - t0, 2),
+                        failed)
+    atomic_write_json(out / "run.json", {
         "config": cfg.model_dump(mode="json"), "stage_hash": cfg.stage_hash(), "shards": len(shards),
         "mined": mined, "skipped": skipped, "splice": splice_counts, "seconds": result.seconds,
-    }, indent=1))
+        "failed": failed,
+    }, indent=1)
+    write_marker(out, identity, "partial" if failed else "complete", missing=sorted(failed),
+                 missing_count=len(failed), totals={"shards": len(shards), "mined": mined, "skipped": skipped})
     return result

@@ -30,7 +30,7 @@ import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import ffmpeg
 
@@ -185,10 +185,12 @@ def _chunks(items: list[SplicePair], n: int) -> Iterator[tuple[int, list[SpliceP
 
 def write_spliced_shards(pairs: list[SplicePair], out_dir: str | Path, *, offset_s: float, label_rule: str,
                          seed: int, clips_per_shard: int, decode: dict[str, Any], config_hash: str,
-                         progress: bool = True) -> dict[str, int]:
+                         progress: bool = True,
+                         inputs_digest: Callable[[list[SplicePair]], str] | None = None) -> dict[str, int]:
     """Splice, decode and write ``pairs`` as shards ``spliced-NNNNNN.tar`` in ``out_dir``.
 
-    Resumable: a shard whose stats JSON exists with ``config_hash`` is skipped. A pair that fails
+    Resumable: a shard whose stats JSON exists with ``config_hash`` and the same ``inputs_digest(chunk)``
+    (the content digest of its faces and voices, recorded in the stats) is skipped. A pair that fails
     (ffmpeg or decode error) is recorded with ``ShardWriter.fail`` (it lands in the shard index) and the
     rest go on. ``decode``: keyword arguments for :func:`mosear.media.decode.decode_clip`.
     """
@@ -207,11 +209,13 @@ def write_spliced_shards(pairs: list[SplicePair], out_dir: str | Path, *, offset
         for index, chunk in _chunks(pairs, clips_per_shard):
             name = shard_name("spliced", index)
             st = read_stats(out_dir / f"{name}.tar")
-            if st is not None and st.get("config_hash") == config_hash:
+            digest = inputs_digest(chunk) if inputs_digest else None
+            if st is not None and st.get("config_hash") == config_hash and st.get("inputs_digest") == digest:
                 counts["skipped_shards"] += 1
                 bar.update(len(chunk))
                 continue
-            with ShardWriter(out_dir, "spliced", index, config_hash, extra_stats=made_by) as w:
+            extra = {**made_by, "inputs_digest": digest}
+            with ShardWriter(out_dir, "spliced", index, config_hash, extra_stats=extra) as w:
                 for pair in chunk:
                     spliced = Path(tmp) / f"{pair.key}.mov"  # PCM voice: see the module docstring
                     label = spliced_label(pair, label_rule, seed)

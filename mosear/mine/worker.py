@@ -8,13 +8,14 @@ Per shard ``{name}`` under ``{output}/evidence/``:
 - ``{name}.audit.parquet``  one row per dropped or failed sample: key, stage, reason, detail;
 - ``{name}.stats.json``     written last (the commit marker): counts, per-stage stats, config hash.
 
-A shard whose stats file exists with the same config hash is finished and never mined again.
+A shard whose stats file exists with status ok, the same stage config hash and the same input digest
+(the input tar's ``tar_sha256``: its content, so a shard rebuilt with other bytes under the same name
+is mined again) is finished and never mined again.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from itertools import islice
 from pathlib import Path
@@ -22,8 +23,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from mosear.atomic import atomic_write_json, atomic_write_parquet
 from mosear.mine.pipeline import StagePipeline
 
 MEDIA_FIELDS = ("frames", "audio", "sample_rate", "meta", "key")
@@ -91,21 +92,20 @@ def _batched(it: Iterator[dict[str, Any]], n: int) -> Iterator[list[dict[str, An
 
 
 def _write_parquet(rows: list[dict[str, Any]], path: Path, schema: pa.Schema | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     table = pa.Table.from_pylist(rows, schema=schema) if rows or schema is not None else pa.table({})
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write_parquet(path, table)
 
 
 def input_hash(shard: str | Path) -> str | None:
-    """The config hash the input shard was written with (its own stats JSON), None when unknown."""
+    """The content digest of the input shard: the ``tar_sha256`` its commit marker records (None
+    when it has none). The shard stage computes it while writing the tar."""
     from mosear.shards.reader import read_stats
 
     try:
         st = read_stats(shard)
     except (OSError, ValueError):
         return None
-    return None if st is None else st.get("config_hash")
+    return None if st is None else st.get("tar_sha256")
 
 
 def is_done(out_dir: Path, shard: str | Path, config_hash: str) -> bool:
@@ -118,7 +118,7 @@ def is_done(out_dir: Path, shard: str | Path, config_hash: str) -> bool:
     except (OSError, ValueError):
         return False
     return (st.get("config_hash") == config_hash and st.get("status") == "ok"
-            and st.get("input_hash") == input_hash(shard))
+            and st.get("input_hash") is not None and st.get("input_hash") == input_hash(shard))
 
 
 def mine_shard(shard: str | Path, out_dir: str | Path, pipeline: StagePipeline, batch_size: int,
@@ -127,6 +127,7 @@ def mine_shard(shard: str | Path, out_dir: str | Path, pipeline: StagePipeline, 
     from mosear.shards.reader import iter_samples
 
     name = shard_name(shard)
+    digest = input_hash(shard)  # before reading: a shard replaced meanwhile is never recorded as this one
     ev_dir = Path(out_dir) / "evidence"
     ev_dir.mkdir(parents=True, exist_ok=True)
     pipeline.reset_stats()
@@ -149,14 +150,12 @@ def mine_shard(shard: str | Path, out_dir: str | Path, pipeline: StagePipeline, 
         status, error = "failed", f"writing evidence: {type(exc).__name__}: {exc}"
     stats = {
         "shard": name, "source": str(shard), "status": status, "error": error, "config_hash": config_hash,
-        "input_hash": input_hash(shard),
+        "input_hash": digest,
         "samples_in": n_in, "samples_out": len(rows), "dropped": len(audit),
         "seconds": round(time.perf_counter() - t0, 3),
         "stages": [s.to_dict() for s in pipeline.stats.values()],
     }
-    tmp = ev_dir / f"{name}.stats.json.tmp"
-    tmp.write_text(json.dumps(stats, indent=1))
-    os.replace(tmp, ev_dir / f"{name}.stats.json")
+    atomic_write_json(ev_dir / f"{name}.stats.json", stats, indent=1)  # last: the shard's commit
     return stats
 
 

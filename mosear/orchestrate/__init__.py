@@ -1,7 +1,8 @@
 """Orchestration of the four stages: stage specs, cache keys, embedded / cluster execution.
 
-Prefect-free core (:mod:`.stages`, :mod:`.runner`, :mod:`.ray_jobs`, :mod:`.hashing`,
-:mod:`.errors`) plus the Prefect task layer (:mod:`.prefect_tasks`) that ``flows/`` uses.
+Prefect-free core (:mod:`.stages`, :mod:`.runner`, :mod:`.ray_jobs`, :mod:`.errors`; content
+identity in :mod:`mosear.identity`) plus the Prefect layer: the cached task (:mod:`.prefect_tasks`) and
+the flows themselves (:mod:`.flows`, which ``flows/*.py`` import).
 """
 
 from mosear.orchestrate.errors import BadInputError, StageError, TransientStageError, is_transient

@@ -8,6 +8,23 @@ with the stage's own message.
 The rule is an allow-list of transient exception types (by qualified name, so it also applies to
 the last exception printed by a Ray job's driver, where only the name is known). Everything else
 counts as bad input.
+
+Both modes share one set of exit-code classes (:data:`EXIT_CODES`): the ``mosear`` CLI exits with
+them (:func:`exit_code`), a cluster job's driver exit code is read back with them
+(:func:`error_for_exit_code`), and an embedded stage's exception is mapped to the same classes
+(:func:`classify`):
+
+====  ==================  ==================================================  ========
+code  class               meaning                                             retried
+====  ==================  ==================================================  ========
+0     ok                  the stage committed its output
+1     failed              some shards / units failed (count and first reasons printed); no
+                          ``allow_partial``
+2     bad input           bad config, missing or malformed input              no
+3     refused resume      the output / checkpoint belongs to another config   no
+75    transient           lost worker, lost connection, Ray died (EX_TEMPFAIL) yes
+130   interrupted         Ctrl-C                                              no
+====  ==================  ==================================================  ========
 """
 
 from __future__ import annotations
@@ -18,6 +35,12 @@ __all__ = [
     "StageError",
     "TransientStageError",
     "BadInputError",
+    "RefusedResumeError",
+    "StageFailedError",
+    "EXIT_CODES",
+    "exit_code",
+    "classify",
+    "error_for_exit_code",
     "TRANSIENT_EXCEPTIONS",
     "is_transient",
     "is_transient_name",
@@ -35,6 +58,71 @@ class TransientStageError(StageError):
 
 class BadInputError(StageError):
     """The stage rejected its input or config; retrying cannot help."""
+
+
+class RefusedResumeError(BadInputError):
+    """The output folder or checkpoint holds another config's work; the stage refused to mix them."""
+
+
+class StageFailedError(StageError):
+    """Some units of the stage (shards, evaluation units) failed and partial output was not allowed.
+
+    ``count`` is how many failed, ``reasons`` maps the first of them to their error.
+    """
+
+    def __init__(self, stage: str, count: int, total: int, reasons: dict[str, str], hint: str = "") -> None:
+        self.count, self.total, self.reasons = count, total, dict(reasons)
+        first = "; ".join(f"{k}: {(v or '').strip().splitlines()[-1][:200] if v else ''}" for k, v in list(reasons.items())[:3])
+        super().__init__(f"{stage}: {count} of {total} failed (first: {first}){hint}")
+
+
+EXIT_CODES: dict[str, int] = {"ok": 0, "failed": 1, "bad_input": 2, "refused_resume": 3, "transient": 75,
+                              "interrupted": 130}
+
+
+def _refused(exc: BaseException) -> bool:
+    names = {c.__name__ for c in type(exc).__mro__}
+    return bool(names & {"RefusedResumeError", "OutputConflictError", "CheckpointMismatchError"})
+
+
+def classify(exc: BaseException, where: str = "") -> StageError:
+    """The :class:`StageError` of an exception raised by a stage's own code (embedded mode)."""
+    msg = f"{where}: {exc}" if where else str(exc)
+    if isinstance(exc, StageError):
+        return exc
+    if _refused(exc):
+        return RefusedResumeError(msg)
+    if is_transient(exc):
+        return TransientStageError(msg)
+    return BadInputError(msg)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The CLI exit code of an exception (see the table in the module docstring)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_CODES["interrupted"]
+    if isinstance(exc, StageFailedError):
+        return EXIT_CODES["failed"]
+    if _refused(exc):
+        return EXIT_CODES["refused_resume"]
+    if is_transient(exc):
+        return EXIT_CODES["transient"]
+    return EXIT_CODES["bad_input"]
+
+
+def error_for_exit_code(code: int | None, message: str, exc_name: str | None = None) -> StageError:
+    """The error a cluster job's driver exit ``code`` stands for (``None``/signals: the job died)."""
+    if code == EXIT_CODES["failed"]:
+        return StageError(message)  # failed units: their own errors, already retried by Ray
+    if code == EXIT_CODES["bad_input"]:
+        return BadInputError(message)
+    if code == EXIT_CODES["refused_resume"]:
+        return RefusedResumeError(message)
+    if code == EXIT_CODES["transient"] or code is None or code < 0 or code > 128:
+        return TransientStageError(message)  # killed by a signal, lost, or said so itself
+    if exc_name is not None and is_transient_name(exc_name):
+        return TransientStageError(message)
+    return BadInputError(message)  # any other exit: an uncaught error in the stage's own code
 
 
 # Qualified (or bare) names of exceptions that mean "the machinery failed", not "the input is bad".

@@ -6,7 +6,9 @@
   inputs + the config). Cache records and results are written under the request's cache folder
   (``.mosear-cache`` beside the outputs by default), so a pipeline killed mid-way and started again
   restores the finished stages instead of running them, across processes and without a server. A
-  cached stage whose output has since been deleted runs again (``refresh_cache``).
+  cached result counts only while the output's commit marker (``commit.json``) records this very
+  identity and says ``complete``: an output deleted, overwritten by another run, or left partial runs
+  again (``refresh_cache``), so nothing partial or stale is served as complete.
 - **retries**: up to ``retries`` with exponential backoff, only when
   :func:`mosear.orchestrate.errors.is_transient` says the failure was the machinery's (a Ray job that
   died or was stopped, a lost connection); bad input fails the flow run at once with the stage's own
@@ -84,6 +86,8 @@ def summary_markdown(outcomes: list[StageOutcome], cached: dict[str, bool] | Non
     for o in outcomes:
         counts = ", ".join(f"{k}={v}" for k, v in o.summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
         state = "cached" if cached.get(o.stage) else "ran"
+        if o.partial:
+            state += f" (PARTIAL: {len(o.missing)} missing)"
         lines.append(f"| {o.stage} | {state} | {o.seconds:.1f} | `{o.output}` | {counts or '-'} |")
     return "\n".join(lines)
 
@@ -126,10 +130,18 @@ def run_stage_task(request: StageRequest, artifacts: bool = True) -> tuple[Stage
     state = t(request=request, return_state=True)
     outcome: StageOutcome = state.result()  # raises the stage's exception on failure
     was_cached = state.name == "Cached"
-    if was_cached and not spec.is_complete(Path(outcome.output)):
-        logger.warning("%s: cached result but %s is incomplete now; running it again", spec.name, outcome.output)
-        state = t.with_options(refresh_cache=True)(request=request, return_state=True)
-        outcome, was_cached = state.result(), False
+    if was_cached:
+        from mosear.orchestrate.runner import request_identity
+
+        why = None
+        if outcome.partial:
+            why = "the cached result is partial"
+        elif not spec.is_complete(Path(outcome.output), request_identity(request)):
+            why = f"{outcome.output} is incomplete now or holds another run's output"
+        if why:
+            logger.warning("%s: %s; running it again", spec.name, why)
+            state = t.with_options(refresh_cache=True)(request=request, return_state=True)
+            outcome, was_cached = state.result(), False
     if was_cached:
         logger.info("%s: skipped, inputs and config unchanged (cache key %s)", spec.name, outcome.cache_key)
     else:

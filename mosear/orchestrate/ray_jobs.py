@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from mosear.config import _deep_merge
-from mosear.orchestrate.errors import BadInputError, TransientStageError, is_transient_name, last_exception_line
+from mosear.orchestrate.errors import TransientStageError, error_for_exit_code, last_exception_line
 from mosear.orchestrate.stages import StageSpec
 
 __all__ = ["RayJobRunner", "stop_flow_run_jobs", "absolutize_paths", "raw_config"]
@@ -211,9 +211,8 @@ class RayJobRunner:
         exc = last_exception_line(logs)
         reason = own[-1] if own else (f"{exc[0]}: {exc[1]}" if exc else (info.message or "no message"))
         where = f"{spec.name} failed in Ray job {job_id} (exit code {code})"
-        if code == 2 or (exc is not None and not is_transient_name(exc[0])):
-            raise BadInputError(f"{where}: {reason}")
-        raise TransientStageError(f"{where}: {reason}")
+        # the driver's exit code is the class (mosear.orchestrate.errors.EXIT_CODES), as in embedded mode
+        raise error_for_exit_code(code, f"{where}: {reason}", exc[0] if exc else None)
 
     def stop(self, job_id: str) -> None:
         try:

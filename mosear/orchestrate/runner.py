@@ -6,9 +6,14 @@
   (:mod:`mosear.orchestrate.ray_jobs`); its logs are streamed back line by line.
 
 Both modes take the same :class:`StageRequest` and return the same :class:`StageOutcome`.
-:func:`cache_key` is what makes a pipeline rerun skip finished stages: a hash of the stage name,
-the package version, the validated config (minus fields that only change scheduling) and the
-*contents* of every input path.
+:func:`cache_key` is what makes a pipeline rerun skip finished stages: the digest of the stage's
+identity (:func:`mosear.identity.stage_identity`: package version, the config fields that change the
+output, the *content* digest of every input path), plus the output folder. The stage records the same
+identity in its commit marker; a cached result counts only while that marker matches it.
+
+Failure policy (the same in both modes): a stage that raises fails; a stage whose marker says
+``partial`` (some shards or units failed and the config allowed it) succeeds with
+``StageOutcome.partial`` set and ``missing`` listed, and is never served from the cache as complete.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 import mosear
 from mosear.config import ConfigError, StageConfig, load_config
-from mosear.orchestrate.errors import BadInputError
-from mosear.orchestrate.hashing import HashMemo, hash_paths
+from mosear.identity import identity_digest, read_marker, stage_identity
+from mosear.orchestrate.errors import BadInputError, StageError, classify
 from mosear.orchestrate.stages import get_stage
 
 __all__ = ["StageRequest", "request_name", "StageOutcome", "resolve_config", "validate_requests", "cache_key", "run_stage", "summarize"]
@@ -78,6 +83,8 @@ class StageOutcome(BaseModel):
     ray_startup_s: float = 0.0  # part of `seconds` spent starting the embedded Ray (first stage only)
     summary: dict[str, Any] = Field(default_factory=dict)
     job_id: str | None = None
+    partial: bool = False  # the stage allowed partial output and some of it is missing
+    missing: list[str] = Field(default_factory=list)  # first names of what is missing (shards, units)
 
 
 def resolve_config(req: StageRequest) -> StageConfig:
@@ -101,17 +108,18 @@ def default_cache_dir(req: StageRequest, cfg: StageConfig) -> Path:
     return get_stage(req.stage).output(cfg).resolve().parent / ".mosear-cache"
 
 
-def cache_key(req: StageRequest, cfg: StageConfig | None = None) -> str:
-    """``{stage}-{sha256[:32]}`` of stage, package version, config hash and input contents."""
+def request_identity(req: StageRequest, cfg: StageConfig | None = None) -> dict[str, Any]:
+    """The stage identity of ``req`` (what its commit marker must record to count as its result)."""
+    return stage_identity(req.stage, cfg or resolve_config(req))
+
+
+def cache_key(req: StageRequest, cfg: StageConfig | None = None, identity: dict[str, Any] | None = None) -> str:
+    """``{stage}-{sha256[:32]}`` of the stage's identity digest and its output folder."""
     spec = get_stage(req.stage)
     cfg = cfg or resolve_config(req)
-    memo = HashMemo(default_cache_dir(req, cfg) / "input-hashes.json")
-    parts = {
-        "stage": spec.name,
-        "version": mosear.__version__,
-        "config": cfg.hash(exclude=spec.hash_exclude(cfg) or None),
-        "inputs": hash_paths(spec.inputs(cfg), memo),
-    }
+    identity = identity or request_identity(req, cfg)
+    parts = {"identity": identity_digest(identity), "output": str(spec.output(cfg).resolve()),
+             "version": mosear.__version__}
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
     return f"{spec.name}-{digest}"
 
@@ -147,14 +155,20 @@ def run_stage(req: StageRequest, logger: logging.Logger | logging.LoggerAdapter 
         cfg = resolve_config(req)
     except ConfigError as exc:  # the stage's own validation message, never retried
         raise BadInputError(f"mosear {spec.command}: bad config: {exc}") from None
-    key = cache_key(req, cfg)
+    identity = request_identity(req, cfg)
+    key = cache_key(req, cfg, identity)
     output = spec.output(cfg)
     t0 = time.perf_counter()
     ray_startup_s = 0.0
     if req.mode == "embedded":
         ray_startup_s = _start_embedded_ray(getattr(cfg, "ray_address", None) or getattr(cfg, "address", None), logger)
         logger.info("%s: running in-process -> %s", spec.name, output)
-        result = spec.run_fn()(cfg)
+        try:
+            result = spec.run_fn()(cfg)
+        except StageError:
+            raise
+        except Exception as exc:  # the same classes as a cluster job's exit code (errors.EXIT_CODES)
+            raise classify(exc, f"mosear {spec.command}") from exc
         summary, job_id = summarize(result), None
     else:
         from mosear.orchestrate.ray_jobs import RayJobRunner, raw_config
@@ -171,11 +185,20 @@ def run_stage(req: StageRequest, logger: logging.Logger | logging.LoggerAdapter 
             except (OSError, ValueError, AttributeError):
                 summary = {}
     seconds = time.perf_counter() - t0
-    if not spec.is_complete(output):
-        logger.warning("%s finished but %s has none of %s", spec.name, output, list(spec.markers))
+    marker = read_marker(output) or {}
+    if marker.get("digest") != identity_digest(identity) or marker.get("status") not in ("complete", "partial"):
+        from mosear.identity import changed
+
+        why = "; ".join(changed(marker.get("identity"), identity)) if marker else "no commit.json"
+        raise StageError(f"{spec.name} finished but {output} holds no committed result of this run ({why})")
+    partial = marker["status"] == "partial"
+    if partial:
+        logger.warning("%s: PARTIAL output (allow_partial): %d missing, first: %s", spec.name,
+                       int(marker.get("missing_count", 0)), ", ".join(marker.get("missing", [])[:5]))
     return StageOutcome(
         stage=spec.name, output=str(output), cache_key=key, mode=req.mode, seconds=seconds,
-        summary=summary, job_id=job_id, ray_startup_s=ray_startup_s,
+        summary=summary, job_id=job_id, ray_startup_s=ray_startup_s, partial=partial,
+        missing=list(marker.get("missing", []))[:20],
     )
 
 

@@ -1,8 +1,10 @@
 """The four stages as data: how to build each one's config, run it, and find its inputs and output.
 
 A :class:`StageSpec` names the stage's Python entrypoint (``mosear.shards:run_shard``), its CLI
-subcommand (the Ray job entrypoint in cluster mode), which config fields are its inputs (hashed by
-content for the cache key) and its output folder, and which files mark that output as complete.
+subcommand (the Ray job entrypoint in cluster mode), which config fields are its inputs (digested by
+content: :func:`mosear.identity.stage_identity`) and its output folder. Every stage marks its output
+complete with ``{output}/commit.json`` (:func:`mosear.identity.write_marker`), written last; which
+config fields change the output is declared on the fields themselves (:mod:`mosear.config`).
 The orchestration layer holds no stage logic: everything it knows about a stage is on this page.
 
 Entrypoints and config classes are ``module:attribute`` strings imported on first use, so this page
@@ -22,15 +24,7 @@ import yaml
 
 from mosear.config import StageConfig
 
-__all__ = ["StageSpec", "STAGES", "SCHEDULING_FIELDS", "get_stage", "stage_available"]
-
-
-# How fast and where a stage runs, never what it writes. The output folder is NOT here: a run into
-# another folder has to write that folder.
-SCHEDULING_FIELDS: set[str] = {
-    "workers", "num_workers", "ray_address", "address", "progress", "decode_threads", "cpus_per_unit",
-    "gpus_per_unit", "unit_retries", "torch_threads", "cpus_per_worker", "log_every", "dataloader_workers",
-}
+__all__ = ["StageSpec", "STAGES", "get_stage", "stage_available"]
 
 
 def _import(ref: str) -> Any:
@@ -49,9 +43,9 @@ def _local(p: str | os.PathLike | None) -> Path | None:
 class StageSpec:
     """One stage: ``run`` (``module:function``), its ``config`` class, CLI ``command``, inputs and output.
 
-    ``inputs(cfg)`` lists the paths whose contents determine the output (the cache key hashes them);
-    ``output(cfg)`` is the output folder; ``markers`` are globs (relative to the output) of which at
-    least one must exist once the stage has completed.
+    ``inputs(cfg)`` lists the paths whose contents determine the output (their digests are the
+    input half of the stage's identity); ``output(cfg)`` is the output folder, complete when its
+    ``commit.json`` says so.
     """
 
     name: str
@@ -59,7 +53,6 @@ class StageSpec:
     config: str
     command: str
     inputs: Callable[[Any], list[Path]]
-    markers: tuple[str, ...]
     # config fields holding local paths: "a[].b" is field b of each item of list a; a trailing "!"
     # fills a missing value with the current folder (cluster jobs run elsewhere, see ray_jobs.py)
     path_fields: tuple[str, ...] = ()
@@ -75,12 +68,14 @@ class StageSpec:
     def config_cls(self) -> type[StageConfig]:
         return _import(self.config)
 
-    def hash_exclude(self, cfg: StageConfig) -> set[str]:
-        """Fields that change how a stage is scheduled, never what it writes (kept out of cache keys)."""
-        return SCHEDULING_FIELDS & set(type(cfg).model_fields)
+    def is_complete(self, output: Path, identity: dict[str, Any] | None = None) -> bool:
+        """True when ``output``'s commit marker says complete (and, given ``identity``, is of it)."""
+        from mosear.identity import marker_matches, read_marker
 
-    def is_complete(self, output: Path) -> bool:
-        return output.is_dir() and any(any(output.glob(m)) for m in self.markers)
+        if identity is not None:
+            return marker_matches(output, identity)
+        m = read_marker(output)
+        return bool(m) and m.get("status") == "complete"
 
 
 # -- per-stage knowledge: which config fields are inputs and outputs --------------------------------
@@ -113,6 +108,13 @@ def _eval_inputs(cfg: Any) -> list[Path]:
     return paths
 
 
+def _train_inputs(cfg: Any) -> list[Path]:
+    """The shard folders (with the spliced shards a mined mix draws on) and the mix file."""
+    from mosear.train.preflight import shard_folders
+
+    return [p for f in shard_folders(cfg) if (p := _local(f)) is not None] + _paths_of(cfg, "mix", "features")
+
+
 STAGES: dict[str, StageSpec] = {
     "shard": StageSpec(
         name="shard",
@@ -120,7 +122,6 @@ STAGES: dict[str, StageSpec] = {
         config="mosear.shards.config:ShardConfig",
         command="shard",
         inputs=_shard_inputs,
-        markers=("run.json",),
         # inline sources resolve root/manifest against base_dir; "!" pins a missing one to the cwd
         path_fields=("corpus", "output", "sources[].base_dir!"),
         artifacts={"run summary": "run.json", "quarantine": "quarantine.parquet"},
@@ -130,10 +131,9 @@ STAGES: dict[str, StageSpec] = {
         run="mosear.mine:run_mine",
         config="mosear.mine.config:MineConfig",
         command="mine",
-        inputs=lambda cfg: _paths_of(cfg, "shards") + (
+        inputs=lambda cfg: _paths_of(cfg, "shards", "py_modules") + (
             _paths_of(cfg.splice, "faces", "voices") if cfg.splice.enabled else []
         ),
-        markers=("conflicts.parquet",),
         path_fields=("shards", "output", "splice.faces", "splice.voices"),
         artifacts={"conflicts": "conflicts.parquet", "training mix": "train_mix.parquet"},
     ),
@@ -142,8 +142,7 @@ STAGES: dict[str, StageSpec] = {
         run="mosear.train:run_train",
         config="mosear.train.config:TrainConfig",
         command="train",
-        inputs=lambda cfg: _paths_of(cfg, "shards", "mix", "features"),
-        markers=("adapter/adapter_config.json", "adapter/*.safetensors"),
+        inputs=_train_inputs,
         path_fields=("shards", "mix", "features", "output", "storage_path"),
         artifacts={"adapter": "adapter", "metrics": "metrics.jsonl"},
     ),
@@ -153,7 +152,6 @@ STAGES: dict[str, StageSpec] = {
         config="mosear.evaluate.config:EvalConfig",
         command="eval",
         inputs=_eval_inputs,
-        markers=("metrics.parquet",),
         path_fields=("checkpoints", "output", "benchmarks[].path", "benchmarks[].shards", "benchmarks[].features"),
         artifacts={"HTML report": "report.html", "metrics": "metrics.parquet"},
     ),

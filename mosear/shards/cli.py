@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from mosear.config import describe_config, load_config
 
@@ -27,12 +26,8 @@ def main(args: argparse.Namespace) -> int:
         print(describe_config(ShardConfig))
         return 0
     cfg = load_config(ShardConfig, args.config, args.overrides, ray_address=args.address)
-    from mosear.shards.run import OutputConflictError, run_shard
+    from mosear.shards.run import run_shard
 
-    try:
-        result = run_shard(cfg)
-    except OutputConflictError as exc:
-        print(f"mosear shard: {exc}", file=sys.stderr)
-        return 3
+    result = run_shard(cfg)  # OutputConflictError: exit 3 (refused), failed shards: exit 1 (mosear.cli)
     print(result.summary())
     return 0

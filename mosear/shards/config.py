@@ -17,12 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mosear.config import StageConfig
+from mosear.config import INPUT, LOCATION, SCHEDULING, StageConfig
 
-__all__ = ["SourceConfig", "ShardConfig", "HASH_EXCLUDE"]
-
-# Fields that do not change what is written (how fast, where Ray runs, the console) stay out of the hash.
-HASH_EXCLUDE = {"workers", "ray_address", "progress", "decode_threads", "overwrite", "output", "corpus"}
+__all__ = ["SourceConfig", "ShardConfig"]
 
 
 class SourceConfig(BaseModel):
@@ -62,6 +59,13 @@ class SourceConfig(BaseModel):
             out.append(e)
         return sorted(set(out))
 
+    @field_validator("split")
+    @classmethod
+    def _safe_split(cls, v: str) -> str:
+        if not v or any(not (c.isascii() and (c.isalnum() or c in "_-")) for c in v):
+            raise ValueError("split names use [A-Za-z0-9_-] (they name shard files)")
+        return v
+
     @field_validator("dataset")
     @classmethod
     def _safe_dataset(cls, v: str | None) -> str | None:
@@ -94,10 +98,11 @@ def _normpath(p: Path) -> str:
 class ShardConfig(StageConfig):
     """Configuration of the shard stage (see docs/shard.md)."""
 
-    corpus: Path | None = Field(None, description="corpus YAML listing `sources:` (paths relative to the file); "
+    corpus: Path | None = Field(None, json_schema_extra=INPUT,
+                                description="corpus YAML listing `sources:` (paths relative to the file); "
                                 "a folder: its corpus.yaml, or else every video in it (generic adapter, no labels)")
     sources: list[SourceConfig] = Field(default_factory=list, description="sub-corpora, each read by its adapter")
-    output: Path = Field(Path("runs/shards"), description="output folder of this run")
+    output: Path = Field(Path("runs/shards"), json_schema_extra=LOCATION, description="output folder of this run")
     num_frames: int = Field(16, ge=1, le=512, description="frames per clip, uniformly sampled")
     height: int = Field(224, ge=8, le=4096, description="frame height, pixels")
     width: int = Field(224, ge=8, le=4096, description="frame width, pixels")
@@ -111,11 +116,13 @@ class ShardConfig(StageConfig):
         512.0, gt=0, description="byte target per shard, MB: limits samples per shard using the fixed frame "
         "size plus expected_clip_s of audio (shards are planned before decoding, so keys stay put)")
     expected_clip_s: float = Field(10.0, gt=0, description="clip length assumed when sizing shards, seconds")
-    workers: int | None = Field(None, ge=1, description="parallel shard writers (default: the CPUs Ray has)")
-    decode_threads: int = Field(1, ge=0, description="libav threads per clip (0 = auto)")
-    ray_address: str | None = Field(None, description="Ray cluster address; none: embedded local Ray")
-    progress: bool = Field(True, description="show a progress bar")
-    overwrite: bool = Field(False, description="delete an output written by another config instead of stopping")
+    workers: int | None = Field(None, ge=1, json_schema_extra=SCHEDULING, description="parallel shard writers (default: the CPUs Ray has)")
+    decode_threads: int = Field(1, ge=0, json_schema_extra=SCHEDULING, description="libav threads per clip (0 = auto)")
+    ray_address: str | None = Field(None, json_schema_extra=SCHEDULING, description="Ray cluster address; none: embedded local Ray")
+    progress: bool = Field(True, json_schema_extra=SCHEDULING, description="show a progress bar")
+    allow_partial: bool = Field(False, json_schema_extra=SCHEDULING, description="a shard that fails to build leaves the stage failed "
+                                "(exit 1) unless this is true: then the others are committed with status partial")
+    overwrite: bool = Field(False, json_schema_extra=SCHEDULING, description="delete an output written by another config instead of stopping")
 
     @field_validator("corpus")
     @classmethod
@@ -152,8 +159,8 @@ class ShardConfig(StageConfig):
         return self
 
     def shard_hash(self) -> str:
-        """The config hash recorded in every stats JSON and run.json."""
-        return self.hash(exclude=HASH_EXCLUDE)
+        """The config hash recorded in every stats JSON and run.json (fields marked as affecting output)."""
+        return self.output_hash()
 
     def frame_bytes(self) -> int:
         return self.num_frames * self.height * self.width * 3

@@ -1,8 +1,16 @@
 """``run_shard``: the shard stage as a Ray job (local Ray by default, a cluster given an address).
 
 Flow: plan (driver, metadata only) -> check the output folder (refuse another config's output) ->
-skip committed shards -> one Ray task per missing shard, ``workers`` in flight (decode each clip once
-with PyAV, write the tar with :class:`~mosear.shards.writer.ShardWriter`) -> ``quarantine.parquet`` and ``run.json``.
+skip shards whose commit marker records this config *and* these clip digests (:mod:`mosear.identity`; a
+memo beside the output saves re-reading unchanged files) -> one Ray task per missing shard, ``workers``
+in flight (decode each clip once with PyAV, write the tar with :class:`~mosear.shards.writer.ShardWriter`)
+-> ``quarantine.parquet``, ``run.json`` and, last, ``commit.json`` (the stage's marker: its identity and
+totals).
+
+A shard task that fails (not a clip: a clip that cannot be decoded is quarantined) leaves the stage
+failed (:class:`~mosear.orchestrate.errors.StageFailedError`, exit 1) with the count and first reasons,
+after the other shards are committed; ``allow_partial=true`` commits the rest with status ``partial``
+and names the missing shards.
 
 Every input is accounted for: ``inputs = written + quarantined + skipped`` (skipped: files of a clip
 folder that are not clips, e.g. audio-only files, listed in ``run.json``); quarantine rows come from the plan
@@ -14,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -25,6 +32,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mosear.atomic import atomic_write_json, atomic_write_parquet, remove_stale_temps
+from mosear.identity import DigestMemo, default_memo, digest_json, safe_digest, stage_identity, write_marker
+from mosear.orchestrate.errors import RefusedResumeError, StageFailedError
 from mosear.shards.config import ShardConfig
 from mosear.shards.plan import CorpusPlan, ShardPlan, plan_corpus, quarantine_row
 
@@ -39,8 +49,8 @@ QUARANTINE_SCHEMA = pa.schema([
 ])
 
 
-class OutputConflictError(RuntimeError):
-    """The output folder holds shards of another config: stop rather than mix outputs."""
+class OutputConflictError(RefusedResumeError):
+    """The output folder holds shards of another config: stop rather than mix outputs (exit 3)."""
 
 
 @dataclass
@@ -59,6 +69,8 @@ class ShardResult:
     skipped_report: dict[str, Any] = field(default_factory=dict)  # CorpusPlan.skipped_report()
     warned: int = 0  # samples written whose decode reported libav warnings
     warning_messages: int = 0
+    missing: int = 0  # inputs in shards that failed (allow_partial only)
+    failed_shards: dict[str, str] = field(default_factory=dict)  # shard -> error (allow_partial only)
 
     @property
     def clips_per_s(self) -> float:
@@ -67,7 +79,11 @@ class ShardResult:
     def summary(self) -> str:
         fails = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items())) or "none"
         lines = f"mosear shard: {self.inputs} inputs = {self.written} written + {self.quarantined} quarantined " \
-                f"({fails}) + {self.skipped} skipped\n"
+                f"({fails}) + {self.skipped} skipped"
+        if self.failed_shards:
+            lines += (f" + {self.missing} MISSING in {len(self.failed_shards)} failed shard(s) "
+                      f"({', '.join(list(self.failed_shards)[:3])})")
+        lines += "\n"
         if self.skipped:
             rep = self.skipped_report
             reasons = ", ".join(f"{k}: {v}" for k, v in rep.get("by_reason", {}).items())
@@ -107,13 +123,19 @@ def _clip_meta(clip: dict[str, Any], decoded) -> dict[str, Any]:
 _FAIL_FIELDS = ("dataset", "clip_id", "split", "label", "orig_label", "speaker", "source")
 
 
-def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: str) -> dict[str, Any]:
-    """Decode every clip of ``plan`` and commit the shard; returns its stats dict."""
+def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: str,
+                inputs_digest: str | None = None) -> dict[str, Any]:
+    """Decode every clip of ``plan`` and commit the shard; returns its stats dict.
+
+    ``inputs_digest`` (:func:`clips_digest` of the plan's clips) is recorded in the commit marker, so a
+    later run rebuilds the shard exactly when a clip's bytes changed.
+    """
     from mosear.media.decode import MediaError, decode_clip
     from mosear.shards.writer import ShardSample, ShardWriter
 
     cpu0 = time.process_time()
-    with ShardWriter(out_dir, plan.split, plan.index, config_hash) as writer:
+    extra = {"inputs_digest": inputs_digest} if inputs_digest else None
+    with ShardWriter(out_dir, plan.split, plan.index, config_hash, extra_stats=extra) as writer:
         for clip in plan.clips:
             key = f"{clip['dataset']}__{clip['clip_id']}"
             fail_meta = {k: clip.get(k) for k in _FAIL_FIELDS}
@@ -160,7 +182,20 @@ def _peak_rss_mb() -> float:
 def _ray_build(plan: dict[str, Any], cfg_json: str, out_dir: str, config_hash: str) -> dict[str, Any]:
     """The Ray task: one shard (``plan``: split, index, clips) -> its stats dict."""
     cfg = ShardConfig.model_validate_json(cfg_json)
-    return build_shard(ShardPlan(plan["split"], plan["index"], plan["clips"]), cfg, Path(out_dir), config_hash)
+    shard = ShardPlan(plan["split"], plan["index"], plan["clips"])
+    try:
+        return build_shard(shard, cfg, Path(out_dir), config_hash, plan.get("inputs_digest"))
+    except Exception as exc:  # noqa: BLE001 - the shard is not committed; the driver decides (policy)
+        import traceback
+
+        return {"shard": shard.name, "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc()[-2000:], "clips": len(shard.clips)}
+
+
+def clips_digest(shard: ShardPlan, memo: DigestMemo) -> str:
+    """Digest of a planned shard's inputs: each clip's key, source path and the digest of its bytes."""
+    return digest_json([[c["dataset"] + "__" + c["clip_id"], str(c["path"]), safe_digest(c["path"], memo)]
+                        for c in shard.clips])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,8 +212,8 @@ def _versions() -> dict[str, str]:
             "ray": ray.__version__, "pyarrow": pa.__version__, "numpy": numpy.__version__}
 
 
-def _committed(out: Path, shard: ShardPlan, config_hash: str) -> bool:
-    """True when the shard's commit marker matches this config and plan (and its tar is whole)."""
+def _committed(out: Path, shard: ShardPlan, config_hash: str, inputs_digest: str) -> bool:
+    """True when the shard's commit marker matches this config, plan and clip contents (and its tar is whole)."""
     stats_p = out / f"{shard.name}.stats.json"
     tar = out / f"{shard.name}.tar"
     if not stats_p.is_file():
@@ -189,6 +224,9 @@ def _committed(out: Path, shard: ShardPlan, config_hash: str) -> bool:
             f"{stats_p} was written by config {stats.get('config_hash')}, this run's config is {config_hash}")
     if stats.get("keys_digest") != shard.digest:
         log.warning("%s: the corpus changed since it was written; rebuilding it", shard.name)
+        return False
+    if stats.get("inputs_digest") != inputs_digest:
+        log.warning("%s: the content of its clips changed since it was written; rebuilding it", shard.name)
         return False
     index = out / f"{shard.name}.index.parquet"
     return tar.is_file() and tar.stat().st_size == stats.get("tar_bytes") and index.is_file()
@@ -207,20 +245,17 @@ def _prepare_output(cfg: ShardConfig, config_hash: str) -> None:
             log.warning("overwrite=true: deleting %s (config %s)", out, old)
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob(".*.tmp-*"):  # partial files of a killed run
-        tmp.unlink(missing_ok=True)
+    remove_stale_temps(out)  # partial files of a killed run
 
 
 def _write_run_json(out: Path, payload: dict[str, Any]) -> None:
-    tmp = out / f".run.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, out / "run.json")
+    atomic_write_json(out / "run.json", payload, indent=1, sort_keys=True)
 
 
-def _collect_quarantine(out: Path, plan: CorpusPlan) -> list[dict[str, Any]]:
+def _collect_quarantine(out: Path, plan: CorpusPlan, shards: list[ShardPlan]) -> list[dict[str, Any]]:
     rows = list(plan.quarantine)
     by_key = {c["dataset"] + "__" + c["clip_id"]: c for s in plan.shards for c in s.clips}
-    for s in plan.shards:
+    for s in shards:
         index = pq.read_table(out / f"{s.name}.index.parquet", columns=["key", "status", "reason", "error"])
         for r in index.filter(pa.compute.equal(index["status"], "failed")).to_pylist():
             rows.append(quarantine_row(by_key[r["key"]], r["reason"], r["error"], "decode"))
@@ -239,7 +274,12 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     out = Path(cfg.output)
     plan = plan_corpus(cfg)
     _prepare_output(cfg, config_hash)
-    pending = [s for s in plan.shards if not _committed(out, s, config_hash)]
+    (out / "commit.json").unlink(missing_ok=True)  # a run in progress is not a complete output
+    memo = default_memo(out)
+    identity = stage_identity("shard", cfg, memo)
+    digests = {s.name: clips_digest(s, memo) for s in plan.shards}
+    memo.save()
+    pending = [s for s in plan.shards if not _committed(out, s, config_hash, digests[s.name])]
     planned_names = {s.name for s in plan.shards}
     for stale in out.glob("*.stats.json"):  # shards of this config that the corpus no longer has
         name = stale.name[: -len(".stats.json")]
@@ -252,6 +292,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
                 "started_at": started, "status": "running"}
     _write_run_json(out, run_info)
 
+    shard_errors: dict[str, str] = {}
     n_clips = sum(len(s.clips) for s in plan.shards)
     done_clips = n_clips - sum(len(s.clips) for s in pending)
     log.info("%d inputs, %d shards planned, %d to build, %d reused", plan.inputs, len(plan.shards),
@@ -270,19 +311,30 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
         while todo or running:
             while todo and len(running) < workers:
                 s = todo.pop()
-                running.append(build.remote({"split": s.split, "index": s.index, "clips": s.clips}, *args))
+                running.append(build.remote({"split": s.split, "index": s.index, "clips": s.clips,
+                                             "inputs_digest": digests[s.name]}, *args))
             ready, running = ray.wait(running, num_returns=1)
             stats = ray.get(ready[0])
+            if "error" in stats:  # the whole shard failed: nothing of it is committed
+                log.error("shard %s failed: %s", stats["shard"], stats["error"])
+                shard_errors[stats["shard"]] = stats["error"]
+                bar.update(stats["clips"])
+                continue
             failed += stats["num_failed"]
             bar.update(stats["num_samples"] + stats["num_failed"])
             bar.set_postfix(shards=stats["shard"], failed=failed, refresh=False)
         bar.close()
 
-    quarantine = _collect_quarantine(out, plan)
-    pq.write_table(pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA), out / "quarantine.parquet")
+    if shard_errors and not cfg.allow_partial:
+        raise StageFailedError("mosear shard", len(shard_errors), len(plan.shards), shard_errors,
+                               hint=" shards; the others are committed and a rerun builds only the failed ones"
+                               " (allow_partial=true commits without them)")
+    done = [s for s in plan.shards if s.name not in shard_errors]
+    quarantine = _collect_quarantine(out, plan, done)
+    atomic_write_parquet(out / "quarantine.parquet", pa.Table.from_pylist(quarantine, schema=QUARANTINE_SCHEMA))
     written = media = 0.0
     warned = messages = 0
-    for s in plan.shards:
+    for s in done:
         stats = json.loads((out / f"{s.name}.stats.json").read_text())
         written += stats["num_samples"]
         media += stats["media_seconds"]
@@ -296,13 +348,16 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
         shards=len(plan.shards), shards_skipped=len(plan.shards) - len(pending), media_seconds=media,
         wall_s=time.time() - t0, failures=failures, skipped=len(plan.skipped), skipped_report=plan.skipped_report(),
         warned=warned, warning_messages=messages,
+        missing=sum(len(s.clips) for s in plan.shards if s.name in shard_errors), failed_shards=shard_errors,
     )
-    if result.inputs != result.written + result.quarantined + result.skipped:  # a bug: never lose an input
+    if result.inputs != result.written + result.quarantined + result.skipped + result.missing:  # never lose an input
         raise RuntimeError(f"accounting error: {result.inputs} inputs != {result.written} + {result.quarantined} "
-                           f"+ {result.skipped}")
-    run_info.update(status="complete", finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    skipped=plan.skipped_report(first=100),
-                    totals={k: v for k, v in asdict(result).items() if k not in ("output",)} | {
-                        "clips_per_s": round(result.clips_per_s, 3), "media_hours": round(media / 3600, 5)})
+                           f"+ {result.skipped} + {result.missing}")
+    status = "partial" if shard_errors else "complete"
+    totals = {k: v for k, v in asdict(result).items() if k not in ("output", "failed_shards")} | {
+        "clips_per_s": round(result.clips_per_s, 3), "media_hours": round(media / 3600, 5)}
+    run_info.update(status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    skipped=plan.skipped_report(first=100), totals=totals, failed_shards=shard_errors)
     _write_run_json(out, run_info)
+    write_marker(out, identity, status, totals=totals, missing=sorted(shard_errors), missing_count=len(shard_errors))
     return result

@@ -22,10 +22,10 @@ same samples give byte-identical tars.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
 import time
@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from mosear.atomic import atomic_open, atomic_write_json, atomic_write_parquet
 
 __all__ = ["ShardSample", "ShardWriter", "shard_name", "INDEX_SCHEMA", "encode_wav", "KEY_RE"]
 
@@ -134,9 +135,10 @@ class ShardWriter:
         self.tar_path = self.out_dir / f"{self.name}.tar"
         self.index_path = self.out_dir / f"{self.name}.index.parquet"
         self.stats_path = self.out_dir / f"{self.name}.stats.json"
-        # A unique temp name per attempt: a retried or zombie writer never writes into another's file.
-        self._tmp = self.out_dir / f".{self.name}.tar.tmp-{os.getpid()}-{time.monotonic_ns()}"
-        self._fh = open(self._tmp, "wb")
+        # A unique temp name per attempt (mosear.atomic): a retried or zombie writer never writes into
+        # another's file; the tar appears under its name only once complete and fsynced.
+        self._stack = contextlib.ExitStack()
+        self._fh = self._stack.enter_context(atomic_open(self.tar_path, "wb"))
         self._sha = hashlib.sha256()
         self._tar = tarfile.open(fileobj=_HashingWriter(self._fh, self._sha), mode="w", format=tarfile.USTAR_FORMAT)
         self._rows: list[dict[str, Any]] = []
@@ -196,12 +198,8 @@ class ShardWriter:
             raise RuntimeError(f"shard {self.name} is already closed")
         self._closed = True
         self._tar.close()
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self._tmp, self.tar_path)
-        table = pa.Table.from_pylist(self._rows, schema=INDEX_SCHEMA)
-        _atomic_write(self.index_path, lambda p: pq.write_table(table, p))
+        self._stack.close()  # fsync, rename into place, fsync the folder
+        atomic_write_parquet(self.index_path, pa.Table.from_pylist(self._rows, schema=INDEX_SCHEMA))
         n_ok = sum(r["status"] == "ok" for r in self._rows)
         warned = [r for r in self._rows if r["num_warnings"]]
         stats = {
@@ -222,7 +220,7 @@ class ShardWriter:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **self.extra_stats,
         }
-        _atomic_write(self.stats_path, lambda p: Path(p).write_text(json.dumps(stats, indent=1, sort_keys=True)))
+        atomic_write_json(self.stats_path, stats, indent=1, sort_keys=True)  # last: the commit
         return stats
 
     def abort(self) -> None:
@@ -230,12 +228,10 @@ class ShardWriter:
         if self._closed:
             return
         self._closed = True
-        try:
+        with contextlib.suppress(Exception):
             self._tar.close()
-        except Exception:
-            pass
-        self._fh.close()
-        self._tmp.unlink(missing_ok=True)
+        # leaving atomic_open with an exception removes the temporary file and commits nothing
+        self._stack.__exit__(RuntimeError, RuntimeError("shard aborted"), None)
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -260,11 +256,3 @@ class _HashingWriter:
     def tell(self) -> int:
         return self._fh.tell()
 
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

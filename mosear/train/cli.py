@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
         from mosear.train.preflight import preflight
 
         plan = preflight(cfg)
-        print(f"ok: {len(plan.shards)} shard(s); storage {cfg.resolved_storage_path}/{cfg.name}; "
+        print(f"ok: {len(plan.shards)} shard(s); storage {cfg.resolved_storage_path}/{plan.run_name}; "
               + (f"resumes from step {plan.resume_step}" if plan.resume_step else "starts at step 0"))
         return 0
     from mosear.train.recipe import run_train

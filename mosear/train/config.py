@@ -5,8 +5,10 @@ Build it with ``load_config(TrainConfig, yaml_path, overrides)``; bad values rai
 alone cannot (shards exist and carry the members training needs, the storage path is writable, an
 existing checkpoint belongs to this model config) *before* Ray starts or a model is built.
 
-Which fields may change between a run and its resume is fixed by :data:`RESUME_SAFE_FIELDS`: only
-fields that do not change what a step computes (how long to train, how many workers, where to log).
+Which fields may change between a run and its resume is declared on each field: fields marked
+``SCHEDULING`` / ``LOCATION`` (how fast, where to log, where checkpoints go) and ``RESUMABLE``
+(``max_steps``: a resume continues to it). Everything else, plus the *content* of the shards and the mix
+(``INPUT``), is the run's identity (:meth:`TrainConfig.run_hash`, :mod:`mosear.identity`).
 """
 
 from __future__ import annotations
@@ -16,22 +18,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mosear.config import StageConfig
+from mosear.config import INPUT, LOCATION, RESUMABLE, SCHEDULING, StageConfig
 
-__all__ = ["TrainConfig", "RESUME_SAFE_FIELDS", "NEEDED_MEMBERS"]
+__all__ = ["TrainConfig", "NEEDED_MEMBERS"]
 
 # Tar members a training sample must have (docs/contracts.md: frames.npy, wav, json).
 NEEDED_MEMBERS: tuple[str, ...] = ("frames.npy", "wav", "json")
 
-# Fields that may differ between a checkpoint and the run resuming from it. Everything else (the
-# model, the data, the optimizer and schedule, batch shapes, seed, the number of workers and loader
-# processes, which fix each rank's slice of the data and its position) must match, or resuming would
-# silently continue a different experiment.
-RESUME_SAFE_FIELDS: set[str] = {
-    "max_steps", "use_gpu", "cpus_per_worker", "ray_address", "max_failures", "checkpoint_every",
-    "keep_checkpoints", "log_every", "report_every", "tensorboard", "progress", "output", "storage_path", "name",
-    "torch_threads",
-}
 
 
 class TrainConfig(StageConfig):
@@ -39,11 +32,11 @@ class TrainConfig(StageConfig):
 
     # -- data -------------------------------------------------------------------------------------
     shards: list[str] = Field(
-        default_factory=lambda: ["shards"],
+        json_schema_extra=INPUT, default_factory=lambda: ["shards"],
         description="shard folders (local or shared-filesystem paths); committed shards of all are used",
     )
     mix: str | None = Field(
-        None,
+        None, json_schema_extra=INPUT,
         description="mined train_mix.parquet (key, shard, subset, weight, target): conflict-balanced "
         "sampling; samples not in the mix are skipped, each kept sample is repeated ~weight times",
     )
@@ -54,7 +47,7 @@ class TrainConfig(StageConfig):
         "mix", description="with a mix: the mix's target (label + reasoning caption), or target_template "
         "filled from the sample's metadata (template; the default {label} trains on the label alone)")
     features: str | None = Field(
-        None, description="feature table (mosear.model.features format) for model.inputs=features; default: "
+        None, json_schema_extra=INPUT, description="feature table (mosear.model.features format) for model.inputs=features; default: "
         "features.parquet beside the mix (what mosear mine writes)")
     shuffle_buffer: int = Field(64, ge=0, description="samples held per worker for shuffling (0: off)")
     dataloader_workers: int = Field(0, ge=0, description="torch DataLoader processes per train worker")
@@ -68,7 +61,7 @@ class TrainConfig(StageConfig):
     # -- optimisation -----------------------------------------------------------------------------
     batch_size: int = Field(2, ge=1, description="samples per worker per micro-batch")
     grad_accum_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    max_steps: int = Field(20, ge=1, description="optimizer steps in total (a resume continues to it)")
+    max_steps: int = Field(20, json_schema_extra=RESUMABLE, ge=1, description="optimizer steps in total (a resume continues to it)")
     lr: float = Field(2e-4, gt=0, description="peak learning rate (AdamW)")
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(2, ge=0, description="linear warm-up from 0 to lr, in optimizer steps")
@@ -80,29 +73,30 @@ class TrainConfig(StageConfig):
 
     # -- Ray / cluster ----------------------------------------------------------------------------
     num_workers: int = Field(1, ge=1, description="Ray Train workers (one process per GPU / CPU slot)")
-    use_gpu: bool = Field(False, description="one GPU per worker, NCCL backend (gloo otherwise)")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    ray_address: str | None = Field(None, description="None: embedded Ray (or RAY_ADDRESS); else a cluster")
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per worker")
+    use_gpu: bool = Field(False, json_schema_extra=SCHEDULING, description="one GPU per worker, NCCL backend (gloo otherwise)")
+    cpus_per_worker: float = Field(1.0, json_schema_extra=SCHEDULING, gt=0)
+    ray_address: str | None = Field(None, json_schema_extra=SCHEDULING, description="None: embedded Ray (or RAY_ADDRESS); else a cluster")
+    torch_threads: int | None = Field(None, json_schema_extra=SCHEDULING, ge=1, description="torch intra-op threads per worker")
 
     # -- outputs, checkpoints, recovery -----------------------------------------------------------
-    output: str = Field("runs/train", description="local folder: adapter/, metrics.jsonl, tensorboard/")
+    output: str = Field("runs/train", json_schema_extra=LOCATION, description="local folder: adapter/, metrics.jsonl, tensorboard/")
     storage_path: str | None = Field(
-        None,
+        None, json_schema_extra=LOCATION,
         description="Ray Train storage for checkpoints: a local folder or s3://, gs://, abfs:// URI "
         "(default: {output}/ray). Shared storage on a multi-node cluster.",
     )
-    name: str = Field("mosear-train", pattern=r"^[A-Za-z0-9_.-]+$",
-                      description="run name under storage_path; rerunning the same name resumes")
-    checkpoint_every: int = Field(10, ge=1, description="optimizer steps between checkpoints")
-    keep_checkpoints: int = Field(2, ge=1, description="most recent checkpoints kept")
-    max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint")
-    log_every: int = Field(1, ge=1, description="optimizer steps between rows of metrics.jsonl / TensorBoard")
+    name: str = Field("mosear-train", json_schema_extra=LOCATION, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="run name under storage_path: the run folder is {name}-{run_id}, run_id a "
+                      "digest of config and data, so rerunning the same command on the same data resumes")
+    checkpoint_every: int = Field(10, json_schema_extra=SCHEDULING, ge=1, description="optimizer steps between checkpoints")
+    keep_checkpoints: int = Field(2, json_schema_extra=SCHEDULING, ge=1, description="most recent checkpoints kept")
+    max_failures: int = Field(2, json_schema_extra=SCHEDULING, ge=-1, description="worker-group restarts from the last checkpoint")
+    log_every: int = Field(1, json_schema_extra=SCHEDULING, ge=1, description="optimizer steps between rows of metrics.jsonl / TensorBoard")
     report_every: int = Field(
-        10, ge=1, description="optimizer steps between ray.train.report calls (besides checkpoints); each "
+        10, json_schema_extra=SCHEDULING, ge=1, description="optimizer steps between ray.train.report calls (besides checkpoints); each "
         "report waits for Ray Train's controller, which polls every ~2 s, so not every step")
-    tensorboard: bool = Field(False, description="also write TensorBoard event files")
-    progress: bool = Field(True, description="tqdm progress bar on rank 0")
+    tensorboard: bool = Field(False, json_schema_extra=SCHEDULING, description="also write TensorBoard event files")
+    progress: bool = Field(True, json_schema_extra=SCHEDULING, description="tqdm progress bar on rank 0")
 
     @field_validator("shards")
     @classmethod
@@ -137,5 +131,8 @@ class TrainConfig(StageConfig):
         return self.batch_size * self.grad_accum_steps * self.num_workers
 
     def run_hash(self) -> str:
-        """Hash of everything that changes what a step computes (a resume must match it)."""
-        return self.hash(exclude=RESUME_SAFE_FIELDS)
+        """Hash of the config fields that change what a step computes (a resume must match it).
+
+        The data's share of the identity is the content digest of the shards and the mix
+        (:func:`mosear.train.preflight.data_digest`), recorded beside it in every checkpoint."""
+        return self.output_hash(resume=True)

@@ -6,9 +6,13 @@
 - a mix manifest, when given, has the needed columns and names samples that the shards hold;
 - ``output`` and ``storage_path`` (local or object storage) are writable: a probe file is written and
   removed;
-- a checkpoint already under ``{storage_path}/{name}`` belongs to this model and run config.
+- the run's identity (:func:`run_identity`): the model config, the config fields that change what a
+  step computes, and the *content* digests of the shards (their ``tar_sha256``) and of the mix. The Ray
+  Train run folder is ``{storage_path}/{name}-{run_id}``: the same command on the same data resumes
+  from its last checkpoint; changed data or config starts a new run (the log names what changed),
+  never continues or re-exports the old one.
 
-Returns a :class:`TrainPlan` (resolved shard list, config hashes, the step a resume starts from)
+Returns a :class:`TrainPlan` (resolved shard list, identity, the step a resume starts from)
 that the workers receive, so they do not repeat the listing.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import tarfile
 import uuid
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from mosear.config import ConfigError
+from mosear.identity import digest_json, digest_paths, file_digest, shard_folder_digest
 from mosear.train.config import NEEDED_MEMBERS, TrainConfig
 from mosear.train.state import check_compatible, latest_checkpoint_state
 
@@ -42,6 +48,9 @@ class TrainPlan:
     train_keys: list[str] | None = None  # the keys the stream can yield (recorded in every checkpoint)
     train_keys_source: str = ""
     features: str | None = None  # feature table (model.inputs=features)
+    data_digest: str = ""
+    run_name: str = ""  # the Ray Train run folder: {name}-{run_id}
+    identity: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,7 +260,7 @@ def _count_samples(shards: list[str]) -> tuple[int, int]:
     return total, unlabelled
 
 
-def _shard_folders(cfg: TrainConfig) -> list[str]:
+def shard_folders(cfg: TrainConfig) -> list[str]:
     """``cfg.shards``, plus the folders a mined mix draws on (its input and its spliced clips)."""
     folders = list(cfg.shards)
     if cfg.mix and "://" not in cfg.mix:
@@ -266,7 +275,7 @@ def preflight(cfg: TrainConfig, world_size: int | None = None) -> TrainPlan:
     """Validate everything about ``cfg`` that can be checked cheaply; see the module docstring."""
     mhash = model_hash(cfg)
     shards: list[str] = []
-    for folder in _shard_folders(cfg):
+    for folder in shard_folders(cfg):
         found = _list_committed(folder)
         if not found:
             raise ConfigError(f"shards: no committed shards in {folder} (run `mosear shard` first)")
@@ -290,12 +299,51 @@ def preflight(cfg: TrainConfig, world_size: int | None = None) -> TrainPlan:
     features = _check_features(cfg, keys)
     if features is not None:
         source += f"; with features in {features}"
+    identity = run_identity(cfg, mhash)
+    run_id = digest_json({k: v for k, v in identity.items() if k != "config_fields"})[:12]
     plan = TrainPlan(shards=shards, model_hash=mhash, run_hash=cfg.run_hash(), train_keys=keys,
-                     train_keys_source=source, features=features)
-    latest = latest_checkpoint_state(cfg.resolved_storage_path, cfg.name)
+                     train_keys_source=source, features=features, data_digest=identity["data_digest"],
+                     run_name=f"{cfg.name}-{run_id}", identity=identity)
+    latest = latest_checkpoint_state(cfg.resolved_storage_path, plan.run_name)
     if latest is not None:
         where, state = latest
-        check_compatible(state, where, mhash, plan.run_hash, world_size or cfg.num_workers)
+        check_compatible(state, where, mhash, plan.run_hash, world_size or cfg.num_workers, plan.data_digest)
         plan.resume_step = state.step
         plan.resume_path = where
+    else:
+        _say_why_new(cfg, plan)
     return plan
+
+
+def run_identity(cfg: TrainConfig, mhash: str | None = None) -> dict[str, Any]:
+    """What a training run is: model hash, run-config fields (not the resumable ones) and data digests.
+
+    Shard folders count by their shards' recorded ``tar_sha256`` (:func:`mosear.identity.shard_folder_digest`),
+    the mix by its bytes. A change in any of them is a different run.
+    """
+    from mosear.config import output_fields
+
+    data = {os.path.abspath(f): shard_folder_digest(f) for f in shard_folders(cfg) if "://" not in f}
+    if cfg.mix and "://" not in cfg.mix:
+        data[os.path.abspath(cfg.mix)] = file_digest(cfg.mix)
+    features = getattr(cfg, "features", None)
+    if features and "://" not in str(features):
+        data[os.path.abspath(features)] = digest_paths([features])
+    return {"model": mhash or model_hash(cfg), "config": cfg.run_hash(), "world_size": cfg.num_workers,
+            "data_digest": digest_json(data), "inputs": data, "config_fields": output_fields(cfg, resume=True)}
+
+
+def _say_why_new(cfg: TrainConfig, plan: TrainPlan) -> None:
+    """Log what changed against the newest earlier run of the same name (a new run starts)."""
+    from mosear.identity import changed
+    from mosear.train.state import earlier_runs
+
+    runs = earlier_runs(cfg.resolved_storage_path, cfg.name, exclude=plan.run_name)
+    if not runs:
+        return
+    where, state = runs[-1]
+    old = state.identity or {}
+    what = changed({"inputs": old.get("inputs"), "config_fields": old.get("config_fields"), "version": None},
+                   {"inputs": plan.identity["inputs"], "config_fields": plan.identity["config_fields"], "version": None})
+    log.warning("train: a new run %s starts at step 0: %s differ from the run at %s (step %d), which is kept",
+                plan.run_name, "; ".join(what) or "model config or worker count", where, state.step)

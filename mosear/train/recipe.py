@@ -16,20 +16,24 @@ Features
   TensorBoard when enabled.
 - Recovery: a checkpoint every ``checkpoint_every`` steps and at the end; ``FailureConfig`` restarts
   the worker group from the last one after a worker failure; rerunning the same command (same
-  ``name`` and ``storage_path``) after the whole job died resumes from the last one.
+  ``name``, ``storage_path``, config and data) after the whole job died resumes from the last one.
+  The Ray Train run folder is ``{name}-{run_id}``, ``run_id`` a digest of the run's identity (model,
+  run config, content of shards and mix: :func:`mosear.train.preflight.run_identity`), so changed data
+  or config starts a new run instead of resuming or re-exporting an old one.
 
 What a checkpoint holds (:mod:`.state`): the adapter only (``save_adapter``: safetensors + model
 config, and ``train_keys.json``, the keys trained on, :mod:`.keys`), optimizer and scheduler state, the step, every worker's data position, the hashes of the
 model and run config (a checkpoint of another config is refused), and the metric rows so far.
 
-After training the final adapter is copied to ``{output}/adapter`` and the metric log to
-``{output}/metrics.jsonl``.
+After training the final adapter replaces ``{output}/adapter`` in one folder swap
+(:func:`mosear.atomic.swap_dir`), the metric log goes to ``{output}/metrics.jsonl``, and
+``{output}/commit.json`` (the stage's marker: identity, step, checkpoint, adapter digest) is written
+last. The train stage is done when that marker says so, never because some ``*.safetensors`` exists.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -55,8 +59,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["run_train", "TrainResult", "train_loop_per_worker"]
 
-FAULT_ENV = "MOSEAR_TRAIN_FAULT"  # test hook: JSON {"step": n, "marker": path, "rank": r}
-
 
 @dataclass
 class TrainResult:
@@ -77,17 +79,6 @@ def _versions() -> dict[str, str]:
     import transformers
 
     return {"torch": torch.__version__, "ray": ray.__version__, "transformers": transformers.__version__}
-
-
-def _maybe_fault(fault: dict[str, Any] | None, step: int, rank: int) -> None:
-    """Kill this worker process once at a chosen step (a fault injected on purpose, for tests)."""
-    if not fault or step != int(fault["step"]) or rank != int(fault.get("rank", 0)):
-        return
-    marker = Path(fault["marker"])
-    if marker.exists():
-        return
-    marker.write_text(f"killed rank {rank} at step {step}\n")
-    os._exit(17)
 
 
 def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
@@ -119,7 +110,7 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     if ckpt is not None:
         ckpt_dir = ckpt.to_directory(tempfile.mkdtemp(prefix="mosear-resume-"))
         state = read_train_state(ckpt_dir)
-        check_compatible(state, ckpt.path, plan.model_hash, plan.run_hash, world)
+        check_compatible(state, ckpt.path, plan.model_hash, plan.run_hash, world, plan.data_digest)
         model.load_adapter(Path(ckpt_dir) / ADAPTER_DIR, trainable=True)
         rows = read_metrics(ckpt_dir)
 
@@ -174,13 +165,11 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step")
     samples_seen = state.samples_seen if state else 0
     window = {"samples": 0, "tokens": 0, "data_s": 0.0, "t0": time.perf_counter()}
-    fault = loop_cfg.get("fault")
     gen = micro_batches()
 
     # 5. The loop: one optimizer step per iteration; report every log_every, checkpoint every
     #    checkpoint_every and at the last step.
     while step < cfg.max_steps:
-        _maybe_fault(fault, step, rank)
         stats = train_step(model, gen, opt, sched, grad_accum_steps=cfg.grad_accum_steps, device=device,
                            max_grad_norm=cfg.max_grad_norm, precision=cfg.precision, seed=cfg.seed, step=step)
         step += 1
@@ -232,7 +221,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
                     tmp = tempfile.mkdtemp(prefix="mosear-ckpt-")
                     st = TrainState(step=step, positions=gathered, model_hash=plan.model_hash,
                                     run_hash=plan.run_hash, world_size=world, samples_seen=samples_seen,
-                                    versions=_versions())
+                                    versions=_versions(), data_digest=plan.data_digest,
+                                    identity=plan.identity or {})
                     write_checkpoint(tmp, inner, osd, sched, st, metrics.rows if metrics else [],
                                      train_keys=(plan.train_keys, plan.train_keys_source)
                                      if plan.train_keys is not None else None)
@@ -250,7 +240,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------- driver --
 def run_train(cfg: TrainConfig) -> TrainResult:
     """Check inputs, run the TorchTrainer to ``cfg.max_steps`` (resuming if a checkpoint exists)."""
+    from mosear.identity import stage_identity
+
     plan = preflight(cfg)  # raises ConfigError / CheckpointMismatchError before anything expensive
+    identity = stage_identity("train", cfg)  # the inputs as they are now, recorded in the marker at the end
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -258,21 +251,21 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     from mosear.ray_utils import init_ray
 
     if plan.resume_step >= cfg.max_steps:
-        # Rerunning a finished command: nothing to train, export the last checkpoint again.
+        # Rerunning a finished command on the same data and config (the run folder is its identity):
+        # nothing to train, export its last checkpoint again.
         log.info("checkpoint %s is already at step %d >= max_steps %d: nothing to train",
                  plan.resume_path, plan.resume_step, cfg.max_steps)
-        return _export(ray.train.Checkpoint(plan.resume_path), cfg, plan)
+        return _export(ray.train.Checkpoint(plan.resume_path), cfg, plan, identity)
     embedded = not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
     init_ray(cfg.ray_address)
-    fault = json.loads(os.environ[FAULT_ENV]) if os.environ.get(FAULT_ENV) else None
     trainer = (_EmbeddedTorchTrainer if embedded else TorchTrainer)(
         train_loop_per_worker,
-        train_loop_config={"train": cfg.model_dump(mode="json"), "plan": plan.to_dict(), "fault": fault},
+        train_loop_config={"train": cfg.model_dump(mode="json"), "plan": plan.to_dict()},
         torch_config=TorchConfig(backend=cfg.backend),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=RunConfig(
-            name=cfg.name,
+            name=plan.run_name,
             storage_path=cfg.resolved_storage_path,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
@@ -283,14 +276,14 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         ),
     )
     log.info("training %s: %d worker(s), %s, storage %s/%s%s", cfg.model.get("adapter", "mose"),
-             cfg.num_workers, cfg.backend, cfg.resolved_storage_path, cfg.name,
+             cfg.num_workers, cfg.backend, cfg.resolved_storage_path, plan.run_name,
              f", resuming from step {plan.resume_step}" if plan.resume_step else "")
     result = trainer.fit()
     if result.error is not None:
         raise result.error
     if result.checkpoint is None:
-        raise RuntimeError(f"training under {cfg.resolved_storage_path}/{cfg.name} ended without a checkpoint")
-    return _export(result.checkpoint, cfg, plan)
+        raise RuntimeError(f"training under {cfg.resolved_storage_path}/{plan.run_name} ended without a checkpoint")
+    return _export(result.checkpoint, cfg, plan, identity)
 
 
 def _embedded_trainer_cls():
@@ -321,18 +314,27 @@ def _EmbeddedTorchTrainer(*args, **kwargs):  # noqa: N802 - a class factory, cal
     return cls(*args, **kwargs)
 
 
-def _export(checkpoint, cfg: TrainConfig, plan: TrainPlan) -> TrainResult:
-    """Copy the final adapter and metric log out of a (possibly remote) checkpoint into ``output``."""
+def _export(checkpoint, cfg: TrainConfig, plan: TrainPlan, identity: dict[str, Any]) -> TrainResult:
+    """Copy the final adapter and metric log out of a (possibly remote) checkpoint into ``output``,
+    then write the stage's commit marker (last)."""
+    from mosear.atomic import atomic_open, remove_stale_temps, swap_dir, temp_name
+    from mosear.identity import digest_paths, write_marker
+
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "commit.json").unlink(missing_ok=True)
+    remove_stale_temps(out)
+    adapter = out / ADAPTER_DIR
     with checkpoint.as_directory() as d:
         final = read_train_state(d)
-        adapter = out / ADAPTER_DIR
-        if adapter.exists():
-            shutil.rmtree(adapter)
-        shutil.copytree(Path(d) / ADAPTER_DIR, adapter)
-        shutil.copyfile(Path(d) / METRICS_FILE, out / METRICS_FILE)
+        staged = temp_name(adapter)
+        shutil.copytree(Path(d) / ADAPTER_DIR, staged)
+        swap_dir(staged, adapter)  # a reader sees the old adapter or the new one, never a mix
+        with open(Path(d) / METRICS_FILE, "rb") as src, atomic_open(out / METRICS_FILE, "wb") as dst:
+            shutil.copyfileobj(src, dst)
         rows = read_metrics(d)
+    write_marker(out, identity, "complete", step=final.step, checkpoint=str(checkpoint.path),
+                 run=plan.run_name, adapter_digest=digest_paths([adapter]))
     return TrainResult(output=out, adapter=adapter, metrics=out / METRICS_FILE, checkpoint=checkpoint.path,
                        steps=final.step, final_loss=rows[-1]["loss"] if rows else None,
                        resumed_from_step=plan.resume_step)

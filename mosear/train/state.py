@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 
+from mosear.atomic import atomic_write
 from mosear.config import ConfigError
 
 __all__ = [
     "TrainState", "CheckpointMismatchError", "write_checkpoint", "read_train_state",
-    "load_optim_state", "latest_checkpoint_state", "check_compatible",
+    "load_optim_state", "latest_checkpoint_state", "check_compatible", "earlier_runs",
 ]
 
 STATE_FILE = "train_state.json"
@@ -57,6 +58,8 @@ class TrainState:
     world_size: int
     samples_seen: int = 0
     versions: dict[str, str] = field(default_factory=dict)
+    data_digest: str = ""  # content digest of the shards and the mix trained on
+    identity: dict[str, Any] = field(default_factory=dict)  # TrainPlan.identity: names what changed
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=1, sort_keys=True)
@@ -91,7 +94,7 @@ def write_checkpoint(
         for row in metrics_rows:
             fh.write(json.dumps(row, sort_keys=True) + "\n")
     # The state file last: a folder without it is not a checkpoint.
-    (d / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
+    atomic_write(d / STATE_FILE, state.to_json())
     return d
 
 
@@ -171,8 +174,27 @@ def latest_checkpoint_state(storage_path: str, name: str) -> tuple[str, TrainSta
     return best
 
 
-def check_compatible(state: TrainState, where: str, model_hash: str, run_hash: str, world_size: int) -> None:
-    """Refuse to resume from a checkpoint of another model config, run config or world size."""
+def earlier_runs(storage_path: str, name: str, exclude: str = "") -> list[tuple[str, TrainState]]:
+    """The newest checkpoint of every run folder ``{name}-*`` under ``storage_path``, oldest step first."""
+    import pyarrow.fs as pafs
+
+    fs, root = _fs_and_path(storage_path)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except (FileNotFoundError, OSError):
+        return []
+    found = []
+    for info in infos:
+        if info.type == pafs.FileType.Directory and info.base_name.startswith(f"{name}-") and info.base_name != exclude:
+            best = latest_checkpoint_state(storage_path, info.base_name)
+            if best is not None:
+                found.append((info.mtime_ns or 0, best))
+    return [b for _, b in sorted(found, key=lambda t: t[0])]
+
+
+def check_compatible(state: TrainState, where: str, model_hash: str, run_hash: str, world_size: int,
+                     data_digest: str | None = None) -> None:
+    """Refuse to resume from a checkpoint of another model config, run config, data or world size."""
     if state.model_hash != model_hash:
         raise CheckpointMismatchError(
             f"checkpoint {where} was trained with another model config (model hash {state.model_hash}, "
@@ -190,4 +212,9 @@ def check_compatible(state: TrainState, where: str, model_hash: str, run_hash: s
             f"checkpoint {where} belongs to a run with other data/optimizer settings (run hash "
             f"{state.run_hash}, this config {run_hash}). Only max_steps, logging, checkpointing and "
             "cluster fields may change on resume; use a new run name for a new experiment."
+        )
+    if data_digest is not None and state.data_digest != data_digest:
+        raise CheckpointMismatchError(
+            f"checkpoint {where} was trained on other data (shards / mix content digest {state.data_digest or '?'}, "
+            f"now {data_digest}); resuming would continue an old optimizer on new data. Use a new run name."
         )

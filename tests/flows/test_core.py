@@ -10,7 +10,8 @@ import pytest
 
 from mosear.config import ConfigError
 from mosear.orchestrate.errors import BadInputError, TransientStageError, is_transient, is_transient_name, last_exception_line
-from mosear.orchestrate.hashing import HashMemo, hash_paths
+from mosear.identity import DigestMemo as HashMemo
+from mosear.identity import digest_paths as hash_paths
 from mosear.orchestrate.plan import STAGE_ORDER, pipeline_requests
 from mosear.orchestrate.ray_jobs import absolutize_paths
 from mosear.orchestrate.runner import StageRequest, cache_key
@@ -36,7 +37,8 @@ def test_hash_follows_content_not_mtime(tmp_path):
     assert hash_paths([root]) not in (h0, h1)
 
 
-@pytest.mark.parametrize("name", [".hidden", "part.tmp", "_tmp_shard.tar", "w.partial"])
+@pytest.mark.parametrize("name", [".hidden", "part.tmp", "_tmp_shard.tar", "w.partial", "run.json", "commit.json",
+                                  "x.stats.json", ".x.tar.tmp-1-ab"])
 def test_hash_ignores_temporaries(tmp_path, name):
     root = _tree(tmp_path / "t")
     h0 = hash_paths([root])
@@ -57,7 +59,7 @@ def test_memo_reuses_hash_until_file_changes(tmp_path):
     # A memo entry with the file's size and mtime is trusted: prove it by planting a wrong digest.
     memo = HashMemo(memo_path)
     key = str((root / "y.txt").resolve())
-    memo._data[key][2] = "0" * 64
+    memo._data[key][3] = "0" * 64
     assert hash_paths([root], memo) != h0
     # Changing the file (size/mtime) invalidates the entry: the real content hash comes back.
     (root / "y.txt").write_text("hello")
@@ -146,6 +148,61 @@ def test_cache_key_tracks_config_and_input_content(tmp_path, samples_dir):
     clip = next((corpus / "ravdess").iterdir())
     clip.write_bytes(clip.read_bytes() + b"\0")
     assert cache_key(req) != k0
+
+
+def test_memo_is_keyed_by_inode_too(tmp_path):
+    """A file replaced by another with the same size and mtime (a copy with ``cp -p``) is read again."""
+    root = _tree(tmp_path / "t")
+    memo = HashMemo(tmp_path / "memo.json")
+    h0 = hash_paths([root], memo)
+    y = root / "y.txt"
+    st = y.stat()
+    other = tmp_path / "other.txt"
+    other.write_text("jello")  # same size
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    other.replace(y)  # same name, same size, same mtime, other bytes (and inode)
+    assert y.stat().st_mtime_ns == st.st_mtime_ns and y.stat().st_size == st.st_size
+    assert hash_paths([root], memo) != h0
+
+
+def test_cache_key_ignores_scheduling_fields_declared_on_them(tmp_path, samples_dir):
+    """Every stage: a field marked SCHEDULING changes nothing, an output field changes the key."""
+    from mosear.config import affects_output
+    from mosear.orchestrate.stages import STAGES
+
+    for spec in STAGES.values():
+        fields = spec.config_cls().model_fields
+        assert any(not affects_output(f) for f in fields.values()), spec.name
+    req = StageRequest(stage="mine", overrides={"shards": str(tmp_path), "output": str(tmp_path / "m")})
+    k0 = cache_key(req)
+    assert cache_key(req.model_copy(update={"overrides": {**req.overrides, "workers": 3, "progress": False}})) == k0
+    assert cache_key(req.model_copy(update={"overrides": {**req.overrides, "margin": 0.3}})) != k0
+
+
+@pytest.mark.parametrize("exc, code", [
+    ("StageFailedError", 1), (ConfigError("bad"), 2), (FileNotFoundError("x"), 2), (ValueError("x"), 2),
+    ("OutputConflictError", 3), ("CheckpointMismatchError", 3), (ConnectionError("x"), 75),
+    (TransientStageError("lost"), 75), (KeyboardInterrupt(), 130),
+])
+def test_exit_code_classes(exc, code):
+    from mosear.orchestrate.errors import StageFailedError, error_for_exit_code, exit_code
+
+    if exc == "StageFailedError":
+        exc = StageFailedError("mosear mine", 1, 3, {"train-000001": "ValueError: boom"})
+        assert "1 of 3 failed" in str(exc) and "train-000001: ValueError: boom" in str(exc)
+    elif exc == "OutputConflictError":
+        from mosear.shards.run import OutputConflictError
+
+        exc = OutputConflictError("other config")
+    elif exc == "CheckpointMismatchError":
+        from mosear.train.state import CheckpointMismatchError
+
+        exc = CheckpointMismatchError("other model")
+    assert exit_code(exc) == code
+    if code in (1, 2, 3, 75):  # a cluster job's exit code maps back to the same class
+        back = error_for_exit_code(code, "msg")
+        assert is_transient(back) is (code == 75)
+        assert isinstance(back, BadInputError) is (code in (2, 3))
 
 
 def test_cache_key_rejects_bad_config(tmp_path):

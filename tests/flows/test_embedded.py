@@ -66,4 +66,4 @@ def test_shard_flow_caches_and_reruns_when_output_is_deleted(tmp_path, samples_d
     assert third.is_completed()
     assert (tmp_path / "shards" / "run.json").is_file()
     _flush_logs()
-    assert "incomplete now; running it again" in flow_run_logs(third.state_details.flow_run_id)
+    assert "is incomplete now or holds another run's output; running it again" in flow_run_logs(third.state_details.flow_run_id)

@@ -82,18 +82,31 @@ def bad_corpus(sample_shards, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_bad_inputs_are_recorded_and_the_job_finishes(bad_corpus, tmp_path, ray_local):
+def test_bad_inputs_are_recorded_and_a_failed_shard_fails_the_stage(bad_corpus, tmp_path, ray_local):
+    """Bad samples are dropped with reasons; an unreadable shard fails the stage (count, first reason,
+    nothing assembled, no marker) unless allow_partial, which assembles the rest and says what is missing."""
+    from mosear.identity import read_marker
     from mosear.mine.run import run_mine
+    from mosear.orchestrate.errors import StageFailedError, exit_code
 
     shards, pkg, missing_key, _ = bad_corpus
     raise_key = "black__clip"
-    cfg = load_config(MineConfig, None, {
+    values = {
         "shards": str(shards), "output": str(tmp_path / "mined"), "workers": 1, "progress": False,
         "py_modules": [str(pkg)], "crossfit": {"n_folds": 2},
         "stages": DEFAULT_STAGES + [{"stage": "faulty_stages:RaisesOn", "params": {"key": "silent__clip"}}],
-    })
-    res = run_mine(cfg)
+    }
     out = tmp_path / "mined"
+    with pytest.raises(StageFailedError, match=r"1 of 3 failed \(first: train-000002: ") as info:
+        run_mine(load_config(MineConfig, None, values))
+    assert exit_code(info.value) == 1 and list(info.value.reasons) == ["train-000002"]
+    assert not (out / "conflicts.parquet").exists() and read_marker(out) is None  # nothing passes for complete
+    assert len(list((out / "evidence").glob("*.stats.json"))) == 3  # the good shards' evidence is kept
+
+    res = run_mine(load_config(MineConfig, None, {**values, "allow_partial": True}))
+    marker = read_marker(out)
+    assert marker["status"] == "partial" and marker["missing"] == ["train-000002"]
+    assert res.failed.keys() == {"train-000002"} and res.summary["missing_shards"] == ["train-000002"]
     df = pd.read_parquet(out / "conflicts.parquet")
     dropped = pd.read_parquet(out / "dropped.parquet").set_index("key")
     assert dropped.loc[missing_key, "reason"] == "missing_member" and "wav" in dropped.loc[missing_key, "detail"]
@@ -113,8 +126,12 @@ def test_bad_inputs_are_recorded_and_the_job_finishes(bad_corpus, tmp_path, ray_
 
 
 @pytest.mark.slow
-def test_killed_job_resumes_without_redoing_finished_shards(sample_shards, tmp_path, repo_root):
-    """Kill a real `mosear mine` process (and its embedded Ray) after its first shard commits."""
+@pytest.mark.parametrize("point", ["first shard committed", "assembling"])
+def test_killed_job_resumes_without_redoing_finished_shards(sample_shards, tmp_path, repo_root, point):
+    """SIGKILL a real `mosear mine` process (and its embedded Ray) after its first shard commits, or while
+    it assembles (dropped.parquet written, commit.json not yet): the rerun redoes no committed shard and
+    its tables equal an uninterrupted run's."""
+    from mosear.identity import read_marker
     from mosear.mine.run import run_mine
 
     shards = tmp_path / "shards"
@@ -129,15 +146,18 @@ def test_killed_job_resumes_without_redoing_finished_shards(sample_shards, tmp_p
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and not list((out / "evidence").glob("*.stats.json")):
+        reached = ((lambda: list((out / "evidence").glob("*.stats.json"))) if point == "first shard committed"
+                   else (lambda: (out / "dropped.parquet").exists()))
+        while time.time() < deadline and not reached():
             assert proc.poll() is None, "the mining job ended before it could be killed"
-            time.sleep(0.2)
+            time.sleep(0.01)
         done_before = sorted(p.name for p in (out / "evidence").glob("*.stats.json"))
         assert done_before, "no shard committed within the time limit"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the job's own process group: driver + its Ray
         proc.wait()
-    assert len(done_before) < 3
+    assert read_marker(out) is None, "the job finished before it could be killed"
+    assert len(done_before) < 3 or point == "assembling"
     mtimes = {n: (out / "evidence" / n).stat().st_mtime_ns for n in done_before}
     cfg = load_config(MineConfig, None, {"shards": str(shards), "output": str(out), "workers": 1,
                                          "progress": False, "batch_size": 2})
@@ -147,3 +167,10 @@ def test_killed_job_resumes_without_redoing_finished_shards(sample_shards, tmp_p
         assert (out / "evidence" / n).stat().st_mtime_ns == t
     df = pd.read_parquet(out / "conflicts.parquet")
     assert df["key"].is_unique and len(df) == 21
+    assert read_marker(out)["status"] == "complete"
+    ref = run_mine(cfg.model_copy(update={"output": str(tmp_path / "ref")}))
+    assert ref.shards_mined == 3
+    cols = ["key", "label", "subset", "audio_pred", "visual_pred", "margin"]
+    ref_df = pd.read_parquet(tmp_path / "ref" / "conflicts.parquet")
+    pd.testing.assert_frame_equal(df[cols].sort_values("key").reset_index(drop=True),
+                                  ref_df[cols].sort_values("key").reset_index(drop=True))

@@ -6,7 +6,7 @@ import json
 
 from mosear.config import load_config
 from mosear.train.config import TrainConfig
-from mosear.train.preflight import _shard_folders
+from mosear.train.preflight import shard_folders
 
 
 def test_mix_brings_its_spliced_shards(tmp_path):
@@ -16,6 +16,6 @@ def test_mix_brings_its_spliced_shards(tmp_path):
     (mined / "run.json").write_text(json.dumps({"config": {"shards": str(shards)}}))
     cfg = load_config(TrainConfig, overrides={"shards": [str(shards)], "mix": str(mined / "train_mix.parquet"),
                                               "output": str(tmp_path / "out")})
-    assert _shard_folders(cfg) == [str(shards), str(mined / "spliced")]  # input not repeated
+    assert shard_folders(cfg) == [str(shards), str(mined / "spliced")]  # input not repeated
     plain = load_config(TrainConfig, overrides={"shards": [str(shards)], "output": str(tmp_path / "out")})
-    assert _shard_folders(plain) == [str(shards)]
+    assert shard_folders(plain) == [str(shards)]

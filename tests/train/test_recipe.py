@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from mosear.config import ConfigError, load_config
 from mosear.train import TrainConfig, run_train
-from mosear.train.recipe import FAULT_ENV
-from mosear.train.state import CheckpointMismatchError, latest_checkpoint_state
+from mosear.train.preflight import preflight
+from mosear.train.state import latest_checkpoint_state
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,16 @@ def _cfg(shards: Path, out: Path, **kw) -> TrainConfig:
     }
     base.update(kw)
     return load_config(TrainConfig, overrides=base)
+
+
+def _run_dir(out: Path) -> Path:
+    """The Ray Train run folder, ``{name}-{run_id}`` (one per identity of config and data)."""
+    [d] = sorted((out / "ray").glob("run-*"))
+    return d
+
+
+def _checkpoint_done(out: Path, step: int):
+    return lambda: any((out / "ray").glob(f"run-*/checkpoint_{step:08d}/train_state.json"))
 
 
 def _curve(out: Path) -> list[tuple[int, float]]:
@@ -71,12 +81,12 @@ def test_uninterrupted_run_writes_adapter_metrics_and_checkpoints(reference_run)
     assert rows[-1]["lr"] < rows[2]["lr"]  # cosine decay
     assert rows[-1]["samples_seen"] == STEPS * 2 * 2 * 2  # steps x batch x accumulation x workers
     assert list((reference_run / "tensorboard").glob("events.out.tfevents.*"))
-    ckpts = sorted((reference_run / "ray" / "run").glob("checkpoint_0*"))
+    ckpts = sorted(_run_dir(reference_run).glob("checkpoint_0*"))
     assert [c.name for c in ckpts] == ["checkpoint_00000004", "checkpoint_00000006"]  # keep_checkpoints=2
     state = json.loads((ckpts[-1] / "train_state.json").read_text())
     assert state["step"] == STEPS and len(state["positions"]) == 2
     # The same lookup through a URI (pyarrow filesystem), as for object storage.
-    where, st = latest_checkpoint_state(f"file://{reference_run / 'ray'}", "run")
+    where, st = latest_checkpoint_state(f"file://{reference_run / 'ray'}", _run_dir(reference_run).name)
     assert where.endswith("checkpoint_00000006") and st.step == STEPS
 
 
@@ -91,40 +101,47 @@ def test_checkpoint_records_the_keys_it_trained_on(reference_run, train_shards):
     rows = [r for f in sorted(train_shards.glob("*.index.parquet")) for r in pq.read_table(f).to_pylist()]
     expected = {r["key"] for r in rows if r["status"] == "ok" and r["label"] is not None}
     assert tk.keys == expected and tk.digest == keys_digest(expected)
-    ckpt = sorted((reference_run / "ray" / "run").glob("checkpoint_0*"))[-1]
+    ckpt = sorted(_run_dir(reference_run).glob("checkpoint_0*"))[-1]
     assert read_train_keys(ckpt / "adapter").digest == tk.digest  # in every checkpoint, not only the export
 
 
-def test_killed_job_rerun_resumes_to_the_same_result(ray_local, train_shards, reference_run, tmp_path, monkeypatch):
+def test_killed_job_rerun_resumes_to_the_same_result(ray_local, train_shards, reference_run, tmp_path, caplog):
+    from faults import kill_once_when
+
     out = tmp_path / "killed"
     cfg = _cfg(train_shards, out)
-    # Worker rank 1 dies at step 3 (after the step-2 checkpoint); with max_failures=0 the job fails.
-    monkeypatch.setenv(FAULT_ENV, json.dumps({"step": 3, "rank": 1, "marker": str(tmp_path / "fault")}))
-    with pytest.raises(Exception):
-        run_train(cfg)
-    assert (tmp_path / "fault").exists()
-    assert _curve(out)[-1][0] == 3  # the dead run got as far as step 3 and logged it
-    monkeypatch.delenv(FAULT_ENV)
-    # The same command again resumes from the step-2 checkpoint.
+    # A worker is SIGKILLed from outside once the step-2 checkpoint exists; with max_failures=0 the job fails.
+    with kill_once_when("RayTrainWorker", when=_checkpoint_done(out, 2)) as killed:
+        with pytest.raises(Exception):
+            run_train(cfg)
+    assert killed, "no training worker was found to kill"
+    assert not (out / "commit.json").exists()  # no marker: the stage is not done
+    # The same command again resumes from the last checkpoint and ends where an uninterrupted run ends.
     res = run_train(cfg)
-    assert res.resumed_from_step == 2 and res.steps == STEPS
+    assert 0 < res.resumed_from_step < STEPS and res.steps == STEPS
     _assert_same_run(reference_run, out)
+    assert json.loads((out / "commit.json").read_text())["status"] == "complete"
 
-    # The same storage with another model config: refused before anything starts.
-    other = _cfg(train_shards, out, model={"preset": "tiny", "adapter": "mose", "lora": {"r": 8}}, max_steps=8)
-    with pytest.raises(CheckpointMismatchError, match="another model config"):
-        run_train(other)
+    # Another model config (or data) is another run: a new run folder from step 0, the old one kept, and
+    # the log names what changed. It never resumes (or re-exports) the old run.
+    other = _cfg(train_shards, out, model={"preset": "tiny", "adapter": "mose", "lora": {"r": 8}}, lr=5e-4)
+    with caplog.at_level("WARNING", logger="mosear.train.preflight"):
+        plan = preflight(other)
+    assert plan.resume_step == 0 and plan.run_name != _run_dir(out).name
+    assert "config fields lr, model" in caplog.text and "a new run" in caplog.text
     # Rerunning the finished command trains nothing and exports the same adapter.
     again = run_train(cfg)
     assert again.resumed_from_step == STEPS
     _assert_same_run(reference_run, out)
 
 
-def test_worker_failure_restarts_from_checkpoint(ray_local, train_shards, reference_run, tmp_path, monkeypatch):
+def test_worker_failure_restarts_from_checkpoint(ray_local, train_shards, reference_run, tmp_path):
+    from faults import kill_once_when
+
     out = tmp_path / "restart"
-    monkeypatch.setenv(FAULT_ENV, json.dumps({"step": 5, "rank": 0, "marker": str(tmp_path / "fault")}))
-    res = run_train(_cfg(train_shards, out, max_failures=1))
-    assert (tmp_path / "fault").exists(), "the fault never fired"
+    with kill_once_when("RayTrainWorker", when=_checkpoint_done(out, 4)) as killed:
+        res = run_train(_cfg(train_shards, out, max_failures=1))
+    assert killed, "the fault never fired"
     assert res.steps == STEPS
     _assert_same_run(reference_run, out)
 

@@ -29,7 +29,9 @@ def test_ray_job_submit_tiny_training(train_shards, repo_root, tmp_path):
     with local_ray_cluster(num_cpus=2, timeout_s=180) as address:
         out = tmp_path / "out"
         storage = tmp_path / "ckpt"
-        run = tmp_path / "ckpt" / "tiny"
+
+        def run() -> Path:  # the run folder is {name}-{run_id} (run_id: digest of config and data)
+            return next(iter(sorted(storage.glob("tiny-*"))), storage / "tiny-none")
 
         def submit(submission_id: str, *extra: str) -> subprocess.CompletedProcess:
             cmd = [ray_bin, "job", "submit", "--address", address, "--submission-id", submission_id,
@@ -43,7 +45,7 @@ def test_ray_job_submit_tiny_training(train_shards, repo_root, tmp_path):
         first = submit("mosear-tiny-1", "--no-wait")
         assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
         deadline = time.time() + 400
-        while not (run / "checkpoint_00000010" / "train_state.json").is_file():
+        while not (run() / "checkpoint_00000010" / "train_state.json").is_file():
             assert time.time() < deadline, "no step-10 checkpoint within 400 s"
             time.sleep(0.5)
         stop = subprocess.run([ray_bin, "job", "stop", "--address", address, "mosear-tiny-1"], env=env,
@@ -52,7 +54,7 @@ def test_ray_job_submit_tiny_training(train_shards, repo_root, tmp_path):
         status = subprocess.run([ray_bin, "job", "status", "--address", address, "mosear-tiny-1"], env=env,
                                 capture_output=True, text=True, timeout=60)
         assert "was stopped" in status.stdout + status.stderr
-        assert not (run / "checkpoint_00000080").exists(), "the job finished before it could be stopped"
+        assert not (run() / "checkpoint_00000080").exists(), "the job finished before it could be stopped"
 
         # 2. The same command again resumes from the last checkpoint and finishes.
         second = submit("mosear-tiny-2")
@@ -61,9 +63,9 @@ def test_ray_job_submit_tiny_training(train_shards, repo_root, tmp_path):
         assert "succeeded" in log
         resumed = int(re.search(r'"resumed_from_step": (\d+)', log).group(1))
         assert resumed >= 10
-        state = json.loads((run / "checkpoint_00000080" / "train_state.json").read_text())
+        state = json.loads((run() / "checkpoint_00000080" / "train_state.json").read_text())
         assert state["step"] == 80
-        assert (run / "checkpoint_00000080" / "adapter" / "adapter" / "adapter_model.safetensors").is_file()
+        assert (run() / "checkpoint_00000080" / "adapter" / "adapter" / "adapter_model.safetensors").is_file()
         assert (out / "adapter" / "model_config.json").is_file()
         steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
         assert steps == list(range(1, 81))  # no gaps, no duplicates across the kill

@@ -1,0 +1,249 @@
+"""One content identity for every stage input, and the commit marker that records it.
+
+Every skip, resume and cache decision in mosear compares *content digests* of the exact inputs a
+result was made from, never paths, sizes or modification times:
+
+- :func:`file_digest` is the SHA-256 of a file's bytes, streamed in 1 MiB blocks. Re-reading a large
+  corpus on every run would cost as much as decoding it, so a :class:`DigestMemo` (a JSON sidecar)
+  remembers each digest next to the file's ``(size, mtime_ns, inode)``; a file whose stat is unchanged
+  is not read again. The memo only saves reading: every decision compares the digest itself. Delete
+  the sidecar to force a full re-read.
+- :func:`digest_paths` digests files and folders (a folder is the sorted list of ``(relative path,
+  file digest)``), skipping temporaries and bookkeeping records (``run.json``, ``commit.json``,
+  ``units.json``, ``*.stats.json``: timestamps and counts, not data; the data files they vouch for
+  are digested themselves).
+- :func:`shard_folder_digest` is the identity of a shard folder from the ``tar_sha256`` its shards'
+  commit markers carry (computed while each tar was written), so a consumer need not re-read tars.
+- A config's share of the identity is :meth:`mosear.config.StageConfig.output_hash`: only fields that
+  change the output, as declared on the fields (:data:`mosear.config.SCHEDULING`, ...).
+- :func:`stage_identity` puts these together for one stage; the Prefect cache key
+  (:func:`mosear.orchestrate.runner.cache_key`) and each stage's commit marker (:func:`write_marker`,
+  ``{output}/commit.json``, written last) hold the same dict, and :func:`changed` names what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mosear.atomic import atomic_write_json
+
+__all__ = [
+    "DigestMemo", "default_memo", "file_digest", "safe_digest", "digest_paths", "iter_files", "digest_json", "shard_folder_digest",
+    "stage_identity", "identity_digest", "changed", "MARKER", "write_marker", "read_marker", "marker_matches",
+]
+
+_BLOCK = 1 << 20  # 1 MiB: large enough for throughput, small enough to stream anything
+MARKER = "commit.json"
+# Records about a result (timestamps, counts), not the result: never part of a consumer's input identity.
+_BOOKKEEPING = {"run.json", MARKER, "units.json", "input-digests.json"}
+
+
+def _skipped(name: str) -> bool:
+    return (name.startswith((".", "_tmp")) or name.endswith((".tmp", ".partial", ".lock", ".stats.json", ".broken"))
+            or name in _BOOKKEEPING)
+
+
+def iter_files(root: Path) -> Iterator[Path]:
+    """Files under ``root`` (or ``root`` itself), sorted by relative path; temporaries and records skipped."""
+    if root.is_file():
+        yield root
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not _skipped(d))
+        for name in sorted(filenames):
+            if not _skipped(name):
+                yield Path(dirpath) / name
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+class DigestMemo:
+    """A JSON sidecar ``abs path -> [size, mtime_ns, inode, sha256]``; saved atomically by :meth:`save`.
+
+    ``path=None`` keeps the memo in memory only (every file is read once per memo object).
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else None
+        self._lock = threading.Lock()
+        self._data: dict[str, list] = {}
+        if self.path and self.path.is_file():
+            try:
+                self._data = json.loads(self.path.read_text())
+            except (OSError, ValueError):  # a damaged memo only costs a re-read
+                self._data = {}
+        self._dirty = False
+
+    def digest(self, path: str | Path) -> str:
+        p = Path(path)
+        st = p.stat()
+        key = str(p.resolve())
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        hit = self._data.get(key)
+        if hit and len(hit) == 4 and hit[:3] == stamp:
+            return hit[3]
+        digest = _sha256_file(p)
+        with self._lock:
+            self._data[key] = [*stamp, digest]
+            self._dirty = True
+        return digest
+
+    def save(self) -> None:
+        if self.path and self._dirty:
+            with self._lock:
+                atomic_write_json(self.path, self._data, indent=None)
+                self._dirty = False
+
+
+def file_digest(path: str | Path, memo: DigestMemo | None = None) -> str:
+    """SHA-256 hex digest of the file's bytes (through ``memo`` when given)."""
+    return memo.digest(path) if memo is not None else _sha256_file(Path(path))
+
+
+def safe_digest(path: str | Path, memo: DigestMemo | None = None) -> str:
+    """:func:`file_digest`, or ``missing`` / ``unreadable:<error>`` for a file that cannot be read (a
+    dangling link, no permission): the stage reports such a file as bad input, the identity still
+    changes when it is fixed."""
+    try:
+        return file_digest(path, memo)
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable:{type(exc).__name__}"
+
+
+def digest_paths(paths: Iterable[str | Path], memo: DigestMemo | None = None) -> str:
+    """One hex digest for the contents of ``paths`` (files or folders), in the order given.
+
+    A path that does not exist digests as ``missing`` (the stage itself reports it as bad input).
+    """
+    memo = memo if memo is not None else DigestMemo()
+    outer = hashlib.sha256()
+    for p in paths:
+        root = Path(p)
+        outer.update(f"path\0{root.name}\0".encode())
+        if not root.exists():
+            outer.update(b"missing\0")
+            continue
+        for f in iter_files(root):
+            rel = f.name if f == root else f.relative_to(root).as_posix()
+            outer.update(f"{rel}\0{safe_digest(f, memo)}\0".encode())
+    memo.save()
+    return outer.hexdigest()
+
+
+def digest_json(obj: Any) -> str:
+    """SHA-256 of ``obj``'s canonical JSON (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def shard_folder_digest(folder: str | Path) -> str:
+    """Digest of a shard folder's committed shards: ``(name, tar_sha256)`` from each commit marker.
+
+    A shard whose tar is missing or has another size than its marker says is left out (it is not
+    committed); a rebuilt shard with other bytes changes the digest.
+    """
+    h = hashlib.sha256()
+    folder = Path(folder)
+    for stats in sorted(folder.glob("*.stats.json")):
+        try:
+            st = json.loads(stats.read_text())
+        except (OSError, ValueError):
+            continue
+        tar = stats.with_name(stats.name[: -len(".stats.json")] + ".tar")
+        if not tar.is_file() or tar.stat().st_size != st.get("tar_bytes"):
+            continue
+        h.update(f"{tar.name}\0{st.get('tar_sha256')}\0".encode())
+    return h.hexdigest()
+
+
+# -- a stage's identity and its commit marker ---------------------------------------------------------
+def default_memo(output: str | Path) -> DigestMemo:
+    """The digest memo of a stage's output folder (``{output}/.input-digests.json``), shared by the
+    stage and the orchestrator that computes its cache key, so each input file is read once."""
+    return DigestMemo(Path(output) / ".input-digests.json")
+
+
+def stage_identity(stage: str, cfg: Any, memo: DigestMemo | None = None) -> dict[str, Any]:
+    """``{stage, version, config, inputs}``: the config's output hash and one digest per input path.
+
+    The input paths are those the stage's :class:`~mosear.orchestrate.stages.StageSpec` names.
+    """
+    import mosear
+    from mosear.orchestrate.stages import get_stage
+
+    spec = get_stage(stage)
+    memo = memo if memo is not None else default_memo(spec.output(cfg))
+    inputs = {os.path.abspath(p): digest_paths([p], memo) for p in spec.inputs(cfg)}
+    return {"stage": stage, "version": mosear.__version__, "config": cfg.output_hash(), "inputs": inputs,
+            "config_fields": _fields(cfg)}
+
+
+def _fields(cfg: Any) -> dict[str, Any]:
+    from mosear.config import output_fields
+
+    return output_fields(cfg)
+
+
+def identity_digest(identity: dict[str, Any]) -> str:
+    """The digest of an identity (what cache keys and markers compare); ``config_fields`` is its detail."""
+    return digest_json({k: v for k, v in identity.items() if k != "config_fields"})
+
+
+def changed(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """What differs between two identities, in words a user can act on (empty: the same)."""
+    if not old:
+        return ["no earlier identity recorded"]
+    out = []
+    if old.get("version") != new.get("version"):
+        out.append(f"mosear version {old.get('version')} -> {new.get('version')}")
+    of, nf = old.get("config_fields") or {}, new.get("config_fields") or {}
+    diff = sorted(k for k in set(of) | set(nf) if of.get(k) != nf.get(k))
+    if diff:
+        out.append("config fields " + ", ".join(diff))
+    elif old.get("config") != new.get("config"):
+        out.append("config")
+    oi, ni = old.get("inputs") or {}, new.get("inputs") or {}
+    for path in sorted(set(oi) | set(ni)):
+        if oi.get(path) != ni.get(path):
+            out.append(f"content of {path}" if path in oi and path in ni else f"input {path} {'added' if path in ni else 'removed'}")
+    return out
+
+
+def write_marker(output: str | Path, identity: dict[str, Any], status: str = "complete", **extra: Any) -> Path:
+    """Write ``{output}/commit.json`` atomically: the stage's identity, status and ``extra`` facts.
+
+    Call it last, after every file it vouches for is in place. ``status``: ``complete`` or ``partial``
+    (the stage ran with ``allow_partial`` and ``missing`` says what is not there).
+    """
+    payload = {"status": status, "identity": identity, "digest": identity_digest(identity),
+               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+    return atomic_write_json(Path(output) / MARKER, payload, sort_keys=True)
+
+
+def read_marker(output: str | Path) -> dict[str, Any] | None:
+    """The stage's commit marker, or None when there is none (or it cannot be read)."""
+    p = Path(output) / MARKER
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def marker_matches(output: str | Path, identity: dict[str, Any]) -> bool:
+    """True when ``output`` holds a complete result of exactly ``identity``."""
+    m = read_marker(output)
+    return bool(m) and m.get("status") == "complete" and m.get("digest") == identity_digest(identity)
