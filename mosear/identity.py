@@ -5,8 +5,9 @@ result was made from, never paths, sizes or modification times:
 
 - :func:`file_digest` is the SHA-256 of a file's bytes, streamed in 1 MiB blocks. Re-reading a large
   corpus on every run would cost as much as decoding it, so a :class:`DigestMemo` (a JSON sidecar)
-  remembers each digest next to the file's ``(size, mtime_ns, inode)``; a file whose stat is unchanged
-  is not read again. The memo only saves reading: every decision compares the digest itself. Delete
+  remembers each digest next to the file's ``(size, mtime_ns, ctime_ns, inode, device)``; a file whose
+  stat is unchanged is not read again (``ctime`` changes on every write and no user tool can set it back,
+  so an in-place rewrite that restores the mtime, as ``cp -p`` or ``rsync -t`` do, is still read). The memo only saves reading: every decision compares the digest itself. Delete
   the sidecar to force a full re-read.
 - :func:`digest_paths` digests files and folders (a folder is the sorted list of ``(relative path,
   file digest)``), skipping temporaries and bookkeeping records (``run.json``, ``commit.json``,
@@ -71,7 +72,7 @@ def _sha256_file(path: Path) -> str:
 
 
 class DigestMemo:
-    """A JSON sidecar ``abs path -> [size, mtime_ns, inode, sha256]``; saved atomically by :meth:`save`.
+    """A JSON sidecar ``abs path -> [size, mtime_ns, ctime_ns, inode, device, sha256]``; saved atomically by :meth:`save`.
 
     ``path=None`` keeps the memo in memory only (every file is read once per memo object).
     """
@@ -91,10 +92,10 @@ class DigestMemo:
         p = Path(path)
         st = p.stat()
         key = str(p.resolve())
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
         hit = self._data.get(key)
-        if hit and len(hit) == 4 and hit[:3] == stamp:
-            return hit[3]
+        if hit and len(hit) == len(stamp) + 1 and hit[:-1] == stamp:
+            return hit[-1]
         digest = _sha256_file(p)
         with self._lock:
             self._data[key] = [*stamp, digest]

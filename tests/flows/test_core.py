@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import shutil
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_memo_reuses_hash_until_file_changes(tmp_path):
     # A memo entry with the file's size and mtime is trusted: prove it by planting a wrong digest.
     memo = HashMemo(memo_path)
     key = str((root / "y.txt").resolve())
-    memo._data[key][3] = "0" * 64
+    memo._data[key][-1] = "0" * 64
     assert hash_paths([root], memo) != h0
     # Changing the file (size/mtime) invalidates the entry: the real content hash comes back.
     (root / "y.txt").write_text("hello")
@@ -162,6 +163,21 @@ def test_memo_is_keyed_by_inode_too(tmp_path):
     os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
     other.replace(y)  # same name, same size, same mtime, other bytes (and inode)
     assert y.stat().st_mtime_ns == st.st_mtime_ns and y.stat().st_size == st.st_size
+    assert hash_paths([root], memo) != h0
+
+
+def test_memo_sees_an_in_place_rewrite_that_restores_the_mtime(tmp_path):
+    """Same inode, same size, mtime set back (``cp -p`` over an existing file): ctime still moved."""
+    root = _tree(tmp_path / "t")
+    memo = HashMemo(tmp_path / "memo.json")
+    h0 = hash_paths([root], memo)
+    y = root / "y.txt"
+    st = y.stat()
+    time.sleep(0.01)
+    with open(y, "r+") as fh:  # rewrite in place: the inode stays
+        fh.write("jello"[: st.st_size])
+    os.utime(y, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (y.stat().st_ino, y.stat().st_size, y.stat().st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
     assert hash_paths([root], memo) != h0
 
 
