@@ -391,8 +391,11 @@ register_ar_attention()
 
 
 def _resolve(model: Any, context: ModalityContext | None) -> tuple[nn.Module, ModalityContext | None]:
-    lm = getattr(model, "lm", model)
     ctx = context if context is not None else getattr(model, "modality_context", None)
+    target = getattr(model, "attention_module", None)  # a model whose decoder is not its whole LM (hf_av)
+    if target is not None:
+        return target, ctx
+    lm = getattr(model, "lm", model)
     base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
     return base, ctx
 

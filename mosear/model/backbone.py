@@ -335,8 +335,13 @@ def build_model(cfg: ModelConfig) -> MoSEARModel:
     """Assemble encoders, projectors, the LM and the adapter (``cfg.adapter``); frozen backbone.
 
     The tiny preset is random-init under ``cfg.seed`` (same config -> same weights in every process, so a
-    saved adapter fits a rebuilt tiny model). The emotion-llama preset reads local files only.
+    saved adapter fits a rebuilt tiny model). The emotion-llama preset reads local files only; ``hf-av``
+    returns a transformers audio-visual LLM (:mod:`mosear.model.hf_av`) with the same interface.
     """
+    if cfg.preset == "hf-av":
+        from mosear.model.hf_av import build_av_model
+
+        return build_av_model(cfg)
     with _seeded(cfg.seed), _peft_compat():
         tok, lm, vis_tower, aud_tower, image_size = (_tiny_parts if cfg.preset == "tiny" else _local_parts)(cfg)
         lm.requires_grad_(False)

@@ -63,7 +63,10 @@ class ModelConfig(StageConfig):
     ``preset=emotion-llama`` loads CLIP/EVA-class vision, HuBERT-class audio and a chat LLM from
     local paths or the local HF cache only (``local_files_only=True``)."""
 
-    preset: Literal["tiny", "emotion-llama"] = "tiny"
+    preset: Literal["tiny", "emotion-llama", "hf-av"] = "tiny"
+    model_path: str | None = Field(None, description="hf-av: checkpoint folder (or cached id) of a transformers "
+                                   "audio-visual LLM (Qwen2.5-Omni, Qwen3-Omni; thinker or full); local files only")
+    system_prompt: str | None = Field(None, description="hf-av: system turn of the chat template (None: none)")
     llm_path: str | None = Field(None, description="local path or cached id of the causal LM (emotion-llama)")
     vision_path: str | None = Field(None, description="local path / cached id of a CLIP vision model")
     audio_path: str | None = Field(None, description="local path / cached id of a HuBERT / wav2vec2 model")
@@ -99,6 +102,8 @@ class ModelConfig(StageConfig):
             missing = [n for n in ("llm_path", "vision_path", "audio_path") if not getattr(self, n)]
             if missing:
                 raise ValueError(f"preset emotion-llama needs local {', '.join(missing)}")
+        if self.preset == "hf-av" and not self.model_path:
+            raise ValueError("preset hf-av needs model_path (a local checkpoint folder or a cached model id)")
         if self.tiny_hidden % self.tiny_heads:
             raise ValueError("tiny_hidden must be a multiple of tiny_heads")
         return self

@@ -1,0 +1,525 @@
+"""Audio-visual LLMs from transformers (Qwen2.5-Omni, Qwen3-Omni) as mosear models.
+
+``build_model(ModelConfig(preset="hf-av", model_path=folder))`` loads the checkpoint folder (a thinker, or
+a full Omni checkpoint whose thinker is taken; ``local_files_only``: a local folder or the local HF cache,
+never the hub) and returns an :class:`AVModel`, which offers what :class:`~mosear.model.backbone.MoSEARModel`
+offers (``collate``, ``forward`` → loss + aux, ``score_labels``, ``generate``, ``save_adapter`` /
+``load_adapter``, ``modality_context``), so ``mosear eval`` and ``mosear train`` run it unchanged.
+
+Input. Each clip goes through the model's own processor parts and chat template (:class:`AVInputs`):
+``num_frames`` uniform frames as one video, the 16 kHz waveform as one audio part, then the text
+"The person in the video says: {transcript}. {instruction}" (the same instruction and labels as the
+backbone). One ``<video>`` and one ``<audio>`` placeholder of the template are expanded to as many
+positions as the towers produce (the processor's rule: ``prod(video_grid_thw) / merge²`` and the
+architecture's audio output length).
+
+Modality ids come from the placeholder token ids in the model config (``audio_token_id`` → AUDIO,
+``video_token_id`` / ``image_token_id`` → VISUAL, other positions TEXT, left padding PAD), so MoSE
+(peft, on the text decoder's ``q_proj``/``v_proj`` by default), the AR/monitor attention function
+(registered with transformers' attention interface, set on the text decoder only) and the modality
+context work as on the backbone: no patching, no hooks.
+
+Frames without torchvision. The Qwen2-VL video processor of transformers needs torchvision, which does
+not install beside the CPU torch this project pins. The frames therefore go through the processor's
+PIL/numpy image backend (``Qwen2VLImageProcessorPil``: its resize rule, rescale, normalisation and patch
+order) one frame at a time with a temporal patch of 1, and consecutive frames are stacked into the
+video's temporal patches exactly as ``Qwen2VLVideoProcessor.patchify`` does (repeat the last frame to a
+multiple of ``temporal_patch_size``). The token layout and grid equal the video processor's; pixel
+values differ only by PIL's vs torchvision's bicubic resampling (measured in docs/models.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+from mosear.labels import CANONICAL_LABELS
+from mosear.model import attention as ar
+from mosear.model.backbone import MoSEAROutput, _CONFIG_FIELDS_FREE, _DTYPES, _seeded
+from mosear.model.config import ModelConfig
+from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
+from mosear.model.mose import MoSEConfig, MoSEModel
+from mosear.model.prompt import IGNORE, _transcript
+
+__all__ = ["AVModel", "AVInputs", "ARCHITECTURES", "build_av_model", "inspect_checkpoint", "UnsupportedModel"]
+
+
+class UnsupportedModel(ValueError):
+    """The folder holds a model this backend cannot run (its type is named in the message)."""
+
+
+def _qwen2_5_audio_len(n: torch.Tensor, audio_cfg: Any) -> torch.Tensor:
+    from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
+
+    return _get_feat_extract_output_lengths(n)
+
+
+def _qwen3_audio_len(n: torch.Tensor, audio_cfg: Any) -> torch.Tensor:
+    from transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe import _get_feat_extract_output_lengths
+
+    return _get_feat_extract_output_lengths(n, getattr(audio_cfg, "n_window", 50))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """How to load one family and lay out its inputs."""
+
+    name: str
+    thinker_class: str  # transformers class of the thinker
+    full_class: str | None  # class of the full checkpoint holding ``.thinker`` (None: the folder is a thinker)
+    audio_tokens: Callable[[torch.Tensor, Any], torch.Tensor]  # mel frames -> LLM positions
+    audio_padding: str  # WhisperFeatureExtractor padding the processor uses
+    processor: str  # ``module:Class`` of the model's processor (its call-time video defaults apply)
+
+
+_Q25 = "transformers.models.qwen2_5_omni.processing_qwen2_5_omni:Qwen2_5OmniProcessor"
+_Q3 = "transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe:Qwen3OmniMoeProcessor"
+ARCHITECTURES: dict[str, Architecture] = {
+    "qwen2_5_omni_thinker": Architecture("Qwen2.5-Omni thinker", "Qwen2_5OmniThinkerForConditionalGeneration", None,
+                                         _qwen2_5_audio_len, "max_length", _Q25),
+    "qwen2_5_omni": Architecture("Qwen2.5-Omni", "Qwen2_5OmniThinkerForConditionalGeneration",
+                                 "Qwen2_5OmniForConditionalGeneration", _qwen2_5_audio_len, "max_length", _Q25),
+    "qwen3_omni_moe_thinker": Architecture("Qwen3-Omni thinker", "Qwen3OmniMoeThinkerForConditionalGeneration", None,
+                                           _qwen3_audio_len, "longest", _Q3),
+    "qwen3_omni_moe": Architecture("Qwen3-Omni", "Qwen3OmniMoeThinkerForConditionalGeneration",
+                                   "Qwen3OmniMoeForConditionalGeneration", _qwen3_audio_len, "longest", _Q3),
+}
+# known model types this backend refuses, with the reason
+_REFUSED = {
+    "gemma3n": "Gemma 3n's vision tower is a timm MobileNetV5 and its processor takes images, not video; "
+               "not supported by this backend yet (serve it behind an OpenAI-compatible endpoint instead)",
+}
+_PROCESSOR_FILES = ("tokenizer_config.json", "preprocessor_config.json")
+
+
+def _resolve_folder(path: str) -> Path:
+    """A local folder, or a model id in the local HF cache (never downloaded)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return p
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(path, local_files_only=True))
+    except Exception as exc:  # noqa: BLE001 - the message says what to do
+        raise FileNotFoundError(f"model_path {path!r}: not a folder, and not in the local HF cache "
+                                f"({type(exc).__name__}); download it first (mosear never uses the hub)") from None
+
+
+def inspect_checkpoint(path: str) -> tuple[Path, Architecture, dict[str, Any]]:
+    """Check a checkpoint folder before anything loads: ``(folder, architecture, config.json)``.
+
+    Raises :class:`UnsupportedModel` naming the found type and the supported ones, or
+    ``FileNotFoundError`` naming a missing file.
+    """
+    folder = _resolve_folder(path)
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{folder}: no config.json (not a transformers checkpoint folder)")
+    raw = json.loads(cfg_file.read_text())
+    mtype = raw.get("model_type")
+    if mtype in _REFUSED:
+        raise UnsupportedModel(f"{folder}: model_type {mtype!r}: {_REFUSED[mtype]}")
+    if mtype not in ARCHITECTURES:
+        raise UnsupportedModel(
+            f"{folder}: model_type {mtype!r} (architectures {raw.get('architectures')}) is not a supported "
+            f"audio-visual LLM; supported: {', '.join(sorted(ARCHITECTURES))}")
+    missing = [f for f in _PROCESSOR_FILES if not (folder / f).is_file()]
+    if not any((folder / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+        missing.append("tokenizer.json (or vocab.json + merges.txt)")
+    if missing:
+        raise FileNotFoundError(f"{folder}: processor file(s) missing: {', '.join(missing)} (copy the whole "
+                                f"checkpoint folder, including its tokenizer and preprocessor files)")
+    thinker = raw.get("thinker_config", raw)
+    if not thinker.get("audio_config"):
+        raise UnsupportedModel(f"{folder}: the model has no audio tower (no audio_config), so it cannot take the "
+                               f"clip's audio")
+    return folder, ARCHITECTURES[mtype], raw
+
+
+def _chat_template(folder: Path, tokenizer: Any) -> str:
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text()
+    if (folder / "chat_template.json").is_file():
+        return json.loads((folder / "chat_template.json").read_text())["chat_template"]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.chat_template
+    raise FileNotFoundError(f"{folder}: no chat template (chat_template.jinja, chat_template.json or in "
+                            f"tokenizer_config.json)")
+
+
+class AVInputs:
+    """The processor of one checkpoint: tokenizer + chat template, Whisper features, frame patching.
+
+    ``collate`` turns reader samples into the thinker's keyword arguments plus ``modality_ids``
+    (and ``labels`` when targets are given); see the module docstring for the layout.
+    """
+
+    def __init__(self, folder: Path, arch: Architecture, model_config: Any, cfg: ModelConfig) -> None:
+        from transformers import AutoTokenizer, WhisperFeatureExtractor
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+        kw = dict(local_files_only=True)
+        self.tok = AutoTokenizer.from_pretrained(str(folder), **kw)
+        self.template = _chat_template(folder, self.tok)
+        self.features = WhisperFeatureExtractor.from_pretrained(str(folder), **kw)
+        vcfg_file = folder / "video_preprocessor_config.json"
+        vcfg = json.loads((vcfg_file if vcfg_file.is_file() else folder / "preprocessor_config.json").read_text())
+        self.patch = int(vcfg.get("patch_size", 14))
+        self.temporal = int(vcfg.get("temporal_patch_size", 2))
+        self.merge = int(vcfg.get("merge_size", 2))
+        size = dict(vcfg.get("size") or {})
+        if "min_pixels" in vcfg:
+            size["shortest_edge"] = vcfg["min_pixels"]
+        if "max_pixels" in vcfg:
+            size["longest_edge"] = vcfg["max_pixels"]
+        # the processor's call-time video defaults override the video processor's saved size (as its
+        # __call__ does: Qwen2.5-Omni 128..768 x 28² pixels per frame, Qwen3-Omni 128..768 x 32²)
+        module, _, name = arch.processor.partition(":")
+        size.update(getattr(getattr(importlib.import_module(module), name), "videos_kwargs", {}).get("size", {}))
+        self.frames = Qwen2VLImageProcessorPil(
+            size=size or None, patch_size=self.patch, temporal_patch_size=1, merge_size=self.merge,
+            image_mean=vcfg.get("image_mean"), image_std=vcfg.get("image_std"))
+        self.audio_cfg = model_config.audio_config
+        self.arch = arch
+        self.cfg = cfg
+        self.ids = {"audio": model_config.audio_token_id, "video": model_config.video_token_id,
+                    "image": model_config.image_token_id}
+        self.names = {k: self.tok.convert_ids_to_tokens(v) for k, v in self.ids.items()}
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        self.eos_id = self.tok.eos_token_id
+        self.fps = 2.0  # the processor's default when none is given (video_second_per_grid = temporal / fps)
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def video(self, frames: np.ndarray) -> tuple[torch.Tensor, list[int]]:
+        """uint8 ``[T, H, W, 3]`` → ``(patches [grid_t·grid_h·grid_w, 3·temporal·patch²], [t, h, w])``."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+            raise ValueError(f"frames must be uint8 [T, H, W, 3] with T > 0, got shape {frames.shape}")
+        idx = np.linspace(0, frames.shape[0] - 1, self.cfg.num_frames).round().astype(int)
+        out = self.frames(images=[frames[i] for i in idx], return_tensors="pt")
+        grids = out["image_grid_thw"]
+        _, gh, gw = (int(v) for v in grids[0])
+        n = gh * gw
+        pix = out["pixel_values"].view(len(idx), n, 3, self.patch, self.patch)  # per frame, processor's order
+        if pad := -len(idx) % self.temporal:  # the video processor repeats the last frame
+            pix = torch.cat([pix, pix[-1:].expand(pad, -1, -1, -1, -1)])
+        t = pix.shape[0] // self.temporal
+        pix = pix.view(t, self.temporal, n, 3, self.patch, self.patch).permute(0, 2, 3, 1, 4, 5)
+        return pix.reshape(t * n, 3 * self.temporal * self.patch * self.patch).contiguous(), [t, gh, gw]
+
+    def prompt_text(self, transcript: str) -> str:
+        parts = [{"type": "video"}, {"type": "audio"},
+                 {"type": "text", "text": f"The person in the video says: {transcript}. {self.cfg.instruction}"}]
+        messages = ([{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else [])
+        messages.append({"role": "user", "content": parts})
+        return self.tok.apply_chat_template(messages, chat_template=self.template, tokenize=False,
+                                            add_generation_prompt=True)
+
+    def prompt_ids(self, transcript: str, n_video: int, n_audio: int) -> list[int]:
+        """Token ids of one prompt with the video / audio placeholder expanded to ``n_video`` / ``n_audio``."""
+        text = self.prompt_text(transcript)
+        for kind, n in (("video", n_video), ("audio", n_audio)):
+            tok = self.names[kind]
+            if text.count(tok) != 1:
+                raise ValueError(f"the chat template produced {text.count(tok)} {tok} placeholders (expected 1)")
+            text = text.replace(tok, tok * n)
+        return self._ids(text)
+
+    def target_ids(self, target: str) -> list[int]:
+        ids = self._ids(" ".join(target.split()))[: self.cfg.max_target_tokens]
+        return ids + ([self.eos_id] if self.eos_id is not None else [])
+
+    def modality(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Modality id per position from the placeholder token ids (PAD where the mask is 0)."""
+        mods = torch.full_like(input_ids, TEXT)
+        mods[input_ids == self.ids["audio"]] = AUDIO
+        mods[(input_ids == self.ids["video"]) | (input_ids == self.ids["image"])] = VISUAL
+        return mods.masked_fill(attention_mask == 0, PAD)
+
+    def collate(self, samples: list[dict[str, Any]], include_target: bool = True) -> dict[str, torch.Tensor]:
+        """Reader samples → ``input_ids, attention_mask, modality_ids [B, L]``, ``labels`` (targets only),
+        ``pixel_values_videos [ΣN, D]``, ``video_grid_thw [B, 3]``, ``video_second_per_grid [B]``,
+        ``input_features [B, 128, T]``, ``feature_attention_mask [B, T]`` (left-padded prompts)."""
+        if not samples:
+            raise ValueError("collate needs at least one sample")
+        max_n = int(self.cfg.max_audio_seconds * 16000)
+        waves = []
+        for s in samples:
+            sr = int(s.get("sample_rate", 16000))
+            if sr != 16000:
+                raise ValueError(f"sample {s.get('key')}: audio must be 16 kHz, got {sr} Hz")
+            w = np.asarray(s["audio"], dtype=np.float32).reshape(-1)[:max_n]
+            waves.append(np.pad(w, (0, max(0, 8000 - w.size))))  # at least 0.5 s, as the backbone
+        feats = self.features(waves, sampling_rate=16000, padding=self.arch.audio_padding, return_attention_mask=True,
+                              return_tensors="pt")
+        fmask = feats["attention_mask"]
+        n_audio = self.arch.audio_tokens(fmask.sum(-1), self.audio_cfg).tolist()
+        videos = [self.video(s["frames"]) for s in samples]
+        has_target = include_target and any(s.get("target") for s in samples)
+        rows, labs = [], []
+        for s, (_, grid), na in zip(samples, videos, n_audio):
+            text = _transcript(s)
+            text = self.tok.convert_tokens_to_string(self.tok.tokenize(text)[: self.cfg.max_text_tokens])
+            ids = self.prompt_ids(text, grid[0] * grid[1] * grid[2] // self.merge**2, int(na))
+            lab = [IGNORE] * len(ids)
+            if has_target and s.get("target"):
+                t = self.target_ids(str(s["target"]))
+                ids, lab = ids + t, lab + t
+            rows.append(ids)
+            labs.append(lab)
+        B, L = len(rows), max(len(r) for r in rows)
+        input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((B, L), dtype=torch.long)
+        labels = torch.full((B, L), IGNORE, dtype=torch.long)
+        for i, (r, lab) in enumerate(zip(rows, labs)):
+            input_ids[i, L - len(r):] = torch.tensor(r)
+            attn[i, L - len(r):] = 1
+            labels[i, L - len(r):] = torch.tensor(lab)
+        batch = {
+            "input_ids": input_ids, "attention_mask": attn, "modality_ids": self.modality(input_ids, attn),
+            "pixel_values_videos": torch.cat([v for v, _ in videos]),
+            "video_grid_thw": torch.tensor([g for _, g in videos], dtype=torch.long),
+            "video_second_per_grid": torch.full((B,), self.temporal / self.fps),
+            "input_features": feats["input_features"], "feature_attention_mask": fmask,
+        }
+        if has_target:
+            batch["labels"] = labels
+        return batch
+
+
+def _media_slices(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The media tensors of the samples ``rows`` (indices, repeats allowed) of a collated batch."""
+    grid = batch["video_grid_thw"]
+    sizes = grid.prod(-1).tolist()
+    starts = np.cumsum([0] + sizes)
+    pix = batch["pixel_values_videos"]
+    idx = rows.tolist()
+    return {
+        "pixel_values_videos": torch.cat([pix[starts[i]: starts[i + 1]] for i in idx]),
+        "video_grid_thw": grid[rows], "video_second_per_grid": batch["video_second_per_grid"][rows],
+        "input_features": batch["input_features"][rows], "feature_attention_mask": batch["feature_attention_mask"][rows],
+    }
+
+
+_MEDIA_KEYS = ("pixel_values_videos", "video_grid_thw", "video_second_per_grid", "input_features",
+               "feature_attention_mask")
+
+
+class AVModel(nn.Module):
+    """A transformers audio-visual thinker (+ a MoSE or LoRA adapter) behind the MoSEARModel interface."""
+
+    def __init__(self, cfg: ModelConfig, inputs: AVInputs, lm: nn.Module, arch: Architecture) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.prompts = inputs
+        self.tokenizer = inputs.tok
+        self.lm = lm
+        self.arch = arch
+        self._own_context = ModalityContext()
+        self.ar_controller: ar.AttentionReallocator | None = None
+
+    @property
+    def modality_context(self) -> ModalityContext:
+        tuner = getattr(self.lm, "base_model", None)
+        if isinstance(tuner, MoSEModel):
+            return tuner.modality_context
+        return self._own_context
+
+    @property
+    def base_lm(self) -> nn.Module:
+        """The thinker (with adapter layers injected, when any)."""
+        return self.lm.get_base_model() if isinstance(self.lm, PeftModel) else self.lm
+
+    @property
+    def attention_module(self) -> nn.Module:
+        """The text decoder: where AR / monitor attention is set (the media towers keep their own)."""
+        return self.base_lm.model.language_model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    def collate(self, samples: list[dict[str, Any]], include_target: bool = True) -> dict[str, torch.Tensor]:
+        return self.prompts.collate(samples, include_target=include_target)
+
+    def _call(self, batch: dict[str, torch.Tensor], **kw: Any) -> Any:
+        dev = self.device
+        dtype = next(self.base_lm.model.visual.parameters()).dtype
+        args = {k: batch[k].to(dev) for k in ("input_ids", "attention_mask", *_MEDIA_KEYS)}
+        args["input_features"] = args["input_features"].to(dtype)
+        with self.modality_context.use(batch["modality_ids"].to(dev)):
+            return self.base_lm(**args, use_cache=False, **kw)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, modality_ids: torch.Tensor,
+                labels: torch.Tensor | None = None, **media: torch.Tensor) -> MoSEAROutput:
+        batch = dict(input_ids=input_ids, attention_mask=attention_mask, modality_ids=modality_ids, **media)
+        logits = self._call(batch).logits
+        lm_loss = None
+        if labels is not None:
+            lab = labels.to(logits.device)
+            lm_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), lab[:, 1:].flatten(), ignore_index=IGNORE)
+        aux: dict[str, float] = {}
+        bal = None
+        tuner = getattr(self.lm, "base_model", None)
+        if isinstance(tuner, MoSEModel):
+            bal = tuner.balance_loss()
+            aux.update(tuner.gate_statistics())
+            if bal is not None:
+                aux["balance_loss"] = float(bal.detach())
+        loss = None
+        if lm_loss is not None:
+            aux["lm_loss"] = float(lm_loss.detach())
+            loss = lm_loss + self.cfg.mose.balance_loss_weight * bal if bal is not None else lm_loss
+        return MoSEAROutput(loss=loss, logits=logits, lm_loss=lm_loss, balance_loss=bal, aux=aux)
+
+    @torch.no_grad()
+    def score_labels(self, batch: dict[str, torch.Tensor], labels: tuple[str, ...] = CANONICAL_LABELS,
+                     chunk: int = 16) -> torch.Tensor:
+        """Log-likelihood ``[B, C]`` of each label's tokens right after the prompt (the assistant turn).
+
+        Every (sample, label) pair is one sequence: prompt + label tokens (left-padded), run with the
+        sample's media, so the thinker computes its own multimodal positions; ``chunk`` pairs per call.
+        """
+        if "labels" in batch and bool((batch["labels"] != IGNORE).any()):
+            raise ValueError("score_labels needs prompts without targets: collate(..., include_target=False)")
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        B, L = ids.shape
+        cand = [self.prompts._ids(lab) for lab in labels]
+        C, Lc = len(cand), max(len(c) for c in cand)
+        scores = torch.empty(B * C, dtype=torch.float32)
+        pairs = [(i, j) for i in range(B) for j in range(C)]
+        for s in range(0, len(pairs), chunk):
+            part = pairs[s: s + chunk]
+            n = len(part)
+            seq = torch.full((n, L + Lc), self.prompts.pad_id, dtype=torch.long)
+            m = torch.zeros((n, L + Lc), dtype=torch.long)
+            tgt = torch.full((n, Lc), -1, dtype=torch.long)
+            for k, (i, j) in enumerate(part):
+                c = torch.tensor(cand[j])
+                pad = Lc - len(c)  # right-aligned: all sequences end at the last position
+                seq[k, pad: pad + L], m[k, pad: pad + L] = ids[i], mask[i]
+                seq[k, L + pad:], m[k, L + pad:] = c, 1
+                tgt[k, pad:] = c
+            rows = torch.tensor([i for i, _ in part])
+            sub = {"input_ids": seq, "attention_mask": m, "modality_ids": self.prompts.modality(seq, m),
+                   **_media_slices(batch, rows)}
+            logits = self._call(sub).logits[:, L - 1: L + Lc - 1].float()  # position t predicts token t + 1
+            logp = torch.log_softmax(logits, dim=-1).cpu()
+            tok = logp.gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+            scores[s: s + n] = (tok * (tgt >= 0)).sum(-1)
+        return scores.view(B, C)
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int = 48, **gen_kwargs: Any) -> list[str]:
+        """Greedy (by default) generation with the KV cache; returns the decoded answers (prompt removed)."""
+        if "labels" in batch and bool((batch["labels"] != IGNORE).any()):
+            raise ValueError("generate needs prompts without targets: collate(..., include_target=False)")
+        dev = self.device
+        dtype = next(self.base_lm.model.visual.parameters()).dtype
+        args = {k: batch[k].to(dev) for k in ("input_ids", "attention_mask", *_MEDIA_KEYS)}
+        args["input_features"] = args["input_features"].to(dtype)
+        kw = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.prompts.pad_id,
+                  eos_token_id=self.prompts.eos_id)
+        kw.update(gen_kwargs)
+        with self.modality_context.use(batch["modality_ids"].to(dev)):
+            out = self.base_lm.generate(**args, **kw)
+        L = args["input_ids"].shape[1]
+        return self.tokenizer.batch_decode(out[:, L:], skip_special_tokens=True)
+
+    # ----- adapters ---------------------------------------------------------------------------------------
+    def save_adapter(self, directory: str | Path) -> Path:
+        """Write ``adapter/`` (peft layout) and ``model_config.json`` (no projectors: the towers are the model's)."""
+        from mosear.atomic import atomic_write
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.lm, PeftModel):
+            self.lm.save_pretrained(str(d / "adapter"))
+        atomic_write(d / "model_config.json", json.dumps(self.cfg.model_dump(mode="json"), indent=2, sort_keys=True))
+        return d
+
+    def load_adapter(self, directory: str | Path, trainable: bool = False) -> None:
+        """Load what :meth:`save_adapter` wrote; refuses an adapter saved for another model config."""
+        d = Path(directory)
+        cfg_file = d / "model_config.json"
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"{d} holds no model_config.json: not a mosear adapter folder")
+        saved = ModelConfig.model_validate(json.loads(cfg_file.read_text()))
+        diff = [k for k in ModelConfig.model_fields
+                if k not in _CONFIG_FIELDS_FREE and getattr(saved, k) != getattr(self.cfg, k)]
+        if diff:
+            raise ValueError(f"adapter in {d} was saved for another model config; differing fields: {diff}")
+        if isinstance(self.lm, PeftModel):
+            if not (d / "adapter" / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"{d / 'adapter'} holds no peft adapter")
+            base = self.lm.unload()
+            self.lm = PeftModel.from_pretrained(base, str(d / "adapter"), is_trainable=trainable)
+            _apply_attention(self, self.cfg.ar)
+
+    def adapter_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.parameters() if p.requires_grad)
+
+
+def _apply_attention(model: AVModel, s: Any) -> ar.AttentionReallocator | None:
+    return ar.set_attention_mode(model, s.mode, threshold=s.threshold, fraction=s.fraction, layers=s.layers,
+                                 heads=s.heads, queries=s.queries)
+
+
+def decoder_targets(thinker: nn.Module, modules: list[str]) -> str:
+    """A regex (peft ``target_modules`` string, full match) for ``modules`` inside the text decoder's
+    layers only: the audio tower's ``q_proj``/``v_proj`` are left alone."""
+    decoder = thinker.model.language_model
+    prefix = next(n for n, m in thinker.named_modules() if m is decoder)
+    names = "|".join(re.escape(m) for m in sorted(set(modules)))
+    return rf"{re.escape(prefix)}\.layers\.\d+\.(?:.*\.)?(?:{names})"
+
+
+def _load_thinker(folder: Path, arch: Architecture, dtype: torch.dtype) -> nn.Module:
+    import transformers
+
+    kw = dict(local_files_only=True, dtype=dtype, attn_implementation="sdpa")
+    if arch.full_class is None:
+        return getattr(transformers, arch.thinker_class).from_pretrained(str(folder), **kw)
+    full = getattr(transformers, arch.full_class).from_pretrained(str(folder), enable_audio_output=False, **kw)
+    thinker = full.thinker
+    del full
+    return thinker
+
+
+def build_av_model(cfg: ModelConfig) -> AVModel:
+    """Load the checkpoint of ``cfg.model_path`` (local files only), attach ``cfg.adapter``, freeze the rest."""
+    folder, arch, _ = inspect_checkpoint(cfg.model_path)
+    thinker = _load_thinker(folder, arch, _DTYPES[cfg.dtype])
+    thinker.requires_grad_(False)
+    inputs = AVInputs(folder, arch, thinker.config, cfg)
+    targets = decoder_targets(thinker, list(cfg.lora.target_modules))
+    with _seeded(cfg.seed):
+        if cfg.adapter == "lora":
+            lm = get_peft_model(thinker, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
+                                                    lora_dropout=cfg.lora.dropout, target_modules=targets, bias="none"))
+        elif cfg.adapter == "mose":
+            m = cfg.mose
+            lm = get_peft_model(thinker, MoSEConfig(
+                r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=targets,
+                num_experts=m.num_experts, share_experts=m.share_experts, gate=m.gate,
+                gate_temperature=m.temperature, top_k=m.top_k, balance_loss_weight=m.balance_loss_weight,
+                dynamic_weights=m.dynamic_weights, weight_momentum=m.weight_momentum,
+                weight_strength=m.weight_strength, weight_min=m.weight_min, weight_max=m.weight_max))
+        else:
+            lm = thinker
+    model = AVModel(cfg, inputs, lm, arch)
+    _apply_attention(model, cfg.ar)
+    return model
