@@ -67,6 +67,9 @@ class ModelConfig(StageConfig):
     model_path: str | None = Field(None, description="hf-av: checkpoint folder (or cached id) of a transformers "
                                    "audio-visual LLM (Qwen2.5-Omni, Qwen3-Omni; thinker or full); local files only")
     system_prompt: str | None = Field(None, description="hf-av: system turn of the chat template (None: none)")
+    frame_pixels: tuple[int, int] | None = Field(
+        None, description="hf-av: (min, max) pixels of a resized frame (None: the model processor's defaults, "
+        "Qwen2.5-Omni 128..768 x 28², Qwen3-Omni 128..768 x 32²)")
     llm_path: str | None = Field(None, description="local path or cached id of the causal LM (emotion-llama)")
     vision_path: str | None = Field(None, description="local path / cached id of a CLIP vision model")
     audio_path: str | None = Field(None, description="local path / cached id of a HuBERT / wav2vec2 model")

@@ -187,6 +187,8 @@ class AVInputs:
         # __call__ does: Qwen2.5-Omni 128..768 x 28² pixels per frame, Qwen3-Omni 128..768 x 32²)
         module, _, name = arch.processor.partition(":")
         size.update(getattr(getattr(importlib.import_module(module), name), "videos_kwargs", {}).get("size", {}))
+        if cfg.frame_pixels is not None:
+            size.update(shortest_edge=int(cfg.frame_pixels[0]), longest_edge=int(cfg.frame_pixels[1]))
         self.frames = Qwen2VLImageProcessorPil(
             size=size or None, patch_size=self.patch, temporal_patch_size=1, merge_size=self.merge,
             image_mean=vcfg.get("image_mean"), image_std=vcfg.get("image_std"))
@@ -263,9 +265,14 @@ class AVInputs:
                 raise ValueError(f"sample {s.get('key')}: audio must be 16 kHz, got {sr} Hz")
             w = np.asarray(s["audio"], dtype=np.float32).reshape(-1)[:max_n]
             waves.append(np.pad(w, (0, max(0, 8000 - w.size))))  # at least 0.5 s, as the backbone
-        feats = self.features(waves, sampling_rate=16000, padding=self.arch.audio_padding, return_attention_mask=True,
-                              return_tensors="pt")
-        fmask = feats["attention_mask"]
+        # one sample at a time (what the processor gives for a batch of one), then zero-padded: with the
+        # processor's "longest" padding a sample's frame count would depend on its batch
+        per = [self.features([w], sampling_rate=16000, padding=self.arch.audio_padding, return_attention_mask=True,
+                             return_tensors="pt") for w in waves]
+        T = max(f["input_features"].shape[-1] for f in per)
+        feats = {"input_features": torch.cat([F.pad(f["input_features"], (0, T - f["input_features"].shape[-1]))
+                                              for f in per])}
+        fmask = torch.cat([F.pad(f["attention_mask"], (0, T - f["attention_mask"].shape[-1])) for f in per])
         n_audio = self.arch.audio_tokens(fmask.sum(-1), self.audio_cfg).tolist()
         videos = [self.video(s["frames"]) for s in samples]
         has_target = include_target and any(s.get("target") for s in samples)
@@ -478,13 +485,17 @@ def _apply_attention(model: AVModel, s: Any) -> ar.AttentionReallocator | None:
                                  heads=s.heads, queries=s.queries)
 
 
-def decoder_targets(thinker: nn.Module, modules: list[str]) -> str:
-    """A regex (peft ``target_modules`` string, full match) for ``modules`` inside the text decoder's
-    layers only: the audio tower's ``q_proj``/``v_proj`` are left alone."""
+def decoder_targets(thinker: nn.Module, modules: list[str]) -> list[str]:
+    """Full names of the linear layers ``modules`` (by name suffix) inside the text decoder's layers: the
+    audio tower's ``q_proj``/``v_proj`` are left alone. Exact names, because peft rewrites a regex for some
+    MoE architectures under transformers 5 (it adapted Qwen3-Omni's audio tower too)."""
     decoder = thinker.model.language_model
-    prefix = next(n for n, m in thinker.named_modules() if m is decoder)
-    names = "|".join(re.escape(m) for m in sorted(set(modules)))
-    return rf"{re.escape(prefix)}\.layers\.\d+\.(?:.*\.)?(?:{names})"
+    prefix = next(n for n, m in thinker.named_modules() if m is decoder) + ".layers."
+    names = [n for n, m in thinker.named_modules() if n.startswith(prefix) and isinstance(m, nn.Linear)
+             and any(n == t or n.endswith("." + t) for t in modules)]
+    if not names:
+        raise ValueError(f"no linear layer of the text decoder matches target_modules {modules}")
+    return names
 
 
 def _load_thinker(folder: Path, arch: Architecture, dtype: torch.dtype) -> nn.Module:
