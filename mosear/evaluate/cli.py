@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from mosear.evaluate.benchmarks import BenchmarkFormatError
     from mosear.evaluate.config import EvalConfig
+    from mosear.evaluate.endpoint import EndpointError
 
     if args.help_config:
         print(describe_config(EvalConfig))
@@ -35,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         result = run_eval(cfg)
-    except (BenchmarkFormatError, FileNotFoundError, ValueError) as exc:
+    except (BenchmarkFormatError, FileNotFoundError, ValueError, EndpointError) as exc:  # preflight: before any unit
         raise ConfigError(str(exc)) from None
     _print_headline(result.output)
     print(f"units: {result.units} ({len(result.computed)} computed, {len(result.cached)} cached, "

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mosear.config import INPUT, LOCATION, SCHEDULING, WHOLE_RUN, StageConfig
+from mosear.evaluate.endpoint import EndpointConfig
 
 __all__ = [
     "BenchmarkSpec",
@@ -214,6 +215,9 @@ class EvalConfig(StageConfig):
     max_new_tokens: int = Field(default=48, ge=1, description="generation length")
     batch_size: int = Field(default=4, ge=1, json_schema_extra=SCHEDULING, description="samples per forward pass")
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    endpoint: EndpointConfig | None = Field(
+        default=None, description="OpenAI-compatible chat endpoint evaluated as checkpoint 'endpoint' "
+        "(mosear/evaluate/endpoint.py)")
     output: str = Field(default="reports", json_schema_extra=LOCATION, description="output folder (units/, metrics.parquet, report.html)")
     ray_address: str | None = Field(default=None, json_schema_extra=SCHEDULING, description="Ray cluster address (None: embedded Ray)")
     num_workers: int | None = Field(default=None, ge=1, json_schema_extra=SCHEDULING, description="embedded Ray CPUs (None: all)")

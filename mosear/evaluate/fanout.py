@@ -91,6 +91,10 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     protocol = check_overlap(cfg, benches, {n: b.calibration for n, b in benches.items() if b.calibration})
     protocol["methods"] = dict(cfg.methods)
     write_protocol(out, protocol)
+    if cfg.endpoint is not None and cfg.endpoint.preflight and any(u.checkpoint == "endpoint" for u in units):
+        from mosear.evaluate.endpoint import preflight_endpoint
+
+        preflight_endpoint(cfg.endpoint)  # an endpoint that rejects audio (or is down) fails before any unit
     result = EvalResult(output=out, units=len(units))
     todo: list[UnitSpec] = []
     for u in units:

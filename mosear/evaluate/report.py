@@ -271,6 +271,9 @@ def build_report(results_dir: str | Path) -> Path:
     table_html = table.to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="", classes="numbers", border=0)
     n_units = m["unit_id"].nunique() if not m.empty else 0
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    from mosear.evaluate.endpoint import report_notes
+
+    notes = "".join(f'<p class="unavailable">{html.escape(n)}</p>' for n in report_notes(root))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mosear evaluation report</title>
 <style>
@@ -293,6 +296,7 @@ table.methods td, table.methods th {{ padding: 3px 10px; border-bottom: 1px soli
 <p>{n_units} evaluation unit(s) (checkpoint × benchmark × setting), built {stamp} from
 <code>units/*.parquet</code>. Intervals: 95 % group bootstrap (2000 resamples; clips sharing a face or voice
 source resampled together). Metric definitions: <code>docs/evaluation.md</code>.</p>
+{notes}
 {''.join(sections)}
 <details><summary>Every number ({len(m)} rows of metrics.parquet)</summary>
 {table_html}

@@ -330,7 +330,12 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
     t0 = time.perf_counter()
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(0)
-    pred = _Predictor(cfg, unit, bench)
+    if unit.checkpoint == "endpoint":
+        from mosear.evaluate.endpoint import EndpointPredictor
+
+        pred = EndpointPredictor(cfg, unit, bench)
+    else:
+        pred = _Predictor(cfg, unit, bench)
     judge = make_judge(cfg.judge, cache_dir=Path(cfg.output) / "judge_cache")
     items: dict[str, BenchmarkItem] = {it.key: it for it in bench.items}
     results: dict[str, dict[str, Any]] = {}
@@ -377,7 +382,8 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
             "benchmark": bench.name, "format": bench.spec.format, "labels": list(bench.labels),
             "setting": {**setting.model_dump(mode="json"), "ar_fraction": used_fraction, "ar_threshold": used_threshold},
             "calibration": pred.calibration, "split": bench.spec.split, "seconds": round(seconds, 3),
-            "judge": judge.name, "device": pred.device, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "judge": judge.name, "device": pred.device, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **(pred.metadata() if hasattr(pred, "metadata") else {})}
     write_table(rows, unit_path(cfg.output, unit), {"mosear.unit": json.dumps(meta)})
     errors = sum(1 for r in rows if r.get("error"))
     unparsed = sum(1 for r in rows if not r.get("error") and r.get("pred_label") is None)

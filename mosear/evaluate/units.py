@@ -78,8 +78,8 @@ def checkpoint_names(checkpoints: list[str]) -> list[tuple[str, str]]:
     for entry in checkpoints:
         if "=" in entry:
             name, path = entry.split("=", 1)
-        elif entry == "base":
-            name, path = "base", "base"
+        elif entry in ("base", "endpoint"):
+            name, path = entry, entry
         else:
             p = Path(entry)
             name = p.parent.name if p.name == "adapter" and p.parent.name else p.name
@@ -94,7 +94,7 @@ def checkpoint_names(checkpoints: list[str]) -> list[tuple[str, str]]:
 def fingerprint_checkpoint(path: str, model_cfg: dict[str, Any], memo: DigestMemo | None = None) -> str:
     """Content digest of an adapter folder (every file's bytes), or of the model config for ``base``."""
     h = hashlib.sha256(json.dumps(model_cfg, sort_keys=True, default=str).encode())
-    if path != "base":
+    if path not in ("base", "endpoint"):
         root = Path(path)
         if not root.is_dir():
             raise FileNotFoundError(f"checkpoint {path}: not a folder (expected training's {{output}}/adapter)")
@@ -118,6 +118,14 @@ def fingerprint_benchmark(bench: Benchmark, memo: DigestMemo | None = None) -> s
     return h.hexdigest()[:16]
 
 
+def _endpoint_identity(cfg: EvalConfig) -> dict[str, Any]:
+    """What decides an endpoint's answers (not how long it waits or how often it retries)."""
+    if cfg.endpoint is None:
+        raise ValueError("checkpoint 'endpoint' needs an endpoint: section (base_url, model, ...)")
+    return cfg.endpoint.model_dump(mode="json", exclude={"timeout_s", "retries", "backoff_s", "preflight",
+                                                         "api_key_env"})
+
+
 def plan_units(cfg: EvalConfig, memo: DigestMemo | None = None) -> tuple[list[UnitSpec], dict[str, Benchmark]]:
     """Every unit of ``cfg`` with its id; benchmarks are read (and validated) here, once."""
     import mosear
@@ -139,7 +147,7 @@ def plan_units(cfg: EvalConfig, memo: DigestMemo | None = None) -> tuple[list[Un
         outputs["calibration"] = cfg.calibration.model_dump(mode="json")
     units = []
     for name, path in checkpoint_names(cfg.checkpoints):
-        ck_fp = fingerprint_checkpoint(path, cfg.model, memo)
+        ck_fp = fingerprint_checkpoint(path, _endpoint_identity(cfg) if path == "endpoint" else cfg.model, memo)
         for b in cfg.benchmarks:
             for s in cfg.all_settings():
                 payload = {"checkpoint": ck_fp, "benchmark": bench_fp[b.name], "setting": s.model_dump(mode="json", exclude={"name"}),
