@@ -137,7 +137,7 @@ def _qwen3_config(ids: dict[str, int], names: dict[str, str], vocab: int, s: dic
 
 def write_tiny_checkpoint(folder: str | Path, arch: str = "qwen2_5_omni", *, seed: int = 0,
                           sizes: dict[str, Any] | None = None, dtype: str = "float32",
-                          min_pixels: int = 56 * 56, max_pixels: int = 112 * 112) -> Path:
+                          min_pixels: int = 56 * 56, max_pixels: int = 112 * 112, full: bool = False) -> Path:
     """Write a random-init thinker of ``arch`` and its processor files to ``folder``; returns it.
 
     ``min_pixels``/``max_pixels`` bound a resized frame (the tiny default keeps frames at 2x2..4x4 merged
@@ -162,6 +162,15 @@ def write_tiny_checkpoint(folder: str | Path, arch: str = "qwen2_5_omni", *, see
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(cfg)
+    if full:
+        import transformers
+
+        name = "Qwen2_5Omni" if arch == "qwen2_5_omni" else "Qwen3OmniMoe"
+        whole = getattr(transformers, f"{name}ForConditionalGeneration")(
+            getattr(transformers, f"{name}Config")(thinker_config=cfg.to_dict(), enable_audio_output=False))
+        whole.thinker = model
+        model = whole
+        (d / "spk_dict.pt").write_bytes(b"")  # the released folders ship speaker embeddings; unused here
     model.to(getattr(torch, dtype)).save_pretrained(str(d))
     WhisperFeatureExtractor(feature_size=128).save_pretrained(str(d))
     patch = 14 if arch == "qwen2_5_omni" else 16

@@ -504,10 +504,10 @@ def _load_thinker(folder: Path, arch: Architecture, dtype: torch.dtype) -> nn.Mo
     kw = dict(local_files_only=True, dtype=dtype, attn_implementation="sdpa")
     if arch.full_class is None:
         return getattr(transformers, arch.thinker_class).from_pretrained(str(folder), **kw)
-    full = getattr(transformers, arch.full_class).from_pretrained(str(folder), enable_audio_output=False, **kw)
-    thinker = full.thinker
-    del full
-    return thinker
+    # a full checkpoint (thinker + talker + vocoder): only the thinker's weights are read
+    config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True).thinker_config
+    return getattr(transformers, arch.thinker_class).from_pretrained(
+        str(folder), config=config, key_mapping={r"^thinker\.": ""}, **kw)
 
 
 def build_av_model(cfg: ModelConfig) -> AVModel:

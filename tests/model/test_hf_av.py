@@ -162,6 +162,17 @@ def test_mose_adapter_round_trips_through_peft(ckpt, clips, tmp_path):
         other.load_adapter(tmp_path / "adapter")
 
 
+def test_full_checkpoint_folder_loads_its_thinker(ckpt, clips, tmp_path):
+    """A released folder holds thinker + talker: only the thinker is read (same weights, same logits)."""
+    arch, folder = ckpt
+    full = write_tiny_checkpoint(tmp_path / "full", arch, full=True)
+    assert json.loads((full / "config.json").read_text())["model_type"] == arch
+    a, b = _model(folder, adapter="none"), _model(full, adapter="none")
+    batch = a.collate(clips[:1], include_target=False)
+    with torch.no_grad():
+        assert torch.equal(a(**batch).logits, b(**batch).logits)
+
+
 def test_training_step_moves_only_the_adapter(ckpt, clips):
     m = _model(ckpt[1], adapter="mose")
     m.train()
