@@ -534,3 +534,21 @@ def build_av_model(cfg: ModelConfig) -> AVModel:
     model = AVModel(cfg, inputs, lm, arch)
     _apply_attention(model, cfg.ar)
     return model
+
+
+def count_parameters(model_path: str) -> dict[str, int]:
+    """Parameters of the thinker in a checkpoint folder, per part, built on the meta device from its
+    ``config.json`` (no weights read, no memory used): ``{"text": n, "vision": n, "audio": n, "lm_head": n,
+    "total": n}``. Weights take ``total × 2`` bytes in bf16 (docs/models.md adds activations and cache)."""
+    import transformers
+
+    folder, arch, _ = inspect_checkpoint(model_path)
+    config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    config = getattr(config, "thinker_config", config)
+    with torch.device("meta"):
+        thinker = getattr(transformers, arch.thinker_class)(config)
+    parts = {"text": thinker.model.language_model, "vision": thinker.model.visual,
+             "audio": thinker.model.audio_tower, "lm_head": thinker.lm_head}
+    out = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
+    out["total"] = sum(p.numel() for p in thinker.parameters())
+    return out
