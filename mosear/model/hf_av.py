@@ -362,13 +362,16 @@ class AVModel(nn.Module):
     def collate(self, samples: list[dict[str, Any]], include_target: bool = True) -> dict[str, torch.Tensor]:
         return self.prompts.collate(samples, include_target=include_target)
 
-    def _call(self, batch: dict[str, torch.Tensor], **kw: Any) -> Any:
+    def _call(self, batch: dict[str, torch.Tensor], hidden_only: bool = False) -> Any:
+        """The thinker (or, ``hidden_only``, its body without the LM head) on a collated batch."""
         dev = self.device
         dtype = next(self.base_lm.model.visual.parameters()).dtype
         args = {k: batch[k].to(dev) for k in ("input_ids", "attention_mask", *_MEDIA_KEYS)}
         args["input_features"] = args["input_features"].to(dtype)
         with self.modality_context.use(batch["modality_ids"].to(dev)):
-            return self.base_lm(**args, use_cache=False, **kw)
+            if hidden_only:
+                return self.base_lm.model(**args, use_cache=False).last_hidden_state
+            return self.base_lm(**args, use_cache=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, modality_ids: torch.Tensor,
                 labels: torch.Tensor | None = None, **media: torch.Tensor) -> MoSEAROutput:
@@ -423,7 +426,8 @@ class AVModel(nn.Module):
             rows = torch.tensor([i for i, _ in part])
             sub = {"input_ids": seq, "attention_mask": m, "modality_ids": self.prompts.modality(seq, m),
                    **_media_slices(batch, rows)}
-            logits = self._call(sub).logits[:, L - 1: L + Lc - 1].float()  # position t predicts token t + 1
+            hidden = self._call(sub, hidden_only=True)[:, L - 1: L + Lc - 1]  # position t predicts token t + 1
+            logits = self.base_lm.lm_head(hidden).float()  # only the label positions: [n, Lc, V], not [n, L, V]
             logp = torch.log_softmax(logits, dim=-1).cpu()
             tok = logp.gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
             scores[s: s + n] = (tok * (tgt >= 0)).sum(-1)
