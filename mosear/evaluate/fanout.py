@@ -27,7 +27,7 @@ from pathlib import Path
 
 from mosear.atomic import atomic_write_json, remove_stale_temps
 from mosear.evaluate.config import EvalConfig
-from mosear.evaluate.units import UnitSpec, plan_units, unit_path
+from mosear.evaluate.units import UnitSpec, checkpoint_names, plan_units, unit_path
 from mosear.identity import default_memo, stage_identity, write_marker
 from mosear.orchestrate.errors import StageFailedError
 
@@ -74,6 +74,28 @@ def _unit_task(cfg: EvalConfig, unit: UnitSpec, bench) -> dict:
     return run_unit(cfg, unit, bench)
 
 
+def _preflight_models(cfg: EvalConfig) -> None:
+    """Model folders of transformers audio-visual checkpoints (``preset: hf-av``, for ``base`` or recorded in
+    an adapter's model_config.json) are checked before any unit runs: an unsupported architecture, a
+    missing processor file or a model without audio tower stops the run with the reason."""
+    from mosear.model.config import ModelConfig
+    from mosear.model.hf_av import preflight_model
+
+    seen = set()
+    for _, path in checkpoint_names(cfg.checkpoints):
+        if path == "endpoint":
+            continue
+        if path == "base":
+            raw = dict(cfg.model)
+        else:
+            f = Path(path) / "model_config.json"
+            raw = json.loads(f.read_text()) if f.is_file() else {}
+        if raw.get("preset") != "hf-av" or json.dumps(raw, sort_keys=True) in seen:
+            continue
+        seen.add(json.dumps(raw, sort_keys=True))
+        preflight_model(ModelConfig.model_validate(raw))
+
+
 def run_eval(cfg: EvalConfig) -> EvalResult:
     """Evaluate every unit of ``cfg`` that is not cached; write units, metrics and the report."""
     t0 = time.perf_counter()
@@ -91,6 +113,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     protocol = check_overlap(cfg, benches, {n: b.calibration for n, b in benches.items() if b.calibration})
     protocol["methods"] = dict(cfg.methods)
     write_protocol(out, protocol)
+    _preflight_models(cfg)
     if cfg.endpoint is not None and cfg.endpoint.preflight and any(u.checkpoint == "endpoint" for u in units):
         from mosear.evaluate.endpoint import preflight_endpoint
 

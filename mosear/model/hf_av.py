@@ -556,3 +556,20 @@ def count_parameters(model_path: str) -> dict[str, int]:
     out = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
     out["total"] = sum(p.numel() for p in thinker.parameters())
     return out
+
+
+def preflight_model(model_cfg: ModelConfig) -> None:
+    """For ``preset: hf-av``: check the checkpoint folder (architecture, processor files, audio tower) and
+    that ``lora.target_modules`` name linear layers of the text decoder, without loading weights
+    (the thinker is built on the meta device). Raises with the reason; other presets pass."""
+    import transformers
+
+    if model_cfg.preset != "hf-av":
+        return
+    folder, arch, _ = inspect_checkpoint(model_cfg.model_path)
+    config = transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    config = getattr(config, "thinker_config", config)
+    with torch.device("meta"):
+        thinker = getattr(transformers, arch.thinker_class)(config)
+    if model_cfg.adapter != "none":
+        decoder_targets(thinker, list(model_cfg.lora.target_modules))

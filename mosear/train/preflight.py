@@ -271,9 +271,20 @@ def shard_folders(cfg: TrainConfig) -> list[str]:
     return folders
 
 
+def _check_model_folder(cfg: TrainConfig) -> None:
+    """A transformers audio-visual checkpoint (``preset: hf-av``) is checked before Ray starts."""
+    from mosear.model.hf_av import preflight_model
+
+    try:
+        preflight_model(model_config(cfg))
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"model: {exc}") from None
+
+
 def preflight(cfg: TrainConfig, world_size: int | None = None) -> TrainPlan:
     """Validate everything about ``cfg`` that can be checked cheaply; see the module docstring."""
     mhash = model_hash(cfg)
+    _check_model_folder(cfg)
     shards: list[str] = []
     for folder in shard_folders(cfg):
         found = _list_committed(folder)

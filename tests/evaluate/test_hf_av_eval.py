@@ -71,7 +71,9 @@ def test_rerun_is_cached(omni_run):
     assert len(again.cached) == 4 and not again.computed
 
 
-def test_unsupported_folder_fails_the_unit_with_the_reason(tmp_path, camer_bench, eval_shards):
+def test_unsupported_folder_fails_before_any_unit(tmp_path, camer_bench, eval_shards):
+    from mosear.model.hf_av import UnsupportedModel
+
     bad = tmp_path / "llama"
     bad.mkdir()
     (bad / "config.json").write_text('{"model_type": "llama"}')
@@ -79,5 +81,6 @@ def test_unsupported_folder_fails_the_unit_with_the_reason(tmp_path, camer_bench
         "checkpoints": ["base"], "model": {"preset": "hf-av", "model_path": str(bad), "adapter": "none"},
         "benchmarks": [{"name": "camer", "format": "mined", "path": str(camer_bench), "shards": str(eval_shards)}],
         "settings": [{"name": "ar_off"}], "output": str(tmp_path / "r"), "progress": False, "report": False})
-    res = run_eval(cfg)
-    assert not res.ok and "model_type 'llama'" in next(iter(res.failed.values()))
+    with pytest.raises(UnsupportedModel, match="model_type 'llama'"):
+        run_eval(cfg)
+    assert not list((tmp_path / "r" / "units").glob("*.parquet"))

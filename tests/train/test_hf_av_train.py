@@ -14,9 +14,25 @@ from mosear.model import ModelConfig, build_model
 from mosear.model.av_tiny import write_tiny_checkpoint
 from mosear.train import TrainConfig, run_train
 
-pytestmark = pytest.mark.slow
 
 
+def test_preflight_names_a_bad_model_folder(tmp_path):
+    from mosear.config import ConfigError
+    from mosear.train.preflight import preflight
+
+    folder = write_tiny_checkpoint(tmp_path / "model", "qwen2_5_omni")
+    (folder / "tokenizer_config.json").unlink()
+    cfg = load_config(TrainConfig, overrides={"shards": [str(tmp_path / "no-shards")], "output": str(tmp_path / "o"),
+                                              "model": {"preset": "hf-av", "model_path": str(folder)}})
+    with pytest.raises(ConfigError, match="model: .*tokenizer_config.json"):
+        preflight(cfg)
+    cfg = cfg.model_copy(update={"model": {"preset": "hf-av", "model_path": str(folder), "lora": {"target_modules": ["qkv"]}}})
+    (folder / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="no linear layer of the text decoder matches"):
+        preflight(cfg)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("adapter", ["mose"])  # LoRA on the same model: tests/model/test_hf_av.py
 def test_train_steps_on_an_omni_thinker(adapter, ray_local, train_shards, tmp_path_factory):
     folder = write_tiny_checkpoint(tmp_path_factory.mktemp("omni") / "model", "qwen2_5_omni")
