@@ -136,7 +136,8 @@ def build_request(sample: dict[str, Any], cfg: EndpointConfig, instruction: str)
     audio = np.asarray(sample["audio"], dtype=np.float32).reshape(-1)[: int(cfg.max_audio_seconds * 16000)]
     wav = _wav(audio)
     if cfg.visual == "video":
-        parts: list[dict[str, Any]] = [{"type": "video_url", "video_url": {"url": _url("video/mp4", _mp4(frames, cfg.fps))}}]
+        clip = _url("video/mp4", _mp4(frames, cfg.fps))
+        parts: list[dict[str, Any]] = [{"type": "video_url", "video_url": {"url": clip}}]
     else:
         parts = [{"type": "image_url", "image_url": {"url": _url("image/jpeg", _jpeg(f))}} for f in frames]
     if cfg.audio == "input_audio":
@@ -228,7 +229,8 @@ def preflight_endpoint(cfg: EndpointConfig) -> None:
         client.complete(body)
     except EndpointRejected as exc:
         raise EndpointRejected(f"{exc} (probe with one {cfg.visual} part and one {cfg.audio} part: does the "
-                               f"server accept {cfg.audio} audio content? try endpoint.audio / endpoint.visual)") from None
+                               f"server accept {cfg.audio} audio content? try endpoint.audio / "
+                               f"endpoint.visual)") from None
     finally:
         client.close()
 
@@ -294,7 +296,10 @@ def report_notes(results_dir: str | Path) -> list[str]:
 
     root = Path(results_dir)
     listed = root / "units.json"
-    names = json.loads(listed.read_text())["units"] if listed.is_file() else [p.name for p in (root / "units").glob("*.parquet")]
+    if listed.is_file():
+        names = json.loads(listed.read_text())["units"]
+    else:
+        names = [p.name for p in (root / "units").glob("*.parquet")]
     notes: dict[str, str] = {}
     for name in names:
         path = root / "units" / name

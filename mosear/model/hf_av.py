@@ -317,7 +317,8 @@ def _media_slices(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[st
     return {
         "pixel_values_videos": torch.cat([pix[starts[i]: starts[i + 1]] for i in idx]),
         "video_grid_thw": grid[rows], "video_second_per_grid": batch["video_second_per_grid"][rows],
-        "input_features": batch["input_features"][rows], "feature_attention_mask": batch["feature_attention_mask"][rows],
+        "input_features": batch["input_features"][rows],
+        "feature_attention_mask": batch["feature_attention_mask"][rows],
     }
 
 

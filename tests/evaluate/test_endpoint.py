@@ -33,7 +33,8 @@ def _check_parts(body: dict) -> str | None:
     if len(audio) != 1:
         return f"{len(audio)} audio parts"
     a = audio[0]
-    raw = base64.b64decode(a["input_audio"]["data"] if a["type"] == "input_audio" else a["audio_url"]["url"].split(",", 1)[1])
+    data = a["input_audio"]["data"] if a["type"] == "input_audio" else a["audio_url"]["url"].split(",", 1)[1]
+    raw = base64.b64decode(data)
     with wave.open(io.BytesIO(raw)) as w:
         if w.getframerate() != 16000 or w.getnchannels() != 1 or w.getnframes() == 0:
             return "audio is not 16 kHz mono WAV"

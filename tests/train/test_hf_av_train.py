@@ -26,7 +26,8 @@ def test_preflight_names_a_bad_model_folder(tmp_path):
                                               "model": {"preset": "hf-av", "model_path": str(folder)}})
     with pytest.raises(ConfigError, match="model: .*tokenizer_config.json"):
         preflight(cfg)
-    cfg = cfg.model_copy(update={"model": {"preset": "hf-av", "model_path": str(folder), "lora": {"target_modules": ["qkv"]}}})
+    model = {"preset": "hf-av", "model_path": str(folder), "lora": {"target_modules": ["qkv"]}}
+    cfg = cfg.model_copy(update={"model": model})
     (folder / "tokenizer_config.json").write_text("{}")
     with pytest.raises(ConfigError, match="no linear layer of the text decoder matches"):
         preflight(cfg)
