@@ -88,9 +88,11 @@ def _preflight_models(cfg: EvalConfig) -> None:
         if path == "base":
             raw = dict(cfg.model)
         else:
-            f = Path(path) / "model_config.json"
-            raw = json.loads(f.read_text()) if f.is_file() else {}
-        if raw.get("preset") != "hf-av" or json.dumps(raw, sort_keys=True) in seen:
+            try:  # an unreadable config is that unit's failure (reported with it), not the run's
+                raw = json.loads((Path(path) / "model_config.json").read_text())
+            except (OSError, ValueError):
+                continue
+        if not isinstance(raw, dict) or raw.get("preset") != "hf-av" or json.dumps(raw, sort_keys=True) in seen:
             continue
         seen.add(json.dumps(raw, sort_keys=True))
         preflight_model(ModelConfig.model_validate(raw))
