@@ -27,7 +27,6 @@ def main(args: argparse.Namespace) -> int:
     from mosear.evaluate.benchmarks import BenchmarkFormatError
     from mosear.evaluate.config import EvalConfig
     from mosear.evaluate.endpoint import EndpointError
-    from mosear.model.hf_av import UnsupportedModel
 
     if args.help_config:
         print(describe_config(EvalConfig))
