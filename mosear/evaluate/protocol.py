@@ -49,6 +49,9 @@ def check_overlap(cfg: Any, benches: dict[str, Any], calib_benches: dict[str, An
         if path == "base":
             out["checkpoints"][name] = {"path": path, "train_keys": "none (base model, no training)"}
             continue
+        if path == "endpoint":  # a served model: what it trained on is not ours to know
+            out["checkpoints"][name] = {"path": path, "train_keys": "unknown (endpoint model)"}
+            continue
         try:
             tk = read_train_keys(path)
         except ValueError as exc:
