@@ -273,7 +273,7 @@ def build_report(results_dir: str | Path) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     from mosear.evaluate.endpoint import report_notes
 
-    notes = "".join(f'<p class="unavailable">{html.escape(n)}</p>' for n in report_notes(root))
+    unavailable = "".join(f'<p class="unavailable">{html.escape(n)}</p>' for n in report_notes(root))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mosear evaluation report</title>
 <style>
@@ -296,7 +296,7 @@ table.methods td, table.methods th {{ padding: 3px 10px; border-bottom: 1px soli
 <p>{n_units} evaluation unit(s) (checkpoint × benchmark × setting), built {stamp} from
 <code>units/*.parquet</code>. Intervals: 95 % group bootstrap (2000 resamples; clips sharing a face or voice
 source resampled together). Metric definitions: <code>docs/evaluation.md</code>.</p>
-{notes}
+{unavailable}
 {''.join(sections)}
 <details><summary>Every number ({len(m)} rows of metrics.parquet)</summary>
 {table_html}
