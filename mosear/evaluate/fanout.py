@@ -19,6 +19,7 @@ files, shards or setting changed (their cache id changed).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
