@@ -41,6 +41,14 @@ A decoding step chooses every query row, so with all heads chosen ``f`` is folde
 and the third line disappears: a layer call costs 2 bmm, gt, where, div and addcmul (plus views), and
 skips eager's no-op cast (float32 models) and no-op dropout (eval) calls.
 
+Options (our reconstruction; defaults as above). ``share="token"``: the test uses the mass per key,
+``s = (a/n_a) / (a/n_a + v/n_v)`` with ``n_a``, ``n_v`` the sample's audio / visual keys (Emotion-LLaMA has
+259 visual and 1 audio token: a 0.5 mass share there is a 259× per-key preference); the mass moved is
+still ``f·a``. ``direction="both"`` (needs τ ≥ 0.5): rows whose visual share exceeds τ (``1 - s > τ``)
+move ``f·v`` from visual to audio keys the same way (``p_j ← p_j + f·v·p_j/a'`` on audio keys,
+``p_j ← (1 - f·a/a')·p_j`` on visual keys, ``a' = a + ε·Σp``); audio-dominated rows as above. Either
+way rows keep their sums.
+
 Monitor mode (and AR mode) record, per sample, the attention share of text query rows on text / visual /
 audio keys, averaged over the chosen layers, heads and query rows (after reallocation in AR mode):
 :meth:`AttentionReallocator.shares` -> ``[B, 3]`` in :data:`MODALITY_NAMES` order. A layer call only
@@ -90,6 +98,8 @@ class AttentionReallocator:
     layers: list[int] | None = None  # None: all layers
     heads: list[int] | None = None  # None: all query heads
     queries: str = "text"  # "text" | "all"
+    share: str = "mass"  # "mass" | "token": the audio share from attention mass, or from mass per key
+    direction: str = "audio"  # "audio": audio -> visual only; "both": from whichever modality dominates
     _sum: torch.Tensor | None = field(default=None, repr=False)  # [B, 3] float64: weighted masses
     _count: torch.Tensor | None = field(default=None, repr=False)  # [B] float64: chosen rows
     _pending: list = field(default_factory=list, repr=False)  # (m, X | None, step masks) per layer call
@@ -107,6 +117,13 @@ class AttentionReallocator:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.queries not in ("text", "all"):
             raise ValueError(f"queries must be 'text' or 'all', got {self.queries!r}")
+        if self.share not in ("mass", "token"):
+            raise ValueError(f"share must be 'mass' or 'token', got {self.share!r}")
+        if self.direction not in ("audio", "both"):
+            raise ValueError(f"direction must be 'audio' or 'both', got {self.direction!r}")
+        if self.direction == "both" and self.threshold < 0.5:
+            raise ValueError(f"direction='both' needs threshold >= 0.5 (else a row can be over it both ways), "
+                             f"got {self.threshold}")
 
     def applies_to(self, layer_idx: int) -> bool:
         return self.layers is None or layer_idx in self.layers
@@ -114,12 +131,14 @@ class AttentionReallocator:
     def reset(self) -> None:
         self._sum, self._count, self._pending, self._batch, self._step = None, None, [], None, None
 
-    def shares(self) -> torch.Tensor:
-        """Mean attention share ``[B, 3]`` (text, visual, audio keys) since the last :meth:`reset`."""
+    def shares(self, on_device: bool = False) -> torch.Tensor:
+        """Mean attention share ``[B, 3]`` (text, visual, audio keys) since the last :meth:`reset`
+        (float64; on the CPU, or left on the model's device with ``on_device=True``: no host sync)."""
         self._fold()
         if self._sum is None:
             raise RuntimeError("no attention was recorded (run a forward in 'monitor' or 'ar' mode first)")
-        return (self._sum / self._count.clamp_min(1).unsqueeze(1)).cpu()
+        out = self._sum / self._count.clamp_min(1).unsqueeze(1)
+        return out if on_device else out.cpu()
 
     def step_masks(self, B: int, H: int, Lq: int, Lk: int, device: torch.device) -> "_StepMasks":
         """Masks of the current forward call, built once and shared by all layers (few GPU kernels).
@@ -130,7 +149,7 @@ class AttentionReallocator:
         ids = self.context.ids
         heads = tuple(self.heads) if self.heads is not None else None
         key = ((B, H, Lq, Lk), device, torch.is_inference_mode_enabled(), torch.is_grad_enabled(),
-               self.threshold, self.fraction, heads, self.queries)  # views made in inference mode stay there
+               self.threshold, self.fraction, heads, self.queries, self.share, self.direction)  # views made in inference mode stay there
         st = self._step
         if st is not None and st.ids is ids and st.key == key:
             return st
@@ -150,7 +169,8 @@ class AttentionReallocator:
         """``K``, ``M`` and ``f·M`` of this prompt for a capacity of keys >= ``Lk`` (generated keys are text)."""
         kc = self._keys
         same = (kc is not None and kc.ids is ids and kc.batch == B and kc.device == device
-                and kc.threshold == self.threshold and kc.fraction == self.fraction)
+                and kc.threshold == self.threshold and kc.fraction == self.fraction
+                and kc.options == (self.share, self.direction))
         if same and Lk <= kc.capacity:
             return kc
         L = ids.shape[1]
@@ -158,9 +178,10 @@ class AttentionReallocator:
         while L + extra < Lk:
             extra *= 2
         with torch.inference_mode(False):  # normal tensors: usable inside and outside inference mode
-            keys, move = _key_masks(self.context.key_ids(B, L + extra).to(device), self.threshold)
+            keys, move = _key_masks(self.context.key_ids(B, L + extra).to(device), self.threshold,
+                                    self.share, self.direction)
             self._keys = _KeyColumns(ids, B, device, self.threshold, self.fraction, L + extra, keys, move,
-                                     move * self.fraction)
+                                     move * self.fraction, (self.share, self.direction))
         return self._keys
 
     def _decode_rows(self, B: int, H: int, Lq: int, device: torch.device, heads: tuple | None) -> tuple:
@@ -210,10 +231,15 @@ class AttentionReallocator:
         self._pending = []
         with torch.no_grad():
             for recs in groups.values():
-                t, _, v, a, _ = torch.stack([m for m, _, _ in recs]).split(1, dim=-1)  # each [n, B, N, 1]
+                mass = torch.stack([m for m, _, _ in recs])  # [n, B, N, 5 or 7]
+                t, v, a = mass[..., 0:1], mass[..., 2:3], mass[..., 3:4]  # each [n, B, N, 1]
                 if recs[0][1] is not None:
-                    # X₂·a = f·a·v/v' (X₂ = v/v' where f sits in M: x_scale = f)
-                    moved = torch.stack([x for _, x, _ in recs])[..., 2:3] * a
+                    # X₂·a = f·a·v/v' (X₂ = v/v' where f sits in M: x_scale = f); direction "both" also
+                    # moves X₈·v = f·v·a/a' back from visual to audio keys
+                    xs = torch.stack([x for _, x, _ in recs])
+                    moved = xs[..., 2:3] * a
+                    if xs.shape[-1] == 10:
+                        moved = moved - xs[..., 8:9] * v
                     if recs[0][2].x_scale != 1.0:
                         moved = moved * recs[0][2].x_scale
                     v, a = v + moved, a - moved  # the mass AR moved from audio to visual keys
@@ -229,8 +255,8 @@ class AttentionReallocator:
 class _StepMasks:
     ids: Any  # the context's ids tensor this was built for (held so its identity stays unique)
     key: tuple  # shapes, device, autograd mode and settings it was built for
-    key_masks: torch.Tensor  # [B, Lk, 5] float: text, test, visual, audio, visual + ε (see _key_masks)
-    key_move: torch.Tensor  # [B, 5, Lk] float: rows 2, 3 = -audio, +visual (times f where x_scale = f)
+    key_masks: torch.Tensor  # [B, Lk, 5] float: text, test, visual, audio, visual + ε (see _key_masks); 7: both
+    key_move: torch.Tensor  # [B, 5, Lk] float: rows 2, 3 = -audio, +visual (times f where x_scale = f); 10: both
     rows: torch.Tensor | None  # [R] query rows worked on (None: all)
     row_wf: torch.Tensor | None  # [B, H·R, 1] float: f for chosen heads × query rows, else 0; None: f in M
     row_w: torch.Tensor  # [B, H·R, 1] float: 1 / n_heads for chosen heads × rows (the shares' weights)
@@ -251,6 +277,7 @@ class _KeyColumns:
     keys: torch.Tensor  # [B, capacity, 5] (K)
     move: torch.Tensor  # [B, 5, capacity] (M)
     move_f: torch.Tensor  # [B, 5, capacity] (f·M)
+    options: tuple = ("mass", "audio")  # (share, direction) they were built for
 
 
 # (values, device) -> float32 tensor; built once (a host-to-device copy is a sync on a GPU)
@@ -271,15 +298,25 @@ def _head_weights(H: int, heads: tuple | None, device: torch.device) -> tuple[to
     return chosen, float(len(set(heads))) if heads is not None else float(H)
 
 
-def _key_masks(key_ids: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _key_masks(key_ids: torch.Tensor, threshold: float, share: str = "mass",
+               direction: str = "audio") -> tuple[torch.Tensor, torch.Tensor]:
     """Key columns of AR's two bmm's from modality ids ``key_ids`` [B, Lk] (PAD keys: all zero).
 
     Returns ``K`` [B, Lk, 5] (text, test, visual, audio, visual + ε) with ``test = (1-τ)·[audio] -
     τ·[visual]``, so that ``p @ K`` gives a row's ``test = (1-τ)·a - τ·v`` (> 0 ⇔ ``a/(a+v) > τ``) and
     ``v' = v + ε·Σp``; and ``M`` [B, 5, Lk] (rows 0, 0, −audio, +visual, 0: one per column of ``K``),
     which spreads ``X`` = the hit rows' ``p @ K / v'`` over the keys.
+
+    ``share="token"``: the test columns use ``[audio]/n_a`` and ``[visual]/n_v`` (``n_m``: the sample's
+    keys of modality m), i.e. the share of mass per key ``s = (a/n_a) / (a/n_a + v/n_v)``.
+    ``direction="both"``: ``K`` gains ``test2 = (1-τ)·[visual]' - τ·[audio]'`` (the visual share > τ; ' =
+    per key under ``share="token"``) and ``a' = audio + ε·Σp`` ([B, Lk, 7]); ``M`` [B, 10, Lk] stacks the
+    audio→visual rows above and, for ``X2`` = the visual-dominated rows' ``p @ K[:5] / a'``, the rows
+    (0, 0, +audio, −visual, 0).
     """
     tau = threshold
+    if share != "mass" or direction != "audio":
+        return _key_masks_options(key_ids, tau, share, direction)
     by_id = {PAD: (0.0,) * 10,  # K columns, then M rows
              TEXT: (1.0, 0.0, 0.0, 0.0, _EPS) + (0.0,) * 5,
              VISUAL: (0.0, -tau, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0),  # visual + ε: 1 + ε rounds to 1
@@ -287,6 +324,24 @@ def _key_masks(key_ids: torch.Tensor, threshold: float) -> tuple[torch.Tensor, t
     table = _const(tuple(by_id[i] for i in range(PAD, AUDIO + 1)), key_ids.device)  # [4, 10], row id - PAD
     cols = table[key_ids - PAD]  # [B, Lk, 10]
     return cols[..., :5].contiguous(), cols[..., 5:].transpose(1, 2).contiguous()
+
+
+def _key_masks_options(key_ids: torch.Tensor, tau: float, share: str, direction: str) -> tuple[torch.Tensor, ...]:
+    """:func:`_key_masks` for the token share and / or both directions (formulas in its docstring)."""
+    vis, aud = (key_ids == VISUAL).float(), (key_ids == AUDIO).float()  # [B, Lk]
+    txt = (key_ids == TEXT).float()
+    zero = torch.zeros_like(vis)
+    if share == "token":
+        vn = vis / vis.sum(1, keepdim=True).clamp_min(1)
+        an = aud / aud.sum(1, keepdim=True).clamp_min(1)
+    else:
+        vn, an = vis, aud
+    keys = [txt, (1 - tau) * an - tau * vn, vis, aud, vis + _EPS * (txt + aud)]
+    move = [zero, zero, -aud, vis, zero]
+    if direction == "both":
+        keys += [(1 - tau) * vn - tau * an, aud + _EPS * (txt + vis)]
+        move += [zero, zero, aud, -vis, zero]
+    return torch.stack(keys, dim=-1).contiguous(), torch.stack(move, dim=1).contiguous()
 
 
 def _reallocate(p: torch.Tensor, key_masks: torch.Tensor, key_move: torch.Tensor, row_wf: torch.Tensor | None,
@@ -298,7 +353,12 @@ def _reallocate(p: torch.Tensor, key_masks: torch.Tensor, key_move: torch.Tensor
     """
     mass = torch.bmm(p, key_masks)  # [B, N, 5]: t, test, v, a, v'
     # X = m / v' in hit rows (columns 2, 3: v/v', a/v'; M ignores the others), else 0; v' > 0 always
-    x = torch.where(mass.narrow(2, 1, 1) > 0, mass, 0.0) / mass.narrow(2, 4, 1)  # [B, N, 5]
+    if mass.shape[-1] == 7:  # direction "both": X for audio-dominated rows, X2 for visual-dominated ones
+        head = mass.narrow(2, 0, 5)
+        x = torch.cat([torch.where(mass.narrow(2, 1, 1) > 0, head, 0.0) / mass.narrow(2, 4, 1),
+                       torch.where(mass.narrow(2, 5, 1) > 0, head, 0.0) / mass.narrow(2, 6, 1)], dim=2)
+    else:
+        x = torch.where(mass.narrow(2, 1, 1) > 0, mass, 0.0) / mass.narrow(2, 4, 1)  # [B, N, 5]
     if row_wf is not None:
         x = x * row_wf
     scale = torch.bmm(x, key_move)  # [B, N, Lk]: -f·v/v' on audio keys, f·a/v' on visual keys, else 0
@@ -307,7 +367,7 @@ def _reallocate(p: torch.Tensor, key_masks: torch.Tensor, key_move: torch.Tensor
 
 
 def reallocate(p: torch.Tensor, key_ids: torch.Tensor, threshold: float, fraction: float,
-               row_sel: torch.Tensor) -> torch.Tensor:
+               row_sel: torch.Tensor, share: str = "mass", direction: str = "audio") -> torch.Tensor:
     """Move ``fraction`` of the audio mass to visual keys where the audio share exceeds ``threshold``.
 
     ``p`` [B, H, Lq, Lk] (probabilities, float32), ``key_ids`` [B, Lk], ``row_sel`` bool broadcastable to
@@ -315,7 +375,7 @@ def reallocate(p: torch.Tensor, key_ids: torch.Tensor, threshold: float, fractio
     Returns a new tensor (``p`` is not changed).
     """
     B, H, Lq, Lk = p.shape
-    key_masks, key_move = _key_masks(key_ids.to(p.device), threshold)
+    key_masks, key_move = _key_masks(key_ids.to(p.device), threshold, share, direction)
     row_wf = row_sel.expand(B, H, Lq, 1).reshape(B, H * Lq, 1).to(p.dtype) * fraction
     return _reallocate(p.reshape(B, H * Lq, Lk), key_masks, key_move, row_wf, inplace=False)[0].view_as(p)
 
@@ -402,6 +462,7 @@ def _resolve(model: Any, context: ModalityContext | None) -> tuple[nn.Module, Mo
 
 def set_attention_mode(model: Any, mode: str, *, threshold: float = 0.5, fraction: float = 0.0,
                        layers: list[int] | None = None, heads: list[int] | None = None, queries: str = "text",
+                       share: str = "mass", direction: str = "audio",
                        context: ModalityContext | None = None) -> AttentionReallocator | None:
     """Switch the LLM's attention: ``"sdpa"`` (fast default), ``"eager"``, ``"ar"`` or ``"monitor"``.
 
@@ -425,7 +486,7 @@ def set_attention_mode(model: Any, mode: str, *, threshold: float = 0.5, fractio
         n_heads = lm.config.num_attention_heads
         if heads is not None and any(not 0 <= h < n_heads for h in heads):
             raise ValueError(f"heads {heads} out of range for {n_heads} heads")
-        controller = AttentionReallocator(ctx, mode, threshold, fraction, layers, heads, queries)
+        controller = AttentionReallocator(ctx, mode, threshold, fraction, layers, heads, queries, share, direction)
         for m in attn_modules:
             _BINDINGS[m] = controller
         lm.set_attn_implementation(ATTN_NAME)

@@ -29,6 +29,7 @@ from mosear.model.config import ModelConfig
 from mosear.model.encoders import CLIP_MEAN, CLIP_STD, AudioEncoder, VisualEncoder
 from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
 from mosear.model.mose import MoSEConfig, MoSEModel
+from mosear.model.mose.reliance import scale_projector_gradient
 from mosear.model.prompt import IGNORE, PromptBuilder
 
 __all__ = ["MoSEARModel", "MoSEAROutput", "build_model"]
@@ -110,6 +111,10 @@ class MoSEARModel(nn.Module):
         else:
             vis = self.visual(batch["pixel_values"].to(dev))  # [B, N_v, H]
             aud = self.audio(batch["audio_values"].to(dev), batch["audio_lengths"])  # [B, N_a, H]
+        if self.cfg.adapter == "mose" and self.cfg.mose.scale_projectors:  # reliance weights reach the projectors
+            tuner = getattr(self.lm, "base_model", None)
+            vis = scale_projector_gradient(vis, tuner, VISUAL)
+            aud = scale_projector_gradient(aud, tuner, AUDIO)
         for m, feats in ((VISUAL, vis), (AUDIO, aud)):
             mask = mods == m
             counts = mask.sum(1)
@@ -268,7 +273,8 @@ class MoSEARModel(nn.Module):
 
 def apply_attention_settings(model: MoSEARModel, settings: Any) -> ar.AttentionReallocator | None:
     return ar.set_attention_mode(model, settings.mode, threshold=settings.threshold, fraction=settings.fraction,
-                                 layers=settings.layers, heads=settings.heads, queries=settings.queries)
+                                 layers=settings.layers, heads=settings.heads, queries=settings.queries,
+                                 share=settings.share, direction=settings.direction)
 
 
 @contextmanager
@@ -367,7 +373,8 @@ def build_model(cfg: ModelConfig) -> MoSEARModel:
                 share_experts=m.share_experts, gate=m.gate, gate_temperature=m.temperature, top_k=m.top_k,
                 balance_loss_weight=m.balance_loss_weight, dynamic_weights=m.dynamic_weights,
                 weight_momentum=m.weight_momentum, weight_strength=m.weight_strength,
-                weight_min=m.weight_min, weight_max=m.weight_max,
+                weight_min=m.weight_min, weight_max=m.weight_max, weight_rule=m.weight_rule,
+                expert_init_std=m.expert_init_std, gate_init_std=m.gate_init_std,
             ))
     mean = tuple(getattr(getattr(vis_tower, "config", None), "image_mean", CLIP_MEAN) or CLIP_MEAN)
     std = tuple(getattr(getattr(vis_tower, "config", None), "image_std", CLIP_STD) or CLIP_STD)

@@ -39,6 +39,14 @@ class MoSESettings(StageConfig):
     weight_strength: float = Field(0.5, ge=0, description="gamma in w_m = (c_mean / c_m) ** gamma")
     weight_min: float = Field(0.5, gt=0, le=1)
     weight_max: float = Field(2.0, ge=1)
+    weight_rule: Literal["update", "ogm", "attention"] = Field(
+        "update", description="how w is set: update size (forward + gradient), or reliance (gradient only: "
+                              "unimodal confidence 'ogm', attention share per token 'attention')")
+    reliance_alpha: float = Field(0.5, gt=0, description="alpha of the reliance rules: w = 1 - tanh(alpha * rho)")
+    reliance_every: int = Field(4, gt=0, description="measure reliance every k training steps (reliance rules)")
+    scale_projectors: bool = Field(True, description="reliance weights also scale the projectors' gradients")
+    expert_init_std: float = Field(0.0, ge=0, description="centred random start of the experts (0: B = 0)")
+    gate_init_std: float = Field(0.0, ge=0, description="random start of the gates (0: uniform)")
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> "MoSESettings":
@@ -56,6 +64,9 @@ class ARSettings(StageConfig):
     layers: list[int] | None = Field(None, description="LLM layers (None: all)")
     heads: list[int] | None = Field(None, description="query heads (None: all)")
     queries: Literal["text", "all"] = Field("text", description="which query rows are reallocated / monitored")
+    share: Literal["mass", "token"] = Field("mass", description="audio share from attention mass or mass per key")
+    direction: Literal["audio", "both"] = Field(
+        "audio", description="'audio': move mass from audio to visual keys; 'both': from the dominant modality")
 
 
 class ModelConfig(StageConfig):

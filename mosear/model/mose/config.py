@@ -8,6 +8,8 @@ from typing import Optional, Union
 from peft.config import PeftConfig
 
 MOSE_PEFT_TYPE = "MOSE"
+# how the modality weights are set (see MoSEConfig.weight_rule)
+WEIGHT_RULES = ("update", "ogm", "attention")
 
 
 @dataclass
@@ -39,6 +41,19 @@ class MoSEConfig(PeftConfig):
     dynamic_weights: bool = field(
         default=True, metadata={"help": "rescale audio/visual updates from their measured contribution"}
     )
+    weight_rule: str = field(
+        default="update",
+        metadata={"help": "'update' (w from the update's relative size; scales forward and gradient), 'ogm' "
+                          "(unimodal confidence, OGM style) or 'attention' (attention share per token); the "
+                          "reliance rules ('ogm', 'attention') scale gradients only, set by the caller "
+                          "through MoSEModel.set_modality_weights (see mosear.model.mose.reliance)"},
+    )
+    expert_init_std: float = field(
+        default=0.0,
+        metadata={"help": "std of the centred random start of the expert B's (0: all zero); centred over the K "
+                          "experts of a modality, so with a uniform gate the update still starts at 0"},
+    )
+    gate_init_std: float = field(default=0.0, metadata={"help": "std of the gates' random start (0: uniform gate)"})
     weight_momentum: float = field(default=0.9, metadata={"help": "EMA momentum of the measured contribution"})
     weight_strength: float = field(default=0.5, metadata={"help": "gamma: w_m = (c_mean / c_m) ** gamma"})
     weight_min: float = field(default=0.5, metadata={"help": "lower clip of a modality weight"})
@@ -62,6 +77,10 @@ class MoSEConfig(PeftConfig):
             raise ValueError(f"gate_temperature must be > 0, got {self.gate_temperature}")
         if self.top_k is not None and not 1 <= self.top_k <= self.num_experts:
             raise ValueError(f"top_k must be in [1, num_experts={self.num_experts}], got {self.top_k}")
+        if self.weight_rule not in WEIGHT_RULES:
+            raise ValueError(f"weight_rule must be one of {WEIGHT_RULES}, got {self.weight_rule!r}")
+        if self.expert_init_std < 0 or self.gate_init_std < 0:
+            raise ValueError("expert_init_std and gate_init_std must be >= 0")
         if not 0.0 <= self.weight_momentum < 1.0:
             raise ValueError(f"weight_momentum must be in [0, 1), got {self.weight_momentum}")
         if not 0 < self.weight_min <= 1.0 <= self.weight_max:

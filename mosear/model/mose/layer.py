@@ -138,7 +138,10 @@ class MoSELayer(BaseTunerLayer):
         self.settings[adapter_name] = {
             "num_experts": k,
             "expert_sets": e,
-            "dynamic": config.dynamic_weights,
+            # the update-size rule measures every training forward; the reliance rules ('ogm', 'attention')
+            # get their weights from the caller and scale gradients only (see mosear.model.mose.reliance)
+            "dynamic": config.dynamic_weights and config.weight_rule == "update",
+            "grad_only": config.dynamic_weights and config.weight_rule != "update",
             # the EMA / weight rule's constants (one batched update per group of equal settings)
             "rule": (config.weight_momentum, config.weight_strength, config.weight_min, config.weight_max),
         }
@@ -149,7 +152,7 @@ class MoSELayer(BaseTunerLayer):
         self.mose_gate[adapter_name] = ModalityGate(r, k, config.gate_temperature, config.top_k, config.gate)
         self.mose_contribution[adapter_name] = torch.zeros(NUM_MODALITIES)
         self.mose_modality_weight[adapter_name] = torch.ones(NUM_MODALITIES)
-        self.reset_parameters(adapter_name, config.init_weights)
+        self.reset_parameters(adapter_name, config.init_weights, config.expert_init_std, config.gate_init_std)
         # adapter weights live on the base weight's device in float32 (as peft's LoRA does by default);
         # inputs are cast to float32 in forward and the result back to the base output's dtype
         device = self.get_base_layer().weight.device
@@ -160,12 +163,30 @@ class MoSELayer(BaseTunerLayer):
             getattr(self, name)[adapter_name] = getattr(self, name)[adapter_name].to(device=device, dtype=torch.float32)
         self.set_adapter(self.active_adapters)
 
-    def reset_parameters(self, adapter_name: str, init_weights: bool = True) -> None:
-        """A: Kaiming-uniform (as LoRA's A); B: zeros (update starts at 0) unless ``init_weights=False``."""
+    def reset_parameters(self, adapter_name: str, init_weights: bool = True, expert_init_std: float = 0.0,
+                         gate_init_std: float = 0.0) -> None:
+        """A: Kaiming-uniform (as LoRA's A); B: zeros (update starts at 0) unless ``init_weights=False``.
+
+        Symmetry breaking (our reconstruction): ``expert_init_std = σ > 0`` starts the experts of each
+        modality at ``B_{m,k} = σ·(N_k − mean_j N_j)``, ``N_k ~ N(0, 1)`` elementwise, centred over the K
+        experts so that ``Σ_k B_{m,k} = 0``: under a uniform gate the update is still 0 (to rounding), but
+        the gate's gradient ``∂L/∂g_k ∝ (B_k h)·∂L/∂u`` differs between experts from the first step, so
+        gates and experts can specialise (with all B = 0 every expert of a modality gets the same gradient
+        while the gate is uniform). ``gate_init_std > 0`` draws the gate matrices ``G_m ~ N(0, σ_g²)``
+        (a non-uniform start; with B = 0 the update still starts at 0).
+        """
         nn.init.kaiming_uniform_(self.mose_A[adapter_name].weight, a=math.sqrt(5))
         if not init_weights:  # testing: a non-zero start
             nn.init.normal_(self.mose_B[adapter_name], std=0.02)
             nn.init.normal_(self.mose_gate[adapter_name].weight, std=0.5)
+            return
+        with torch.no_grad():
+            B = self.mose_B[adapter_name]  # [d_out, E, K, r]
+            if expert_init_std > 0 and B.shape[2] > 1:
+                noise = torch.randn_like(B)
+                B.copy_((noise - noise.mean(2, keepdim=True)) * expert_init_std)
+            if gate_init_std > 0:
+                nn.init.normal_(self.mose_gate[adapter_name].weight, std=gate_init_std)
 
 
 class Linear(nn.Module, MoSELayer):
@@ -210,21 +231,27 @@ class Linear(nn.Module, MoSELayer):
         B = self.mose_B[name]  # [d_out, E, K, r]
         gate = self.mose_gate[name]
         h = self.mose_A[name](self.mose_dropout[name](x))  # [N, r]
-        # [M*K]: w repeated per expert; read every call (DDP overwrites the buffers in place before forward)
-        w_col = self.mose_modality_weight[name].repeat_interleave(k)
-        if w_col.dtype != h.dtype:
-            w_col = w_col.to(h.dtype)
+        w = self.mose_modality_weight[name]  # read every call (DDP overwrites the buffers in place before forward)
+        if w.dtype != h.dtype:
+            w = w.to(h.dtype)
+        if st["grad_only"]:
+            # reliance rules: forward unscaled, the gradient through a row of modality m scaled by w_m
+            w_col, row_scale = None, torch.mv(layout.onehot.to(h.dtype), w).unsqueeze(1)  # [N, 1]
+        else:
+            w_col, row_scale = w.repeat_interleave(k), None  # [M*K]: w repeated per expert
         if gate.learned and gate.top_k in (None, k) and e == NUM_MODALITIES:
             # the default configuration: gate and experts in one autograd node (fewer kernels, see _GatedExperts)
             u, g = _GatedExperts.apply(h, gate.weight.view(-1, h.shape[1]), B.view(B.shape[0], -1),
-                                       layout.blocks(k, h.dtype)[0], w_col, 1.0 / gate.temperature)
+                                       layout.blocks(k, h.dtype)[0], w_col, 1.0 / gate.temperature, row_scale)
         else:
             g = gate.probs(h, layout)  # [N, M*K], zero outside the row's block
-            gw = g * w_col  # [N, M*K]: w_m g_t in the row's block
+            gw = g if w_col is None else g * w_col  # [N, M*K]: w_m g_t in the row's block
             if e == 1:
                 gw = gw.view(-1, NUM_MODALITIES, k).sum(1)  # one expert set: blocks summed (others are 0)
             z = (gw.unsqueeze(2) * h.unsqueeze(1)).view(h.shape[0], -1)  # [N, E*K*r]
             u = F.linear(z, B.view(B.shape[0], -1))
+            if row_scale is not None:
+                u = scale_gradient(u, row_scale)
         if torch.is_grad_enabled():  # kept for the balance loss and logging (the gate's backward keeps g anyway)
             self.gate_stats[name] = GateStats(layout, g, gate.learned)
         else:
@@ -246,19 +273,22 @@ class _GatedExperts(torch.autograd.Function):
     """``u = z · Bᵀ``, ``z_t = (w ⊙ g_t) ⊗ h_t``, ``g = softmax(mask + h·Gᵀ/τ)``: one node, hand-written backward.
 
     Inputs ``h`` [N, r], ``gate_w`` [M·K, r], ``B`` [d_out, M·K·r], ``mask`` [N, M·K] (0 / −inf),
-    ``w_col`` [M·K], ``inv_tau``. Outputs ``u`` [N, d_out] and ``g`` [N, M·K] (for the balance loss).
+    ``w_col`` [M·K] (or None: w = 1 in the forward), ``inv_tau``, ``row_scale`` [N, 1] or None: the
+    gradient-only weights of the reliance rules, ``∂L/∂u_t ← row_scale_t · ∂L/∂u_t`` before everything
+    else in the backward (so B, the gates, A and the input all see it; the balance loss's gradient is
+    not scaled). Outputs ``u`` [N, d_out] and ``g`` [N, M·K] (for the balance loss).
     Autograd would record ten nodes here (addmm, softmax, two broadcast multiplies, linear and their views);
     the backward below needs eight kernels and no extra accumulation: the two gradients reaching ``h``
     are summed by ``addmm``, the balance loss's gradient on ``g`` by ``addcmul``.
     """
 
     @staticmethod
-    def forward(ctx, h, gate_w, B, mask, w_col, inv_tau):  # noqa: ANN001, ANN205 (autograd.Function protocol)
+    def forward(ctx, h, gate_w, B, mask, w_col, inv_tau, row_scale=None):  # noqa: ANN001, ANN205 (autograd.Function)
         g = torch.softmax(torch.addmm(mask, h, gate_w.t(), alpha=inv_tau), dim=-1)
-        gw = g * w_col
+        gw = g if w_col is None else g * w_col
         z = (gw.unsqueeze(2) * h.unsqueeze(1)).view(h.shape[0], -1)
         u = torch.mm(z, B.t())
-        ctx.save_for_backward(h, gate_w, B, w_col, g, gw, z)
+        ctx.save_for_backward(h, gate_w, B, w_col, g, gw, z, row_scale)
         ctx.inv_tau = inv_tau
         # the backward runs under the forward's autocast state (what torch.amp.custom_bwd does)
         device = h.device.type
@@ -274,19 +304,24 @@ class _GatedExperts(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grad_u, grad_g):  # noqa: ANN001, ANN205
-        h, gate_w, B, w_col, g, gw, z = ctx.saved_tensors
+        h, gate_w, B, w_col, g, gw, z, row_scale = ctx.saved_tensors
         n, mk = g.shape
         r = h.shape[1]
         grad_B = grad_h_experts = None
         if grad_u is not None:
+            if row_scale is not None:
+                grad_u = grad_u * row_scale
             grad_z = torch.mm(grad_u, B).view(n, mk, r)
             if ctx.needs_input_grad[2]:
                 grad_B = torch.mm(grad_u.t(), z)
             grad_gw = torch.bmm(grad_z, h.unsqueeze(2)).view(n, mk)  # Σ_r grad_z · h
-            grad_g = grad_gw * w_col if grad_g is None else torch.addcmul(grad_g, grad_gw, w_col)
+            if w_col is None:
+                grad_g = grad_gw if grad_g is None else grad_g + grad_gw
+            else:
+                grad_g = grad_gw * w_col if grad_g is None else torch.addcmul(grad_g, grad_gw, w_col)
             grad_h_experts = torch.bmm(gw.unsqueeze(1), grad_z).view(n, r)  # Σ_j gw_j · grad_z_j
         if grad_g is None:
-            return grad_h_experts, None, grad_B, None, None, None
+            return grad_h_experts, None, grad_B, None, None, None, None
         grad_logits = torch._softmax_backward_data(grad_g, g, -1, g.dtype)
         if grad_h_experts is None:
             grad_h = torch.mm(grad_logits, gate_w).mul_(ctx.inv_tau)
@@ -294,7 +329,26 @@ class _GatedExperts(torch.autograd.Function):
             grad_h = torch.addmm(grad_h_experts, grad_logits, gate_w, alpha=ctx.inv_tau)
         grad_gate = torch.mm(grad_logits.t(), h) if ctx.inv_tau == 1.0 else \
             torch.mm(grad_logits.t(), h).mul_(ctx.inv_tau)
-        return grad_h, grad_gate if ctx.needs_input_grad[1] else None, grad_B, None, None, None
+        return grad_h, grad_gate if ctx.needs_input_grad[1] else None, grad_B, None, None, None, None
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward multiplies the incoming gradient by ``scale`` (broadcast)."""
+
+    @staticmethod
+    def forward(ctx, x, scale):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(scale)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        (scale,) = ctx.saved_tensors
+        return grad * scale.to(grad.dtype), None
+
+
+def scale_gradient(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x`` unchanged in the forward; ``∂L/∂x ← scale · ∂L/∂x`` in the backward (``scale`` broadcast to x)."""
+    return _ScaleGradient.apply(x, scale)
 
 
 @dataclass

@@ -107,6 +107,65 @@ class MoSEModel(BaseTuner):
         """Apply the contributions measured by the training forward calls so far (see the layer doc)."""
         return apply_weight_updates(self.modality_context)
 
+    def set_modality_weights(self, weights: torch.Tensor, adapter_name: str | None = None) -> None:
+        """Copy ``weights`` [M] (text, visual, audio) into every layer's modality weight (no host sync).
+
+        The reliance rules (``weight_rule`` 'ogm' / 'attention', :mod:`mosear.model.mose.reliance`) compute
+        one weight vector for the whole model and set it here; the layers then scale the gradient through
+        each modality's rows by it.
+        """
+        name = adapter_name or self.active_adapters[0]
+        bufs = [m.mose_modality_weight[name] for m in self.mose_layers() if name in m.mose_modality_weight]
+        if bufs:
+            with torch.no_grad():
+                torch._foreach_copy_(bufs, [weights.to(bufs[0].device, bufs[0].dtype)] * len(bufs))
+
+    def modality_weights(self, adapter_name: str | None = None) -> torch.Tensor:
+        """The first adapted layer's modality weights [M] (on the device; the reliance rules set all alike)."""
+        name = adapter_name or self.active_adapters[0]
+        return next(m.mose_modality_weight[name] for m in self.mose_layers() if name in m.mose_modality_weight)
+
+    def uses_reliance_weights(self, adapter_name: str | None = None) -> bool:
+        """True when the adapter's weights come from a reliance rule (gradient-only, set by the caller)."""
+        name = adapter_name or self.active_adapters[0]
+        return any(m.settings[name]["grad_only"] for m in self.mose_layers() if name in m.settings)
+
+    @torch.no_grad()
+    def expert_snapshot(self, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
+        """Copies of every layer's expert matrices (the reference of :meth:`expert_divergence`)."""
+        name = adapter_name or self.active_adapters[0]
+        return {str(i): m.mose_B[name].detach().clone() for i, m in enumerate(self.mose_layers())}
+
+    @torch.no_grad()
+    def expert_divergence(self, reference: dict[str, torch.Tensor] | None = None,
+                          adapter_name: str | None = None) -> dict[str, float]:
+        """How far the K experts of each modality are apart, averaged over layers and expert pairs.
+
+        For the experts ``D_k`` of one modality in one layer (``D_k = B_{m,k}``, or ``B_{m,k} − B⁰_{m,k}``,
+        what each expert learned since ``reference`` = :meth:`expert_snapshot`):
+        ``d = mean_{i<j} ||D_i − D_j||_F / (½(||D_i||_F + ||D_j||_F) + ε)``: 0 when the experts are
+        identical, 2 when they are opposite, ~√2 for independent random ones. Returns ``{modality name: d}``
+        for the modalities with their own expert sets and K > 1 (one device-to-host copy).
+        """
+        name = adapter_name or self.active_adapters[0]
+        vals = []
+        for i, m in enumerate(self.mose_layers()):
+            B = m.mose_B[name]  # [d_out, E, K, r]
+            if B.shape[1] != NUM_MODALITIES or B.shape[2] < 2:
+                return {}
+            D = B if reference is None else B - reference[str(i)].to(B.device)
+            D = D.permute(1, 2, 0, 3).flatten(2)  # [E, K, d_out*r]
+            norms = D.norm(dim=-1)  # [E, K]
+            dist = torch.cdist(D, D)  # [E, K, K]
+            rel = dist / (0.5 * (norms.unsqueeze(2) + norms.unsqueeze(1)) + 1e-12)
+            k = B.shape[2]
+            iu = torch.triu_indices(k, k, 1, device=B.device)
+            vals.append(rel[:, iu[0], iu[1]].mean(-1))  # [E]
+        if not vals:
+            return {}
+        mean = torch.stack(vals).mean(0).cpu().tolist()
+        return {mname: mean[mi] for mi, mname in enumerate(MODALITY_NAMES)}
+
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         self.update_modality_weights()  # saved weights include the last step's measurement
         return super().state_dict(*args, **kwargs)
