@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mosear.atomic import atomic_write, atomic_write_json  # noqa: E402
 from mosear.evaluate.intervals import seed_interval  # noqa: E402
 from mosear.model.attention import set_attention_mode  # noqa: E402
-from mosear.model.calibrate import choose_setting  # noqa: E402
+from mosear.model.calibrate import accuracy_se, choose_setting  # noqa: E402
 from mosear.model.modality import AUDIO, TEXT, VISUAL  # noqa: E402
 
 GENERATOR_VERSION = 1
@@ -331,17 +331,17 @@ def balanced_kinds(n_per: int) -> np.ndarray:
 
 def calibrate(lab: LabModel, val: dict[str, torch.Tensor], val_np: dict[str, np.ndarray]) -> list[dict]:
     """Validation accuracies of every AR setting (row 0: no AR), each row tagged with its options."""
-    hits0 = lab.predict(val) == val_np["label"]
+    pred0 = lab.predict(val)
     rows = [{"threshold": 1.0, "fraction": 0.0, "share": "mass", "direction": "audio",
-             **subset_metrics(lab.predict(val), val_np)}]
+             **subset_metrics(pred0, val_np)}]
     for opt in AR_OPTIONS:
         for tau in THRESHOLDS:
             for f in FRACTIONS:
                 set_attention_mode(lab.model, "ar", threshold=tau, fraction=f, **opt)
                 rows.append({"threshold": tau, "fraction": f, **opt, **subset_metrics(lab.predict(val), val_np)})
     set_attention_mode(lab.model, "sdpa")
-    cons = hits0[val_np["kind"] == 0].astype(float)
-    rows[0]["consistent_se"] = float(cons.std(ddof=1) / math.sqrt(len(cons)))  # binomial SE (see choose)
+    hits = (pred0 == val_np["label"])[val_np["kind"] == 0]
+    rows[0]["consistent_se"] = accuracy_se([int(h) for h in hits])  # the protocol's bootstrap SE
     return rows
 
 
@@ -390,14 +390,10 @@ def run_task(cell: Cell, seed: int, gen_seed: int, st: Settings, ablations: bool
         train_s = time.time() - t0
         rows.append({**base, "method": name, **subset_metrics(lab.predict(test), test_np), **info,
                      "elapsed_s": train_s})
-        if name == "mose" or (ablations and name == "mose -symmetry"):
+        if name == "mose":
             t1 = time.time()
             cal = calibrate(lab, val, val_np)
-            variants = {"mose+ar": None}
-            if name == "mose" and ablations:
-                variants.update(AR_ABLATIONS)
-            if name != "mose":
-                variants = {"mose -symmetry +ar": None}
+            variants = {"mose+ar": None, **(AR_ABLATIONS if ablations else {})}
             for vname, opts in variants.items():
                 best = choose(cal, opts)
                 set_attention_mode(lab.model, "ar", threshold=best["threshold"], fraction=best["fraction"],
@@ -555,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         ray = init_ray(num_cpus=args.workers)
         task = ray.remote(num_cpus=1)(run_task)
         jobs = [task.remote(c, s, args.generator_seed, st, c == main_cell, c == main_cell or args.quick)
-                for s in range(seeds) for c in cells]
+                for c in cells for s in range(seeds)]  # cell by cell: a cut-short run has whole cells
         runs = []
         log_path.unlink(missing_ok=True)
         with tqdm(total=len(jobs), desc="bias lab (cell x seed)", file=sys.stderr) as bar, \

@@ -218,3 +218,69 @@ def test_cached_generation_of_an_expanded_batch_then_training_with_ar(lm, monkey
     assert all(p.grad is not None for p in lm.parameters() if p.requires_grad)
     lm.zero_grad()
     set_attention_mode(lm, "eager", context=ctx)
+
+
+def _reference_options(p, keys, tau, f, share, direction):
+    """AR with the token share / both directions, row by row from attention.py's docstring (float64)."""
+    q = p.double().clone()
+    for b in range(p.shape[0]):
+        aud, vis = keys[b] == AUDIO, keys[b] == VISUAL
+        na, nv = (int(aud.sum()), int(vis.sum())) if share == "token" else (1, 1)
+        for h in range(p.shape[1]):
+            for i in range(p.shape[2]):
+                row = q[b, h, i]
+                a, v = float(row[aud].sum()), float(row[vis].sum())
+                s = (a / na) / (a / na + v / nv)
+                if s > tau and v > 0:
+                    row[vis] += f * a * row[vis] / v
+                    row[aud] *= 1 - f
+                elif direction == "both" and 1 - s > tau and a > 0:
+                    row[aud] += f * v * row[aud] / a
+                    row[vis] *= 1 - f
+    return q
+
+
+@pytest.mark.parametrize("share,direction", [("token", "audio"), ("mass", "both"), ("token", "both")])
+def test_token_share_and_both_directions_match_the_formulas(share, direction):
+    g = torch.Generator().manual_seed(1)
+    p = torch.softmax(3 * torch.randn(2, 2, 10, 10, generator=g), -1)
+    tau, f = 0.6, 0.5
+    got = reallocate(p, MODS, tau, f, torch.ones(1, 1, 1, 1, dtype=torch.bool), share=share, direction=direction)
+    torch.testing.assert_close(got.double(), _reference_options(p, MODS, tau, f, share, direction),
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.sum(-1), p.sum(-1))  # rows keep their sums
+    if direction == "both":  # some rows moved mass towards audio keys
+        a0 = (p * (MODS == AUDIO)[:, None, None]).sum(-1)
+        a1 = (got * (MODS == AUDIO)[:, None, None]).sum(-1)
+        assert bool((a1 > a0 + 1e-4).any()) and bool((a1 < a0 - 1e-4).any())
+
+
+def test_options_in_the_model_match_reallocate_and_the_monitor(lm):
+    """The attention function with the options applies :func:`reallocate` to text query rows, and the
+    shares it records after AR are the reallocated masses (both directions accounted)."""
+    ctx = ModalityContext()
+    set_attention_mode(lm, "eager", context=ctx)
+    ref = _forward(lm, ctx).attentions
+    ctl = set_attention_mode(lm, "ar", threshold=0.5, fraction=0.6, layers=[0], share="token", direction="both",
+                             context=ctx)
+    out = _forward(lm, ctx).attentions
+    shares = ctl.shares()
+    set_attention_mode(lm, "eager", context=ctx)
+    rows = (MODS == TEXT)[:, None, :, None]
+    want = reallocate(ref[0].float(), MODS, 0.5, 0.6, rows, share="token", direction="both")
+    torch.testing.assert_close(out[0].float(), want, rtol=1e-5, atol=1e-6)
+    # layer 0's text rows after AR, averaged over heads and rows: the recorded shares
+    a_keys, v_keys = (MODS == AUDIO)[:, None, None, :], (MODS == VISUAL)[:, None, None, :]
+    q = out[0].float()
+    n = (MODS == TEXT).sum(1).double() * q.shape[1]
+    got_v = ((q * v_keys).sum(-1) * rows.squeeze(-1)).sum((1, 2)).double() / n
+    got_a = ((q * a_keys).sum(-1) * rows.squeeze(-1)).sum((1, 2)).double() / n
+    torch.testing.assert_close(shares[:, 1], got_v, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(shares[:, 2], got_a, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_option_values_are_rejected():
+    with pytest.raises(ValueError, match="share"):
+        AttentionReallocator(ModalityContext(), "ar", share="keys")
+    with pytest.raises(ValueError, match="threshold >= 0.5"):
+        AttentionReallocator(ModalityContext(), "ar", threshold=0.3, direction="both")

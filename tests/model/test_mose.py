@@ -261,3 +261,128 @@ def test_bf16_autocast_training_step_matches_float32(base):
     for g32, g16 in zip(step(False), step(True)):
         assert g16.dtype == torch.float32 and torch.isfinite(g16).all()
         assert torch.nn.functional.cosine_similarity(g16.flatten(), g32.flatten(), dim=0) > 0.98
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(top_k=2)])  # the fused node and the generic path
+def test_reliance_weights_scale_gradients_not_outputs(base, variant):
+    """weight_rule 'ogm' / 'attention': the forward ignores w; the gradient through a row of modality m is
+    w_m times the w = 1 gradient (B, gates, A), the balance loss's gradient is not scaled (float64)."""
+    cfg = dict(r=4, num_experts=3, init_weights=False, lora_dropout=0.0, weight_rule="ogm", **variant)
+    m = get_peft_model(copy.deepcopy(base).double(), MoSEConfig(**cfg))
+    m.train()
+    layer = next(x for x in m.modules() if isinstance(x, MoSELinear))
+    layer.double()
+    w = torch.tensor([1.0, 1.7, 0.3], dtype=torch.float64)
+    m.base_model.set_modality_weights(w)
+    assert all(torch.allclose(x.mose_modality_weight["default"].double(), w) for x in m.base_model.mose_layers())
+    x = torch.randn(2, 8, layer.in_features, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    probe = torch.randn(2, 8, layer.out_features, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    params = [p for n, p in layer.named_parameters() if "mose_" in n]
+    with m.base_model.modality_context.use(MODS):
+        y = layer(x)
+        bal = m.base_model.balance_loss()
+    got = torch.autograd.grad((y * probe).sum() + 0.3 * bal, params)
+    with torch.no_grad():
+        layer.mose_modality_weight["default"].fill_(1.0)
+    y_ref, bal_ref = _reference_layer(layer, x, MODS)
+    torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=1e-8)  # the forward is the w = 1 forward
+    row_w = w[torch.where(MODS == PAD, TEXT, MODS)].unsqueeze(-1)  # [B, L, 1]
+    want = torch.autograd.grad((y_ref * probe * row_w).sum() + 0.3 * bal_ref, params)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_expert_init_breaks_symmetry_and_divergence_is_measured(base):
+    ref = base(input_ids=_ids(), attention_mask=(MODS != PAD).long()).logits
+
+    def build(std):
+        torch.manual_seed(5)
+        return get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2, lora_dropout=0.0,
+                                                              expert_init_std=std, dynamic_weights=False))
+
+    sym, brk = build(0.0), build(0.05)
+    # centred experts: with the uniform gate of the start the update is 0 (to rounding)
+    torch.testing.assert_close(_run(brk.eval(), brk.base_model.modality_context), ref, rtol=0, atol=1e-5)
+    assert brk.base_model.expert_divergence()["audio"] == pytest.approx(2.0)  # B_1 = -B_2: opposite
+    for m in (sym, brk):
+        m.train()
+        logits = _run(m, m.base_model.modality_context)
+        logits[:, -1, :5].sum().backward()  # the LM loss alone (the balance loss reaches the gates anyway)
+    gate_grad = lambda m: sum(float(p.grad.abs().sum()) for n, p in m.named_parameters()  # noqa: E731
+                              if "mose_gate" in n and p.grad is not None)
+    lay_sym = next(x for x in sym.modules() if isinstance(x, MoSELinear))
+    gB = lay_sym.mose_B["default"].grad  # [d_out, E, K, r]
+    torch.testing.assert_close(gB[:, AUDIO, 0], gB[:, AUDIO, 1])  # B = 0: every expert the same gradient
+    assert gate_grad(sym) == 0.0 and gate_grad(brk) > 0  # only broken symmetry lets the gates learn
+    # the divergence formula on known experts: D_1 = 0·, identical -> 0; orthogonal equal norms -> sqrt(2)
+    layer = next(x for x in brk.modules() if isinstance(x, MoSELinear))
+    snap = brk.base_model.expert_snapshot()
+    with torch.no_grad():
+        for x in brk.base_model.mose_layers():
+            B = x.mose_B["default"]
+            B[:, :, 0].add_(1.0)
+            B[:, :, 1].add_(1.0)
+    d_same = brk.base_model.expert_divergence(snap)
+    assert d_same["visual"] == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        for i, x in enumerate(brk.base_model.mose_layers()):
+            B = x.mose_B["default"]
+            B.copy_(snap[str(i)])
+            B[0, :, 0, 0] += 3.0
+            B[1, :, 1, 0] += 3.0
+    assert brk.base_model.expert_divergence(snap)["audio"] == pytest.approx(2 ** 0.5, rel=1e-5)
+    assert layer.mose_B["default"].shape[2] == 2
+
+
+def test_reliance_rules_match_the_formulas():
+    import math
+
+    from mosear.model.mose.reliance import attention_weights, ogm_weights, tanh_rule
+
+    w = tanh_rule(torch.tensor(0.6), torch.tensor(0.3), alpha=0.5)  # rho = 2: visual dominates
+    torch.testing.assert_close(w, torch.tensor([1.0, 1 - math.tanh(1.0), 1.0]))
+    w = tanh_rule(torch.tensor(0.2), torch.tensor(0.8), alpha=0.5)  # rho = 1/4: audio dominates
+    torch.testing.assert_close(w, torch.tensor([1.0, 1.0, 1 - math.tanh(2.0)]))
+    torch.testing.assert_close(tanh_rule(torch.tensor(0.5), torch.tensor(0.5), 0.5), torch.ones(3))
+    torch.testing.assert_close(ogm_weights(torch.tensor([0.0, 0.2, 0.8]), 0.5), torch.tensor([1.0, 1.0, 1 - math.tanh(2.0)]))
+    # 259 visual keys hold 0.5 of the mass, 1 audio key 0.25: per key audio dominates 129.5x
+    got = attention_weights(torch.tensor([0.25, 0.5, 0.25]), torch.tensor([10.0, 259.0, 1.0]), 0.1)
+    torch.testing.assert_close(got, torch.tensor([1.0, 1.0, 1 - math.tanh(0.1 * 129.5)]))
+
+
+def test_unimodal_scores_mask_the_other_modality(base):
+    from mosear.model.mose.reliance import unimodal_scores
+
+    m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2, weight_rule="ogm")).eval()
+    ctx = m.base_model.modality_context
+    emb = base.get_input_embeddings()(_ids()).detach()
+    mask = (MODS != PAD).long()
+    pos = torch.arange(8).expand(2, -1)
+    args = dict(score_pos=torch.tensor([7, 7]), target=torch.tensor([1, 3]), candidates=torch.tensor([5, 6, 7, 8]))
+    s = unimodal_scores(m, ctx, emb, mask, MODS, pos, **args)
+    assert s[TEXT] == 0 and 0 < s[VISUAL] < 1 and 0 < s[AUDIO] < 1
+    changed = emb.clone()
+    changed[MODS == AUDIO] += 5.0  # the audio rows: masked for the visual score, kept for the audio score
+    s2 = unimodal_scores(m, ctx, changed, mask, MODS, pos, **args)
+    assert float(s2[VISUAL]) == pytest.approx(float(s[VISUAL]), abs=1e-6)
+    assert float(s2[AUDIO]) != pytest.approx(float(s[AUDIO]), abs=1e-6)
+
+
+def test_projector_gradient_follows_the_reliance_weight(base):
+    from mosear.model.mose.reliance import scale_projector_gradient
+
+    feats = torch.randn(2, 3, 4, requires_grad=True)
+    for rule, expect in (("ogm", 0.25), ("update", 1.0)):
+        m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2, weight_rule=rule))
+        m.base_model.set_modality_weights(torch.tensor([1.0, 1.0, 0.25]))
+        out = scale_projector_gradient(feats, m.base_model, AUDIO)
+        assert torch.equal(out, feats)
+        (g,) = torch.autograd.grad(out.sum(), feats)
+        torch.testing.assert_close(g, torch.full_like(feats, expect))
+
+
+def test_bad_reliance_config_is_rejected():
+    with pytest.raises(ValueError, match="weight_rule"):
+        MoSEConfig(weight_rule="size")
+    with pytest.raises(ValueError, match="init_std"):
+        MoSEConfig(expert_init_std=-1.0)

@@ -118,7 +118,7 @@ class MoSEModel(BaseTuner):
         bufs = [m.mose_modality_weight[name] for m in self.mose_layers() if name in m.mose_modality_weight]
         if bufs:
             with torch.no_grad():
-                torch._foreach_copy_(bufs, [weights.to(bufs[0].device, bufs[0].dtype)] * len(bufs))
+                torch._foreach_copy_(bufs, [weights.to(bufs[0].device)] * len(bufs))  # copy_ casts per buffer
 
     def modality_weights(self, adapter_name: str | None = None) -> torch.Tensor:
         """The first adapted layer's modality weights [M] (on the device; the reliance rules set all alike)."""
