@@ -130,7 +130,7 @@ def count_ops(fn) -> tuple[int, int, int | None]:
 
 
 def train_step_fn(lm, adapter_cfg, mods, ids, labels, autocast: bool = False):
-    """A closure running one optimizer step of ``lm`` wrapped with ``adapter_cfg``."""
+    """A closure running one optimizer step of ``lm`` wrapped with ``adapter_cfg`` (``.model``: the peft model)."""
     from peft import get_peft_model
 
     peft_model = get_peft_model(lm, adapter_cfg)
@@ -149,15 +149,37 @@ def train_step_fn(lm, adapter_cfg, mods, ids, labels, autocast: bool = False):
         loss.backward()
         opt.step()
 
+    step.model = peft_model
     return step
 
 
-def infer_fn(lm, ctx: ModalityContext, mods, ids, mode: str, args, layers: list[int] | None = None):
+def reliance_fn(step_lm, mods, ids):
+    """A closure: the OGM reliance measurement (two no-gradient forwards with one modality masked, the
+    weights, set on every layer), which the lab runs every ``reliance_every`` steps."""
+    from mosear.model.mose.reliance import ogm_weights, unimodal_scores
+
+    peft_model = step_lm
+    tuner = peft_model.base_model
+    emb = peft_model.get_input_embeddings()(ids).detach()
+    B, L = ids.shape
+    pos = torch.arange(L, device=ids.device).expand(B, -1)
+    last = torch.full((B,), L - 1, device=ids.device)
+
+    def run():
+        s = unimodal_scores(peft_model, tuner.modality_context, emb, torch.ones_like(ids), mods, pos, last, ids[:, -1])
+        tuner.set_modality_weights(ogm_weights(s, 0.5))
+
+    return run
+
+
+def infer_fn(lm, ctx: ModalityContext, mods, ids, mode: str, args, layers: list[int] | None = None,
+             **options):
     """A closure: switch ``lm`` to ``mode``, prefill + ``--new-tokens`` greedy cached steps."""
 
     @torch.no_grad()
     def run():
-        set_attention_mode(lm, mode, threshold=0.3, fraction=0.5, layers=layers, context=ctx)
+        tau = 0.5 if options.get("direction") == "both" else 0.3
+        set_attention_mode(lm, mode, threshold=tau, fraction=0.5, layers=layers, context=ctx, **options)
         with ctx.use(mods):
             lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.new_tokens,
                         min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0)
@@ -192,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-tokens", type=int, default=60)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--experts", type=int, default=4)
+    ap.add_argument("--reliance-every", type=int, default=4, help="k of the reliance measurement (bias lab default)")
     ap.add_argument("--rank", type=int, default=None, help="adapter rank; default 64 (7b, as Emotion-LLaMA), 8 otherwise")
     ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                     help="auto: bfloat16 on cuda, float32 on cpu")
@@ -230,19 +253,42 @@ def main(argv: list[str] | None = None) -> int:
     lora = LoraConfig(r=rank, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"])
     mose = MoSEConfig(r=rank, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
                       num_experts=args.experts)
+    # the bias lab's components: centred expert start, OGM reliance weights (gradient only; no per-row EMA)
+    mose_rel = MoSEConfig(r=rank, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
+                          num_experts=args.experts, expert_init_std=0.02, weight_rule="ogm")
     rows = []
     # training: two copies of the same random LLM (same seed), one per adapter, steps interleaved
     torch.manual_seed(0)
     lm_b = build_lm(args.shapes, args.device, dtype)
+    torch.manual_seed(0)
+    lm_c = build_lm(args.shapes, args.device, dtype)
     steps = [train_step_fn(lm, lora, mods, ids, labels, args.autocast),
-             train_step_fn(lm_b, mose, mods, ids, labels, args.autocast)]
-    times = interleaved(steps, args.device, args.warmup, args.repeats)
+             train_step_fn(lm_b, mose, mods, ids, labels, args.autocast),
+             train_step_fn(lm_c, mose_rel, mods, ids, labels, args.autocast)]
+    measure = reliance_fn(steps[2].model, mods, ids)
+    every = args.reliance_every
+
+    def amortised(i=[0]):  # noqa: B006 (a step counter): the lab's step with its measurement every k steps
+        if i[0] % every == 0:
+            measure()
+        i[0] += 1
+        steps[2]()
+
+    fns = steps + [amortised]
+    times = interleaved(fns, args.device, args.warmup, args.repeats)
     counts = [None if args.no_count else count_ops(fn) for fn in steps]
+    if counts[2] is not None:
+        m = count_ops(measure)  # amortised count: a step plus 1/k of a measurement
+        counts.append((counts[2][0] + round(m[0] / every), counts[2][1] + round(m[1] / every),
+                       None if m[2] is None else counts[2][2] + round(m[2] / every)))
+    else:
+        counts.append(None)
     amp = " +bf16 autocast" if args.autocast else ""
-    names = [f"LoRA r={rank}{amp} (baseline)", f"MoSE r={rank}, K={args.experts} x 3{amp}"]
+    names = [f"LoRA r={rank}{amp} (baseline)", f"MoSE r={rank}, K={args.experts} x 3{amp}",
+             f"MoSE ogm + expert init{amp}", f"  + measurement every {every} steps"]
     for name, ts, r, c in zip(names, times, ratios(times), counts):
         rows.append(("train step", name, statistics.median(ts), r, c))
-    del steps, lm_b
+    del steps, fns, lm_b, lm_c
     strip_adapters(lm)
     if args.device == "cuda":
         torch.cuda.empty_cache()
@@ -253,7 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     variants = [("eager attention (baseline)", "eager", None), ("AR (all layers, f=0.5)", "ar", None),
                 (f"AR (layers {upper[0]}-{upper[-1]}, f=0.5)", "ar", upper), ("monitor (all layers)", "monitor", None),
                 ("sdpa (reference)", "sdpa", None)]
-    fns = [infer_fn(lm, ctx, mods, ids, mode, args, layers) for _, mode, layers in variants]
+    options = [{}] * len(variants)
+    variants.append(("AR token share (all layers)", "ar", None))
+    options.append(dict(share="token"))
+    variants.append(("AR token share, both directions", "ar", None))
+    options.append(dict(share="token", direction="both"))
+    fns = [infer_fn(lm, ctx, mods, ids, mode, args, layers, **o) for (_, mode, layers), o in zip(variants, options)]
     times = interleaved(fns, args.device, args.warmup, args.repeats)
     counts = [None if args.no_count else count_ops(fn) for fn in fns]
     for (name, _, _), ts, r, c in zip(variants, times, ratios(times), counts):
