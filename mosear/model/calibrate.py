@@ -27,6 +27,7 @@ class CalibrationResult:
     threshold: float
     fraction: float
     table: list[dict[str, float]] = field(default_factory=list)  # one row per setting: accuracies, gap
+    options: dict[str, str] = field(default_factory=lambda: {"share": "mass", "direction": "audio"})  # AR variant
 
 
 def subset_hits(model: Any, batches: Iterable[tuple[dict[str, torch.Tensor], list[str], list[str]]],
@@ -74,15 +75,24 @@ def choose_setting(rows: list[dict[str, float]], consistent_se: float) -> dict[s
 def calibrate_ar(model: Any, batches: list[tuple[dict[str, torch.Tensor], list[str], list[str]]],
                  labels: tuple[str, ...] = CANONICAL_LABELS, thresholds: Iterable[float] = (0.3, 0.5, 0.7),
                  fractions: Iterable[float] = (0.25, 0.5, 0.75), layers: list[int] | None = None,
-                 heads: list[int] | None = None) -> CalibrationResult:
+                 heads: list[int] | None = None,
+                 options: Iterable[dict[str, str]] = ({"share": "mass", "direction": "audio"},)) -> CalibrationResult:
     """Grid-search AR settings on validation ``batches`` (collated prompts, gold labels, subset names).
 
-    Leaves the model in AR mode with the setting :func:`choose_setting` picks and returns it with the table.
+    ``options``: AR variants (``share``, ``direction`` of :func:`~mosear.model.attention.set_attention_mode`)
+    searched too, each over the thresholds x fractions (``direction="both"`` only with thresholds >= 0.5).
+    Leaves the model in AR mode with the setting :func:`choose_setting` picks and returns it with the table
+    (the chosen variant in ``CalibrationResult.options``).
     """
     rows = []
     consistent_se = float("nan")
-    for tau, f in [(1.0, 0.0)] + [(t, f) for t in thresholds for f in fractions if f > 0]:
-        set_attention_mode(model, "ar", threshold=tau, fraction=f, layers=layers, heads=heads)
+    grid = [(1.0, 0.0, {"share": "mass", "direction": "audio"})]
+    for opt in options:
+        opt = {"share": "mass", "direction": "audio", **opt}
+        grid += [(t, f, opt) for t in thresholds for f in fractions
+                 if f > 0 and (opt["direction"] != "both" or t >= 0.5)]
+    for tau, f, opt in grid:
+        set_attention_mode(model, "ar", threshold=tau, fraction=f, layers=layers, heads=heads, **opt)
         hits = subset_hits(model, batches, labels)
         missing = [s for s in SUBSETS if s not in hits]
         if missing:
@@ -90,8 +100,10 @@ def calibrate_ar(model: Any, batches: list[tuple[dict[str, torch.Tensor], list[s
         acc = {s: sum(h) / len(h) for s, h in hits.items()}
         if f == 0:
             consistent_se = accuracy_se(hits["consistent"])
-        rows.append({"threshold": tau, "fraction": f, **acc, "gap": acc["audio_aligned"] - acc["video_aligned"],
+        rows.append({"threshold": tau, "fraction": f, **opt, **acc, "gap": acc["audio_aligned"] - acc["video_aligned"],
                      "conflict_mean": (acc["audio_aligned"] + acc["video_aligned"]) / 2})
     best = choose_setting(rows, consistent_se)
-    set_attention_mode(model, "ar", threshold=best["threshold"], fraction=best["fraction"], layers=layers, heads=heads)
-    return CalibrationResult(best["threshold"], best["fraction"], rows)
+    opt = {"share": best["share"], "direction": best["direction"]}
+    set_attention_mode(model, "ar", threshold=best["threshold"], fraction=best["fraction"], layers=layers, heads=heads,
+                       **opt)
+    return CalibrationResult(best["threshold"], best["fraction"], rows, opt)

@@ -54,6 +54,13 @@ def test_calibration_follows_its_rule(make_model, real_samples):
     assert model.ar_controller is not None and model.ar_controller.fraction == res.fraction
     with pytest.raises(ValueError, match="audio_aligned"):
         calibrate_ar(model, [(val[0][0], val[0][1], ["consistent"] * 3)], labels)
+    # AR options searched too: 'both' only at thresholds >= 0.5; the chosen variant is the one left set
+    res = calibrate_ar(model, val, labels, thresholds=(0.0, 0.5), fractions=(0.5,),
+                       options=[{}, {"share": "token", "direction": "both"}])
+    assert [(r["threshold"], r["share"], r["direction"]) for r in res.table] == [
+        (1.0, "mass", "audio"), (0.0, "mass", "audio"), (0.5, "mass", "audio"), (0.5, "token", "both")]
+    ctl = model.ar_controller
+    assert (ctl.share, ctl.direction) == (res.options["share"], res.options["direction"])
 
 
 @pytest.mark.parametrize("rows, se, expect", [
