@@ -40,6 +40,13 @@ gradient reaching ``A``, ``B`` and the gates through a token of modality ``m`` i
 A forward call uses the weights set by the calls before it: the layers queue their measurements and the
 queue is applied to all layers at once (:func:`apply_weight_updates`) when the next training forward
 starts, or when the weights are read (``state_dict``/``save_pretrained``, ``gate_statistics``).
+That is ``weight_rule="update"``; with the reliance rules (``"ogm"``, ``"attention"``, our reconstruction,
+formulas in :mod:`mosear.model.mose.reliance`) the caller sets ``w`` and the layer applies it to gradients
+only: the forward is the ``w = 1`` forward and ``∂L/∂u_t ← w_{m(t)}·∂L/∂u_t`` (no per-row measurement).
+
+Symmetry breaking (our reconstruction, :meth:`MoSELayer.reset_parameters`): ``expert_init_std = σ``
+starts the experts of a modality at ``σ·(N_k − mean_j N_j)`` (centred: the update still starts at 0 under
+the uniform start gate, but gates and experts get different gradients from the first step).
 """
 
 from __future__ import annotations
