@@ -532,19 +532,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=Settings.steps)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     ap.add_argument("--name", default="bias_lab", help="output file stem")
-    ap.add_argument("--from-runs", type=Path, default=None,
-                    help="aggregate an existing runs log (<name>.runs.jsonl) instead of running")
+    ap.add_argument("--cells", default=None,
+                    help="comma-separated indices into the grid's cell list (run order) to run only those")
+    ap.add_argument("--from-runs", type=Path, nargs="+", default=None,
+                    help="aggregate existing runs logs (<name>.runs.jsonl) instead of running")
     args = ap.parse_args(argv)
     import json
 
     st = replace(Settings(), steps=args.steps)
     seeds = args.seeds or (5 if args.quick else 10)
     cells, main_cell = grid(args.quick)
+    if args.cells:
+        cells = [cells[int(i)] for i in args.cells.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / f"{args.name}.runs.jsonl"
     t0 = time.time()
     if args.from_runs:
-        runs = [json.loads(line) for line in args.from_runs.read_text().splitlines() if line.strip()]
+        runs = [json.loads(line) for f in args.from_runs for line in f.read_text().splitlines() if line.strip()]
     else:
         from tqdm import tqdm
 

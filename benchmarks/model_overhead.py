@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--text-tokens", type=int, default=60)
     ap.add_argument("--new-tokens", type=int, default=16)
     ap.add_argument("--experts", type=int, default=4)
-    ap.add_argument("--reliance-every", type=int, default=4, help="k of the reliance measurement (bias lab default)")
+    ap.add_argument("--reliance-every", type=int, default=16, help="k of the reliance measurement (MoSESettings default)")
     ap.add_argument("--rank", type=int, default=None, help="adapter rank; default 64 (7b, as Emotion-LLaMA), 8 otherwise")
     ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                     help="auto: bfloat16 on cuda, float32 on cpu")
@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per row (default: 5 on cuda, 15 on cpu)")
     ap.add_argument("--no-count", action="store_true", help="skip the profiled run that counts ops per row")
+    ap.add_argument("--counts-only", action="store_true", help="one timed round after the warm-up (when only the op counts matter)")
     ap.add_argument("--autocast", action="store_true",
                     help="train steps under bf16 autocast (the trainer's precision=bf16): adapter matmuls in bf16")
     args = ap.parse_args(argv)
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         steps[2]()
 
     fns = steps + [amortised]
-    times = interleaved(fns, args.device, args.warmup, args.repeats)
+    times = interleaved(fns, args.device, args.warmup, 1 if args.counts_only else args.repeats)
     counts = [None if args.no_count else count_ops(fn) for fn in steps]
     if counts[2] is not None:
         m = count_ops(measure)  # amortised count: a step plus 1/k of a measurement
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     variants.append(("AR token share, both directions", "ar", None))
     options.append(dict(share="token", direction="both"))
     fns = [infer_fn(lm, ctx, mods, ids, mode, args, layers, **o) for (_, mode, layers), o in zip(variants, options)]
-    times = interleaved(fns, args.device, args.warmup, args.repeats)
+    times = interleaved(fns, args.device, args.warmup, 1 if args.counts_only else args.repeats)
     counts = [None if args.no_count else count_ops(fn) for fn in fns]
     for (name, _, _), ts, r, c in zip(variants, times, ratios(times), counts):
         rows.append((f"prefill + {args.new_tokens} tokens", name, statistics.median(ts), r, c))

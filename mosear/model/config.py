@@ -43,7 +43,8 @@ class MoSESettings(StageConfig):
         "update", description="how w is set: update size (forward + gradient), or reliance (gradient only: "
                               "unimodal confidence 'ogm', attention share per token 'attention')")
     reliance_alpha: float = Field(0.5, gt=0, description="alpha of the reliance rules: w = 1 - tanh(alpha * rho)")
-    reliance_every: int = Field(4, gt=0, description="measure reliance every k training steps (reliance rules)")
+    reliance_every: int = Field(16, gt=0, description="measure reliance every k training steps (reliance rules; "
+                                                    "k >= 16 keeps a 7B step within 1.25x LoRA's ops, docs/model.md)")
     scale_projectors: bool = Field(True, description="reliance weights also scale the projectors' gradients")
     expert_init_std: float = Field(0.0, ge=0, description="centred random start of the experts (0: B = 0)")
     gate_init_std: float = Field(0.0, ge=0, description="random start of the gates (0: uniform)")
