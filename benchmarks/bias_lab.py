@@ -425,8 +425,12 @@ def grid(quick: bool) -> tuple[list[Cell], Cell]:
 def aggregate(runs: list[dict]) -> list[dict]:
     """One record per (cell, method): mean and 95 % t-interval over seeds of each metric."""
     groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault((r["cell_name"], r["method"]), []).append(r)
+    seen = set()
+    for r in runs:  # a (cell, method, seed) met twice (merged logs of overlapping runs) counts once
+        key = (r["cell_name"], r["method"], r["seed"])
+        if key not in seen:
+            seen.add(key)
+            groups.setdefault((r["cell_name"], r["method"]), []).append(r)
     out = []
     for (cell_name, method), rs in groups.items():
         rec = {"cell": rs[0]["cell"], "cell_name": cell_name, "method": method, "n_seeds": len(rs),
