@@ -532,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="3 cells, 5 seeds (<= 10 min on 2 cores)")
     ap.add_argument("--seeds", type=int, default=None, help="seeds per cell (default 10; --quick 5)")
     ap.add_argument("--generator-seed", type=int, default=0, help="draws the task's class patterns")
+    ap.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--workers", type=int, default=2, help="Ray tasks at a time")
     ap.add_argument("--steps", type=int, default=Settings.steps)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
@@ -561,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         ray = init_ray(num_cpus=args.workers)
         task = ray.remote(num_cpus=1)(run_task)
         jobs = [task.remote(c, s, args.generator_seed, st, c == main_cell, c == main_cell or args.quick)
-                for c in cells for s in range(seeds)]  # cell by cell: a cut-short run has whole cells
+                for c in cells for s in range(args.first_seed, args.first_seed + seeds)]  # cell by cell: a cut-short run has whole cells
         runs = []
         log_path.unlink(missing_ok=True)
         with tqdm(total=len(jobs), desc="bias lab (cell x seed)", file=sys.stderr) as bar, \
