@@ -21,12 +21,15 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from mosear.orchestrate.plan import METHODS  # train runs once per method
 from mosear.orchestrate.stages import stage_available
+
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not all(stage_available(s) for s in ("shard", "mine", "train", "eval")), reason="needs all stages"),
 ]
+
 
 SMALL = {
     "shard": {"num_frames": 4, "height": 64, "width": 64, "workers": 2},
@@ -43,6 +46,11 @@ def _run(corpus: Path, work: Path, stages=("shard", "mine", "train", "eval"), ov
                                  overrides=overrides or SMALL, return_state=True)
     assert state.is_completed(), state
     return state.result()
+
+
+def _train_runs(work: Path) -> set[str]:
+    """The Ray Train run folders of every method (``train/<method>/ray/<run>``)."""
+    return {f"{m}/{p.name}" for m in METHODS for p in (work / "train" / m / "ray").iterdir() if p.is_dir()}
 
 
 def _tar_digests(folder: Path) -> dict[str, str]:
@@ -78,13 +86,17 @@ def _replace_voice(corpus: Path, spliced: Path) -> tuple[set[str], set[str]]:
 
 
 def _edit_benchmark(mined: Path) -> tuple[set[str], set[str]]:
-    """One reference text of the mined benchmark edited in place (eval's own input)."""
-    path = next(p for p in (mined / f"{s}.json" for s in ("video_aligned", "audio_aligned", "consistent"))
-                if json.loads(p.read_text()))
+    """A file of the mined test split (what eval reads by default) changed in place: one reference text
+    edited, or, where these small settings leave the split's subset files empty, the file's bytes."""
+    files = [mined / "test" / f"{s}.json" for s in ("video_aligned", "audio_aligned", "consistent")]
+    path = next((p for p in files if json.loads(p.read_text())), files[0])
     data = json.loads(path.read_text())
-    key = sorted(data)[0]
-    data[key]["reason"] = "edited by hand: " + str(data[key].get("reason"))
-    path.write_text(json.dumps(data))
+    if data:
+        key = sorted(data)[0]
+        data[key]["reason"] = "edited by hand: " + str(data[key].get("reason"))
+    before = path.read_bytes()
+    path.write_text(json.dumps(data, indent=3))
+    assert path.read_bytes() != before
     return set(), set()
 
 
@@ -106,13 +118,14 @@ def test_changed_input_recomputes_exactly_what_depends_on_it(samples_dir, tmp_pa
     for what, mutate, expect_ran in cases:
         shards_before, spliced_before = _tar_digests(work / "shards"), _tar_digests(work / "mined" / "spliced")
         evidence = {p.name: p.stat().st_mtime_ns for p in (work / "mined" / "evidence").glob("*.stats.json")}
-        runs_before = {p.name for p in (work / "train" / "ray").iterdir() if p.is_dir()}
+        runs_before = _train_runs(work)
         clip_names, spliced_keys = mutate()
         natural = set().union(*[_shards_holding(work / "shards", n) for n in clip_names]) if clip_names else set()
         spliced = set().union(*[_shards_holding(work / "mined" / "spliced", k) for k in spliced_keys])
         res = _run(corpus, work)
-        ran = {s for s, c in res["cached"].items() if not c}
+        ran = {s.split(":")[0] for s, c in res["cached"].items() if not c}  # train:lora, train:mose -> train
         assert ran == expect_ran, (what, res["cached"])
+        assert all(not c for s, c in res["cached"].items() if s.split(":")[0] in expect_ran), (what, res["cached"])
         # shards: exactly the shard holding the clip was rebuilt
         shards_after = _tar_digests(work / "shards")
         assert {n for n in shards_after if shards_after[n] != shards_before.get(n)} == {f"{n}.stats.json" for n in natural}, what
@@ -124,19 +137,19 @@ def test_changed_input_recomputes_exactly_what_depends_on_it(samples_dir, tmp_pa
         if "mine" in expect_ran:
             assert res["outcomes"]["mine"].summary["shards_mined"] == len(natural | spliced)
         # training: a new run from step 0 (never the old adapter re-exported), the old run kept
-        runs_after = {p.name for p in (work / "train" / "ray").iterdir() if p.is_dir()}
-        if "train" in expect_ran:
-            assert len(runs_after - runs_before) == 1 and runs_before <= runs_after, what
-            assert res["outcomes"]["train"].summary["resumed_from_step"] == 0
+        runs_after = _train_runs(work)
+        if "train" in expect_ran:  # one new run per method
+            assert len(runs_after - runs_before) == len(METHODS) and runs_before <= runs_after, what
+            for m in METHODS:
+                assert res["outcomes"][f"train:{m}"].summary["resumed_from_step"] == 0
         else:
             assert runs_after == runs_before, what
         # evaluation: its unit was computed again (new benchmark content and a new adapter)
         run = json.loads((work / "reports" / "run.json").read_text())
-        assert len(run["computed"]) == 1 and not run["cached"], what
-        for stage in ("shard", "mine", "train", "eval"):
-            marker = json.loads((work / {"shard": "shards", "mine": "mined", "train": "train",
-                                         "eval": "reports"}[stage] / "commit.json").read_text())
-            assert marker["status"] == "complete", (what, stage)
+        assert len(run["computed"]) == len(METHODS) and not run["cached"], what  # one unit per checkpoint
+        for folder in ["shards", "mined", *(f"train/{m}" for m in METHODS), "reports"]:
+            marker = json.loads((work / folder / "commit.json").read_text())
+            assert marker["status"] == "complete", (what, folder)
 
 
 FAULTY = '''
