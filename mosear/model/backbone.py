@@ -39,6 +39,26 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 _CONFIG_FIELDS_FREE = {"ar", "max_text_tokens", "max_target_tokens", "instruction"}
 
 
+def check_adapter_folder(directory: str | Path, cfg: ModelConfig, peft: bool) -> Path:
+    """The checks every ``load_adapter`` makes before reading weights; returns the folder as a Path.
+
+    Refuses a folder without ``model_config.json`` (not a mosear adapter), one saved for another model
+    config (fields outside :data:`_CONFIG_FIELDS_FREE` differ: named in the error) and, when the model
+    carries a peft adapter (``peft``), one without ``adapter/adapter_config.json``.
+    """
+    d = Path(directory)
+    cfg_file = d / "model_config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{d} holds no model_config.json: not a mosear adapter folder")
+    saved = ModelConfig.model_validate(json.loads(cfg_file.read_text()))
+    diff = [k for k in ModelConfig.model_fields if k not in _CONFIG_FIELDS_FREE and getattr(saved, k) != getattr(cfg, k)]
+    if diff:
+        raise ValueError(f"adapter in {d} was saved for another model config; differing fields: {diff}")
+    if peft and not (d / "adapter" / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{d / 'adapter'} holds no peft adapter")
+    return d
+
+
 @dataclass
 class MoSEAROutput:
     """``loss`` = LM loss + lambda * balance loss (None without labels); ``logits`` [B, L, V]; ``aux`` scalars."""
@@ -244,18 +264,8 @@ class MoSEARModel(nn.Module):
 
     def load_adapter(self, directory: str | Path, trainable: bool = False) -> None:
         """Load what :meth:`save_adapter` wrote; refuses an adapter saved for another model config."""
-        d = Path(directory)
-        cfg_file = d / "model_config.json"
-        if not cfg_file.is_file():
-            raise FileNotFoundError(f"{d} holds no model_config.json: not a mosear adapter folder")
-        saved = ModelConfig.model_validate(json.loads(cfg_file.read_text()))
-        diff = [k for k in ModelConfig.model_fields
-                if k not in _CONFIG_FIELDS_FREE and getattr(saved, k) != getattr(self.cfg, k)]
-        if diff:
-            raise ValueError(f"adapter in {d} was saved for another model config; differing fields: {diff}")
+        d = check_adapter_folder(directory, self.cfg, peft=isinstance(self.lm, PeftModel))
         if isinstance(self.lm, PeftModel):
-            if not (d / "adapter" / "adapter_config.json").is_file():
-                raise FileNotFoundError(f"{d / 'adapter'} holds no peft adapter")
             mode = self.cfg.ar
             base = self.lm.unload()
             with _peft_compat():

@@ -45,7 +45,7 @@ from torch import nn
 
 from mosear.labels import CANONICAL_LABELS
 from mosear.model import attention as ar
-from mosear.model.backbone import MoSEAROutput, _CONFIG_FIELDS_FREE, _DTYPES, _seeded
+from mosear.model.backbone import MoSEAROutput, _DTYPES, _seeded, check_adapter_folder
 from mosear.model.config import ModelConfig
 from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
 from mosear.model.mose import MoSEConfig, MoSEModel
@@ -465,18 +465,8 @@ class AVModel(nn.Module):
 
     def load_adapter(self, directory: str | Path, trainable: bool = False) -> None:
         """Load what :meth:`save_adapter` wrote; refuses an adapter saved for another model config."""
-        d = Path(directory)
-        cfg_file = d / "model_config.json"
-        if not cfg_file.is_file():
-            raise FileNotFoundError(f"{d} holds no model_config.json: not a mosear adapter folder")
-        saved = ModelConfig.model_validate(json.loads(cfg_file.read_text()))
-        diff = [k for k in ModelConfig.model_fields
-                if k not in _CONFIG_FIELDS_FREE and getattr(saved, k) != getattr(self.cfg, k)]
-        if diff:
-            raise ValueError(f"adapter in {d} was saved for another model config; differing fields: {diff}")
+        d = check_adapter_folder(directory, self.cfg, peft=isinstance(self.lm, PeftModel))
         if isinstance(self.lm, PeftModel):
-            if not (d / "adapter" / "adapter_config.json").is_file():
-                raise FileNotFoundError(f"{d / 'adapter'} holds no peft adapter")
             base = self.lm.unload()
             self.lm = PeftModel.from_pretrained(base, str(d / "adapter"), is_trainable=trainable)
             _apply_attention(self, self.cfg.ar)
