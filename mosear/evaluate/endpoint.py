@@ -32,7 +32,6 @@ import io
 import json
 import logging
 import os
-import time
 import wave
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from mosear.atomic import atomic_write_json
+from mosear.evaluate.chat import post_chat
 
 __all__ = ["ENDPOINT", "EndpointConfig", "EndpointError", "EndpointRejected", "EndpointClient",
            "EndpointPredictor", "UNAVAILABLE", "build_request", "preflight_endpoint"]
@@ -177,37 +177,18 @@ class EndpointClient:
 
     def complete(self, body: dict[str, Any]) -> str:
         """The answer text of one request; :class:`EndpointRejected` / :class:`EndpointError` on failure."""
-        import httpx
-
         disk = self._cache_file(body)
         if disk is not None and disk.is_file():
             return json.loads(disk.read_text())["answer"]
-        delay, last = self.cfg.backoff_s, "no attempt"
-        for attempt in range(self.cfg.retries + 1):
-            if attempt:
-                time.sleep(delay)
-                delay *= 2
-            self.requests += 1
-            try:
-                r = self._client.post(self.url, json=body)
-            except httpx.TransportError as exc:  # refused, reset, dropped connection, timeout
-                last = f"{type(exc).__name__}: {exc}"
-                log.warning("endpoint %s: attempt %d failed: %s", self.url, attempt + 1, last)
-                continue
-            if r.status_code == 429 or r.status_code >= 500:
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
-                log.warning("endpoint %s: attempt %d failed: %s", self.url, attempt + 1, last)
-                continue
-            if r.status_code != 200:
-                raise EndpointRejected(f"endpoint {self.url} refused the request: HTTP {r.status_code}: {r.text[:300]}")
-            try:
-                answer = r.json()["choices"][0]["message"]["content"] or ""
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise EndpointError(f"endpoint {self.url} sent no chat completion: {r.text[:300]!r}") from exc
-            if disk is not None:
-                atomic_write_json(disk, {"model": self.cfg.model, "answer": answer})
-            return answer
-        raise EndpointError(f"endpoint {self.url} failed after {self.cfg.retries + 1} attempts; last error: {last}")
+        answer = post_chat(self._client, self.url, body, retries=self.cfg.retries, backoff_s=self.cfg.backoff_s,
+                           what="endpoint", rejected=EndpointRejected, failed=EndpointError,
+                           on_attempt=self._count_request)
+        if disk is not None:
+            atomic_write_json(disk, {"model": self.cfg.model, "answer": answer})
+        return answer
+
+    def _count_request(self) -> None:
+        self.requests += 1
 
 
 def _instruction(cfg: EndpointConfig) -> str:

@@ -38,12 +38,12 @@ import json
 import logging
 import os
 import re
-import time
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
+from mosear.evaluate.chat import post_chat
 from mosear.evaluate.config import JudgeConfig
 
 __all__ = [
@@ -244,41 +244,16 @@ class ChatJudge:
             if disk.is_file():
                 self._cache[prompt] = json.loads(disk.read_text())["reply"]
                 return self._cache[prompt]
-        import httpx
-
         body = {"model": self.cfg.model, "temperature": 0,
                 "messages": [{"role": "user", "content": prompt}]}
-        delay = self.cfg.backoff_s
-        last = "no attempt"
-        for attempt in range(self.cfg.retries + 1):
-            if attempt:
-                time.sleep(delay)
-                delay *= 2
-            try:
-                r = self._client.post(self.url, json=body)
-            except httpx.TransportError as exc:  # refused, reset, DNS, timeout
-                last = f"{type(exc).__name__}: {exc}"
-                log.warning("judge %s: attempt %d failed: %s", self.url, attempt + 1, last)
-                continue
-            if r.status_code == 429 or r.status_code >= 500:
-                last = f"HTTP {r.status_code}: {r.text[:200]}"
-                log.warning("judge %s: attempt %d failed: %s", self.url, attempt + 1, last)
-                continue
-            if r.status_code != 200:  # 4xx other than 429: retrying will not help
-                raise JudgeUnavailable(f"judge endpoint {self.url} refused the request: HTTP {r.status_code}: {r.text[:300]}")
-            try:
-                text = r.json()["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise JudgeUnavailable(f"judge endpoint {self.url} sent no chat completion: {r.text[:300]!r}") from exc
-            self._cache[prompt] = text or ""
-            if disk is not None:
-                from mosear.atomic import atomic_write_json
+        text = post_chat(self._client, self.url, body, retries=self.cfg.retries, backoff_s=self.cfg.backoff_s,
+                         what="judge endpoint", rejected=JudgeUnavailable, failed=JudgeUnavailable)
+        self._cache[prompt] = text
+        if disk is not None:
+            from mosear.atomic import atomic_write_json
 
-                atomic_write_json(disk, {"model": self.cfg.model, "prompt": prompt, "reply": text or ""}, indent=None)
-            return text or ""
-        raise JudgeUnavailable(
-            f"judge endpoint {self.url} unreachable after {self.cfg.retries + 1} attempts; last error: {last}"
-        )
+            atomic_write_json(disk, {"model": self.cfg.model, "prompt": prompt, "reply": text}, indent=None)
+        return text
 
     @staticmethod
     def _json(text: str, want: type):
