@@ -56,8 +56,10 @@ def mine_once(shards: list[Path], workers: int, out: Path) -> tuple[float, int, 
     # mine_shards takes a folder-independent list, so point the config at any folder; output is fresh.
     cfg = load_config(MineConfig, None, {"output": str(out), "workers": workers, "progress": False})
     t0 = time.perf_counter()
-    mined, _ = mine_shards(cfg, shards)
+    mined, _skipped, failed = mine_shards(cfg, shards)
     wall = time.perf_counter() - t0
+    if failed:
+        raise RuntimeError(f"mining failed on {len(failed)} shard(s): {failed}")
     stats = [json.loads(p.read_text()) for p in sorted((out / "evidence").glob("*.stats.json"))]
     clips = sum(s["samples_in"] for s in stats)
     assert mined == len(shards)

@@ -9,7 +9,8 @@ metric (mean of set precision and recall, all items). Rows: the ``methods`` of t
 
 The sentence states only comparisons the intervals support: above chance when the lower bound is above
 ``1 / #labels``, one method better than another when their intervals do not overlap, a modality bias when
-the gap's interval excludes 0; otherwise it says the difference is not resolved at this n.
+the gap's interval excludes 0; otherwise it says the difference is not resolved at this n. A subset with
+no scored items is named first, in a warning (nothing silently empty).
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ def headline_sentence(t: pd.DataFrame, n_labels: int) -> str:
         return "No method has scores on this benchmark."
     r0 = t.iloc[0]
     n = f"n = {r0['n consistent']}/{r0['n video-aligned']}/{r0['n audio-aligned']} consistent/video-/audio-aligned items"
+    empty = [title for _s, _m, title in COLUMNS[:3] if int(r0[f"n {title}"]) == 0]
+    warn = (f"Warning: this split has no {' and no '.join(empty)} items, so "
+            f"{'that column is' if len(empty) == 1 else 'those columns are'} n/a and no comparison uses "
+            f"{'it' if len(empty) == 1 else 'them'}. ") if empty else ""
     chance = 1.0 / max(1, n_labels)
     parts = []
     best_c = t.loc[t["consistent"].fillna(-1).idxmax()]
@@ -115,7 +120,7 @@ def headline_sentence(t: pd.DataFrame, n_labels: int) -> str:
         parts.append("; ".join(gaps))
     small = min(int(r0["n consistent"]), int(r0["n video-aligned"]), int(r0["n audio-aligned"])) < 10
     caveat = " With fewer than 10 items in a subset these intervals are rough." if small else ""
-    return f"On this split ({n}): " + "; ".join(parts) + "." + caveat
+    return warn + f"On this split ({n}): " + "; ".join(parts) + "." + caveat
 
 
 def render_text(t: pd.DataFrame) -> str:

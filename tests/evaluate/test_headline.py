@@ -44,3 +44,15 @@ def test_sentence_states_only_what_the_intervals_support():
     assert "mose · ar_off follows the face" in s and "rough" in s  # no methods given: checkpoint · setting rows
     text = render_text(method_table(close, "b"))
     assert text.splitlines()[0].split()[:2] == ["method", "consistent"] and "+0.60 [+0.40, +0.80]" in text
+
+
+def test_an_empty_subset_is_named_first_not_left_silently_empty():
+    m = _metrics({"lora": [(0.5, 0.3, 0.7), (0.5, 0.2, 0.8), (0.4, 0.1, 0.7), (-0.1, -0.5, 0.3), (0.45, 0.2, 0.7),
+                           (0.4, 0.3, 0.5)]})
+    m.loc[(m["subset"] == "video_aligned") & (m["metric"] == "n"), "value"] = 0
+    m = m[~((m["subset"] == "video_aligned") & (m["metric"] == "accuracy"))]
+    s = headline_sentence(method_table(m, "b"), n_labels=6)
+    assert s.startswith("Warning: this split has no video-aligned items, so that column is n/a"), s
+    assert "n = 20/0/20" in s
+    full = headline_sentence(method_table(_metrics({"lora": [(0.5, 0.3, 0.7)] * 6}), "b"), n_labels=6)
+    assert not full.startswith("Warning")
