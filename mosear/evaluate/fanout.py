@@ -115,6 +115,9 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     # Before any unit: a checkpoint is never scored on keys it trained on unless the user insists.
     protocol = check_overlap(cfg, benches, {n: b.calibration for n, b in benches.items() if b.calibration})
     protocol["methods"] = dict(cfg.methods)
+    from mosear.evaluate.baseline import majority_baselines
+
+    protocol["baselines"] = majority_baselines(protocol, benches)  # the table's training-majority row
     write_protocol(out, protocol)
     _preflight_models(cfg)
     if cfg.endpoint is not None and cfg.endpoint.preflight and any(u.checkpoint == "endpoint" for u in units):

@@ -5,7 +5,8 @@ Columns (per benchmark; every value with its 95 % group-bootstrap interval from 
 accuracy on the consistent, video-aligned and audio-aligned subsets, the conflict gap (audio-aligned −
 video-aligned), the conflict-mean ((video-aligned + audio-aligned) / 2) and the open-vocabulary set
 metric (mean of set precision and recall, all items). Rows: the ``methods`` of the eval config
-(``name -> checkpoint/setting``), else every checkpoint × setting without a modality removed.
+(``name -> checkpoint/setting``), else every checkpoint × setting without a modality removed; then, when
+the protocol record has one, the training-majority baseline (:mod:`mosear.evaluate.baseline`).
 
 The sentence states only comparisons the intervals support: above chance when the lower bound is above
 ``1 / #labels``, one method better than another when their intervals do not overlap, a modality bias when
@@ -46,9 +47,25 @@ def _rows(m: pd.DataFrame, bench: str, methods: dict[str, str] | None) -> list[t
     return [(f"{c} · {s}", c, s) for c, s in sorted({(c, s) for c, s in zip(plain["checkpoint"], plain["setting"])})]
 
 
-def method_table(m: pd.DataFrame, bench: str, methods: dict[str, str] | None = None) -> pd.DataFrame:
+def _baseline_record(baseline: dict) -> dict[str, object]:
+    """The training-majority row (:mod:`mosear.evaluate.baseline`) in :func:`method_table`'s columns."""
+    rec: dict[str, object] = {"method": f"train majority ('{baseline['label']}')", "checkpoint": "",
+                              "setting": "", "baseline": True}
+    for subset, metric, title in COLUMNS:
+        v = baseline["subsets"].get(subset) if metric == "accuracy" else baseline.get(metric)
+        for suffix, key in (("", "value"), (" lo", "ci_low"), (" hi", "ci_high")):
+            rec[f"{title}{suffix}"] = float(v[key]) if v and v.get(key) is not None else math.nan
+    for subset, _m, title in COLUMNS[:3]:
+        rec[f"n {title}"] = int(baseline["subsets"].get(subset, {}).get("n", 0))
+    return rec
+
+
+def method_table(m: pd.DataFrame, bench: str, methods: dict[str, str] | None = None,
+                 baseline: dict | None = None) -> pd.DataFrame:
     """One row per method: ``method, checkpoint, setting`` and per column ``{title}``, ``{title} lo``,
-    ``{title} hi``, plus ``n consistent / n video-aligned / n audio-aligned`` (items scored)."""
+    ``{title} hi``, plus ``n consistent / n video-aligned / n audio-aligned`` (items scored). With a
+    ``baseline`` record (``protocol.json``'s ``baselines[bench]``), a last row for the training-majority
+    answer, flagged ``baseline=True`` (the set metric does not apply to it: n/a)."""
     records = []
     sel = m[m["benchmark"] == bench]
     for name, ck, st in _rows(m, bench, methods):
@@ -63,7 +80,10 @@ def method_table(m: pd.DataFrame, bench: str, methods: dict[str, str] | None = N
         for subset, _m, title in COLUMNS[:3]:
             r = u[(u["subset"] == subset) & (u["metric"] == "n")]
             rec[f"n {title}"] = int(r["value"].iloc[0]) if len(r) else 0
+        rec["baseline"] = False
         records.append(rec)
+    if baseline and "label" in baseline:
+        records.append(_baseline_record(baseline))
     return pd.DataFrame(records)
 
 
@@ -82,6 +102,8 @@ def _cell(rec, title: str) -> str:
 
 def headline_sentence(t: pd.DataFrame, n_labels: int) -> str:
     """One sentence from the table's numbers (see the module docstring)."""
+    base = t[t["baseline"].astype(bool)] if "baseline" in t else t.iloc[0:0]
+    t = t[~t["baseline"].astype(bool)] if "baseline" in t else t
     if t.empty:
         return "No method has scores on this benchmark."
     r0 = t.iloc[0]
@@ -97,8 +119,14 @@ def headline_sentence(t: pd.DataFrame, n_labels: int) -> str:
         parts.append("no method has a consistent-subset accuracy")
     else:
         verdict = ("above chance" if best_c["consistent lo"] > chance else "not distinguishable from chance")
-        parts.append(f"{best_c['method']} has the highest consistent accuracy, {_cell(best_c, 'consistent')}, "
-                     f"{verdict} ({chance:.2f} for {n_labels} labels)")
+        text = (f"{best_c['method']} has the highest consistent accuracy, {_cell(best_c, 'consistent')}, "
+                f"{verdict} ({chance:.2f} for {n_labels} labels)")
+        if len(base) and not math.isnan(base.iloc[0]["consistent"]):
+            b = base.iloc[0]
+            beats = best_c["consistent lo"] > b["consistent hi"]
+            text += (f", and {'clear of' if beats else 'not clear of'} the {b['method']} answer "
+                     f"({_cell(b, 'consistent')}{'' if beats else ': the label prior alone explains it'})")
+        parts.append(text)
     cm = t.dropna(subset=["conflict-mean"])
     if len(cm) >= 2:
         best = cm.loc[cm["conflict-mean"].idxmax()]
@@ -161,7 +189,8 @@ def print_tables(results_dir, file=None) -> bool:
     for note in protocol_notes(protocol):
         print(note, file=file)
     for bench in sorted(m["benchmark"].unique()):
-        t = method_table(m, bench, (protocol or {}).get("methods") or None)
+        t = method_table(m, bench, (protocol or {}).get("methods") or None,
+                         ((protocol or {}).get("baselines") or {}).get(bench))
         from mosear.evaluate.aggregate import current_unit_files, unit_meta
 
         n_labels = next((len(unit_meta(f).get("labels") or []) for f in current_unit_files(root)

@@ -246,7 +246,7 @@ def build_report(results_dir: str | Path) -> Path:
     heads: list[str] = []
     for bench in sorted(m["benchmark"].unique()):
         bm = _value(m, benchmark=bench)
-        t = method_table(m, bench, methods)
+        t = method_table(m, bench, methods, ((protocol or {}).get("baselines") or {}).get(bench))
         sentence = headline_sentence(t, _n_labels(root, bench))
         heads.append(f"<h2>{html.escape(bench)}: methods × subsets (accuracy, 95 % intervals)</h2>\n"
                      f"{render_html(t)}\n<p class=\"headline\">{html.escape(sentence)}</p>")

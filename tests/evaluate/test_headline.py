@@ -56,3 +56,34 @@ def test_an_empty_subset_is_named_first_not_left_silently_empty():
     assert "n = 20/0/20" in s
     full = headline_sentence(method_table(_metrics({"lora": [(0.5, 0.3, 0.7)] * 6}), "b"), n_labels=6)
     assert not full.startswith("Warning")
+
+
+def test_the_training_majority_row_tells_a_prior_from_a_signal():
+    from mosear.evaluate.baseline import baseline_accuracy
+    from mosear.evaluate.benchmarks import BenchmarkItem
+
+    items = ([BenchmarkItem(f"c{i}", "sad" if i < 15 else "happy", "consistent") for i in range(20)]
+             + [BenchmarkItem(f"v{i}", "sad", "video_aligned") for i in range(20)]
+             + [BenchmarkItem(f"a{i}", "happy", "audio_aligned") for i in range(20)])
+    base = {"label": "sad", **baseline_accuracy(items, "sad")}
+    assert base["subsets"]["consistent"]["value"] == 0.75 and base["subsets"]["video_aligned"]["value"] == 1.0
+    assert base["conflict_gap"]["value"] == -1.0 and base["conflict_mean"]["value"] == 0.5
+    assert base["subsets"]["consistent"]["ci_low"] < 0.75 < base["subsets"]["consistent"]["ci_high"]
+
+    # a method at 0.70 [0.50, 0.90] on consistent: above chance, but the prior (0.75) explains it
+    m = _metrics({"lora": [(0.7, 0.5, 0.9), (0.6, 0.5, 0.7), (0.9, 0.8, 1.0), (0.3, -0.1, 0.5), (0.75, 0.65, 0.85),
+                           (0.5, 0.4, 0.6)]})
+    t = method_table(m, "b", {"LoRA": "lora/ar_off"}, base)
+    assert list(t["method"]) == ["LoRA", "train majority ('sad')"]
+    s = headline_sentence(t, n_labels=6)
+    assert "LoRA has the highest consistent accuracy" in s and "above chance" in s
+    assert "not clear of the train majority ('sad') answer (0.75" in s and "the label prior alone explains it" in s
+    assert "train majority ('sad') has the highest" not in s  # the baseline never wins a comparison
+    assert "n/a" in render_text(t).splitlines()[-1]  # no set metric for the baseline
+
+    # a method whose interval clears the prior's
+    strong = {"label": "sad", **baseline_accuracy(items[20:] + items[:5], "sad")}  # consistent: 5 of 5 sad -> 1.0
+    weak = {"label": "happy", **baseline_accuracy(items, "happy")}  # consistent 0.25
+    s = headline_sentence(method_table(m, "b", {"LoRA": "lora/ar_off"}, weak), n_labels=6)
+    assert "clear of the train majority ('happy') answer" in s and "not clear" not in s
+    assert "not clear of" in headline_sentence(method_table(m, "b", {"LoRA": "lora/ar_off"}, strong), n_labels=6)
