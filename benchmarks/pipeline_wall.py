@@ -34,7 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mosear.orchestrate.plan import pipeline_requests  # noqa: E402
+from mosear.orchestrate.workdir import pipeline_requests  # noqa: E402
 
 
 def _env(prefect_home: Path) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """``mosear`` command line: one subcommand per stage, each implemented in its own module.
 
-Each module named in :data:`COMMANDS` exposes ``add_arguments(parser)`` and ``main(args) -> int``;
-modules are imported only when their subcommand runs, so ``mosear --help`` is instant.
+:data:`COMMANDS` is the stage registry's commands (:data:`mosear.orchestrate.registry.STAGES`: name,
+help line and CLI module of each stage, in pipeline order) plus ``report`` and ``run``. Each module
+exposes ``add_arguments(parser)`` and ``main(args) -> int``; a module is imported only when its
+subcommand runs, so ``mosear --help`` stays quick.
 
 Exit codes are the classes of :mod:`mosear.orchestrate.errors` (0 ok, 1 failed shards/units, 2 bad
 input, 3 refused resume, 75 transient: retry, 130 interrupted), the same in embedded and cluster mode.
@@ -15,14 +17,13 @@ import logging
 import sys
 
 from mosear.config import ConfigError
+from mosear.orchestrate.registry import STAGES
 
+# command -> (module, help line)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "shard": ("mosear.shards.cli", "decode a video corpus into WebDataset shards (Ray Data)"),
-    "mine": ("mosear.mine.cli", "mine audio/visual emotion conflicts and build CA-MER-style benchmarks"),
-    "train": ("mosear.train.cli", "fine-tune MoSE experts (or the LoRA baseline) with Ray Train"),
-    "eval": ("mosear.evaluate.cli", "evaluate checkpoints x benchmarks x inference settings"),
+    **{name: (spec.cli, spec.help) for name, spec in STAGES.items()},
     "report": ("mosear.evaluate.report_cli", "rebuild the HTML report from evaluation Parquet results"),
-    "run": ("mosear.pipeline", "run the whole pipeline (shard, mine, train, eval) on a corpus"),
+    "run": ("mosear.orchestrate.cli", "run the whole pipeline (shard, mine, train, eval) on a corpus"),
 }
 
 

@@ -18,7 +18,7 @@ result was made from, never paths, sizes or modification times:
 - A config's share of the identity is :meth:`mosear.config.StageConfig.output_hash`: only fields that
   change the output, as declared on the fields (:data:`mosear.config.SCHEDULING`, ...).
 - :func:`stage_identity` puts these together for one stage; the Prefect cache key
-  (:func:`mosear.orchestrate.runner.cache_key`) and each stage's commit marker (:func:`write_marker`,
+  (:meth:`mosear.orchestrate.dispatch.PreparedStage.fingerprint`) and each stage's commit marker (:func:`write_marker`,
   ``{output}/commit.json``, written last) hold the same dict, and :func:`changed` names what differs.
 """
 
@@ -178,18 +178,17 @@ def default_memo(output: str | Path) -> DigestMemo:
     return DigestMemo(Path(output) / ".input-digests.json")
 
 
-def stage_identity(stage: str, cfg: Any, memo: DigestMemo | None = None) -> dict[str, Any]:
+def stage_identity(spec: Any, cfg: Any, memo: DigestMemo | None = None) -> dict[str, Any]:
     """``{stage, version, config, inputs}``: the config's output hash and one digest per input path.
 
-    The input paths are those the stage's :class:`~mosear.orchestrate.stages.StageSpec` names.
+    ``spec`` is the stage's :class:`~mosear.orchestrate.spec.StageSpec` (each stage package's
+    ``spec.SPEC``); the input paths are those its ``inputs(cfg)`` names.
     """
     import mosear
-    from mosear.orchestrate.stages import get_stage
 
-    spec = get_stage(stage)
     memo = memo if memo is not None else default_memo(spec.output(cfg))
     inputs = {os.path.abspath(p): digest_paths([p], memo) for p in spec.inputs(cfg)}
-    return {"stage": stage, "version": mosear.__version__, "config": cfg.output_hash(), "inputs": inputs,
+    return {"stage": spec.name, "version": mosear.__version__, "config": cfg.output_hash(), "inputs": inputs,
             "config_fields": _fields(cfg)}
 
 

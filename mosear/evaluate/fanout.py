@@ -28,6 +28,7 @@ from pathlib import Path
 
 from mosear.atomic import atomic_write_json, remove_stale_temps
 from mosear.evaluate.config import EvalConfig
+from mosear.evaluate.spec import SPEC
 from mosear.evaluate.units import UnitSpec, checkpoint_names, plan_units, unit_path
 from mosear.identity import default_memo, stage_identity, write_marker
 from mosear.orchestrate.errors import StageFailedError
@@ -108,7 +109,7 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     remove_stale_temps(out)
     (out / "commit.json").unlink(missing_ok=True)  # a run in progress is not a complete output
     memo = default_memo(out)
-    identity = stage_identity("eval", cfg, memo)
+    identity = stage_identity(SPEC, cfg, memo)
     units, benches = plan_units(cfg, memo)
     from mosear.evaluate.protocol import check_overlap, write_protocol
 

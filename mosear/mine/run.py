@@ -27,6 +27,7 @@ from mosear.atomic import atomic_write_json
 from mosear.identity import default_memo, digest_json, stage_identity, write_marker
 from mosear.mine.config import MineConfig
 from mosear.mine.pipeline import StagePipeline
+from mosear.mine.spec import SPEC
 from mosear.mine.worker import ShardMiner, is_done
 from mosear.orchestrate.errors import StageFailedError
 
@@ -153,7 +154,7 @@ def run_mine(cfg: MineConfig) -> MineResult:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "commit.json").unlink(missing_ok=True)  # a run in progress is not a complete output
-    identity = stage_identity("mine", cfg)
+    identity = stage_identity(SPEC, cfg)
     inputs = list_shards(cfg.shards) if cfg.shards else []
     if cfg.shards and not Path(cfg.shards).is_dir():
         raise FileNotFoundError(f"shard folder {cfg.shards} does not exist")

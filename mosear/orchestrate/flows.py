@@ -1,15 +1,18 @@
 """The Prefect flows of mosear, importable from the installed package.
 
 ``mosear run`` imports :func:`pipeline` from here (it never executes a file from the working folder);
-``flows/*.py`` are the thin deployment entrypoints ``flows/prefect.yaml`` names, each importing its
-flow from this module. Flows are thin: they build :class:`~mosear.orchestrate.runner.StageRequest`s,
-run each as a cached task (:mod:`mosear.orchestrate.prefect_tasks`) and record artifacts.
+``flows/pipeline.py`` and ``flows/stages.py`` are the thin deployment entrypoints ``flows/prefect.yaml``
+names, importing their flows from this module. Flows are thin: they build
+:class:`~mosear.orchestrate.dispatch.StageRequest`\\ s, validate them once, run each as a cached task
+(:mod:`mosear.orchestrate.prefect_tasks`) and record artifacts.
 
 - :func:`pipeline`: shard -> mine -> train -> eval, each a cached task; a rerun (after a crash, a kill,
   or a nightly schedule with nothing new) skips every stage whose identity (config + input content,
-  :mod:`mosear.identity`) has not changed. The wiring of stage outputs to inputs is
-  :mod:`mosear.orchestrate.plan`.
-- :func:`shard`, :func:`mine`, :func:`train`, :func:`evaluate`: one stage each.
+  :mod:`mosear.identity`) has not changed. The wiring of stage outputs to inputs is each stage's
+  ``spec.wire``, laid out under a workdir by :mod:`mosear.orchestrate.workdir`.
+- :data:`STAGE_FLOWS`: one flow per stage of the registry (``mosear-shard``, ``mosear-mine``,
+  ``mosear-train``, ``mosear-eval``), all made by :func:`stage_flow`; each takes the stage's config
+  (a YAML file or the fields inline) plus ``overrides`` on top, as ``mosear <stage>`` does.
 
 A stage that fails (bad input, failed shards or units, a refused resume) fails its flow run with the
 stage's message; a partial stage (``allow_partial``) completes, and the summary artifact says what is
@@ -22,18 +25,23 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow
+from prefect import Flow, flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 
-from mosear.orchestrate.plan import STAGE_ORDER, pipeline_requests, stage_outputs
+from mosear.config import _deep_merge
+from mosear.orchestrate.dispatch import StageOutcome, StageRequest, prepare, prepare_all
 from mosear.orchestrate.prefect_tasks import run_stage_task, stop_jobs_on_cancel, summary_markdown
-from mosear.orchestrate.runner import StageOutcome, StageRequest, request_name, validate_requests
+from mosear.orchestrate.registry import STAGE_ORDER, STAGES
+from mosear.orchestrate.spec import StageSpec
+from mosear.orchestrate.workdir import pipeline_requests, stage_outputs
 
-__all__ = ["pipeline", "shard", "mine", "train", "evaluate"]
+__all__ = ["pipeline", "stage_flow", "STAGE_FLOWS"]
+
+_HOOKS = dict(on_cancellation=[stop_jobs_on_cancel], on_crashed=[stop_jobs_on_cancel])
 
 
-@flow(name="mosear-pipeline", on_cancellation=[stop_jobs_on_cancel], on_crashed=[stop_jobs_on_cancel])
+@flow(name="mosear-pipeline", **_HOOKS)
 def pipeline(
     corpus: str = "datasets/samples/corpus.yaml",
     workdir: str = "runs/samples",
@@ -51,16 +59,15 @@ def pipeline(
     flow_start = time.time()
     logger = get_run_logger()
     requests = pipeline_requests(corpus, workdir, stages, mode=mode, ray_address=ray_address, overrides=overrides)
-    validate_requests(requests)  # a typo in the eval section fails now, not after an hour of shard + train
+    prepared = prepare_all(requests)  # a typo in the eval section fails now, not after an hour of shard + train
     outcomes: dict[str, StageOutcome] = {}
     cached: dict[str, bool] = {}
-    for i, request in enumerate(requests, 1):
-        name = request_name(request)  # train runs once per method (train:lora, train:mose)
-        logger.info("[%d/%d] %s", i, len(requests), name)
-        outcomes[name], cached[name] = run_stage_task(request)
+    for i, stage in enumerate(prepared, 1):
+        logger.info("[%d/%d] %s", i, len(prepared), stage.name)  # train runs once per method (train:lora, train:mose)
+        outcomes[stage.name], cached[stage.name] = run_stage_task(stage)
     outputs = {k: str(v) for k, v in stage_outputs(Path(workdir).resolve()).items()}
     create_markdown_artifact(
-        markdown="### mosear pipeline\n\n" + summary_markdown(list(outcomes.values()), cached),
+        markdown="### mosear pipeline\n\n" + summary_markdown(outcomes, cached),
         key="mosear-pipeline-summary", description="stages, seconds, outputs",
     )
     if "eval" in outcomes:
@@ -70,75 +77,31 @@ def pipeline(
     return {"outcomes": outcomes, "cached": cached, "outputs": outputs, "flow_start": flow_start}
 
 
-@flow(name="mosear-shard", on_cancellation=[stop_jobs_on_cancel], on_crashed=[stop_jobs_on_cancel])
-def shard(
-    corpus: str = "datasets/samples/corpus.yaml",
-    output: str = "runs/samples/shards",
-    config: str | None = None,
-    overrides: dict[str, Any] | None = None,
-    mode: Literal["embedded", "cluster"] = "embedded",
-    ray_address: str | None = None,
-) -> StageOutcome:
-    """Decode ``corpus`` into shards under ``output``; ``overrides`` set ShardConfig fields."""
-    request = StageRequest(
-        stage="shard", config=config, overrides={**(overrides or {}), "corpus": corpus, "output": output},
-        mode=mode, ray_address=ray_address,
-    )
-    return run_stage_task(request)[0]
+def stage_flow(spec: StageSpec) -> Flow:
+    """The Prefect flow ``mosear-{spec.name}``: one stage, one cached task.
+
+    Parameters: ``config``, the stage's YAML config file or its fields inline (a deployment's
+    defaults); ``overrides``, fields set on top (per run); ``mode`` / ``ray_address`` as for the
+    pipeline. Returns the :class:`~mosear.orchestrate.dispatch.StageOutcome`.
+    """
+
+    def run_one(
+        config: str | dict[str, Any] | None = None,
+        overrides: dict[str, Any] | None = None,
+        mode: Literal["embedded", "cluster"] = "embedded",
+        ray_address: str | None = None,
+    ) -> StageOutcome:
+        inline = config if isinstance(config, dict) else {}
+        request = StageRequest(
+            stage=spec.name, config=config if isinstance(config, str) else None,
+            overrides=_deep_merge(inline, overrides or {}), mode=mode, ray_address=ray_address,
+        )
+        return run_stage_task(prepare(request))[0]
+
+    run_one.__name__ = run_one.__qualname__ = f"{spec.name}_flow"
+    run_one.__doc__ = (f"``mosear {spec.name}`` as a flow: {spec.help}.\n\n``config``: a YAML file of "
+                       f"{spec.config.rsplit(':', 1)[-1]} fields, or the fields inline; ``overrides``: fields set on top.")
+    return flow(run_one, name=f"mosear-{spec.name}", **_HOOKS)
 
 
-@flow(name="mosear-mine", on_cancellation=[stop_jobs_on_cancel], on_crashed=[stop_jobs_on_cancel])
-def mine(
-    shards: str = "runs/samples/shards",
-    output: str = "runs/samples/mined",
-    config: str | None = None,
-    overrides: dict[str, Any] | None = None,
-    mode: Literal["embedded", "cluster"] = "embedded",
-    ray_address: str | None = None,
-) -> StageOutcome:
-    """Mine the shards under ``shards`` into ``output``; ``overrides`` set MineConfig fields."""
-    request = StageRequest(
-        stage="mine", config=config, overrides={**(overrides or {}), "shards": shards, "output": output},
-        mode=mode, ray_address=ray_address,
-    )
-    return run_stage_task(request)[0]
-
-
-@flow(name="mosear-train", on_cancellation=[stop_jobs_on_cancel], on_crashed=[stop_jobs_on_cancel])
-def train(
-    shards: list[str] = ["runs/samples/shards"],  # noqa: B006 (Prefect copies parameter defaults)
-    mix: str | None = "runs/samples/mined/train_mix.parquet",
-    output: str = "runs/samples/train",
-    config: str | None = None,
-    overrides: dict[str, Any] | None = None,
-    mode: Literal["embedded", "cluster"] = "embedded",
-    ray_address: str | None = None,
-) -> StageOutcome:
-    """Train on ``shards`` (sampled by ``mix``) into ``output``; ``overrides`` set TrainConfig fields."""
-    request = StageRequest(
-        stage="train", config=config,
-        overrides={**(overrides or {}), "shards": list(shards), "mix": mix, "output": output},
-        mode=mode, ray_address=ray_address,
-    )
-    return run_stage_task(request)[0]
-
-
-@flow(name="mosear-eval", on_cancellation=[stop_jobs_on_cancel], on_crashed=[stop_jobs_on_cancel])
-def evaluate(
-    checkpoints: list[str] = ["runs/samples/train/adapter"],  # noqa: B006
-    mined: str = "runs/samples/mined",
-    shards: str | None = "runs/samples/shards",
-    output: str = "runs/samples/reports",
-    config: str | None = None,
-    overrides: dict[str, Any] | None = None,
-    mode: Literal["embedded", "cluster"] = "embedded",
-    ray_address: str | None = None,
-) -> StageOutcome:
-    """Evaluate ``checkpoints`` on the mined benchmark in ``mined``; report under ``output``."""
-    benchmark = {"name": "mined", "format": "mined", "path": mined, "shards": shards}
-    request = StageRequest(
-        stage="eval", config=config,
-        overrides={"benchmarks": [benchmark], **(overrides or {}), "checkpoints": list(checkpoints), "output": output},
-        mode=mode, ray_address=ray_address,
-    )
-    return run_stage_task(request)[0]
+STAGE_FLOWS: dict[str, Flow] = {name: stage_flow(spec) for name, spec in STAGES.items()}

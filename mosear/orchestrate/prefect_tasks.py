@@ -1,9 +1,10 @@
 """The Prefect side of a stage: one cached, retried task, its artifacts and the cancel hook.
 
-``flows/*.py`` stay thin by calling :func:`run_stage_task`:
+The flows (:mod:`mosear.orchestrate.flows`) stay thin by calling :func:`run_stage_task`:
 
-- **cache**: the task's cache key is :func:`mosear.orchestrate.runner.cache_key` (content hashes of the
-  inputs + the config). Cache records and results are written under the request's cache folder
+- **cache**: the task's cache key is the stage's :meth:`~mosear.orchestrate.dispatch.PreparedStage.fingerprint`
+  (content digests of the inputs + the config), computed once before the task and carried by its
+  parameter. Cache records and results are written under the request's cache folder
   (``.mosear-cache`` beside the outputs by default), so a pipeline killed mid-way and started again
   restores the finished stages instead of running them, across processes and without a server. A
   cached result counts only while the output's commit marker (``commit.json``) records this very
@@ -29,9 +30,9 @@ from prefect.cache_policies import CacheKeyFnPolicy
 from prefect.logging import get_run_logger
 from prefect.tasks import exponential_backoff
 
+from mosear.orchestrate.dispatch import PreparedStage, StageOutcome, StageRequest, prepare, run_stage
 from mosear.orchestrate.errors import is_transient
-from mosear.orchestrate.runner import StageOutcome, StageRequest, cache_key, default_cache_dir, resolve_config, run_stage
-from mosear.orchestrate.stages import get_stage
+from mosear.orchestrate.registry import get_stage
 
 __all__ = ["run_stage_task", "stage_task", "summary_markdown", "stop_jobs_on_cancel", "RETRIES"]
 
@@ -42,13 +43,9 @@ BACKOFF_S = float(os.environ.get("MOSEAR_RETRY_BACKOFF_S", "10"))  # first retry
 
 
 def _task_cache_key(_ctx: Any, params: dict[str, Any]) -> str | None:
-    req = params["request"]
-    if not isinstance(req, StageRequest):
-        req = StageRequest.model_validate(req)
-    try:
-        return cache_key(req)
-    except Exception:  # an invalid config: no key, so the task runs and reports the stage's error
-        return None
+    """The key :func:`run_stage_task` computed before calling the task (never recomputed here)."""
+    stage = params["stage"]
+    return stage.cache_key if isinstance(stage, PreparedStage) else None
 
 
 def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
@@ -70,56 +67,56 @@ def _retry_if_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     persist_result=True,
     result_serializer="json",  # cache records are readable JSON, never a pickle to load
 )
-def stage_task(request: StageRequest) -> StageOutcome:
-    """Run one stage (embedded or cluster) and return where its output is."""
-    return run_stage(request, get_run_logger())
+def stage_task(stage: PreparedStage) -> StageOutcome:
+    """Run one prepared, fingerprinted stage (embedded or cluster) and return where its output is."""
+    return run_stage(stage, get_run_logger())
 
 
 def _artifact_key(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:100]
 
 
-def summary_markdown(outcomes: list[StageOutcome], cached: dict[str, bool] | None = None) -> str:
-    """A markdown table: stage, state, seconds, output, and the stage's own counts."""
+def summary_markdown(outcomes: dict[str, StageOutcome], cached: dict[str, bool] | None = None) -> str:
+    """A markdown table, one row per run (``name``: the stage or ``train:<method>``): state, seconds,
+    output and the stage's own counts."""
     cached = cached or {}
     lines = ["| stage | state | seconds | output | summary |", "|---|---|---:|---|---|"]
-    for o in outcomes:
+    for name, o in outcomes.items():
         counts = ", ".join(f"{k}={v}" for k, v in o.summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-        state = "cached" if cached.get(o.stage) else "ran"
+        state = "cached" if cached.get(name) else "ran"
         if o.partial:
             state += f" (PARTIAL: {len(o.missing)} missing)"
-        lines.append(f"| {o.stage} | {state} | {o.seconds:.1f} | `{o.output}` | {counts or '-'} |")
+        lines.append(f"| {name} | {state} | {o.seconds:.1f} | `{o.output}` | {counts or '-'} |")
     return "\n".join(lines)
 
 
-def _record_artifacts(outcome: StageOutcome, was_cached: bool) -> None:
+def _record_artifacts(name: str, outcome: StageOutcome, was_cached: bool) -> None:
     spec = get_stage(outcome.stage)
     create_markdown_artifact(
-        markdown=f"### mosear {outcome.stage}\n\n" + summary_markdown([outcome], {outcome.stage: was_cached}),
-        key=_artifact_key(f"mosear-{outcome.stage}-summary"),
-        description=f"{outcome.stage} outputs and counts",
+        markdown=f"### mosear {name}\n\n" + summary_markdown({name: outcome}, {name: was_cached}),
+        key=_artifact_key(f"mosear-{name}-summary"),
+        description=f"{name} outputs and counts",
     )
     out = Path(outcome.output)
     for label, rel in spec.artifacts.items():
         target = out / rel
         if target.exists():
             create_link_artifact(
-                link=target.resolve().as_uri(), link_text=f"{outcome.stage}: {label}",
-                key=_artifact_key(f"mosear-{outcome.stage}-{label}"),
+                link=target.resolve().as_uri(), link_text=f"{name}: {label}",
+                key=_artifact_key(f"mosear-{name}-{label}"),
             )
 
 
-def run_stage_task(request: StageRequest, artifacts: bool = True) -> tuple[StageOutcome, bool]:
-    """Call :func:`stage_task` with its cache under the request's cache folder; return (outcome, cached).
+def run_stage_task(stage: PreparedStage | StageRequest, artifacts: bool = True) -> tuple[StageOutcome, bool]:
+    """Run ``stage`` as :func:`stage_task`, cached under its cache folder; return (outcome, cached).
 
-    Must be called inside a flow. Raises the stage's error (the flow run fails with it).
+    A request is validated here (:func:`~mosear.orchestrate.dispatch.prepare`); a prepared stage is
+    used as it is. Its identity and cache key are computed once, now. Must be called inside a flow;
+    raises the stage's error (the flow run fails with it).
     """
     logger = get_run_logger()
-    spec = get_stage(request.stage)
-    try:
-        cache_dir = default_cache_dir(request, resolve_config(request)).resolve()
-    except Exception:  # invalid config: the task itself reports it
-        cache_dir = Path(request.cache_dir or ".mosear-cache").resolve()
+    stage = (stage if isinstance(stage, PreparedStage) else prepare(stage)).fingerprint()
+    spec, cache_dir = stage.spec, stage.cache_dir
     options = dict(
         name=f"mosear-{spec.name}",
         task_run_name=spec.name,
@@ -127,27 +124,25 @@ def run_stage_task(request: StageRequest, artifacts: bool = True) -> tuple[Stage
         cache_policy=CacheKeyFnPolicy(cache_key_fn=_task_cache_key).configure(key_storage=cache_dir / "keys"),
     )
     t = stage_task.with_options(**options)
-    state = t(request=request, return_state=True)
+    state = t(stage=stage, return_state=True)
     outcome: StageOutcome = state.result()  # raises the stage's exception on failure
     was_cached = state.name == "Cached"
     if was_cached:
-        from mosear.orchestrate.runner import request_identity
-
         why = None
         if outcome.partial:
             why = "the cached result is partial"
-        elif not spec.is_complete(Path(outcome.output), request_identity(request)):
+        elif not spec.is_complete(Path(outcome.output), stage.identity):
             why = f"{outcome.output} is incomplete now or holds another run's output"
         if why:
             logger.warning("%s: %s; running it again", spec.name, why)
-            state = t.with_options(refresh_cache=True)(request=request, return_state=True)
+            state = t.with_options(refresh_cache=True)(stage=stage, return_state=True)
             outcome, was_cached = state.result(), False
     if was_cached:
         logger.info("%s: skipped, inputs and config unchanged (cache key %s)", spec.name, outcome.cache_key)
     else:
         logger.info("%s: done in %.1f s -> %s", spec.name, outcome.seconds, outcome.output)
     if artifacts:
-        _record_artifacts(outcome, was_cached)
+        _record_artifacts(stage.name, outcome, was_cached)
     return outcome, was_cached
 
 

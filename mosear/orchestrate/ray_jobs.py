@@ -31,7 +31,7 @@ import yaml
 
 from mosear.config import _deep_merge
 from mosear.orchestrate.errors import TransientStageError, error_for_exit_code, last_exception_line
-from mosear.orchestrate.stages import StageSpec
+from mosear.orchestrate.spec import StageSpec
 
 __all__ = ["RayJobRunner", "stop_flow_run_jobs", "absolutize_paths", "raw_config"]
 
@@ -143,7 +143,7 @@ class RayJobRunner:
             metadata["prefect_flow_run_id"] = fr
         try:  # the client uploads working_dir and py_modules during the call
             self.client.submit_job(
-                entrypoint=f"python -m mosear.cli {spec.command} --config stage.yaml",
+                entrypoint=f"python -m mosear.cli {spec.name} --config stage.yaml",
                 submission_id=submission_id,
                 runtime_env=env,
                 metadata=metadata,
@@ -207,7 +207,7 @@ class RayJobRunner:
         if status == "STOPPED":
             raise TransientStageError(f"{spec.name}: Ray job {job_id} was stopped before it finished")
         # The CLI's own one-line verdict (`mosear shard: bad config: ...`) beats a traceback's last line.
-        own = [ln for ln in logs.splitlines() if ln.startswith(f"mosear {spec.command}:")]
+        own = [ln for ln in logs.splitlines() if ln.startswith(f"mosear {spec.name}:")]
         exc = last_exception_line(logs)
         reason = own[-1] if own else (f"{exc[0]}: {exc[1]}" if exc else (info.message or "no message"))
         where = f"{spec.name} failed in Ray job {job_id} (exit code {code})"

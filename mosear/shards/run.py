@@ -37,6 +37,7 @@ from mosear.identity import DigestMemo, default_memo, digest_json, safe_digest, 
 from mosear.orchestrate.errors import RefusedResumeError, StageFailedError
 from mosear.shards.config import ShardConfig
 from mosear.shards.plan import CorpusPlan, ShardPlan, plan_corpus, quarantine_row
+from mosear.shards.spec import SPEC
 
 __all__ = ["run_shard", "ShardResult", "OutputConflictError", "build_shard", "QUARANTINE_SCHEMA"]
 
@@ -276,7 +277,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     _prepare_output(cfg, config_hash)
     (out / "commit.json").unlink(missing_ok=True)  # a run in progress is not a complete output
     memo = default_memo(out)
-    identity = stage_identity("shard", cfg, memo)
+    identity = stage_identity(SPEC, cfg, memo)
     digests = {s.name: clips_digest(s, memo) for s in plan.shards}
     memo.save()
     pending = [s for s in plan.shards if not _committed(out, s, config_hash, digests[s.name])]

@@ -241,9 +241,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
 def run_train(cfg: TrainConfig) -> TrainResult:
     """Check inputs, run the TorchTrainer to ``cfg.max_steps`` (resuming if a checkpoint exists)."""
     from mosear.identity import stage_identity
+    from mosear.train.spec import SPEC
 
     plan = preflight(cfg)  # raises ConfigError / CheckpointMismatchError before anything expensive
-    identity = stage_identity("train", cfg)  # the inputs as they are now, recorded in the marker at the end
+    identity = stage_identity(SPEC, cfg)  # the inputs as they are now, recorded in the marker at the end
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer

@@ -60,10 +60,10 @@ def test_cluster_stage_streams_logs_and_retries_a_stopped_job(ray_head, tmp_path
 
     saboteur = threading.Thread(target=stop_first_running_job, daemon=True)
     saboteur.start()
-    shard = load_flow("shard", "shard")
+    shard = load_flow("stages", "shard")
     out = tmp_path / "shards"
     state = shard(
-        corpus=str(samples_dir / "corpus.yaml"), output=str(out), overrides=SMALL,
+        config={"corpus": str(samples_dir / "corpus.yaml"), "output": str(out)}, overrides=SMALL,
         mode="cluster", ray_address=ray_head, return_state=True,
     )
     saboteur.join(timeout=5)
@@ -88,8 +88,8 @@ def test_cluster_stage_streams_logs_and_retries_a_stopped_job(ray_head, tmp_path
 def test_cluster_bad_input_fails_with_stage_message(ray_head, tmp_path):
     corpus = tmp_path / "corpus.yaml"
     corpus.write_text("sources:\n  - adapter: ravdess\n    root: no_such_folder\n")
-    shard = load_flow("shard", "shard")
-    state = shard(corpus=str(corpus), output=str(tmp_path / "shards"), mode="cluster", ray_address=ray_head, return_state=True)
+    shard = load_flow("stages", "shard")
+    state = shard(config={"corpus": str(corpus), "output": str(tmp_path / "shards")}, mode="cluster", ray_address=ray_head, return_state=True)
     assert state.is_failed()
     with pytest.raises(Exception, match="is not a folder") as info:
         state.result()
@@ -103,7 +103,7 @@ def test_terminated_flow_stops_its_ray_job(ray_head, tmp_path, samples_dir):
     script = (
         "import sys; sys.path.insert(0, %r)\n"
         "from flowutil import load_flow\n"
-        "load_flow('shard', 'shard')(corpus=%r, output=%r, mode='cluster', ray_address=%r)\n"
+        "load_flow('stages', 'shard')(config={'corpus': %r, 'output': %r}, mode='cluster', ray_address=%r)\n"
     ) % (str(REPO / "tests" / "flows"), str(samples_dir / "corpus.yaml"), str(tmp_path / "shards"), ray_head)
     env = dict(os.environ)
     log = tmp_path / "flow.log"

@@ -13,9 +13,9 @@ from mosear.config import ConfigError
 from mosear.orchestrate.errors import BadInputError, TransientStageError, is_transient, is_transient_name, last_exception_line
 from mosear.identity import DigestMemo as HashMemo
 from mosear.identity import digest_paths as hash_paths
-from mosear.orchestrate.plan import STAGE_ORDER, pipeline_requests
+from mosear.orchestrate.workdir import STAGE_ORDER, pipeline_requests
 from mosear.orchestrate.ray_jobs import absolutize_paths
-from mosear.orchestrate.runner import StageRequest, cache_key
+from mosear.orchestrate.dispatch import StageRequest, cache_key
 
 
 # -- content hashes ----------------------------------------------------------------------------------
@@ -127,9 +127,9 @@ def test_pipeline_wiring(tmp_path, samples_dir):
     assert ev["benchmarks"][0]["split"] == "test"
     assert {"name": "ar_calibrated", "ar": True, "calibrate": True} in ev["settings"]
     assert ev["methods"] == {"LoRA": "lora/ar_off", "MoSE": "mose/ar_off", "MoSE+AR": "mose/ar_calibrated"}
-    from mosear.orchestrate.runner import validate_requests
+    from mosear.orchestrate.dispatch import prepare_all
 
-    validate_requests(reqs)  # every section is a valid config
+    prepare_all(reqs)  # every section is a valid config
     assert by["mine"]["splice"]["faces"] == str(samples_dir.resolve() / "ravdess")
     assert {r.cache_dir for r in reqs} == {str(w / ".mosear-cache")}
     with pytest.raises(ValueError, match="unknown stage"):
@@ -184,7 +184,7 @@ def test_memo_sees_an_in_place_rewrite_that_restores_the_mtime(tmp_path):
 def test_cache_key_ignores_scheduling_fields_declared_on_them(tmp_path, samples_dir):
     """Every stage: a field marked SCHEDULING changes nothing, an output field changes the key."""
     from mosear.config import affects_output
-    from mosear.orchestrate.stages import STAGES
+    from mosear.orchestrate.registry import STAGES
 
     for spec in STAGES.values():
         fields = spec.config_cls().model_fields
@@ -223,7 +223,7 @@ def test_exit_code_classes(exc, code):
 
 def test_cache_key_rejects_bad_config(tmp_path):
     req = StageRequest(stage="shard", overrides={"corpus": str(tmp_path / "none.yaml")})
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(BadInputError, match=r"(?s)mosear shard: bad config: .*does not exist"):
         cache_key(req)
 
 
@@ -242,9 +242,9 @@ def test_absolutize_paths_for_cluster_jobs(tmp_path, monkeypatch):
 
 def test_pipeline_validates_every_stage_before_running(samples_dir, tmp_path):
     from mosear.orchestrate.errors import BadInputError
-    from mosear.orchestrate.runner import validate_requests
+    from mosear.orchestrate.dispatch import prepare_all
 
     corpus = str(samples_dir / "corpus.yaml")
-    validate_requests(pipeline_requests(corpus, str(tmp_path)))  # the defaults are valid
+    prepare_all(pipeline_requests(corpus, str(tmp_path)))  # the defaults are valid
     with pytest.raises(BadInputError, match=r"(?s)mosear eval: bad config: .*batch_size"):
-        validate_requests(pipeline_requests(corpus, str(tmp_path), overrides={"eval": {"batch_size": 0}}))
+        prepare_all(pipeline_requests(corpus, str(tmp_path), overrides={"eval": {"batch_size": 0}}))

@@ -21,8 +21,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mosear.orchestrate.plan import METHODS  # train runs once per method
-from mosear.orchestrate.stages import stage_available
+from mosear.orchestrate.workdir import METHODS  # train runs once per method
+from mosear.orchestrate.registry import stage_available
 
 
 pytestmark = [
@@ -40,7 +40,7 @@ SMALL = {
 
 
 def _run(corpus: Path, work: Path, stages=("shard", "mine", "train", "eval"), overrides=None) -> dict:
-    from mosear.pipeline import load_pipeline_flow
+    from mosear.orchestrate.cli import load_pipeline_flow
 
     state = load_pipeline_flow()(corpus=str(corpus / "corpus.yaml"), workdir=str(work), stages=list(stages),
                                  overrides=overrides or SMALL, return_state=True)

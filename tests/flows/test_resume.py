@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mosear.orchestrate.stages import stage_available
+from mosear.orchestrate.registry import stage_available
 
 ARGS = [
     "--stages", "shard,mine",

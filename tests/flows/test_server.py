@@ -98,7 +98,7 @@ def test_deploy_and_run_from_prefect_yaml(prefect_server, tmp_path, repo_root):
     )
     try:
         out_dir = tmp_path / "shards"
-        params = {"output": str(out_dir), "overrides": {"num_frames": 4, "height": 64, "width": 64}}
+        params = {"overrides": {"output": str(out_dir), "num_frames": 4, "height": 64, "width": 64}}  # on top of `config`
         out = _cli(
             ["deployment", "run", "mosear-shard/shard", "--params", json.dumps(params), "--watch",
              "--watch-timeout", "300"],

@@ -1,4 +1,4 @@
-"""How the pipeline wires the four stages together: one output folder per stage under a workdir.
+"""A pipeline run's workdir: one output folder per stage (each spec's ``folder``), wired by the specs.
 
 ```
 {workdir}/shards/        mosear shard   corpus -> WebDataset shards
@@ -16,7 +16,7 @@ the test split; ``mosear eval`` refuses a checkpoint whose recorded training key
 The train stage runs once per entry of :data:`METHODS` (the LoRA baseline and MoSE); the eval stage
 reports the three methods of :data:`METHOD_ROWS` (LoRA, MoSE, MoSE+AR) first.
 
-Only paths are set here; every other value is the stage's own default, a ``stage.key=value``
+Only paths are set here, by each stage's own ``wire`` (its ``spec.py``); every other value is the stage's own default, a ``stage.key=value``
 override, or a section of the pipeline YAML. :data:`SAMPLE_DEFAULTS` are the small values that
 make ``mosear run`` on the built-in sample corpus finish in minutes on two CPU cores.
 """
@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from mosear.config import _deep_merge
-from mosear.orchestrate.runner import Mode, StageRequest
+from mosear.orchestrate.dispatch import Mode, StageRequest
+from mosear.orchestrate.registry import STAGE_ORDER, STAGES
+from mosear.orchestrate.spec import PipelinePaths
 
-__all__ = ["STAGE_ORDER", "SAMPLE_DEFAULTS", "METHODS", "METHOD_ROWS", "stage_outputs", "pipeline_requests"]
-
-STAGE_ORDER: tuple[str, ...] = ("shard", "mine", "train", "eval")
+__all__ = ["STAGE_ORDER", "SAMPLE_DEFAULTS", "METHODS", "METHOD_ROWS", "stage_outputs", "pipeline_paths", "pipeline_requests"]
 
 # The train stage runs once per method: its model overrides, on top of the train section.
 METHODS: dict[str, dict[str, Any]] = {
@@ -73,37 +73,33 @@ SAMPLE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def stage_outputs(workdir: str | Path) -> dict[str, Path]:
-    """Where each stage writes, and the checkpoint / report inside them."""
+    """Where each stage writes (its spec's ``folder``), and the checkpoints / report inside them."""
     w = Path(workdir)
+    train, reports = w / STAGES["train"].folder, w / STAGES["eval"].folder
     return {
-        "shard": w / "shards",
-        "mine": w / "mined",
-        "train": w / "train",
-        "eval": w / "reports",
-        "checkpoint": w / "train" / "mose" / "adapter",
-        **{f"checkpoint:{m}": w / "train" / m / "adapter" for m in METHODS},
-        "report": w / "reports" / "report.html",
+        **{name: w / spec.folder for name, spec in STAGES.items()},
+        "checkpoint": train / "mose" / "adapter",
+        **{f"checkpoint:{m}": train / m / "adapter" for m in METHODS},
+        "report": reports / "report.html",
         "cache": w / ".mosear-cache",
     }
 
 
-def _wiring(stage: str, corpus: str, out: dict[str, Path]) -> dict[str, Any]:
-    if stage == "shard":
-        return {"corpus": corpus, "output": str(out["shard"])}
-    if stage == "mine":
-        return {"shards": str(out["shard"]), "output": str(out["mine"])}
-    if stage == "train":  # the train split only: mine's train_mix holds train rows
-        return {"shards": [str(out["shard"])], "mix": str(out["mine"] / "train_mix.parquet"),
-                "features": str(out["mine"] / "features.parquet")}
-    if stage == "eval":  # the test split; ar_calibrated calibrates on the validation split
-        return {
-            "checkpoints": [f"{m}={out[f'checkpoint:{m}']}" for m in METHODS],
-            "benchmarks": [{"name": "mined", "format": "mined", "path": str(out["mine"]), "shards": str(out["shard"]),
-                            "split": "test"}],
-            "methods": dict(METHOD_ROWS),
-            "output": str(out["eval"]),
-        }
-    raise KeyError(stage)
+def pipeline_paths(corpus: str, workdir: str | Path) -> PipelinePaths:
+    """What every stage's ``wire`` sees: the corpus, the stages' output folders, the checkpoints."""
+    out = stage_outputs(workdir)
+    return PipelinePaths(corpus=corpus, outputs={s: out[s] for s in STAGES},
+                         checkpoints={m: out[f"checkpoint:{m}"] for m in METHODS})
+
+
+def _runs(stage: str, values: dict[str, Any], out: dict[str, Path]) -> list[tuple[str | None, dict[str, Any]]]:
+    """The pipeline's own choices on top of a stage's wiring: (label, values) per run of the stage."""
+    if stage == "train":  # one run per method, each into train/<method>/
+        return [(f"train:{m}", _deep_merge(_deep_merge(values, extra), {"output": str(out["train"] / m)}))
+                for m, extra in METHODS.items()]
+    if stage == "eval":  # the report's first table: the methods' rows
+        return [(None, _deep_merge(values, {"methods": dict(METHOD_ROWS)}))]
+    return [(None, values)]
 
 
 def _fill(values: Any, corpus_dir: str) -> Any:
@@ -131,18 +127,15 @@ def pipeline_requests(
     work = Path(workdir).resolve()
     corpus_abs = str(Path(corpus).resolve()) if "://" not in corpus else corpus
     out = stage_outputs(work)
+    paths = pipeline_paths(corpus_abs, work)
     defaults = SAMPLE_DEFAULTS if defaults is None else defaults
     overrides = overrides or {}
     reqs = []
     corpus_dir = str(Path(corpus_abs).parent) if Path(corpus_abs).is_file() else corpus_abs
     for stage in (s for s in STAGE_ORDER if s in stages):
         values = _deep_merge(_fill(defaults.get(stage, {}), corpus_dir), overrides.get(stage, {}))
-        values = _deep_merge(values, _wiring(stage, corpus_abs, out))
-        runs = [(None, values)]
-        if stage == "train":  # one run per method, each into train/<method>/
-            runs = [(f"train:{m}", _deep_merge(_deep_merge(values, extra), {"output": str(out["train"] / m)}))
-                    for m, extra in METHODS.items()]
-        for label, vals in runs:
+        values = _deep_merge(values, STAGES[stage].wire(paths))
+        for label, vals in _runs(stage, values, out):
             reqs.append(StageRequest(stage=stage, label=label, overrides=vals, mode=mode, ray_address=ray_address,
                                      cache_dir=str(out["cache"])))
     return reqs

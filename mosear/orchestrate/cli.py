@@ -44,7 +44,7 @@ _T0 = _process_start()
 
 def find_repo_file(rel: str) -> Path:
     """``rel`` in the current folder, else in the repository this package was installed from."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):  # mosear/orchestrate/cli.py -> the repository
         if (base / rel).exists():
             return base / rel
     raise ConfigError(f"{rel} not found in {Path.cwd()} or beside the installed package; run from the repository root")
@@ -82,7 +82,7 @@ def _stage_overrides(config: str | None, overrides: list[str]) -> dict[str, dict
             raise ConfigError(f"pipeline config {p} does not exist")
         data = yaml.safe_load(p.read_text()) or {}
     data = _deep_merge(data, parse_overrides(overrides))
-    from mosear.orchestrate.plan import STAGE_ORDER
+    from mosear.orchestrate.registry import STAGE_ORDER
 
     bad = [k for k, v in data.items() if k not in STAGE_ORDER or not isinstance(v, dict)]
     if bad:
@@ -112,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
     overrides = _stage_overrides(args.config, args.overrides)
     if args.mode == "cluster" and not args.ray_address:
         raise ConfigError("--mode cluster needs --ray-address (the Ray Jobs API URL, e.g. http://head:8265)")
-    from mosear.orchestrate.stages import stage_available
+    from mosear.orchestrate.registry import stage_available
 
     missing = [s for s in stages if not stage_available(s)]
     if missing:

@@ -5,11 +5,14 @@
 - **cluster**: the stage's CLI is submitted to a Ray cluster with the Jobs API
   (:mod:`mosear.orchestrate.ray_jobs`); its logs are streamed back line by line.
 
-Both modes take the same :class:`StageRequest` and return the same :class:`StageOutcome`.
-:func:`cache_key` is what makes a pipeline rerun skip finished stages: the digest of the stage's
-identity (:func:`mosear.identity.stage_identity`: package version, the config fields that change the
-output, the *content* digest of every input path), plus the output folder. The stage records the same
-identity in its commit marker; a cached result counts only while that marker matches it.
+A :class:`StageRequest` (what a user or a flow asks for: JSON-able) is resolved once by
+:func:`prepare` into a :class:`PreparedStage`: its config validated (a bad value fails here, before
+anything runs) and that validated object is what travels on, to the cache key, the Prefect task and
+the stage's own ``run(cfg)``. :meth:`PreparedStage.fingerprint` computes the stage's identity and cache
+key once, just before the stage runs (its inputs may be an earlier stage's output): the identity is
+:func:`mosear.identity.stage_identity` (package version, the config fields that change the output, the
+*content* digest of every input path), the key its digest plus the output folder. The stage records the
+same identity in its commit marker; a cached result counts only while that marker matches it.
 
 Failure policy (the same in both modes): a stage that raises fails; a stage whose marker says
 ``partial`` (some shards or units failed and the config allowed it) succeeds with
@@ -32,9 +35,11 @@ import mosear
 from mosear.config import ConfigError, StageConfig, load_config
 from mosear.identity import identity_digest, read_marker, stage_identity
 from mosear.orchestrate.errors import BadInputError, StageError, classify
-from mosear.orchestrate.stages import get_stage
+from mosear.orchestrate.registry import StageName, get_stage
+from mosear.orchestrate.spec import StageSpec
 
-__all__ = ["StageRequest", "request_name", "StageOutcome", "resolve_config", "validate_requests", "cache_key", "run_stage", "summarize"]
+__all__ = ["StageRequest", "StageOutcome", "PreparedStage", "prepare", "prepare_all", "request_name",
+           "cache_key", "run_stage", "summarize"]
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +47,11 @@ Mode = Literal["embedded", "cluster"]
 
 
 class StageRequest(BaseModel):
-    """Everything needed to run a stage: the Prefect task's single parameter (typed, JSON-able)."""
+    """Everything needed to run a stage (typed, JSON-able); :func:`prepare` validates it."""
 
     model_config = ConfigDict(extra="forbid")
 
-    stage: Literal["shard", "mine", "train", "eval"]
+    stage: StageName = Field(description="the stage (mosear.orchestrate.registry.STAGES)")
     label: str | None = Field(
         None, description="this run's name in a pipeline when a stage runs more than once (train:lora); default: the stage"
     )
@@ -87,41 +92,68 @@ class StageOutcome(BaseModel):
     missing: list[str] = Field(default_factory=list)  # first names of what is missing (shards, units)
 
 
-def resolve_config(req: StageRequest) -> StageConfig:
-    """Validate the request's config now (a bad value fails before anything runs)."""
+@dataclasses.dataclass(frozen=True)
+class PreparedStage:
+    """A request with its validated config; ``identity`` and ``cache_key`` once :meth:`fingerprint` ran."""
+
+    request: StageRequest
+    config: StageConfig
+    identity: dict[str, Any] | None = None
+    cache_key: str | None = None
+
+    @property
+    def spec(self) -> StageSpec:
+        return get_stage(self.request.stage)
+
+    @property
+    def name(self) -> str:
+        return request_name(self.request)
+
+    @property
+    def output(self) -> Path:
+        return self.spec.output(self.config)
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where cache records and results live: the request's, else ``.mosear-cache`` beside the output."""
+        if self.request.cache_dir:
+            return Path(self.request.cache_dir).resolve()
+        return self.output.resolve().parent / ".mosear-cache"
+
+    def fingerprint(self) -> PreparedStage:
+        """This stage with its identity (digests of its inputs as they are now) and cache key.
+
+        ``{stage}-{sha256[:32]}`` of the identity digest, the output folder and the package version.
+        Returns ``self`` when already fingerprinted: the inputs are digested once per run.
+        """
+        if self.cache_key is not None:
+            return self
+        identity = stage_identity(self.spec, self.config)
+        parts = {"identity": identity_digest(identity), "output": str(self.output.resolve()),
+                 "version": mosear.__version__}
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+        return dataclasses.replace(self, identity=identity, cache_key=f"{self.spec.name}-{digest}")
+
+
+def prepare(req: StageRequest) -> PreparedStage:
+    """Validate the request's config now; raise :class:`BadInputError` naming the stage's command."""
     spec = get_stage(req.stage)
-    return load_config(spec.config_cls(), req.config, dict(req.overrides) or None)
+    try:
+        cfg = load_config(spec.config_cls(), req.config, dict(req.overrides) or None)
+    except ConfigError as exc:  # the stage's own validation message, never retried
+        raise BadInputError(f"mosear {spec.name}: bad config: {exc}") from None
+    return PreparedStage(request=req, config=cfg)
 
 
-def validate_requests(requests: list[StageRequest]) -> None:
-    """Validate every stage's config before the first one runs; raise BadInputError naming the stage."""
-    for req in requests:
-        try:
-            resolve_config(req)
-        except ConfigError as exc:
-            raise BadInputError(f"mosear {get_stage(req.stage).command}: bad config: {exc}") from None
+def prepare_all(requests: list[StageRequest]) -> list[PreparedStage]:
+    """Validate every stage's config before the first one runs (a typo in the eval section fails now)."""
+    return [prepare(r) for r in requests]
 
 
-def default_cache_dir(req: StageRequest, cfg: StageConfig) -> Path:
-    if req.cache_dir:
-        return Path(req.cache_dir)
-    return get_stage(req.stage).output(cfg).resolve().parent / ".mosear-cache"
-
-
-def request_identity(req: StageRequest, cfg: StageConfig | None = None) -> dict[str, Any]:
-    """The stage identity of ``req`` (what its commit marker must record to count as its result)."""
-    return stage_identity(req.stage, cfg or resolve_config(req))
-
-
-def cache_key(req: StageRequest, cfg: StageConfig | None = None, identity: dict[str, Any] | None = None) -> str:
-    """``{stage}-{sha256[:32]}`` of the stage's identity digest and its output folder."""
-    spec = get_stage(req.stage)
-    cfg = cfg or resolve_config(req)
-    identity = identity or request_identity(req, cfg)
-    parts = {"identity": identity_digest(identity), "output": str(spec.output(cfg).resolve()),
-             "version": mosear.__version__}
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
-    return f"{spec.name}-{digest}"
+def cache_key(req: StageRequest | PreparedStage) -> str:
+    """The cache key of a request (validated and fingerprinted here when it was not yet)."""
+    stage = req if isinstance(req, PreparedStage) else prepare(req)
+    return stage.fingerprint().cache_key  # type: ignore[return-value]
 
 
 def summarize(result: Any) -> dict[str, Any]:
@@ -147,17 +179,16 @@ def summarize(result: Any) -> dict[str, Any]:
     return out
 
 
-def run_stage(req: StageRequest, logger: logging.Logger | logging.LoggerAdapter | None = None) -> StageOutcome:
-    """Run the stage in the request's mode; raise a :class:`StageError` subclass on failure."""
+def run_stage(stage: PreparedStage | StageRequest,
+              logger: logging.Logger | logging.LoggerAdapter | None = None) -> StageOutcome:
+    """Run the stage in the request's mode; raise a :class:`StageError` subclass on failure.
+
+    ``stage`` is fingerprinted here unless it already was (the Prefect task passes it fingerprinted,
+    so its cache key and the marker check below use one identity).
+    """
     logger = logger or log
-    spec = get_stage(req.stage)
-    try:
-        cfg = resolve_config(req)
-    except ConfigError as exc:  # the stage's own validation message, never retried
-        raise BadInputError(f"mosear {spec.command}: bad config: {exc}") from None
-    identity = request_identity(req, cfg)
-    key = cache_key(req, cfg, identity)
-    output = spec.output(cfg)
+    stage = (stage if isinstance(stage, PreparedStage) else prepare(stage)).fingerprint()
+    req, spec, cfg, output = stage.request, stage.spec, stage.config, stage.output
     t0 = time.perf_counter()
     ray_startup_s = 0.0
     if req.mode == "embedded":
@@ -168,7 +199,7 @@ def run_stage(req: StageRequest, logger: logging.Logger | logging.LoggerAdapter 
         except StageError:
             raise
         except Exception as exc:  # the same classes as a cluster job's exit code (errors.EXIT_CODES)
-            raise classify(exc, f"mosear {spec.command}") from exc
+            raise classify(exc, f"mosear {spec.name}") from exc
         summary, job_id = summarize(result), None
     else:
         from mosear.orchestrate.ray_jobs import RayJobRunner, raw_config
@@ -176,7 +207,8 @@ def run_stage(req: StageRequest, logger: logging.Logger | logging.LoggerAdapter 
         if not req.ray_address:
             raise BadInputError(f"{spec.name}: cluster mode needs ray_address (the Jobs API URL)")
         runner = RayJobRunner(req.ray_address, logger=logger)
-        job_id = runner.run(spec, raw_config(req.config, req.overrides), key, runtime_env=req.runtime_env, ship_package=req.ship_package)
+        job_id = runner.run(spec, raw_config(req.config, req.overrides), stage.cache_key,
+                            runtime_env=req.runtime_env, ship_package=req.ship_package)
         summary = {}
         run_json = output / "run.json"
         if run_json.is_file():  # outputs on shared storage: read the stage's own record
@@ -186,17 +218,17 @@ def run_stage(req: StageRequest, logger: logging.Logger | logging.LoggerAdapter 
                 summary = {}
     seconds = time.perf_counter() - t0
     marker = read_marker(output) or {}
-    if marker.get("digest") != identity_digest(identity) or marker.get("status") not in ("complete", "partial"):
+    if marker.get("digest") != identity_digest(stage.identity) or marker.get("status") not in ("complete", "partial"):
         from mosear.identity import changed
 
-        why = "; ".join(changed(marker.get("identity"), identity)) if marker else "no commit.json"
+        why = "; ".join(changed(marker.get("identity"), stage.identity)) if marker else "no commit.json"
         raise StageError(f"{spec.name} finished but {output} holds no committed result of this run ({why})")
     partial = marker["status"] == "partial"
     if partial:
         logger.warning("%s: PARTIAL output (allow_partial): %d missing, first: %s", spec.name,
                        int(marker.get("missing_count", 0)), ", ".join(marker.get("missing", [])[:5]))
     return StageOutcome(
-        stage=spec.name, output=str(output), cache_key=key, mode=req.mode, seconds=seconds,
+        stage=spec.name, output=str(output), cache_key=stage.cache_key, mode=req.mode, seconds=seconds,
         summary=summary, job_id=job_id, ray_startup_s=ray_startup_s, partial=partial,
         missing=list(marker.get("missing", []))[:20],
     )

@@ -1,0 +1,31 @@
+"""The mine stage as the pipeline sees it (:class:`~mosear.orchestrate.spec.StageSpec`): shards -> conflicts, subsets, splits, mix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mosear.orchestrate.spec import PipelinePaths, StageSpec, paths_of
+
+
+def _inputs(cfg: Any) -> list[Path]:
+    """The shard folder, the ``py_modules`` of third-party stages and the splice sources."""
+    return paths_of(cfg, "shards", "py_modules") + (paths_of(cfg.splice, "faces", "voices") if cfg.splice.enabled else [])
+
+
+def _wire(paths: PipelinePaths) -> dict[str, Any]:
+    return {"shards": str(paths.output("shard")), "output": str(paths.output("mine"))}
+
+
+SPEC = StageSpec(
+    name="mine",
+    help="mine audio/visual emotion conflicts and build CA-MER-style benchmarks",
+    config="mosear.mine.config:MineConfig",
+    run="mosear.mine.run:run_mine",
+    cli="mosear.mine.cli",
+    folder="mined",
+    inputs=_inputs,
+    wire=_wire,
+    path_fields=("shards", "output", "splice.faces", "splice.voices"),
+    artifacts={"conflicts": "conflicts.parquet", "training mix": "train_mix.parquet"},
+)
