@@ -248,3 +248,53 @@ def test_pipeline_validates_every_stage_before_running(samples_dir, tmp_path):
     prepare_all(pipeline_requests(corpus, str(tmp_path)))  # the defaults are valid
     with pytest.raises(BadInputError, match=r"(?s)mosear eval: bad config: .*batch_size"):
         prepare_all(pipeline_requests(corpus, str(tmp_path), overrides={"eval": {"batch_size": 0}}))
+
+
+def test_everything_that_names_a_stage_derives_from_the_registry():
+    """CLI commands, pipeline order, request type and flows come from the stage packages' specs."""
+    import importlib
+
+    from pydantic import ValidationError
+
+    from mosear.cli import COMMANDS
+    from mosear.config import StageConfig
+    from mosear.orchestrate.flows import STAGE_FLOWS
+    from mosear.orchestrate.registry import STAGES
+
+    assert list(STAGES) == list(STAGE_ORDER) == ["shard", "mine", "train", "eval"]
+    assert list(COMMANDS)[: len(STAGES)] == list(STAGES)  # `mosear --help` lists them in pipeline order
+    for name, spec in STAGES.items():
+        package = spec.cli.rsplit(".", 1)[0]  # mosear.shards: the stage's own package defines its spec
+        assert importlib.import_module(f"{package}.spec").SPEC is spec
+        assert COMMANDS[name] == (spec.cli, spec.help)
+        assert callable(importlib.import_module(spec.cli).main)
+        assert STAGE_FLOWS[name].name == f"mosear-{name}"
+        assert issubclass(spec.config_cls(), StageConfig)
+    with pytest.raises(ValidationError):
+        StageRequest(stage="ship")
+
+
+def test_a_request_is_validated_and_fingerprinted_once(tmp_path, samples_dir, monkeypatch):
+    """prepare validates, fingerprint digests the inputs; the cache key, the task's key function and a
+    second fingerprint reuse them (wrappers count the real functions' calls)."""
+    import mosear.orchestrate.dispatch as dispatch
+    from mosear.orchestrate.prefect_tasks import _task_cache_key
+
+    calls = {"load_config": 0, "stage_identity": 0}
+
+    def counted(name, real):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(dispatch, "load_config", counted("load_config", dispatch.load_config))
+    monkeypatch.setattr(dispatch, "stage_identity", counted("stage_identity", dispatch.stage_identity))
+    req = StageRequest(stage="shard", overrides={"corpus": str(samples_dir / "corpus.yaml"), "output": str(tmp_path / "o")})
+    prepared = dispatch.prepare(req)
+    assert calls == {"load_config": 1, "stage_identity": 0}  # inputs are not digested before the stage's turn
+    stage = prepared.fingerprint()
+    assert stage.fingerprint() is stage and stage.config is prepared.config  # the validated object travels
+    assert cache_key(stage) == _task_cache_key(None, {"stage": stage}) == stage.cache_key
+    assert stage.cache_key.startswith("shard-") and stage.identity["stage"] == "shard"
+    assert calls == {"load_config": 1, "stage_identity": 1}
