@@ -3,7 +3,8 @@
 - :func:`run_eval` (``mosear eval``) — plan, run missing units as Ray tasks, write ``units/*.parquet``,
   ``metrics.parquet`` and ``report.html`` under ``EvalConfig.output``.
 - :func:`build_report` (``mosear report``) — rebuild metrics and the report from the Parquet files.
-- :mod:`.metrics`, :mod:`.judges`, :mod:`.benchmarks` — metrics, open-vocabulary judges, readers.
+- :mod:`.metrics`, :mod:`.judges`, :mod:`.benchmark_files` — metrics, open-vocabulary judges, readers of
+  the benchmarks' label and reference files (the speed scripts are the top-level ``benchmarks/``).
 
 Names are imported lazily so that ``import mosear.evaluate`` stays cheap (no Ray, no matplotlib).
 """
@@ -21,7 +22,7 @@ _EXPORTS = {
     "EvalResult": "mosear.evaluate.fanout",
     "run_eval": "mosear.evaluate.fanout",
     "build_report": "mosear.evaluate.report",
-    "load_benchmark": "mosear.evaluate.benchmarks",
+    "load_benchmark": "mosear.evaluate.benchmark_files",
     "make_judge": "mosear.evaluate.judges",
 }
 

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from mosear.evaluate.benchmarks import BenchmarkFormatError
+    from mosear.evaluate.benchmark_files import BenchmarkFormatError
     from mosear.evaluate.config import EvalConfig
     from mosear.evaluate.endpoint import EndpointError
 

@@ -36,7 +36,7 @@ class OverlapError(ConfigError):
 def check_overlap(cfg: Any, benches: dict[str, Any], calib_benches: dict[str, Any] | None = None) -> dict[str, Any]:
     """``{"allow_overlap": bool, "checkpoints": {name: {...}}}``; raises :class:`OverlapError` (see above).
 
-    ``benches`` / ``calib_benches``: benchmark name -> loaded :class:`~mosear.evaluate.benchmarks.Benchmark`
+    ``benches`` / ``calib_benches``: benchmark name -> loaded :class:`~mosear.evaluate.benchmark_files.Benchmark`
     of the evaluated split / of the calibration split.
     """
     from mosear.evaluate.units import checkpoint_names

@@ -21,7 +21,7 @@ blocks of 256 resamples and a few matrix products per subset; 2000 resamples of 
 accuracy alone (``benchmarks/interval_cost.py``, 2 cores at load average 47).
 
 Groups: the table's ``group`` column (clips that share a face or voice source, see
-:mod:`mosear.evaluate.benchmarks`) where present, else each key is its own group.
+:mod:`mosear.evaluate.benchmark_files`) where present, else each key is its own group.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mosear.evaluate.benchmarks import Benchmark, BenchmarkItem
+from mosear.evaluate.benchmark_files import Benchmark, BenchmarkItem
 from mosear.evaluate.config import EvalConfig, SettingSpec
 from mosear.evaluate.judges import Judge, JudgeReplyError, make_judge, reference_set, set_precision_recall
 from mosear.evaluate.units import UnitSpec, unit_path, write_table

@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from mosear.atomic import atomic_write_parquet
 from mosear.config import output_fields
-from mosear.evaluate.benchmarks import Benchmark, load_benchmark
+from mosear.evaluate.benchmark_files import Benchmark, load_benchmark
 from mosear.evaluate.config import BenchmarkSpec, EvalConfig, SettingSpec
 from mosear.identity import DigestMemo, digest_paths, file_digest, shard_folder_digest
 
@@ -134,7 +134,7 @@ def plan_units(cfg: EvalConfig, memo: DigestMemo | None = None) -> tuple[list[Un
     benches = {b.name: load_benchmark(b) for b in cfg.benchmarks}
     calibrating = [s.name for s in cfg.all_settings() if s.calibrate]
     if calibrating:
-        from mosear.evaluate.benchmarks import load_calibration_split
+        from mosear.evaluate.benchmark_files import load_calibration_split
 
         for b in benches.values():
             b.calibration = load_calibration_split(b.spec, cfg.calibration.split, calibrating[0])

@@ -225,7 +225,7 @@ def test_closed_set_benchmarks_end_to_end(tmp_path, checkpoints, shard_keys, eva
     """MER2023 (npz), DFEW (fold CSV) and EMER (reasoning CSV) files over the sample shards' clips."""
     import numpy as np
 
-    from mosear.evaluate.benchmarks import DFEW_LABELS
+    from mosear.evaluate.benchmark_files import DFEW_LABELS
     from mosear.labels import MER2023_LABELS
 
     rav = [(k.split("__", 1)[1], lab) for k, lab in shard_keys if k.startswith("ravdess__") and lab in MER2023_LABELS]

@@ -168,7 +168,7 @@ def test_a_cue_following_answer_scores_zero_on_a_video_aligned_item(tmp_path):
     import dataclasses
     import json as _json
 
-    from mosear.evaluate.benchmarks import load_benchmark
+    from mosear.evaluate.benchmark_files import load_benchmark
     from mosear.evaluate.config import BenchmarkSpec
     from mosear.evaluate.runner import judge_item
     from mosear.mine.captions import build_caption
@@ -200,7 +200,7 @@ def test_unreadable_judge_replies_are_judge_errors_not_empty_sets(tmp_path, chat
     import json as _json
 
     from mosear.evaluate.aggregate import compute_metrics
-    from mosear.evaluate.benchmarks import BenchmarkItem
+    from mosear.evaluate.benchmark_files import BenchmarkItem
     from mosear.evaluate.judges import JudgeReplyError
     from mosear.evaluate.runner import judge_item
     from mosear.evaluate.units import write_table

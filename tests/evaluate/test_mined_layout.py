@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from mosear.evaluate.benchmarks import load_benchmark
+from mosear.evaluate.benchmark_files import load_benchmark
 from mosear.evaluate.config import BenchmarkSpec
 from mosear.mine.layout import mined_shard_dirs
 

@@ -96,7 +96,7 @@ def test_ar_calibrated_on_validation_applied_to_test(tmp_path, checkpoints, shar
 
 
 def test_calibration_without_a_validation_split_is_refused(tmp_path, checkpoints, shard_keys, eval_shards, camer_writer):
-    from mosear.evaluate.benchmarks import BenchmarkFormatError
+    from mosear.evaluate.benchmark_files import BenchmarkFormatError
 
     bench = camer_writer(tmp_path / "bench", shard_keys, n=6, missing=False)
     cfg = _cfg(tmp_path / "o", checkpoints["mose"], bench, eval_shards,

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mosear.evaluate.benchmarks import (
+from mosear.evaluate.benchmark_files import (
     DFEW_LABELS,
     MAFW_LABELS,
     BenchmarkFormatError,
@@ -196,7 +196,7 @@ def test_keys_match_the_shard_adapters(tmp_path, fmt, adapter):
 
 
 def test_only_shards_holding_benchmark_keys_are_read(eval_shards, shard_keys):
-    from mosear.evaluate.benchmarks import Benchmark, BenchmarkItem
+    from mosear.evaluate.benchmark_files import Benchmark, BenchmarkItem
     from mosear.evaluate.runner import _shards_with, iter_benchmark_samples
     from mosear.shards.reader import list_shards
 
