@@ -186,6 +186,8 @@ def stage_identity(spec: Any, cfg: Any, memo: DigestMemo | None = None) -> dict[
     """
     import mosear
 
+    if isinstance(spec, str):  # the name alone would need the registry, which imports every stage
+        raise TypeError(f"stage_identity({spec!r}, ...): pass the stage's spec (mosear.<package>.spec.SPEC), not its name")
     memo = memo if memo is not None else default_memo(spec.output(cfg))
     inputs = {os.path.abspath(p): digest_paths([p], memo) for p in spec.inputs(cfg)}
     return {"stage": spec.name, "version": mosear.__version__, "config": cfg.output_hash(), "inputs": inputs,
