@@ -3,7 +3,7 @@
 ``mosear run`` imports :func:`pipeline` from here (it never executes a file from the working folder);
 ``flows/pipeline.py`` and ``flows/stages.py`` are the thin deployment entrypoints ``flows/prefect.yaml``
 names, importing their flows from this module. Flows are thin: they build
-:class:`~mosear.orchestrate.dispatch.StageRequest`\\ s, validate them once, run each as a cached task
+requests (:class:`~mosear.orchestrate.dispatch.StageRequest`), validate them once, run each as a cached task
 (:mod:`mosear.orchestrate.prefect_tasks`) and record artifacts.
 
 - :func:`pipeline`: shard -> mine -> train -> eval, each a cached task; a rerun (after a crash, a kill,
