@@ -60,7 +60,7 @@ def test_an_empty_subset_is_named_first_not_left_silently_empty():
 
 def test_the_training_majority_row_tells_a_prior_from_a_signal():
     from mosear.evaluate.baseline import baseline_accuracy
-    from mosear.evaluate.benchmarks import BenchmarkItem
+    from mosear.evaluate.benchmark_files import BenchmarkItem
 
     items = ([BenchmarkItem(f"c{i}", "sad" if i < 15 else "happy", "consistent") for i in range(20)]
              + [BenchmarkItem(f"v{i}", "sad", "video_aligned") for i in range(20)]
