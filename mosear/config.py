@@ -17,6 +17,7 @@ Whether a field changes what a stage writes is declared once, on the field itsel
 
 :func:`output_fields` reads those markers (recursively into nested sections); every hash, cache key and
 resume check derives from it (:mod:`mosear.identity`), so there is no list of field names to keep in sync.
+A config may add facts that no field holds (:meth:`StageConfig.derived_output_fields`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def output_fields(cfg: BaseModel, *, resume: bool = False, per_unit: bool = Fals
             out[name] = [output_fields(v, resume=resume, per_unit=per_unit) for v in value]
         else:
             out[name] = to_jsonable_python(value, fallback=str)
+    derived = getattr(cfg, "derived_output_fields", None)
+    if callable(derived):  # what the fields name decides the output too (a mining stage's version)
+        out.update(derived())
     return out
 
 
@@ -84,6 +88,11 @@ class StageConfig(BaseModel):
     """Base of every stage config: unknown keys are errors (a typo must not be ignored)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    def derived_output_fields(self) -> dict[str, Any]:
+        """Facts that change the output but are no field's value, e.g. the code version of what a field
+        names (``MineConfig``: every mining stage's ``name@version``). Part of :func:`output_fields`."""
+        return {}
 
     def hash(self, exclude: set[str] | None = None) -> str:
         """Hash of every field (minus ``exclude``); see :meth:`output_hash` for the output identity."""

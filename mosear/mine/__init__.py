@@ -1,7 +1,7 @@
 """Conflict mining: extensible stages that find and label audio/visual emotion conflicts (CA-MER builder).
 
 Public API: :class:`MiningStage`, :class:`FilterStage`, :class:`Resources`, :class:`Drop`
-(``mosear.mine.stage``), :class:`StagePipeline` (``mosear.mine.pipeline``), :class:`MineConfig`,
+(``mosear.mine.stage``), :class:`StagePipeline` (``mosear.mine.stage_pipeline``), :class:`MineConfig`,
 :func:`run_mine`. See ``docs/mining.md``.
 """
 
@@ -17,7 +17,7 @@ def __getattr__(name: str):  # heavy imports (ray) only when asked for
 
         return run_mine
     if name == "StagePipeline":
-        from mosear.mine.pipeline import StagePipeline
+        from mosear.mine.stage_pipeline import StagePipeline
 
         return StagePipeline
     raise AttributeError(name)

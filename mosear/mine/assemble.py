@@ -3,6 +3,10 @@
 Reads only the small evidence tables (features, not media), cross-fits the unimodal classifiers,
 assigns subsets, writes captions, and exports ``conflicts.parquet``, the CA-MER-style JSON files,
 ``train_mix.parquet`` and ``summary.json`` + ``summary.png``.
+
+Each modality's classifier takes as input the features the pipeline's stages declare for it
+(``MiningStage.features``, :meth:`~mosear.mine.stage_pipeline.StagePipeline.feature_columns`), concatenated
+in pipeline order; ``summary.json`` names them (``classifiers.{modality}.features``).
 """
 
 from __future__ import annotations
@@ -21,17 +25,20 @@ from mosear.labels import CANONICAL_LABELS
 from mosear.mine.captions import LLMCaptionRefiner, build_reasoning
 from mosear.mine.config import MineConfig
 from mosear.mine.crossfit import CrossFitResult, choose_groups, crossfit_predict
+from mosear.mine.stage_pipeline import StagePipeline
 from mosear.mine.splits import SPLITS, assign_splits
-from mosear.mine.subsets import SUBSETS, assign_subset, human_rated_probs
+from mosear.mine.subsets import SUBSETS, assign_subset, human_rated_probs, truth_subset
+from mosear.mine.summary import write_summary
 
 log = logging.getLogger(__name__)
 
-# modality -> (evidence columns concatenated as its features, target column preferred over `label`,
-#              fold-group take column, (column, value) meaning "this modality has no evidence")
-MODALITIES = {
-    "audio": (("audio_feats", "hf_audio_probs"), "voice_label", "voice_take", ("audio_silent", True)),
-    "visual": (("visual_feats", "hf_visual_probs"), "face_label", "face_take", ("face_found", False)),
-    "text": (("text_feats",), None, "voice_take", None),
+# What a modality is, beside its features (which come from the stages' declarations):
+# modality -> (target column preferred over `label`, fold-group take column,
+#              (column, value) meaning "this modality has no evidence")
+MODALITY_TRUTH: dict[str, tuple[str | None, str, tuple[str, Any] | None]] = {
+    "audio": ("voice_label", "voice_take", ("audio_silent", True)),
+    "visual": ("face_label", "face_take", ("face_found", False)),
+    "text": (None, "voice_take", None),
 }
 
 
@@ -52,24 +59,40 @@ def read_evidence(out_dir: Path, shards: list[str] | None = None
     return rows, audit, stats
 
 
-def _matrix(df: pd.DataFrame, cols: tuple[str, ...]) -> np.ndarray | None:
-    parts = []
-    for c in cols:
-        if c in df.columns:
-            parts.append(np.stack([np.asarray(v if v is not None else [np.nan], np.float32) for v in df[c]]))
-    if not parts:
-        return None
-    return np.concatenate(parts, axis=1)
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, (float, np.floating)) and bool(np.isnan(v)))
+
+
+def _column(df: pd.DataFrame, col: str) -> np.ndarray:
+    """One feature column as float32[N, D]: a number per row is D = 1; a missing value (None, or NaN
+    where a shard lacks the column) is a row of NaN. Vectors of different lengths are a stage bug."""
+    vals = [None if _missing(v) else np.asarray(v, np.float32).reshape(-1) for v in df[col]]
+    widths = {v.size for v in vals if v is not None}
+    if len(widths) > 1:
+        raise ValueError(f"feature {col!r} has vectors of lengths {sorted(widths)}: a feature's length is "
+                         "fixed (a stage bug; fix the stage and bump its version)")
+    width = widths.pop() if widths else 1
+    return np.stack([np.full(width, np.nan, np.float32) if v is None else v for v in vals])
+
+
+def _matrix(df: pd.DataFrame, cols: list[str]) -> tuple[np.ndarray | None, list[str]]:
+    """The columns of ``cols`` that ``df`` has, concatenated: float32[N, sum of D], and their names."""
+    have = [c for c in cols if c in df.columns]
+    if not have:
+        return None, []
+    return np.concatenate([_column(df, c) for c in have], axis=1), have
 
 
 def _pred(p: np.ndarray) -> str | None:
     return None if np.isnan(p).any() else CANONICAL_LABELS[int(p.argmax())]
 
 
-def crossfit_all(df: pd.DataFrame, cfg: MineConfig) -> dict[str, CrossFitResult]:
+def crossfit_all(df: pd.DataFrame, cfg: MineConfig, features: dict[str, list[str]]) -> dict[str, CrossFitResult]:
+    """One cross-fitted classifier per modality that has evidence; ``features``: ``{modality: [column,
+    ...]}`` (:meth:`StagePipeline.feature_columns`). Each result's ``features`` names its input columns."""
     out: dict[str, CrossFitResult] = {}
-    for mod, (cols, target_col, take_col, absent) in MODALITIES.items():
-        X = _matrix(df, cols)
+    for mod, (target_col, take_col, absent) in MODALITY_TRUTH.items():
+        X, cols = _matrix(df, features.get(mod, []))
         if X is not None and absent is not None and absent[0] in df.columns:
             X[(df[absent[0]] == absent[1]).to_numpy()] = np.nan  # no face / no voice: no prediction
         if X is None or np.isnan(X).all():
@@ -85,33 +108,7 @@ def crossfit_all(df: pd.DataFrame, cfg: MineConfig) -> dict[str, CrossFitResult]
             groups, how = takes, "source take"
         out[mod] = crossfit_predict(X, targets, groups, cfg.crossfit.n_folds, cfg.crossfit.c,
                                     cfg.crossfit.seed, grouping=how)
-    return out
-
-
-def truth_subset(row: dict[str, Any]) -> str | None:
-    """The exact subset of a clip whose per-modality truth is known (spliced), else None."""
-    f, v, y = row.get("face_label"), row.get("voice_label"), row.get("label")
-    if not (isinstance(f, str) and isinstance(v, str) and y):
-        return None
-    if f == y and v == y:
-        return "consistent"
-    if f == y:
-        return "video_aligned"
-    if v == y:
-        return "audio_aligned"
-    return "ambiguous"
-
-
-def subset_quality(df: pd.DataFrame) -> dict[str, dict[str, float | int | None]]:
-    """Precision and recall of each subset's assignment on rows with known truth."""
-    known = df[df["truth_subset"].notna()]
-    out = {}
-    for s in SUBSETS[:3]:
-        pred, true = known["subset"] == s, known["truth_subset"] == s
-        tp = int((pred & true).sum())
-        out[s] = {"precision": tp / int(pred.sum()) if pred.sum() else None,
-                  "recall": tp / int(true.sum()) if true.sum() else None,
-                  "assigned": int(pred.sum()), "true": int(true.sum()), "tp": tp}
+        out[mod].features = cols
     return out
 
 
@@ -130,20 +127,24 @@ def _refiner(cfg: MineConfig) -> LLMCaptionRefiner | None:
     return LLMCaptionRefiner(cfg.llm.base_url, cfg.llm.model, key, cfg.llm.timeout_s)
 
 
-def assemble(cfg: MineConfig, stage_names: list[str], shards: list[str] | None = None) -> dict[str, Any]:
-    """Build every mined output from the evidence of ``shards`` (names; default: all committed)."""
+def assemble(cfg: MineConfig, pipeline: StagePipeline | None = None, shards: list[str] | None = None
+             ) -> dict[str, Any]:
+    """Build every mined output from the evidence of ``shards`` (names; default: all committed) that
+    ``pipeline`` (default: built from ``cfg.stages``) mined: its stages' versions and declared features."""
     out = Path(cfg.output)
+    pipeline = pipeline if pipeline is not None else StagePipeline.from_spec(cfg.stages)
+    stage_names = pipeline.versions()
     df, audit, stats = read_evidence(out, shards)
     atomic_write_parquet(out / "dropped.parquet", audit)
     if df.empty:
         raise RuntimeError(f"no sample survived mining ({len(audit)} dropped; see {out / 'dropped.parquet'})")
-    fits = crossfit_all(df, cfg)
+    fits = crossfit_all(df, cfg, pipeline.feature_columns())
     records = df.to_dict("records")
     refiner = _refiner(cfg)
     rows = []
     for i, r in enumerate(records):
         probs = {m: (fits[m].probs[i] if m in fits else np.full(len(CANONICAL_LABELS), np.nan, np.float32))
-                 for m in MODALITIES}
+                 for m in MODALITY_TRUTH}
         meta = json.loads(r["meta_json"])
         ha, hv = human_rated_probs(meta)
         origin = r["origin"]
@@ -192,8 +193,6 @@ def assemble(cfg: MineConfig, stage_names: list[str], shards: list[str] | None =
     write_exports(out, conflicts)
     mix = train_mix(conflicts, cfg.ambiguous_weight)
     atomic_write_parquet(out / "train_mix.parquet", mix)
-    from mosear.mine.summary import write_summary
-
     return write_summary(out, conflicts, audit, stats, fits, split_res, cfg.splits)
 
 

@@ -21,7 +21,7 @@ def main(args: argparse.Namespace) -> int:
         print(describe_config(MineConfig))
         return 0
     if args.list_stages:
-        from mosear.mine.pipeline import available_stages
+        from mosear.mine.stage_pipeline import available_stages
 
         for name, where in sorted(available_stages().items()):
             print(f"{name:20s} {where}")

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mosear.config import INPUT, LOCATION, SCHEDULING, WHOLE_RUN, StageConfig
+from mosear.config import INPUT, LOCATION, SCHEDULING, WHOLE_RUN, ConfigError, StageConfig
 from mosear.mine.splits import SplitConfig
 
 DEFAULT_STAGES: list[Any] = ["require_label", "signal_quality", "audio_egemaps", "visual_fer", "text_lexicon"]
@@ -79,5 +79,24 @@ class MineConfig(StageConfig):
     progress: bool = Field(True, json_schema_extra=SCHEDULING)
 
     def stage_hash(self) -> str:
-        """Hash of what decides one shard's evidence (fields marked WHOLE_RUN only change later steps)."""
+        """Hash of what decides one shard's evidence (fields marked WHOLE_RUN only change later steps),
+        with every stage's ``name@version`` (:meth:`stage_versions`)."""
         return self.output_hash(per_unit=True)
+
+    def stage_versions(self) -> list[str]:
+        """``name@version`` of every stage of :attr:`stages`, in order. Resolves the stage classes (with
+        :attr:`py_modules` on the import path) and builds them (no ``setup``: no model is loaded);
+        a name or parameter that does not resolve is a :class:`~mosear.config.ConfigError`."""
+        from mosear.mine.stage_pipeline import StagePipeline, add_import_paths
+        from mosear.mine.stage import StageContractError
+
+        add_import_paths(self.py_modules)
+        try:
+            return StagePipeline.from_spec(self.stages).versions()
+        except (KeyError, TypeError, ValueError, ImportError, AttributeError, StageContractError) as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            raise ConfigError(f"stages: {msg}") from exc
+
+    def derived_output_fields(self) -> dict[str, Any]:
+        """The stages' code versions: editing a stage's ``version`` mines every shard again."""
+        return {"stage_versions": self.stage_versions()}

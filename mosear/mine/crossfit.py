@@ -34,7 +34,8 @@ from mosear.labels import CANONICAL_LABELS, label_index
 @dataclass
 class CrossFitResult:
     """probs: float32[N, 11] over CANONICAL_LABELS (NaN rows: no prediction); accuracy over scored rows;
-    uninformative: bool[N], rows of a fold that trained on one class (NaN probabilities)."""
+    uninformative: bool[N], rows of a fold that trained on one class (NaN probabilities); features: the
+    evidence columns ``X`` was made of (set by the caller; mosear.mine.assemble)."""
 
     probs: np.ndarray
     n_folds: int
@@ -44,6 +45,7 @@ class CrossFitResult:
     n_scored: int
     notes: list[str] = field(default_factory=list)
     uninformative: np.ndarray | None = None
+    features: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.uninformative is None:

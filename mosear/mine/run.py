@@ -26,8 +26,8 @@ from typing import Any
 from mosear.atomic import atomic_write_json
 from mosear.identity import default_memo, digest_json, stage_identity, write_marker
 from mosear.mine.config import MineConfig
-from mosear.mine.pipeline import StagePipeline
 from mosear.mine.spec import SPEC
+from mosear.mine.stage_pipeline import StagePipeline
 from mosear.mine.worker import ShardMiner, is_done
 from mosear.orchestrate.errors import StageFailedError
 
@@ -85,12 +85,9 @@ def build_spliced(cfg: MineConfig, input_shards: list[Path]) -> tuple[Path, dict
 
 def _driver_path(py_modules: list[str]) -> None:
     """Make ``py_modules`` importable in this process too (the driver builds the pipeline once)."""
-    import sys
+    from mosear.mine.stage_pipeline import add_import_paths
 
-    for m in py_modules:
-        parent = str(Path(m).resolve().parent)
-        if parent not in sys.path:
-            sys.path.insert(0, parent)
+    add_import_paths(py_modules)
 
 
 def _size(shard: Path) -> int:
@@ -171,7 +168,7 @@ def run_mine(cfg: MineConfig) -> MineResult:
                                hint=" shards; nothing was assembled, the mined shards are kept and a rerun mines "
                                "only the failed ones (allow_partial=true assembles without them)")
     _driver_path(cfg.py_modules)
-    names = [s.stage_name + "@" + s.version for s in StagePipeline.from_spec(cfg.stages).stages]
+    pipeline = StagePipeline.from_spec(cfg.stages)  # its versions and declared features (no setup)
     from mosear.mine.assemble import assemble
 
     from mosear.mine.worker import shard_name
@@ -179,7 +176,7 @@ def run_mine(cfg: MineConfig) -> MineResult:
     from mosear.mine.features import write_features
 
     write_features(out, [shard_name(s) for s in shards])  # before the exports; commit.json comes last
-    summary = assemble(cfg, names, [shard_name(s) for s in shards])  # reads committed (ok) evidence only
+    summary = assemble(cfg, pipeline, [shard_name(s) for s in shards])  # reads committed (ok) evidence only
     if failed:
         summary["missing_shards"] = sorted(failed)
         atomic_write_json(out / "summary.json", summary, indent=1)

@@ -5,10 +5,15 @@ A stage sees samples of the shard reader's form (``docs/contracts.md``)::
     {"key": str, "frames": uint8[T, H, W, 3], "audio": float32[N] in [-1, 1],
      "sample_rate": 16000, "meta": dict}
 
-and returns, for each one, either the sample with the fields it declares in :attr:`MiningStage.adds`
-filled in, or a :class:`Drop` carrying the reason (one of :attr:`MiningStage.drop_reasons`). Stages never
-return error strings: a stage that raises on a sample is caught by the pipeline, which records the
-sample with the error (stage name, exception) in the audit table and goes on.
+and returns, for each one, either the sample with the fields it declares (:attr:`MiningStage.adds` and
+:attr:`MiningStage.features`) filled in, or a :class:`Drop` carrying the reason (one of
+:attr:`MiningStage.drop_reasons`). Stages never return error strings: a stage that raises on a sample is
+caught by the pipeline, which records the sample with the error (stage name, exception) in the audit
+table and goes on.
+
+A field declared in :attr:`MiningStage.features` is evidence of one modality (:data:`EVIDENCE_MODALITIES`):
+the cross-fitted classifier of that modality takes it as input (``mosear.mine.assemble``), whoever wrote
+the stage. Nothing else lists feature columns.
 
 Two shapes cover most stages:
 
@@ -22,11 +27,21 @@ Third-party stages register under the ``mosear.stages`` entry-point group (see `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 __all__ = ["Resources", "Drop", "MiningStage", "FilterStage", "StageContractError", "audio_absence",
-           "SILENCE_PEAK"]
+           "SILENCE_PEAK", "EVIDENCE_MODALITIES", "PIPELINE_DROP_REASONS"]
+
+# The modalities a stage's features may feed: one cross-fitted classifier each (mosear/mine/assemble.py).
+EVIDENCE_MODALITIES: tuple[str, ...] = ("audio", "visual", "text")
+
+# Reasons the pipeline itself drops a sample for (beside each stage's own ``drop_reasons``):
+# "error" the stage raised on it; "unstorable" a field it set is a value Arrow cannot store (or of another
+# type than the same field of earlier samples of the shard); "bad_feature" a declared feature is not a
+# number or a 1-D array of numbers.
+PIPELINE_DROP_REASONS: tuple[str, ...] = ("error", "unstorable", "bad_feature")
 
 # A waveform whose peak stays below this (full scale 1.0; about -80 dBFS) carries no voice.
 SILENCE_PEAK = 1e-4
@@ -85,10 +100,18 @@ class MiningStage:
     Class attributes (plain data, read by the pipeline and the docs):
 
     - ``name``: the stage's name in pipelines and stats (defaults to the class name);
-    - ``version``: recorded in ``conflicts.parquet`` (``stages`` column) so outputs say what made them;
+    - ``version``: part of the mining hash as ``name@version`` (change it whenever the stage's output
+      changes: every shard is mined again) and recorded in ``conflicts.parquet`` (``stages`` column);
     - ``resources``: :class:`Resources` one worker needs;
     - ``adds``: the sample fields the stage sets (checked after every batch);
+    - ``features``: ``{field: modality}``, the fields (set like ``adds``; listing them in ``adds`` too is
+      not needed) that are evidence of a modality in :data:`EVIDENCE_MODALITIES`: a number or a
+      fixed-length float vector per sample (NaN: no evidence), input of that modality's classifier;
     - ``drop_reasons``: every reason the stage may drop a sample for.
+
+    The pipeline reads these from the stage *instance* after construction, so a stage whose outputs
+    depend on its parameters may set them in ``__init__`` (``hf_classifier`` does: its output field,
+    modality, name and GPU share are parameters); everything else should leave them on the class.
 
     Constructor keyword arguments are the stage's parameters (from YAML ``params:``); keep them plain
     values so a pipeline can be shipped to Ray workers and recorded in the config hash.
@@ -98,6 +121,7 @@ class MiningStage:
     version: ClassVar[str] = "1"
     resources: ClassVar[Resources] = Resources()
     adds: ClassVar[tuple[str, ...]] = ()
+    features: ClassVar[Mapping[str, str]] = {}
     drop_reasons: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **params: Any) -> None:
@@ -107,6 +131,24 @@ class MiningStage:
     @property
     def stage_name(self) -> str:
         return self.name or type(self).__name__
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Every field the stage sets: :attr:`adds`, then the :attr:`features` not already in it."""
+        return tuple(dict.fromkeys((*self.adds, *self.features)))
+
+    def check_declarations(self) -> None:
+        """Raise :class:`StageContractError` when the declarations are not plain data of the right shape."""
+        who = f"stage {self.stage_name}"
+        if not isinstance(self.version, str) or not self.version:
+            raise StageContractError(f"{who}: version must be a non-empty string, got {self.version!r}")
+        if isinstance(self.adds, str) or not all(isinstance(f, str) for f in self.adds):
+            raise StageContractError(f"{who}: adds must be a tuple of field names, got {self.adds!r}")
+        if not isinstance(self.features, Mapping):
+            raise StageContractError(f"{who}: features must be a mapping field -> modality, got {self.features!r}")
+        bad = {f: m for f, m in self.features.items() if not isinstance(f, str) or m not in EVIDENCE_MODALITIES}
+        if bad:
+            raise StageContractError(f"{who}: features {bad}: the modality must be one of {list(EVIDENCE_MODALITIES)}")
 
     def setup(self) -> None:
         """Per-worker initialisation (load a model once). Called before the first batch."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mosear.labels import CANONICAL_LABELS, canonical_label, label_index
 
@@ -90,3 +91,30 @@ def human_rated_probs(meta: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarr
     """Audio-only and visual-only human rating shares from ``meta.extra.ratings`` (None when absent)."""
     ratings = (meta.get("extra") or {}).get("ratings") or {}
     return ratings_to_probs(ratings.get("audio")), ratings_to_probs(ratings.get("visual"))
+
+
+def truth_subset(row: dict[str, Any]) -> str | None:
+    """The exact subset of a clip whose per-modality truth is known (spliced), else None."""
+    f, v, y = row.get("face_label"), row.get("voice_label"), row.get("label")
+    if not (isinstance(f, str) and isinstance(v, str) and y):
+        return None
+    if f == y and v == y:
+        return "consistent"
+    if f == y:
+        return "video_aligned"
+    if v == y:
+        return "audio_aligned"
+    return "ambiguous"
+
+
+def subset_quality(df: pd.DataFrame) -> dict[str, dict[str, float | int | None]]:
+    """Precision and recall of each subset's assignment on rows with known truth."""
+    known = df[df["truth_subset"].notna()]
+    out = {}
+    for s in SUBSETS[:3]:
+        pred, true = known["subset"] == s, known["truth_subset"] == s
+        tp = int((pred & true).sum())
+        out[s] = {"precision": tp / int(pred.sum()) if pred.sum() else None,
+                  "recall": tp / int(true.sum()) if true.sum() else None,
+                  "assigned": int(pred.sum()), "true": int(true.sum()), "tp": tp}
+    return out

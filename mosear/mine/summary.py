@@ -15,7 +15,7 @@ from mosear.atomic import atomic_open, atomic_write_json
 from mosear.mine.crossfit import CrossFitResult
 from mosear.mine.splits import SPLITS, UNASSIGNED, SplitConfig, SplitResult, split_warnings
 from mosear.mine.stage import StageStats
-from mosear.mine.subsets import SUBSETS
+from mosear.mine.subsets import SUBSETS, subset_quality
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,6 @@ def split_counts(conflicts: pd.DataFrame) -> dict[str, dict[str, dict[str, int]]
 
 def write_summary(out: Path, conflicts: pd.DataFrame, audit: pd.DataFrame, stats: list[dict[str, Any]],
                   fits: dict[str, CrossFitResult], splits: SplitResult, split_cfg: SplitConfig) -> dict[str, Any]:
-    from mosear.mine.assemble import subset_quality
-
     labels = sorted(set(conflicts["audio_pred"].dropna()) | set(conflicts["visual_pred"].dropna()))
     conf = pd.crosstab(conflicts["audio_pred"], conflicts["visual_pred"]).reindex(
         index=labels, columns=labels, fill_value=0) if labels else pd.DataFrame()
@@ -54,7 +52,7 @@ def write_summary(out: Path, conflicts: pd.DataFrame, audit: pd.DataFrame, stats
                    "rows": {sp: int((conflicts["split"] == sp).sum()) for sp in (*SPLITS, UNASSIGNED)},
                    "by_subset_origin": split_counts(conflicts)},
         "warnings": split_warnings(conflicts, splits, split_cfg, SUBSETS),
-        "classifiers": {m: {"cross_fitted_accuracy": f.accuracy, "scored_rows": f.n_scored,
+        "classifiers": {m: {"features": list(f.features), "cross_fitted_accuracy": f.accuracy, "scored_rows": f.n_scored,
                             "train_rows": f.n_train_rows, "folds": f.n_folds, "grouping": f.grouping,
                             "uninformative_rows": int(f.uninformative.sum()),
                             "notes": sorted(set(f.notes))} for m, f in fits.items()},

@@ -5,7 +5,9 @@ Per shard ``{name}`` under ``{output}/evidence/``:
 - ``{name}.parquet``        one row per kept sample: key, shard, label, speaker, takes, per-modality
                             truth (spliced clips), every field the stages added (arrays as lists, dicts
                             as JSON text), the sample's metadata as JSON;
-- ``{name}.audit.parquet``  one row per dropped or failed sample: key, stage, reason, detail;
+- ``{name}.audit.parquet``  one row per dropped or failed sample: key, stage, reason, detail (a sample
+                            with a value Arrow cannot store is one of them, ``unstorable``: the
+                            pipeline checks each field as a stage sets it);
 - ``{name}.stats.json``     written last (the commit marker): counts, per-stage stats, config hash.
 
 A shard whose stats file exists with status ok, the same stage config hash and the same input digest
@@ -25,9 +27,8 @@ import numpy as np
 import pyarrow as pa
 
 from mosear.atomic import atomic_write_json, atomic_write_parquet
-from mosear.mine.pipeline import StagePipeline
+from mosear.mine.stage_pipeline import MEDIA_FIELDS, StagePipeline, stored_value
 
-MEDIA_FIELDS = ("frames", "audio", "sample_rate", "meta", "key")
 AUDIT_SCHEMA = pa.schema([("key", pa.string()), ("shard", pa.string()), ("stage", pa.string()),
                           ("reason", pa.string()), ("detail", pa.string())])
 
@@ -46,24 +47,6 @@ def take_id(meta: dict[str, Any]) -> str:
     return f"{meta.get('dataset')}:{clip}"
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return v.astype(np.float32).tolist() if v.dtype.kind == "f" else v.tolist()
-    if isinstance(v, dict):
-        return json.dumps(v, default=_json_default, sort_keys=True)
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.generic,)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
 def evidence_row(sample: dict[str, Any], shard: str) -> dict[str, Any]:
     meta = sample.get("meta") or {}
     extra = meta.get("extra") or {}
@@ -78,11 +61,11 @@ def evidence_row(sample: dict[str, Any], shard: str) -> dict[str, Any]:
         "voice_label": extra.get("voice_label"),
         "face_take": extra.get("face_take") or take_id(meta),
         "voice_take": extra.get("voice_take") or take_id(meta),
-        "meta_json": json.dumps(meta, default=_json_default, sort_keys=True),
+        "meta_json": stored_value(meta),
     }
     for k, v in sample.items():
         if k not in MEDIA_FIELDS:
-            row[k] = _plain(v)
+            row[k] = stored_value(v)
     return row
 
 
@@ -146,7 +129,7 @@ def mine_shard(shard: str | Path, out_dir: str | Path, pipeline: StagePipeline, 
     try:
         _write_parquet(rows, ev_dir / f"{name}.parquet")
         _write_parquet(audit, ev_dir / f"{name}.audit.parquet", AUDIT_SCHEMA)
-    except (pa.ArrowException, TypeError, ValueError, OSError) as exc:  # e.g. a stage added an unstorable field
+    except (pa.ArrowException, TypeError, ValueError, OSError) as exc:  # a disk error; bad values were dropped
         status, error = "failed", f"writing evidence: {type(exc).__name__}: {exc}"
     stats = {
         "shard": name, "source": str(shard), "status": status, "error": error, "config_hash": config_hash,

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from mosear.labels import CANONICAL_LABELS, label_index
-from mosear.mine.assemble import subset_quality, train_mix, truth_subset
+from mosear.mine.assemble import train_mix
+from mosear.mine.subsets import subset_quality, truth_subset
 from mosear.mine.crossfit import choose_groups, crossfit_predict
 from mosear.mine.subsets import assign_subset, cue_verdict, human_rated_probs, ratings_to_probs
 

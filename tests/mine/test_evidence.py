@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mosear.labels import CANONICAL_LABELS
-from mosear.mine.pipeline import StagePipeline
+from mosear.mine.stage_pipeline import StagePipeline
 from mosear.mine.stages.audio import EGEMAPS_DIM
 from mosear.mine.stages.text import TEXT_DIM
 from mosear.mine.stages.visual import VISUAL_DIM

@@ -9,7 +9,7 @@ import pandas as pd
 from mosear.config import load_config
 from mosear.mine.assemble import assemble
 from mosear.mine.config import MineConfig
-from mosear.mine.pipeline import StagePipeline
+from mosear.mine.stage_pipeline import StagePipeline
 from mosear.mine.worker import mine_shard
 
 # (audio votes, visual votes) as the shard stage stores CREMA-D's tabulated votes, and the subset they give
@@ -36,7 +36,7 @@ def test_ratings_decide_subsets_in_mined_output(real_samples, tmp_path):
     stats = mine_shard(tmp_path / "shards" / "train-000000.tar", cfg.output,
                        StagePipeline.from_spec(cfg.stages), batch_size=2, config_hash=cfg.stage_hash())
     assert stats["status"] == "ok" and stats["samples_out"] == 4
-    summary = assemble(cfg, ["signal_quality@1"])
+    summary = assemble(cfg, StagePipeline.from_spec(cfg.stages))
     df = pd.read_parquet(tmp_path / "mined" / "conflicts.parquet").set_index("key")
     for subset in RATINGS:
         assert df.loc[f"rated__{subset}", "subset"] == subset

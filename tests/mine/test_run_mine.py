@@ -91,6 +91,9 @@ def test_summary_reports_classifiers_subset_quality_and_stage_stats(mined):
         assert c["folds"] >= 2 and c["scored_rows"] > 0 and 0 <= c["cross_fitted_accuracy"] <= 1
         assert c["grouping"].startswith("source take")  # the sample corpus has too few speakers
         assert s["classifier_accuracy_on_spliced"][m] is not None
+    # each classifier read the features its stages declare, nothing listed elsewhere
+    assert {m: c["features"] for m, c in s["classifiers"].items()} == {
+        "audio": ["audio_feats"], "visual": ["visual_feats"], "text": ["text_feats"]}
     q = s["subset_quality_on_known_truth"]
     assert sum(q[k]["true"] for k in q) == N_PAIRS  # every splice has an exact truth
     assert all(set(v) == {"precision", "recall", "assigned", "true", "tp"} for v in q.values())

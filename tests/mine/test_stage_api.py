@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mosear.mine.pipeline import StagePipeline, available_stages, load_stage_class
+from mosear.mine.stage_pipeline import StagePipeline, available_stages, load_stage_class
 from mosear.mine.stage import Drop, FilterStage, MiningStage, Resources, StageContractError
 
 

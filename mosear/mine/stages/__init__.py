@@ -1,1 +1,1 @@
-"""mosear's built-in mining stages (each also registered under the ``mosear.stages`` entry points)."""
+"""mosear's built-in mining stages, listed in :data:`mosear.mine.stage_pipeline.BUILTIN_STAGES` (the one list)."""

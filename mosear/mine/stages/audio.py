@@ -39,6 +39,7 @@ class EGeMAPSEvidence(MiningStage):
     version = "egemaps-v02"
     resources = Resources(cpus=1)
     adds = ("audio_feats", "audio_desc")
+    features = {"audio_feats": "audio"}
 
     def __init__(self, min_seconds: float = 0.3) -> None:
         self.min_seconds = float(min_seconds)

@@ -31,13 +31,22 @@ class HFClassifierEvidence(MiningStage):
     scored), and ``{output_field}_missing``: why a clip was not scored (``no_audio_stream``, ``empty``,
     ``silent``, ``no_frames``), None when it was.
 
+    ``output_field`` is a feature of ``modality``: the probabilities are an input of that modality's
+    cross-fitted classifier.
+
     Parameters: ``model_path`` (local folder), ``modality`` (``audio`` | ``visual``), ``gpus`` (the
-    worker's GPU share; 0 runs on CPU), ``num_frames`` (visual), ``batch_size``.
+    worker's GPU share; 0 runs on CPU), ``num_frames`` (visual), ``batch_size``, ``output_field``,
+    ``name`` (to run two of them, audio and visual, in one pipeline).
+
+    The class attributes below are the declarations for the defaults (``modality: audio``); because the
+    output field, modality, name and GPU share are parameters, ``__init__`` sets the declarations of each
+    instance from them (the pipeline reads declarations from instances; ``docs/mining.md``).
     """
 
     name = "hf_classifier"
     version = "transformers"
-    adds = ("hf_probs",)
+    adds = ("hf_audio_probs", "hf_audio_probs_missing")
+    features = {"hf_audio_probs": "audio"}
 
     def __init__(self, model_path: str, modality: str = "audio", gpus: float = 0.0, num_frames: int = 4,
                  batch_size: int = 8, output_field: str | None = None, name: str | None = None) -> None:
@@ -50,6 +59,7 @@ class HFClassifierEvidence(MiningStage):
         self.resources = Resources(cpus=1, gpus=float(gpus))
         self.output_field = output_field or f"hf_{modality}_probs"
         self.adds = (self.output_field, f"{self.output_field}_missing")
+        self.features = {self.output_field: modality}
         if name:
             self.name = name
         self._model = None

@@ -22,6 +22,7 @@ class LexiconTextEvidence(MiningStage):
     name = "text_lexicon"
     version = "vader-3.3+nrc-4.1"
     adds = ("text_feats", "text_desc")
+    features = {"text_feats": "text"}
 
     def __init__(self) -> None:
         self._vader = None

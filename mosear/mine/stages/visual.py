@@ -39,6 +39,7 @@ class FaceExpressionEvidence(MiningStage):
     version = "blazeface-short+fer-quantized"
     resources = Resources(cpus=1)
     adds = ("visual_feats", "visual_expr", "face_found", "face_frames", "visual_desc")
+    features = {"visual_feats": "visual"}  # visual_expr's scores are in it already ([0:21])
 
     def __init__(self, min_score: float = 0.5, min_face_frames: int = 1) -> None:
         self.min_score = float(min_score)
