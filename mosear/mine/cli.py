@@ -21,9 +21,16 @@ def main(args: argparse.Namespace) -> int:
         print(describe_config(MineConfig))
         return 0
     if args.list_stages:
+        import sys
+
         from mosear.mine.stage_pipeline import available_stages
 
-        for name, where in sorted(available_stages().items()):
+        try:
+            found = available_stages()
+        except KeyError as exc:  # a package registers a built-in's name for another class
+            print(f"mosear mine: {exc.args[0]}", file=sys.stderr)
+            return 2
+        for name, where in sorted(found.items()):
             print(f"{name:20s} {where}")
         return 0
     cfg = load_config(MineConfig, args.config, args.overrides)

@@ -167,7 +167,7 @@ def test_unknown_stage_is_a_config_error_naming_it():
         cfg.stage_hash()
 
 
-def test_builtin_stages_are_listed_once(repo_root, tmp_path, monkeypatch):
+def test_builtin_stages_are_listed_once(repo_root, tmp_path, monkeypatch, capsys):
     pyproject = tomllib.loads((repo_root / "pyproject.toml").read_text())
     assert ENTRY_POINT_GROUP not in pyproject["project"].get("entry-points", {})
     for name in BUILTIN_STAGES:
@@ -180,6 +180,10 @@ def test_builtin_stages_are_listed_once(repo_root, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(KeyError, match="rogue registers 'rogue:Fake'"):
         load_stage_class("audio_egemaps")
+    from mosear.cli import main
+
+    assert main(["mine", "--list-stages"]) == 2
+    assert "rename that stage" in capsys.readouterr().err
 
 
 def _imports(path: Path, package: str) -> set[str]:
