@@ -202,39 +202,30 @@ def split_folder(spec: BenchmarkSpec, split: str | None = None) -> Path:
 
 
 def source_groups(conflicts: Path) -> dict[str, str]:
-    """``key -> group``: keys joined when they share a face source or a voice source (``face_take`` /
-    ``voice_take`` of a mined ``conflicts.parquet``), named by their smallest key. Empty without them."""
+    """``key -> crossed_group(face source, voice source)`` from a mined ``conflicts.parquet``
+    (``face_take`` / ``voice_take``; a missing one is the key itself): the intervals resample faces and
+    voices as two crossed factors (:mod:`mosear.evaluate.intervals`). Empty without those columns.
+
+    (Until this version the keys sharing a face *or* a voice were joined into one group; on a spliced
+    split that is one group for everything, and the bootstrap over it gave zero-width intervals.)
+    """
     import pandas as pd
+    import pyarrow.parquet as pq
+
+    from mosear.evaluate.intervals import crossed_group
 
     if not conflicts.is_file():
         return {}
-    import pyarrow.parquet as pq
-
     cols = [c for c in ("key", "face_take", "voice_take") if c in pq.read_schema(conflicts).names]
     if len(cols) < 2 or "key" not in cols:
         return {}
     df = pd.read_parquet(conflicts, columns=cols)
-    parent: dict[str, str] = {}
 
-    def find(x: str) -> str:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
+    def source(v: object, key: str) -> str:
+        return v if isinstance(v, str) and v else key
 
-    for r in df.to_dict("records"):
-        k = "key:" + str(r["key"])
-        find(k)
-        for c in ("face_take", "voice_take"):
-            if isinstance(r.get(c), str) and r[c]:
-                a, b = find(k), find(f"{c[:4]}:{r[c]}")
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-    members: dict[str, list[str]] = {}
-    for r in df["key"].astype(str):
-        members.setdefault(find("key:" + r), []).append(r)
-    return {k: min(ks) for ks in members.values() for k in ks}
+    return {str(r["key"]): crossed_group(source(r.get("face_take"), str(r["key"])), source(r.get("voice_take"), str(r["key"])))
+            for r in df.to_dict("records")}
 
 
 def _read_camer(spec: BenchmarkSpec, mined: bool) -> tuple[list[BenchmarkItem], list[Path], tuple[str, ...]]:
@@ -251,7 +242,7 @@ def _read_camer(spec: BenchmarkSpec, mined: bool) -> tuple[list[BenchmarkItem], 
         p = root / f"{s}.json"
         files.append(p)
         items += _read_subset_json(p, s, prefix or None, space)
-    if mined:  # clips sharing a face or a voice are resampled together by the intervals
+    if mined:  # the intervals resample faces and voices (crossed factors), not clips
         groups = source_groups(Path(spec.path) / "conflicts.parquet")
         if groups:
             items = [dataclasses.replace(it, group=groups.get(it.key)) for it in items]

@@ -11,6 +11,18 @@
   rule's tolerance, see :mod:`mosear.model.calibrate`).
 
 The seed of the resampler is fixed (``seed=0``): the same table gives the same interval on every run.
+
+**Crossed sources** (spliced clips: every face paired with many voices and every voice with many faces).
+Joining every clip that shares a face *or* a voice into one group makes one giant group on a spliced
+split (the sample's test split is a single component), and a bootstrap over one group has no spread: it
+returned zero-width intervals. A group name of the form ``"face=<a>|voice=<b>"`` therefore marks a
+*crossed* design, resampled with the pigeonhole bootstrap (Owen, 2007, *The pigeonhole bootstrap*, Ann.
+Appl. Stat. 1(2)): each resample draws the faces with replacement and, independently, the voices; a row
+is drawn (count of its face) × (count of its voice) times. It is mildly conservative for crossed random
+effects (Owen's result); using it here is our choice, not the paper's. Rows of one table are all
+crossed (every group name holds ``|``) or all one-way. With fewer than two groups (one-way) or fewer
+than two levels in both factors (crossed) the data cannot show any spread: the interval is NaN, never
+zero-width.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["Interval", "bootstrap", "bootstrap_se", "seed_interval", "group_codes", "resample_weights",
-           "percentile_bounds", "N_BOOT"]
+           "percentile_bounds", "crossed_group", "can_resample", "N_BOOT"]
 
 N_BOOT = 2000  # percentile bootstrap: 2000 resamples keep the 2.5 % / 97.5 % quantiles stable to ~0.005
 
@@ -47,32 +59,65 @@ class Interval:
         return f"{self.value:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}]"
 
 
+def crossed_group(face: str, voice: str) -> str:
+    """The group name of a row in a crossed face × voice design (see the module docstring)."""
+    return f"face={face}|voice={voice}"
+
+
 def group_codes(df: pd.DataFrame, groups: str | Sequence | None) -> np.ndarray:
-    """int64 [n_rows]: each row's resampling group, 0..G-1 (sorted group names; ``None``: one per row)."""
+    """Each row's resampling group: int64 ``[n_rows]`` codes 0..G-1 (sorted group names; ``None``: one per
+    row), or int64 ``[n_rows, 2]`` (face code, voice code) when every name is a :func:`crossed_group`."""
     if groups is None:
         return np.arange(len(df))
-    keys = df[groups] if isinstance(groups, str) else pd.Series(list(groups), index=df.index)
-    return pd.factorize(keys.astype(str), sort=True)[0]
+    keys = (df[groups] if isinstance(groups, str) else pd.Series(list(groups), index=df.index)).astype(str)
+    if len(keys) and keys.str.contains("|", regex=False).all():
+        parts = keys.str.split("|", n=1, expand=True)
+        return np.stack([pd.factorize(parts[0], sort=True)[0], pd.factorize(parts[1], sort=True)[0]], 1)
+    return pd.factorize(keys, sort=True)[0]
+
+
+def _levels(codes: np.ndarray) -> list[int]:
+    """Levels per factor: ``[G]`` one-way, ``[F, V]`` crossed."""
+    if codes.ndim == 1:
+        return [int(codes.max()) + 1 if len(codes) else 0]
+    return [int(codes[:, j].max()) + 1 if len(codes) else 0 for j in range(codes.shape[1])]
+
+
+def can_resample(codes: np.ndarray) -> bool:
+    """Whether a bootstrap over these groups can show any spread (>= 2 groups, or >= 2 levels of a factor)."""
+    return max(_levels(np.asarray(codes)), default=0) >= 2
+
+
+def _counts(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
+    """float64 ``[b, n]``: how often each of ``n`` groups is drawn in each of ``b`` resamples of ``n`` draws."""
+    picks = rng.integers(0, n, (b, n)) if n else np.zeros((b, 0), np.int64)
+    flat = (picks + np.arange(b)[:, None] * n).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
 
 
 def resample_weights(codes: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, chunk: int = 256):
     """Yield float64 ``[b, n_rows]`` blocks (``b <= chunk``, ``n_boot`` rows in all): how often each row is
-    drawn in each resample of a group bootstrap.
+    drawn in each resample of a group bootstrap (one-way codes) or of the pigeonhole bootstrap (crossed
+    ``[n_rows, 2]`` codes: the product of its face's and its voice's counts).
 
-    The draws are those of :func:`bootstrap` (``rng.integers(0, G, G)`` per resample, same seed), so a
-    statistic written as weighted sums over these rows (a vectorised accuracy, F1, mean) gives exactly
-    :func:`bootstrap`'s replicates, at a fraction of the cost: no DataFrame per resample.
+    The draws are those of :func:`bootstrap` (``rng.integers(0, G, G)`` per resample, same seed; crossed:
+    the faces' draws, then the voices'), so a statistic written as weighted sums over these rows (a
+    vectorised accuracy, F1, mean) gives exactly :func:`bootstrap`'s replicates, at a fraction of the
+    cost: no DataFrame per resample.
     """
     codes = np.asarray(codes, dtype=np.int64)
-    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    levels = _levels(codes)
     rng = np.random.default_rng(seed)
     done = 0
     while done < n_boot:
         b = min(chunk, n_boot - done)
-        picks = rng.integers(0, n_groups, (b, n_groups)) if n_groups else np.zeros((b, 0), np.int64)
-        flat = (picks + np.arange(b)[:, None] * n_groups).ravel()
-        counts = np.bincount(flat, minlength=b * n_groups).reshape(b, n_groups).astype(np.float64)
-        yield counts[:, codes]
+        if codes.ndim == 1:
+            yield _counts(rng, b, levels[0])[:, codes]
+        else:
+            w = np.ones((b, len(codes)))
+            for j, n in enumerate(levels):
+                w *= _counts(rng, b, n)[:, codes[:, j]]
+            yield w
         done += b
 
 
@@ -90,6 +135,12 @@ def percentile_bounds(reps: np.ndarray, level: float = 0.95) -> tuple[float, flo
 def _replicates(df: pd.DataFrame, statistic: Callable[[pd.DataFrame], float], groups: str | Sequence | None,
                 n_boot: int, seed: int) -> np.ndarray:
     codes = group_codes(df, groups)
+    if codes.ndim == 2:  # crossed: each row repeated (face count) x (voice count) times
+        out = []
+        for W in resample_weights(codes, n_boot, seed):
+            for w in W:
+                out.append(statistic(df.iloc[np.repeat(np.arange(len(df)), w.astype(np.int64))]))
+        return np.asarray(out, dtype=float)
     n_groups = int(codes.max()) + 1 if len(codes) else 0
     members = [np.flatnonzero(codes == g) for g in range(n_groups)]
     rng = np.random.default_rng(seed)
@@ -109,7 +160,7 @@ def bootstrap(df: pd.DataFrame, statistic: Callable[[pd.DataFrame], float], grou
     """
     value = float(statistic(df)) if len(df) else float("nan")
     n_groups = int(pd.Series(df[groups] if isinstance(groups, str) else groups).nunique()) if groups is not None and len(df) else len(df)
-    if len(df) == 0 or np.isnan(value):
+    if len(df) == 0 or np.isnan(value) or not can_resample(group_codes(df, groups)):
         return Interval(value, float("nan"), float("nan"), len(df), n_groups, 0)
     reps = _replicates(df, statistic, groups, n_boot, seed)
     reps = reps[~np.isnan(reps)]

@@ -29,7 +29,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mosear.evaluate.intervals import N_BOOT, group_codes, percentile_bounds, resample_weights
+from mosear.evaluate.intervals import (N_BOOT, can_resample, crossed_group, group_codes, percentile_bounds,
+                                      resample_weights)
 
 __all__ = ["unit_intervals", "resampling_groups"]
 
@@ -37,10 +38,14 @@ UNPARSED = "<unparsed>"  # same stand-in as mosear.evaluate.metrics.UNPARSED
 
 
 def resampling_groups(df: pd.DataFrame) -> pd.Series:
-    """One resampling group name per row: ``group`` where set, else the row's key."""
+    """One resampling group name per row: ``group`` where set, else the row's key (in a crossed table,
+    :func:`~mosear.evaluate.intervals.crossed_group` of the key with itself: its own face and voice)."""
     keys = df["key"].astype(str) if "key" in df else pd.Series([str(i) for i in range(len(df))], index=df.index)
     if "group" in df:
-        return df["group"].where(df["group"].notna(), keys).astype(str)
+        g = df["group"]
+        if g.notna().any() and g.dropna().astype(str).str.contains("|", regex=False).all():
+            keys = keys.map(lambda k: crossed_group(k, k))
+        return g.where(g.notna(), keys).astype(str)
     return keys
 
 
@@ -92,6 +97,8 @@ def unit_intervals(df: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0, level:
         reps.setdefault(key, []).append(value)
 
     codes = group_codes(df, resampling_groups(df))
+    if not can_resample(codes):  # one group: no spread to measure; NaN bounds, never zero-width ones
+        return {}
     for W in resample_weights(codes, n_boot, seed):
         acc_of: dict[str, np.ndarray] = {}
         for s, (m, Y, P, mean_vecs) in plans.items():

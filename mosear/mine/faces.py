@@ -40,8 +40,11 @@ def _package_data(package: str, filename: str) -> Path:
 def _interpreter(path: Path):
     from ai_edge_litert.interpreter import Interpreter
 
-    it = Interpreter(model_path=str(path), num_threads=1)
-    it.allocate_tensors()
+    from mosear.noise import LITERT_DELEGATE_INFO, drop_c_stderr
+
+    with drop_c_stderr(LITERT_DELEGATE_INFO):  # LiteRT's one INFO line per interpreter; errors still show
+        it = Interpreter(model_path=str(path), num_threads=1)
+        it.allocate_tensors()
     return it
 
 

@@ -115,6 +115,10 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int, dict[str
     ray = init_ray(cfg.address)
     import ray.data
 
+    from mosear.noise import quiet_ray_data
+
+    quiet_ray_data()  # Ray Data's per-dataset INFO lines; its warnings and errors still show
+
     _driver_path(cfg.py_modules)
     res = StagePipeline.from_spec(cfg.stages).resources  # validates names before any work
     # Largest shards first, one shard in flight per actor: a free actor takes the next shard, so the

@@ -47,3 +47,47 @@ def test_seed_interval_is_the_t_interval():
     iv = seed_interval(x)
     lo, hi = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
     assert iv.ci_low == pytest.approx(lo) and iv.ci_high == pytest.approx(hi) and iv.n == 5
+
+
+def _crossed(faces: int = 5, voices: int = 6, seed: int = 0) -> pd.DataFrame:
+    """Every face spliced with every voice (the sample's design); correctness depends on the face."""
+    from mosear.evaluate.intervals import crossed_group
+
+    rng = np.random.default_rng(seed)
+    easy = rng.random(faces) < 0.5
+    rows = [{"key": f"f{f}v{v}", "group": crossed_group(f"f{f}", f"v{v}"),
+             "hit": float(easy[f] if rng.random() < 0.9 else not easy[f])} for f in range(faces) for v in range(voices)]
+    return pd.DataFrame(rows)
+
+
+def test_crossed_faces_and_voices_get_a_real_interval_not_a_zero_width_one():
+    df = _crossed()
+    iv = bootstrap(df, lambda d: d["hit"].mean(), groups="group")
+    assert iv.ci_low < iv.value < iv.ci_high and iv.ci_high - iv.ci_low > 0.2  # 5 faces carry the spread
+    # what the old grouping did: everything sharing a face or a voice joined -> one group -> no spread
+    one = bootstrap(df.assign(g="all"), lambda d: d["hit"].mean(), groups="g")
+    assert np.isnan(one.ci_low) and np.isnan(one.ci_high) and one.value == iv.value
+    # clip-level resampling (ignoring the shared sources) is far too narrow
+    naive = bootstrap(df, lambda d: d["hit"].mean())
+    assert naive.ci_high - naive.ci_low < iv.ci_high - iv.ci_low
+
+
+def test_vectorised_intervals_match_the_loop_bootstrap_on_a_crossed_table():
+    from mosear.evaluate.resampled import unit_intervals
+
+    df = _crossed(seed=3)
+    t = pd.DataFrame({"key": df["key"], "group": df["group"], "label": "sad", "subset": "consistent",
+                      "pred_label": np.where(df["hit"] > 0, "sad", "happy"), "error": None})
+    lo, hi = unit_intervals(t)[("consistent", "accuracy")]
+    loop = bootstrap(df, lambda d: d["hit"].mean(), groups="group")
+    assert (lo, hi) == pytest.approx((loop.ci_low, loop.ci_high))
+    assert unit_intervals(t.assign(group="face=a|voice=b")) == {}  # one face, one voice: no interval
+
+
+def test_mined_source_groups_are_crossed_face_and_voice(tmp_path):
+    from mosear.evaluate.benchmark_files import source_groups
+
+    pd.DataFrame({"key": ["n1", "s1", "s2"], "face_take": ["A", "A", "B"],
+                  "voice_take": ["A", "V1", None]}).to_parquet(tmp_path / "conflicts.parquet")
+    assert source_groups(tmp_path / "conflicts.parquet") == {
+        "n1": "face=A|voice=A", "s1": "face=A|voice=V1", "s2": "face=B|voice=s2"}

@@ -1,0 +1,36 @@
+"""The noise filters drop exactly the lines they name; everything else still reaches the terminal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def test_c_stderr_filter_drops_only_the_named_line():
+    code = textwrap.dedent("""
+        import os
+        from mosear.noise import LITERT_DELEGATE_INFO, drop_c_stderr
+        with drop_c_stderr(LITERT_DELEGATE_INFO):
+            os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n")
+            os.write(2, b"ERROR: real trouble\\n")
+        os.write(2, b"after\\n")
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stderr.splitlines() == ["ERROR: real trouble", "after"]
+
+
+def test_ray_data_console_keeps_warnings_drops_info_and_the_progress_bar_notice():
+    code = textwrap.dedent("""
+        import logging, sys
+        logger = logging.getLogger("ray.data")
+        h = logging.StreamHandler(sys.stderr); h.setLevel(logging.INFO); logger.addHandler(h)
+        logger.setLevel(logging.DEBUG); logger.propagate = False
+        from mosear.noise import quiet_ray_data
+        quiet_ray_data()
+        logger.info("Starting execution of Dataset x")
+        logger.warning("Progress bars disabled. To enable, set ...")
+        logger.warning("a real warning")
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stderr.splitlines() == ["a real warning"]
