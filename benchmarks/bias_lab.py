@@ -307,6 +307,8 @@ class LabModel:
                     loss = loss + self.cfg.mose.balance_loss_weight * bal
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if self.tuner is not None:
+                self.tuner.update_modality_weights()  # the update-size rule's measurements (explicit)
             opt.step()
         m.eval()
         return {"train_loss": float(loss.detach())}

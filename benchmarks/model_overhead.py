@@ -147,6 +147,8 @@ def train_step_fn(lm, adapter_cfg, mods, ids, labels, autocast: bool = False):
             loss = out.loss + adapter_cfg.balance_loss_weight * tuner.balance_loss() if is_mose else out.loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if is_mose:
+            tuner.update_modality_weights()  # as the train step does after each backward
         opt.step()
 
     step.model = peft_model

@@ -140,13 +140,12 @@ PEAK_BF16 = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100",
 
 def build_7b(adapter: str, device: torch.device, visual_tokens: int, audio_tokens: int, frames: int):
     """A MoSEARModel with 7B-class shapes, random init, bf16, assembled like ``build_model``'s tiny path."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import CLIPVisionConfig, CLIPVisionModel, HubertConfig, HubertModel, LlamaConfig, LlamaForCausalLM
 
     from mosear.model import ModelConfig
     from mosear.model.backbone import MoSEARModel, apply_attention_settings
     from mosear.model.encoders import CLIP_MEAN, CLIP_STD, AudioEncoder, VisualEncoder
-    from mosear.model.mose import MoSEConfig
     from mosear.model.tokenizer import build_tiny_tokenizer
 
     cfg = ModelConfig(preset="tiny", adapter=adapter, visual_tokens=visual_tokens, audio_tokens=audio_tokens,
@@ -169,15 +168,7 @@ def build_7b(adapter: str, device: torch.device, visual_tokens: int, audio_token
     with torch.device(device):
         visual = VisualEncoder(vis, cfg.visual_tokens, lm.config.hidden_size)
         audio = AudioEncoder(aud, cfg.audio_tokens, lm.config.hidden_size)
-        common = dict(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=list(cfg.lora.target_modules))
-        if adapter == "lora":
-            lm = get_peft_model(lm, LoraConfig(**common, bias="none"))
-        else:
-            m = cfg.mose
-            lm = get_peft_model(lm, MoSEConfig(**common, num_experts=m.num_experts, gate=m.gate,
-                                               gate_temperature=m.temperature, balance_loss_weight=m.balance_loss_weight,
-                                               dynamic_weights=m.dynamic_weights))
+        lm = get_peft_model(lm, cfg.peft_config())
     model = MoSEARModel(cfg, tok, lm, visual, audio, 224, CLIP_MEAN, CLIP_STD).to(device)
     apply_attention_settings(model, cfg.ar)
     return model

@@ -4,8 +4,9 @@
 the attention function registered under :data:`ATTN_NAME` through transformers'
 ``AttentionInterface.register`` (and the matching additive mask through ``AttentionMaskInterface``).
 No forward is patched and no hook is installed: transformers calls the function for every attention
-layer; the function finds its settings through a weak map from the attention module to an
-:class:`AttentionReallocator`, and the modality id of every key through the model's
+layer; the function finds its settings on the attention module, which references its
+:class:`AttentionReallocator` (attribute ``mosear_ar_controller``, set by :func:`set_attention_mode`; all
+AR state lives on the controller, none in this module), and the modality id of every key through the model's
 :class:`~mosear.model.modality.ModalityContext` (which covers cached generation).
 
 The function computes attention exactly as transformers' eager attention
@@ -59,7 +60,6 @@ is read, in a few ops per group of equally shaped records, with the mass after A
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,8 +83,8 @@ _MAX_PENDING = 1024
 # key columns are built for the prompt plus this many generated keys, doubled whenever outgrown
 _KEY_CAPACITY_STEP = 64
 
-# attention module -> controller (weak: a dropped model releases its controller)
-_BINDINGS: "weakref.WeakKeyDictionary[nn.Module, AttentionReallocator]" = weakref.WeakKeyDictionary()
+# the attribute of a bound attention module that references its controller (set_attention_mode)
+_CONTROLLER_ATTR = "mosear_ar_controller"
 
 
 @dataclass
@@ -107,6 +107,7 @@ class AttentionReallocator:
     _step: Any = field(default=None, repr=False)  # masks of the current forward call
     _keys: Any = field(default=None, repr=False)  # _KeyColumns of the current prompt
     _rows: dict = field(default_factory=dict, repr=False)  # decoding step's row weights by shape
+    _constants: dict = field(default_factory=dict, repr=False)  # (values, device) -> constant tensor (built once)
 
     def __post_init__(self) -> None:
         if self.mode not in ("ar", "monitor"):
@@ -179,7 +180,7 @@ class AttentionReallocator:
             extra *= 2
         with torch.inference_mode(False):  # normal tensors: usable inside and outside inference mode
             keys, move = _key_masks(self.context.key_ids(B, L + extra).to(device), self.threshold,
-                                    self.share, self.direction)
+                                    self.share, self.direction, self._constants)
             self._keys = _KeyColumns(ids, B, device, self.threshold, self.fraction, L + extra, keys, move,
                                      move * self.fraction, (self.share, self.direction))
         return self._keys
@@ -190,7 +191,7 @@ class AttentionReallocator:
         got = self._rows.get(key)
         if got is None:
             with torch.inference_mode(False):
-                head, n_heads = _head_weights(H, heads, device)
+                head, n_heads = _head_weights(H, heads, device, self._constants)
                 row = head.repeat_interleave(Lq).expand(B, H * Lq).unsqueeze(2).contiguous()  # [B, H·Lq, 1]
                 got = (None if heads is None else row * self.fraction, row / max(n_heads, 1.0),
                        torch.full((B,), float(Lq), dtype=torch.float64, device=device))
@@ -206,7 +207,7 @@ class AttentionReallocator:
         rows = torch.nonzero(qsel.any(0)).squeeze(1)  # [R]
         rows = None if rows.numel() == Lq else rows
         qsub = qsel if rows is None else qsel.index_select(1, rows)  # [B, R]
-        head, n_heads = _head_weights(H, heads, device)
+        head, n_heads = _head_weights(H, heads, device, self._constants)
         row_w = (head[None, :, None] * qsub[:, None, :]).reshape(B, -1, 1)  # [B, H·R, 1]: head × row chosen
         return rows, row_w * self.fraction, row_w / max(n_heads, 1.0), qsel.sum(1).double()
 
@@ -281,25 +282,27 @@ class _KeyColumns:
 
 
 # (values, device) -> float32 tensor; built once (a host-to-device copy is a sync on a GPU)
-_CONSTANTS: dict[tuple, torch.Tensor] = {}
-
-
-def _const(values: tuple, device: torch.device) -> torch.Tensor:
+def _const(values: tuple, device: torch.device, cache: dict | None = None) -> torch.Tensor:
+    """A float32 constant on ``device``, kept in ``cache`` (a controller's) when given: a host-to-device
+    copy is a sync on a GPU, so a controller builds each one once."""
     key = (values, str(device))
-    if key not in _CONSTANTS:
+    if cache is None or key not in cache:
         with torch.inference_mode(False):  # a normal tensor, usable inside and outside inference mode
-            _CONSTANTS[key] = torch.tensor(values, dtype=torch.float32, device=device)
-    return _CONSTANTS[key]
+            t = torch.tensor(values, dtype=torch.float32, device=device)
+        if cache is None:
+            return t
+        cache[key] = t
+    return cache[key]
 
 
-def _head_weights(H: int, heads: tuple | None, device: torch.device) -> tuple[torch.Tensor, float]:
+def _head_weights(H: int, heads: tuple | None, device: torch.device, cache: dict | None = None) -> tuple[torch.Tensor, float]:
     """``[H]`` 1.0 for the chosen heads (all when ``heads`` is None) and how many are chosen."""
-    chosen = _const(tuple(1.0 if heads is None or h in heads else 0.0 for h in range(H)), device)
+    chosen = _const(tuple(1.0 if heads is None or h in heads else 0.0 for h in range(H)), device, cache)
     return chosen, float(len(set(heads))) if heads is not None else float(H)
 
 
-def _key_masks(key_ids: torch.Tensor, threshold: float, share: str = "mass",
-               direction: str = "audio") -> tuple[torch.Tensor, torch.Tensor]:
+def _key_masks(key_ids: torch.Tensor, threshold: float, share: str = "mass", direction: str = "audio",
+               cache: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Key columns of AR's two bmm's from modality ids ``key_ids`` [B, Lk] (PAD keys: all zero).
 
     Returns ``K`` [B, Lk, 5] (text, test, visual, audio, visual + ε) with ``test = (1-τ)·[audio] -
@@ -321,7 +324,7 @@ def _key_masks(key_ids: torch.Tensor, threshold: float, share: str = "mass",
              TEXT: (1.0, 0.0, 0.0, 0.0, _EPS) + (0.0,) * 5,
              VISUAL: (0.0, -tau, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0),  # visual + ε: 1 + ε rounds to 1
              AUDIO: (0.0, 1.0 - tau, 0.0, 1.0, _EPS, 0.0, 0.0, -1.0, 0.0, 0.0)}
-    table = _const(tuple(by_id[i] for i in range(PAD, AUDIO + 1)), key_ids.device)  # [4, 10], row id - PAD
+    table = _const(tuple(by_id[i] for i in range(PAD, AUDIO + 1)), key_ids.device, cache)  # [4, 10], row id - PAD
     cols = table[key_ids - PAD]  # [B, Lk, 10]
     return cols[..., :5].contiguous(), cols[..., 5:].transpose(1, 2).contiguous()
 
@@ -410,7 +413,7 @@ def ar_attention_forward(
         attn_weights = attn_weights + attention_mask  # transformers builds it [B, 1, Lq, Lk], like eager's
     p = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32)
 
-    ctl = _BINDINGS.get(module)
+    ctl = getattr(module, _CONTROLLER_ATTR, None)
     layer_idx = getattr(module, "layer_idx", None)
     if ctl is not None and layer_idx is not None and ctl.applies_to(layer_idx):
         B, H, Lq, Lk = p.shape
@@ -475,7 +478,7 @@ def set_attention_mode(model: Any, mode: str, *, threshold: float = 0.5, fractio
     lm, ctx = _resolve(model, context)
     attn_modules = [m for m in lm.modules() if hasattr(m, "layer_idx") and hasattr(m, "num_key_value_groups")]
     for m in attn_modules:
-        _BINDINGS.pop(m, None)
+        m.__dict__.pop(_CONTROLLER_ATTR, None)
     controller = None
     if mode in ("ar", "monitor"):
         if ctx is None:
@@ -488,7 +491,7 @@ def set_attention_mode(model: Any, mode: str, *, threshold: float = 0.5, fractio
             raise ValueError(f"heads {heads} out of range for {n_heads} heads")
         controller = AttentionReallocator(ctx, mode, threshold, fraction, layers, heads, queries, share, direction)
         for m in attn_modules:
-            _BINDINGS[m] = controller
+            setattr(m, _CONTROLLER_ATTR, controller)  # a plain attribute: the module references its controller
         lm.set_attn_implementation(ATTN_NAME)
     else:
         lm.set_attn_implementation(mode)

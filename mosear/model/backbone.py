@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -28,8 +28,7 @@ from mosear.model import attention as ar
 from mosear.model.config import ModelConfig
 from mosear.model.encoders import CLIP_MEAN, CLIP_STD, AudioEncoder, VisualEncoder
 from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
-from mosear.model.mose import MoSEConfig, MoSEModel
-from mosear.model.mose.reliance import scale_projector_gradient
+from mosear.model.mose import MoSEModel, reliance
 from mosear.model.prompt import IGNORE, PromptBuilder
 
 __all__ = ["MoSEARModel", "MoSEAROutput", "build_model"]
@@ -61,16 +60,59 @@ def check_adapter_folder(directory: str | Path, cfg: ModelConfig, peft: bool) ->
 
 @dataclass
 class MoSEAROutput:
-    """``loss`` = LM loss + lambda * balance loss (None without labels); ``logits`` [B, L, V]; ``aux`` scalars."""
+    """``loss`` = LM loss + lambda * balance loss (None without labels); ``logits`` [B, L, V]; ``aux``: detached
+    0-d tensors (``lm_loss``, ``balance_loss``) or floats, reduced by the train step."""
 
     loss: torch.Tensor | None
     logits: torch.Tensor
     lm_loss: torch.Tensor | None = None
     balance_loss: torch.Tensor | None = None
-    aux: dict[str, float] = field(default_factory=dict)
+    aux: dict[str, torch.Tensor | float] = field(default_factory=dict)
 
 
-class MoSEARModel(nn.Module):
+class AdapterAccess:
+    """What the train step and the metrics read from a model's adapter, shared by :class:`MoSEARModel`
+    and :class:`~mosear.model.hf_av.AVModel` (both hold the peft model as ``self.lm`` and a fallback
+    ``self._own_context``).
+
+    Nothing here changes state but :meth:`update_modality_weights` and :meth:`measure_reliance`, the two
+    calls the train step makes (after each backward / every ``mose.reliance_every`` steps).
+    """
+
+    lm: nn.Module
+    cfg: ModelConfig
+    _own_context: ModalityContext
+
+    @property
+    def mose(self) -> MoSEModel | None:
+        """The MoSE tuner (None with LoRA or no adapter)."""
+        tuner = getattr(self.lm, "base_model", None)
+        return tuner if isinstance(tuner, MoSEModel) else None
+
+    @property
+    def modality_context(self) -> ModalityContext:
+        """The context MoSE layers read (the peft tuner's when MoSE is on, else the model's own)."""
+        tuner = self.mose
+        return tuner.modality_context if tuner is not None else self._own_context
+
+    @property
+    def reliance_every(self) -> int | None:
+        """``k`` when the modality weights come from a reliance rule measured every k steps, else None."""
+        if self.mose is None or not self.cfg.mose.uses_reliance:
+            return None
+        return self.cfg.mose.reliance_every
+
+    def update_modality_weights(self) -> int:
+        """Apply the MoSE layers' queued weight measurements (update-size rule); 0 without MoSE. No host sync."""
+        return self.mose.update_modality_weights() if self.mose is not None else 0
+
+    def adapter_statistics(self) -> dict[str, float]:
+        """Logged scalars of the adapter's last forward (gate load per modality and expert, modality
+        weights); ``{}`` without MoSE. Reads only; one device-to-host copy."""
+        return self.mose.gate_statistics() if self.mose is not None else {}
+
+
+class MoSEARModel(AdapterAccess, nn.Module):
     def __init__(self, cfg: ModelConfig, tokenizer: Any, lm: nn.Module, visual: VisualEncoder, audio: AudioEncoder,
                  image_size: int, image_mean: tuple[float, ...], image_std: tuple[float, ...]) -> None:
         super().__init__()
@@ -99,14 +141,6 @@ class MoSEARModel(nn.Module):
 
     # ----- plumbing -------------------------------------------------------------------------------------
     @property
-    def modality_context(self) -> ModalityContext:
-        """The context MoSE layers read (the peft tuner's when MoSE is on, else the model's own)."""
-        tuner = getattr(self.lm, "base_model", None)
-        if isinstance(tuner, MoSEModel):
-            return tuner.modality_context
-        return self._own_context
-
-    @property
     def base_lm(self) -> nn.Module:
         """The transformers causal LM (with adapter layers injected, when any)."""
         return self.lm.get_base_model() if isinstance(self.lm, PeftModel) else self.lm
@@ -132,9 +166,8 @@ class MoSEARModel(nn.Module):
             vis = self.visual(batch["pixel_values"].to(dev))  # [B, N_v, H]
             aud = self.audio(batch["audio_values"].to(dev), batch["audio_lengths"])  # [B, N_a, H]
         if self.cfg.adapter == "mose" and self.cfg.mose.scale_projectors:  # reliance weights reach the projectors
-            tuner = getattr(self.lm, "base_model", None)
-            vis = scale_projector_gradient(vis, tuner, VISUAL)
-            aud = scale_projector_gradient(aud, tuner, AUDIO)
+            vis = reliance.scale_projector_gradient(vis, self.mose, VISUAL)
+            aud = reliance.scale_projector_gradient(aud, self.mose, AUDIO)
         for m, feats in ((VISUAL, vis), (AUDIO, aud)):
             mask = mods == m
             counts = mask.sum(1)
@@ -170,21 +203,54 @@ class MoSEARModel(nn.Module):
         if labels is not None:
             lab = labels.to(dev)
             lm_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), lab[:, 1:].flatten(), ignore_index=IGNORE)
-        bal = None
-        aux: dict[str, float] = {}
-        tuner = getattr(self.lm, "base_model", None)
-        if isinstance(tuner, MoSEModel):
-            bal = tuner.balance_loss()
-            aux.update(tuner.gate_statistics())
-            if bal is not None:
-                aux["balance_loss"] = float(bal.detach())
-        loss = None
-        if lm_loss is not None:
-            aux["lm_loss"] = float(lm_loss.detach())
-            loss = lm_loss
-            if bal is not None and self.cfg.adapter == "mose":
-                loss = lm_loss + self.cfg.mose.balance_loss_weight * bal
-        return MoSEAROutput(loss=loss, logits=logits, lm_loss=lm_loss, balance_loss=bal, aux=aux)
+        return _output(self, logits, lm_loss)
+
+    @torch.no_grad()
+    def measure_reliance(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Set the MoSE modality weights from how much this training batch's answers rely on each modality
+        (``mose.weight_rule`` 'ogm' / 'attention', formulas in :mod:`mosear.model.mose.reliance`). Returns
+        the weights ``[M]`` (on the device, no host sync), or None when the adapter has no reliance rule.
+
+        The answer is each sample's first target token (``labels`` [B, L]; the logits one position before
+        it predict it, softmax over the vocabulary). 'ogm': one no-gradient forward over the batch twice,
+        audio masked / visual masked; 'attention': one no-gradient forward in monitor mode (the text
+        queries' attention share per key of each modality), then ``cfg.ar``'s attention is put back.
+        Runs in eval mode (no dropout, no random numbers drawn) and restores the mode it found.
+        """
+        tuner = self.mose
+        if tuner is None or self.reliance_every is None:
+            return None
+        m = self.cfg.mose
+        was_training = self.training
+        self.train(False)
+        try:
+            dev = self.device
+            labels = batch["labels"].to(dev)
+            first = (labels != IGNORE).int().argmax(1)  # [B] the first target position
+            target = labels.gather(1, first.unsqueeze(1)).squeeze(1).clamp_min(0)
+            emb = self.embed(batch)
+            mask = batch["attention_mask"].to(dev)
+            mods = batch["modality_ids"].to(dev)
+            pos = self.positions(mask)
+            if m.weight_rule == "ogm":
+                s = reliance.unimodal_scores(self.base_lm, self.modality_context, emb, mask, mods, pos,
+                                             (first - 1).clamp_min(0), target)
+                w = reliance.ogm_weights(s, m.reliance_alpha)
+            else:
+                ctl = ar.set_attention_mode(self, "monitor")
+                try:
+                    with self.modality_context.use(mods):
+                        self.base_lm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=False)
+                    share = ctl.shares(on_device=True).mean(0)  # [M]
+                finally:
+                    apply_attention_settings(self, self.cfg.ar)
+                counts = torch.stack([(mods == k).sum(1) for k in (TEXT, VISUAL, AUDIO)], 1).float().mean(0)
+                w = reliance.attention_weights(share, counts, m.reliance_alpha)
+        finally:
+            self.train(was_training)
+        tuner.set_modality_weights(w)
+        return w
+
 
     def _label_ids(self, labels: tuple[str, ...]) -> list[list[int]]:
         return [self.prompts._ids(" " + lab) for lab in labels]
@@ -281,6 +347,22 @@ class MoSEARModel(nn.Module):
         return (p for p in self.parameters() if p.requires_grad)
 
 
+def _output(model: AdapterAccess, logits: torch.Tensor, lm_loss: torch.Tensor | None) -> MoSEAROutput:
+    """The forward's output: ``loss = lm_loss + λ·balance_loss`` (MoSE), and ``aux`` with the detached
+    0-d ``lm_loss`` / ``balance_loss`` tensors (no host sync: the train step reduces them once per step;
+    gate statistics are read separately, :meth:`AdapterAccess.adapter_statistics`)."""
+    tuner = model.mose
+    bal = tuner.balance_loss() if tuner is not None else None
+    aux: dict[str, torch.Tensor] = {}
+    if bal is not None:
+        aux["balance_loss"] = bal.detach()
+    loss = None
+    if lm_loss is not None:
+        aux["lm_loss"] = lm_loss.detach()
+        loss = lm_loss + model.cfg.mose.balance_loss_weight * bal if bal is not None else lm_loss
+    return MoSEAROutput(loss=loss, logits=logits, lm_loss=lm_loss, balance_loss=bal, aux=aux)
+
+
 def apply_attention_settings(model: MoSEARModel, settings: Any) -> ar.AttentionReallocator | None:
     return ar.set_attention_mode(model, settings.mode, threshold=settings.threshold, fraction=settings.fraction,
                                  layers=settings.layers, heads=settings.heads, queries=settings.queries,
@@ -372,20 +454,9 @@ def build_model(cfg: ModelConfig) -> MoSEARModel:
             audio = AudioEncoder(aud_tower, cfg.audio_tokens, hidden)
         visual.projector.requires_grad_(cfg.train_projectors)
         audio.projector.requires_grad_(cfg.train_projectors)
-        if cfg.adapter == "lora":
-            lm = get_peft_model(lm, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                               target_modules=list(cfg.lora.target_modules), bias="none"))
-        elif cfg.adapter == "mose":
-            m = cfg.mose
-            lm = get_peft_model(lm, MoSEConfig(
-                r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                target_modules=list(cfg.lora.target_modules), num_experts=m.num_experts,
-                share_experts=m.share_experts, gate=m.gate, gate_temperature=m.temperature, top_k=m.top_k,
-                balance_loss_weight=m.balance_loss_weight, dynamic_weights=m.dynamic_weights,
-                weight_momentum=m.weight_momentum, weight_strength=m.weight_strength,
-                weight_min=m.weight_min, weight_max=m.weight_max, weight_rule=m.weight_rule,
-                expert_init_std=m.expert_init_std, gate_init_std=m.gate_init_std,
-            ))
+        adapter = cfg.peft_config()
+        if adapter is not None:
+            lm = get_peft_model(lm, adapter)
     mean = tuple(getattr(getattr(vis_tower, "config", None), "image_mean", CLIP_MEAN) or CLIP_MEAN)
     std = tuple(getattr(getattr(vis_tower, "config", None), "image_std", CLIP_STD) or CLIP_STD)
     model = MoSEARModel(cfg, tok, lm, visual, audio, image_size, mean, std)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -24,14 +25,28 @@ class LoRASettings(StageConfig):
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
     target_modules: list[str] = Field(["q_proj", "v_proj"], description="LLM linear layers to adapt")
 
+    def peft_kwargs(self) -> dict[str, Any]:
+        """These settings under peft's names (``LoraConfig`` and :class:`~mosear.model.mose.MoSEConfig` alike)."""
+        return {"r": self.r, "lora_alpha": self.alpha, "lora_dropout": self.dropout,
+                "target_modules": list(self.target_modules)}
+
 
 class MoSESettings(StageConfig):
-    """MoSE-only settings (formulas in mosear/model/mose/layer.py and docs/model.md)."""
+    """MoSE-only settings (formulas in mosear/model/mose/layer.py and docs/model.md): the one place they
+    are named, bounded and documented.
+
+    Every field but :attr:`TRAINER_FIELDS` is a field of the peft config
+    :class:`~mosear.model.mose.MoSEConfig` under the same name with the same default (a test checks
+    both ways); :meth:`adapter_kwargs` hands them over by name. The trainer fields are read by the
+    train step and the backbone (when to measure reliance, its alpha, whether projectors follow).
+    """
+
+    TRAINER_FIELDS: ClassVar[tuple[str, ...]] = ("reliance_alpha", "reliance_every", "scale_projectors")
 
     num_experts: int = Field(4, gt=0, description="K expert B matrices per modality")
     share_experts: bool = Field(False, description="one expert set for all modalities (gates stay per modality)")
     gate: Literal["softmax", "none"] = Field("softmax", description="learned softmax gate or uniform 1/K")
-    temperature: float = Field(1.0, gt=0, description="gate softmax temperature tau")
+    gate_temperature: float = Field(1.0, gt=0, description="gate softmax temperature tau (formerly 'temperature')")
     top_k: int | None = Field(None, gt=0, description="keep the k largest gate weights (renormalised)")
     balance_loss_weight: float = Field(0.01, ge=0, description="lambda of the load-balancing loss")
     dynamic_weights: bool = Field(True, description="rescale audio/visual updates by measured contribution")
@@ -48,6 +63,26 @@ class MoSESettings(StageConfig):
     scale_projectors: bool = Field(True, description="reliance weights also scale the projectors' gradients")
     expert_init_std: float = Field(0.0, ge=0, description="centred random start of the experts (0: B = 0)")
     gate_init_std: float = Field(0.0, ge=0, description="random start of the gates (0: uniform)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "temperature" in data:  # the field's name before 2026-12
+            if "gate_temperature" in data:
+                raise ValueError("give gate_temperature only ('temperature' is its old name)")
+            warnings.warn("model.mose.temperature is now model.mose.gate_temperature", DeprecationWarning,
+                          stacklevel=2)
+            data = {("gate_temperature" if k == "temperature" else k): v for k, v in data.items()}
+        return data
+
+    def adapter_kwargs(self) -> dict[str, Any]:
+        """The :class:`~mosear.model.mose.MoSEConfig` fields among these settings, by name."""
+        return {k: getattr(self, k) for k in type(self).model_fields if k not in self.TRAINER_FIELDS}
+
+    @property
+    def uses_reliance(self) -> bool:
+        """True when the modality weights come from a reliance rule the train step measures."""
+        return self.dynamic_weights and self.weight_rule != "update"
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> "MoSESettings":
@@ -119,6 +154,30 @@ class ModelConfig(StageConfig):
                 raise ValueError(f"preset emotion-llama needs local {', '.join(missing)}")
         if self.preset == "hf-av" and not self.model_path:
             raise ValueError("preset hf-av needs model_path (a local checkpoint folder or a cached model id)")
+        if self.preset == "hf-av" and self.adapter == "mose" and self.mose.uses_reliance:
+            raise ValueError(f"mose.weight_rule={self.mose.weight_rule!r} needs the tiny or emotion-llama preset: "
+                             "the reliance measurement masks one modality's embeddings, which hf-av's thinker "
+                             "builds inside its own forward (use weight_rule=update or dynamic_weights=false)")
         if self.tiny_hidden % self.tiny_heads:
             raise ValueError("tiny_hidden must be a multiple of tiny_heads")
         return self
+
+    def peft_config(self, target_modules: list[str] | None = None) -> Any:
+        """The peft config of ``adapter``: ``LoraConfig`` or :class:`~mosear.model.mose.MoSEConfig` (None for
+        ``adapter=none``), built from :class:`LoRASettings` and :class:`MoSESettings` by name.
+
+        ``target_modules`` replaces ``lora.target_modules`` (hf-av resolves them to the decoder's layers).
+        Imports peft (this module itself does not).
+        """
+        if self.adapter == "none":
+            return None
+        kw = self.lora.peft_kwargs()
+        if target_modules is not None:
+            kw["target_modules"] = list(target_modules)
+        if self.adapter == "lora":
+            from peft import LoraConfig
+
+            return LoraConfig(**kw, bias="none")
+        from mosear.model.mose import MoSEConfig
+
+        return MoSEConfig(**kw, **self.mose.adapter_kwargs())

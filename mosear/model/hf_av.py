@@ -40,15 +40,14 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model
 from torch import nn
 
 from mosear.labels import CANONICAL_LABELS
 from mosear.model import attention as ar
-from mosear.model.backbone import MoSEAROutput, _DTYPES, _seeded, check_adapter_folder
+from mosear.model.backbone import _DTYPES, AdapterAccess, MoSEAROutput, _output, _seeded, check_adapter_folder
 from mosear.model.config import ModelConfig
 from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
-from mosear.model.mose import MoSEConfig, MoSEModel
 from mosear.model.prompt import IGNORE, _transcript
 
 __all__ = ["AVModel", "AVInputs", "ARCHITECTURES", "build_av_model", "inspect_checkpoint", "UnsupportedModel"]
@@ -326,7 +325,7 @@ _MEDIA_KEYS = ("pixel_values_videos", "video_grid_thw", "video_second_per_grid",
                "feature_attention_mask")
 
 
-class AVModel(nn.Module):
+class AVModel(AdapterAccess, nn.Module):
     """A transformers audio-visual thinker (+ a MoSE or LoRA adapter) behind the MoSEARModel interface."""
 
     def __init__(self, cfg: ModelConfig, inputs: AVInputs, lm: nn.Module, arch: Architecture) -> None:
@@ -338,13 +337,6 @@ class AVModel(nn.Module):
         self.arch = arch
         self._own_context = ModalityContext()
         self.ar_controller: ar.AttentionReallocator | None = None
-
-    @property
-    def modality_context(self) -> ModalityContext:
-        tuner = getattr(self.lm, "base_model", None)
-        if isinstance(tuner, MoSEModel):
-            return tuner.modality_context
-        return self._own_context
 
     @property
     def base_lm(self) -> nn.Module:
@@ -382,19 +374,7 @@ class AVModel(nn.Module):
         if labels is not None:
             lab = labels.to(logits.device)
             lm_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), lab[:, 1:].flatten(), ignore_index=IGNORE)
-        aux: dict[str, float] = {}
-        bal = None
-        tuner = getattr(self.lm, "base_model", None)
-        if isinstance(tuner, MoSEModel):
-            bal = tuner.balance_loss()
-            aux.update(tuner.gate_statistics())
-            if bal is not None:
-                aux["balance_loss"] = float(bal.detach())
-        loss = None
-        if lm_loss is not None:
-            aux["lm_loss"] = float(lm_loss.detach())
-            loss = lm_loss + self.cfg.mose.balance_loss_weight * bal if bal is not None else lm_loss
-        return MoSEAROutput(loss=loss, logits=logits, lm_loss=lm_loss, balance_loss=bal, aux=aux)
+        return _output(self, logits, lm_loss)
 
     @torch.no_grad()
     def score_labels(self, batch: dict[str, torch.Tensor], labels: tuple[str, ...] = CANONICAL_LABELS,
@@ -513,19 +493,8 @@ def build_av_model(cfg: ModelConfig) -> AVModel:
     inputs = AVInputs(folder, arch, thinker.config, cfg)
     targets = decoder_targets(thinker, list(cfg.lora.target_modules))
     with _seeded(cfg.seed):
-        if cfg.adapter == "lora":
-            lm = get_peft_model(thinker, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                                                    lora_dropout=cfg.lora.dropout, target_modules=targets, bias="none"))
-        elif cfg.adapter == "mose":
-            m = cfg.mose
-            lm = get_peft_model(thinker, MoSEConfig(
-                r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=targets,
-                num_experts=m.num_experts, share_experts=m.share_experts, gate=m.gate,
-                gate_temperature=m.temperature, top_k=m.top_k, balance_loss_weight=m.balance_loss_weight,
-                dynamic_weights=m.dynamic_weights, weight_momentum=m.weight_momentum,
-                weight_strength=m.weight_strength, weight_min=m.weight_min, weight_max=m.weight_max))
-        else:
-            lm = thinker
+        adapter = cfg.peft_config(target_modules=targets)
+        lm = get_peft_model(thinker, adapter) if adapter is not None else thinker
     model = AVModel(cfg, inputs, lm, arch)
     _apply_attention(model, cfg.ar)
     return model

@@ -109,6 +109,11 @@ class TrainConfig(StageConfig):
     def _consistent(self) -> "TrainConfig":
         if self.strategy == "fsdp" and not self.use_gpu:
             raise ValueError("strategy=fsdp needs use_gpu=true (FSDP shards over CUDA devices)")
+        mose = self.model.get("mose") or {}
+        if (self.strategy == "fsdp" and self.model.get("adapter", "mose") == "mose"
+                and mose.get("dynamic_weights", True) and mose.get("weight_rule", "update") != "update"):
+            raise ValueError(f"model.mose.weight_rule={mose['weight_rule']!r} needs strategy=ddp: the reliance "
+                             "measurement runs the unwrapped model, which FSDP shards")
         if self.warmup_steps > self.max_steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
         return self

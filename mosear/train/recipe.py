@@ -11,6 +11,13 @@ Features
   conflict-balanced sampling from the mined ``train_mix.parquet`` (``mix=``).
 - AdamW, gradient accumulation, linear warm-up + cosine decay, gradient clipping; seeds for init,
   shuffling, mix sampling and (per step) dropout.
+- MoSE's modality weights change only in the train step (:func:`mosear.train.step.train_step`): the
+  update-size rule's measurements are applied after each backward, and the reliance rules
+  (``model.mose.weight_rule=ogm|attention``) are measured every ``model.mose.reliance_every`` steps.
+
+The worker runs a few named steps, each usable alone: :func:`build_and_restore` (model, checkpoint),
+:class:`Streams` (this rank's micro-batches and their :class:`DataPosition`), ``train_step`` (one
+optimizer step), :class:`MetricWindow` (a metric row) and :func:`save_checkpoint`.
 - Metrics (:mod:`.metrics`): loss, lr, gate load per modality, modality weights, samples/s,
   tokens/s, data-wait share; reported through ``ray.train.report``, ``{output}/metrics.jsonl`` and
   TensorBoard when enabled.
@@ -39,7 +46,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +60,12 @@ from mosear.train.state import (
     ADAPTER_DIR, METRICS_FILE, TrainState, check_compatible, load_optim_state, read_metrics,
     read_train_state, write_checkpoint,
 )
-from mosear.train.step import build_optimizer, train_step
+from mosear.train.step import StepStats, build_optimizer, train_step
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_train", "TrainResult", "train_loop_per_worker"]
+__all__ = ["run_train", "TrainResult", "train_loop_per_worker", "build_and_restore", "Streams", "DataPosition",
+           "MetricWindow", "save_checkpoint"]
 
 
 @dataclass
@@ -74,6 +82,9 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------------------- worker --
+# The worker's named steps, in the order train_loop_per_worker runs them; each works alone (tests build
+# a model, open streams, write a checkpoint or a metric row without a Ray Train run).
+
 def _versions() -> dict[str, str]:
     import ray
     import transformers
@@ -81,13 +92,187 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "ray": ray.__version__, "transformers": transformers.__version__}
 
 
+@dataclass
+class DataPosition:
+    """Where one rank's data stands: ``streams[s] = [epoch, offset]`` of each DataLoader stream (offset:
+    samples consumed after mix weighting) and the micro-batches consumed in all. Saved per rank in
+    ``train_state.json`` as ``{"streams": [[e, n], ...], "micro_batches": m}``."""
+
+    streams: list[list[int]]
+    micro_batches: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"streams": [list(p) for p in self.streams], "micro_batches": self.micro_batches}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DataPosition":
+        return cls([list(p) for p in data["streams"]], int(data["micro_batches"]))
+
+
+@dataclass
+class Restored:
+    """What :func:`build_and_restore` hands the loop: the unwrapped model and, when resuming, the
+    checkpoint's state, metric rows and folder (for the optimizer state, read after wrapping)."""
+
+    model: Any
+    state: TrainState | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint_dir: Path | None = None
+
+    @property
+    def step(self) -> int:
+        return self.state.step if self.state else 0
+
+
+def build_and_restore(cfg: TrainConfig, plan: TrainPlan, world: int, checkpoint_dir: Path | None,
+                      where: str | None = None) -> Restored:
+    """Build the model (the same seed on every rank, so adapters start identical) and, with a checkpoint
+    folder (a local copy of the checkpoint at ``where``), check it belongs to this run and load its
+    adapter and metric rows. No Ray needed."""
+    from mosear.model import build_model
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_config(cfg))
+    if checkpoint_dir is None:
+        return Restored(model)
+    state = read_train_state(checkpoint_dir)
+    check_compatible(state, where or str(checkpoint_dir), plan.model_hash, plan.run_hash, world, plan.data_digest)
+    model.load_adapter(Path(checkpoint_dir) / ADAPTER_DIR, trainable=True)
+    return Restored(model, state, read_metrics(checkpoint_dir), Path(checkpoint_dir))
+
+
+def _distribute(model: Any, cfg: TrainConfig, world: int) -> Any:
+    """DDP (gloo / NCCL) or FSDP through Ray Train (a single worker gets the model back on its device)."""
+    import ray.train.torch
+
+    kwargs: dict[str, Any] = {}
+    if cfg.strategy == "ddp" and world > 1:
+        # With top-k gating, experts a batch does not route to get no gradient and DDP must not wait
+        # for them; otherwise every adapter weight is used and the extra graph traversal is skipped.
+        top_k = (cfg.model.get("mose") or {}).get("top_k")
+        kwargs = {"find_unused_parameters": cfg.model.get("adapter", "mose") == "mose" and top_k is not None}
+    elif cfg.strategy == "fsdp":
+        kwargs = {"use_orig_params": True}  # frozen and trainable weights share flat params
+    return ray.train.torch.prepare_model(model, parallel_strategy=cfg.strategy, parallel_strategy_kwargs=kwargs)
+
+
+class Streams:
+    """This rank's micro-batches (an iterator) and the position of each of its loader streams.
+
+    Reads only this rank's share of the shards (:mod:`.data`), resumed at ``start`` (a
+    :class:`DataPosition`, or None for a fresh run); collated by ``collate``.
+    """
+
+    def __init__(self, cfg: TrainConfig, plan: TrainPlan, rank: int, world: int, collate: Any,
+                 start: DataPosition | None) -> None:
+        n = max(1, cfg.dataloader_workers)
+        begin = tuple(tuple(start.streams[s]) for s in range(n)) if start else None
+        micro_done = start.micro_batches if start else 0
+        spec = StreamSpec(shards=tuple(plan.shards), rank=rank, world_size=world, loader_streams=n,
+                          seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer, target_template=cfg.target_template,
+                          target=cfg.target, start=begin, rotation=micro_done % n)
+        mix = load_mix(cfg.mix) if cfg.mix else None
+        features = None
+        if plan.features:
+            from mosear.model.features import load_features
+
+            features = load_features(plan.features)[0]
+        loader = make_loader(TrainSampleStream(spec, mix, features), cfg.batch_size, collate, cfg.dataloader_workers)
+        self._batches = iter(loader)
+        self.positions = [list(p) for p in (begin or [(0, 0)] * n)]
+        self.micro_batches = micro_done
+
+    def __iter__(self) -> "Streams":
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        batch, pos = next(self._batches)
+        s, epoch, offset = pos[-1]
+        self.positions[s] = [epoch, offset]
+        self.micro_batches += 1
+        return batch
+
+    @property
+    def epoch(self) -> int:
+        return self.positions[0][0]
+
+    def position(self) -> DataPosition:
+        return DataPosition([list(p) for p in self.positions], self.micro_batches)
+
+
+class MetricWindow:
+    """Sums over the steps since the last metric row (all ranks' samples and tokens, rank 0's data
+    wait), turned into a row (schema in :mod:`.metrics`) by :meth:`row`, which starts a new window."""
+
+    def __init__(self, samples_seen: int = 0) -> None:
+        self.samples_seen = samples_seen
+        self._reset()
+
+    def _reset(self) -> None:
+        self.samples, self.tokens, self.data_s, self.t0 = 0, 0, 0.0, time.perf_counter()
+
+    def add(self, samples: int, tokens: int, data_s: float) -> None:
+        self.samples_seen += samples
+        self.samples += samples
+        self.tokens += tokens
+        self.data_s += data_s
+
+    def row(self, step: int, loss: float, stats: StepStats, epoch: int, extra: dict[str, float]) -> dict[str, Any]:
+        elapsed = max(1e-9, time.perf_counter() - self.t0)
+        row = {"step": step, "loss": loss, "lr": stats.lr, "samples_seen": self.samples_seen,
+               "samples_per_s": self.samples / elapsed, "tokens_per_s": self.tokens / elapsed,
+               "data_share": self.data_s / elapsed, "epoch": epoch,
+               **({"grad_norm": stats.grad_norm} if stats.grad_norm is not None else {}), **stats.aux, **extra}
+        self._reset()
+        return row
+
+
+def _reduce(stats: StepStats, world: int) -> tuple[float, int, int]:
+    """Over all ranks: the mean loss, the samples and the tokens of one step (one all-reduce)."""
+    red = torch.tensor([stats.loss, stats.samples, stats.tokens], dtype=torch.float64)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(red)
+    return red[0].item() / world, int(red[1].item()), int(red[2].item())
+
+
+def save_checkpoint(model: Any, inner: Any, opt: Any, sched: Any, cfg: TrainConfig, plan: TrainPlan, *,
+                    step: int, rank: int, world: int, position: DataPosition, samples_seen: int,
+                    rows: list[dict[str, Any]]) -> Path | None:
+    """Gather every rank's data position and write one checkpoint folder on rank 0 (a temporary folder,
+    returned; None on other ranks). Every rank must call it at the same steps (collectives)."""
+    gathered: list[Any] = [position.to_dict()]
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered = [None] * world
+        dist.all_gather_object(gathered, position.to_dict())
+    if cfg.strategy == "fsdp":
+        # Collectives on every rank: the full optimizer state, and full adapter weights on rank 0.
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        osd = FSDP.optim_state_dict(model, opt)
+        full = FSDP.summon_full_params(model, writeback=False, rank0_only=True, offload_to_cpu=True)
+    else:
+        osd = opt.state_dict() if rank == 0 else None
+        full = contextlib.nullcontext()
+    with full:
+        if rank != 0:
+            return None
+        tmp = Path(tempfile.mkdtemp(prefix="mosear-ckpt-"))
+        state = TrainState(step=step, positions=gathered, model_hash=plan.model_hash, run_hash=plan.run_hash,
+                           world_size=world, samples_seen=samples_seen, versions=_versions(),
+                           data_digest=plan.data_digest, identity=plan.identity or {})
+        keys = (plan.train_keys, plan.train_keys_source) if plan.train_keys is not None else None
+        write_checkpoint(tmp, inner, osd, sched, state, rows, train_keys=keys)
+        return tmp
+
+
 def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
-    """Body of every Ray Train worker: build, maybe restore, stream, step, report, checkpoint."""
+    """Body of every Ray Train worker: build and restore, streams, then per step: step, metrics, checkpoint."""
     import ray.train
     import ray.train.torch
-    import torch.distributed as dist
-
-    from mosear.model import build_model
 
     cfg = TrainConfig.model_validate(loop_cfg["train"])
     plan = TrainPlan.from_dict(loop_cfg["plan"])
@@ -97,140 +282,58 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         torch.set_num_threads(cfg.torch_threads)
     device = ray.train.torch.get_device()
 
-    # 1. Model: same seed on every rank, so adapters start identical (DDP also broadcasts rank 0's).
-    torch.manual_seed(cfg.seed)
-    model = build_model(model_config(cfg))
-    collate = model.collate
-
-    # 2. Restore from the last checkpoint (a FailureConfig restart or a rerun of the same command).
-    state: TrainState | None = None
-    rows: list[dict[str, Any]] = []
+    # 1. Build and restore (a FailureConfig restart or a rerun of the same command resumes).
     ckpt = ray.train.get_checkpoint()
-    ckpt_dir = None
-    if ckpt is not None:
-        ckpt_dir = ckpt.to_directory(tempfile.mkdtemp(prefix="mosear-resume-"))
-        state = read_train_state(ckpt_dir)
-        check_compatible(state, ckpt.path, plan.model_hash, plan.run_hash, world, plan.data_digest)
-        model.load_adapter(Path(ckpt_dir) / ADAPTER_DIR, trainable=True)
-        rows = read_metrics(ckpt_dir)
-
-    # 3. Distribute; optimizer over the adapter's parameters only.
-    strategy_kwargs: dict[str, Any] = {}
-    if cfg.strategy == "ddp" and world > 1:
-        # With top-k gating, experts a batch does not route to get no gradient and DDP must not wait
-        # for them; otherwise every adapter weight is used and the extra graph traversal is skipped.
-        top_k = (cfg.model.get("mose") or {}).get("top_k")
-        strategy_kwargs = {"find_unused_parameters": cfg.model.get("adapter", "mose") == "mose" and top_k is not None}
-    elif cfg.strategy == "fsdp":
-        strategy_kwargs = {"use_orig_params": True}  # frozen and trainable weights share flat params
-    model = ray.train.torch.prepare_model(model, parallel_strategy=cfg.strategy,
-                                          parallel_strategy_kwargs=strategy_kwargs)
-    inner = model.module if hasattr(model, "module") else model
+    ckpt_dir = Path(ckpt.to_directory(tempfile.mkdtemp(prefix="mosear-resume-"))) if ckpt is not None else None
+    restored = build_and_restore(cfg, plan, world, ckpt_dir, where=ckpt.path if ckpt is not None else None)
+    inner = restored.model
+    model = _distribute(inner, cfg, world)
     opt, sched = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
     if ckpt_dir is not None:
         load_optim_state(ckpt_dir, opt, sched, fsdp_model=model if cfg.strategy == "fsdp" else None)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    step = state.step if state else 0
-    micro_done = step * cfg.grad_accum_steps
+    step = restored.step
 
-    # 4. Data: this rank's streams, resumed at their positions.
-    streams = max(1, cfg.dataloader_workers)
-    my_pos = state.positions[rank] if state else None
-    start = tuple(tuple(my_pos["streams"][s]) for s in range(streams)) if my_pos else None
-    spec = StreamSpec(shards=tuple(plan.shards), rank=rank, world_size=world, loader_streams=streams,
-                      seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer, target_template=cfg.target_template,
-                      target=cfg.target, start=start, rotation=micro_done % streams)
-    mix = load_mix(cfg.mix) if cfg.mix else None
-    features = None
-    if plan.features:
-        from mosear.model.features import load_features
+    # 2. Streams: this rank's share of the data, at its saved position.
+    start = DataPosition.from_dict(restored.state.positions[rank]) if restored.state else None
+    streams = Streams(cfg, plan, rank, world, inner.collate, start)
 
-        features = load_features(plan.features)[0]
-    loader = make_loader(TrainSampleStream(spec, mix, features), cfg.batch_size, collate, cfg.dataloader_workers)
-    batches = iter(loader)
-    positions = [list(p) for p in (start or [(0, 0)] * streams)]
-
-    def micro_batches():
-        while True:
-            batch, pos = next(batches)
-            s, epoch, offset = pos[-1]
-            positions[s] = [epoch, offset]
-            yield batch
-
-    metrics = MetricsLogger(cfg.output, rows, cfg.tensorboard) if rank == 0 else None
+    # 3. Steps; a metric row every log_every, a report every report_every, a checkpoint every
+    #    checkpoint_every and at the last step.
+    metrics = MetricsLogger(cfg.output, restored.rows, cfg.tensorboard) if rank == 0 else None
+    window = MetricWindow(restored.state.samples_seen if restored.state else 0)
     bar = None
     if rank == 0 and cfg.progress:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step")
-    samples_seen = state.samples_seen if state else 0
-    window = {"samples": 0, "tokens": 0, "data_s": 0.0, "t0": time.perf_counter()}
-    gen = micro_batches()
-
-    # 5. The loop: one optimizer step per iteration; report every log_every, checkpoint every
-    #    checkpoint_every and at the last step.
+    reliance_every = getattr(inner, "reliance_every", None)
     while step < cfg.max_steps:
-        stats = train_step(model, gen, opt, sched, grad_accum_steps=cfg.grad_accum_steps, device=device,
-                           max_grad_norm=cfg.max_grad_norm, precision=cfg.precision, seed=cfg.seed, step=step)
+        stats = train_step(model, streams, opt, sched, grad_accum_steps=cfg.grad_accum_steps, device=device,
+                           max_grad_norm=cfg.max_grad_norm, precision=cfg.precision, seed=cfg.seed, step=step,
+                           reliance_every=reliance_every)
         step += 1
-        # Sum over ranks: loss (for the mean), samples, tokens.
-        red = torch.tensor([stats.loss, stats.samples, stats.tokens], dtype=torch.float64)
-        if world > 1:
-            dist.all_reduce(red)
-        loss, n_samples, n_tokens = red[0].item() / world, int(red[1].item()), int(red[2].item())
-        samples_seen += n_samples
-        window["samples"] += n_samples
-        window["tokens"] += n_tokens
-        window["data_s"] += stats.data_s
+        loss, n_samples, n_tokens = _reduce(stats, world)
+        window.add(n_samples, n_tokens, stats.data_s)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
-
         do_ckpt = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
         do_report = do_ckpt or step % cfg.report_every == 0
-        do_log = step % cfg.log_every == 0 or do_report
-        if not do_log:
+        if not (do_report or step % cfg.log_every == 0):
             continue
-        elapsed = max(1e-9, time.perf_counter() - window["t0"])
-        row = {"step": step, "loss": loss, "lr": stats.lr, "samples_seen": samples_seen,
-               "samples_per_s": window["samples"] / elapsed, "tokens_per_s": window["tokens"] / elapsed,
-               "data_share": window["data_s"] / elapsed, "epoch": positions[0][0],
-               **({"grad_norm": stats.grad_norm} if stats.grad_norm is not None else {}), **stats.aux}
-        window = {"samples": 0, "tokens": 0, "data_s": 0.0, "t0": time.perf_counter()}
+        row = window.row(step, loss, stats, streams.epoch, inner.adapter_statistics() if rank == 0 else {})
         if metrics is not None:
             metrics.log(row)
-        checkpoint = None
+        folder = None
         if do_ckpt:
-            gathered: list[Any] = [None] * world
-            mine = {"streams": positions, "micro_batches": step * cfg.grad_accum_steps}
-            if world > 1:
-                dist.all_gather_object(gathered, mine)
-            else:
-                gathered = [mine]
-            if cfg.strategy == "fsdp":
-                # Collectives on every rank: the full optimizer state, and full adapter weights on rank 0.
-                from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-                osd = FSDP.optim_state_dict(model, opt)
-                full = FSDP.summon_full_params(model, writeback=False, rank0_only=True, offload_to_cpu=True)
-            else:
-                osd = opt.state_dict() if rank == 0 else None
-                full = contextlib.nullcontext()
-            with full:
-                if rank == 0:
-                    tmp = tempfile.mkdtemp(prefix="mosear-ckpt-")
-                    st = TrainState(step=step, positions=gathered, model_hash=plan.model_hash,
-                                    run_hash=plan.run_hash, world_size=world, samples_seen=samples_seen,
-                                    versions=_versions(), data_digest=plan.data_digest,
-                                    identity=plan.identity or {})
-                    write_checkpoint(tmp, inner, osd, sched, st, metrics.rows if metrics else [],
-                                     train_keys=(plan.train_keys, plan.train_keys_source)
-                                     if plan.train_keys is not None else None)
-                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            folder = save_checkpoint(model, inner, opt, sched, cfg, plan, step=step, rank=rank, world=world,
+                                     position=streams.position(), samples_seen=window.samples_seen,
+                                     rows=metrics.rows if metrics else [])
         if do_report:  # a collective: every rank reaches it at the same steps
-            ray.train.report(row, checkpoint=checkpoint,
+            ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(str(folder)) if folder else None,
                              checkpoint_dir_name=f"checkpoint_{step:08d}" if do_ckpt else None,
-                             delete_local_checkpoint_after_upload=checkpoint is not None)
+                             delete_local_checkpoint_after_upload=folder is not None)
     if bar is not None:
         bar.close()
     if metrics is not None:

@@ -47,12 +47,13 @@ class CheckpointMismatchError(ConfigError):
 class TrainState:
     """The resumable scalar state of a run.
 
-    ``positions[r]`` is rank ``r``'s data position: ``{"epoch": e, "offset": n}`` means rank ``r``
-    has consumed ``n`` samples (after mix weighting) of its stream in epoch ``e``.
+    ``positions[r]`` is rank ``r``'s data position (:class:`mosear.train.recipe.DataPosition`):
+    ``{"streams": [[e, n], ...], "micro_batches": m}``: loader stream ``s`` has consumed ``n`` samples
+    (after mix weighting) of epoch ``e``, and the rank ``m`` micro-batches in all.
     """
 
     step: int
-    positions: list[dict[str, int]]
+    positions: list[dict[str, Any]]
     model_hash: str
     run_hash: str
     world_size: int

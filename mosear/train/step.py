@@ -99,6 +99,35 @@ def _aux_scalars(aux: Any) -> dict[str, float]:
     return out
 
 
+class _Sums:
+    """Per-step sums of the loss and the model's 0-d aux tensors, kept on the device and read once."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.floats: dict[str, float] = {}
+
+    def add(self, loss: torch.Tensor, aux: Any) -> None:
+        scalars = {"loss": loss, **{k: v for k, v in (aux or {}).items() if torch.is_tensor(v) and v.numel() == 1}}
+        for k, v in scalars.items():
+            v = v.detach().float().reshape(())
+            self.tensors[k] = v if k not in self.tensors else self.tensors[k] + v
+        rest = {k: v for k, v in (aux or {}).items() if k not in scalars}
+        for k, v in _aux_scalars(rest).items():
+            self.floats[k] = self.floats.get(k, 0.0) + v
+
+    def read(self) -> dict[str, float]:
+        """All sums as floats: one device-to-host copy for the tensors."""
+        names = list(self.tensors)
+        values = torch.stack([self.tensors[k].to(self.tensors[names[0]].device) for k in names]).cpu().tolist() \
+            if names else []
+        return dict(zip(names, values)) | self.floats
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DDP / FSDP wrapper (``.module``), or the model itself."""
+    return getattr(model, "module", model)
+
+
 def train_step(
     model: torch.nn.Module,
     micro_batches: Iterable[dict[str, Any]],
@@ -111,21 +140,31 @@ def train_step(
     precision: str = "fp32",
     seed: int | None = None,
     step: int = 0,
+    reliance_every: int | None = None,
 ) -> StepStats:
     """One optimizer step over ``grad_accum_steps`` collated micro-batches.
 
     ``model`` may be wrapped (DDP/FSDP); its forward takes the collated batch and returns an output
-    with ``.loss`` (scalar) and optionally ``.aux`` (dict of scalars). ``micro_batches`` is consumed
-    lazily so the time spent waiting for data is measured separately from compute.
+    with ``.loss`` (scalar) and optionally ``.aux`` (dict of scalars or 0-d tensors). ``micro_batches`` is
+    consumed lazily so the time spent waiting for data is measured separately from compute.
+
+    The model's adapter state changes only here, by two explicit calls on the unwrapped model when it
+    has them (:class:`~mosear.model.backbone.AdapterAccess`): ``measure_reliance(batch)`` on the step's
+    first micro-batch when ``reliance_every`` is set and ``step % reliance_every == 0`` (the reliance
+    rules' weights, before the forward), and ``update_modality_weights()`` after every backward (the
+    update-size rule's measurements). Losses and aux values are summed on the device and read once.
     """
     if seed is not None:
         torch.manual_seed(seed + step)  # dropout masks depend on the step only (resume-exact)
+    inner = _unwrap(model)
+    measure = getattr(inner, "measure_reliance", None) if reliance_every and step % reliance_every == 0 else None
+    update = getattr(inner, "update_modality_weights", None)
     model.train()
     optimizer.zero_grad(set_to_none=True)
     it = iter(micro_batches)
     data_s = compute_s = 0.0
-    loss_sum, samples, tokens = 0.0, 0, 0
-    aux_sum: dict[str, float] = {}
+    samples, tokens = 0, 0
+    sums = _Sums()
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         if precision == "bf16" else contextlib.nullcontext()
@@ -133,19 +172,22 @@ def train_step(
     for i in range(grad_accum_steps):
         t0 = time.perf_counter()
         batch = next(it)
+        samples += int(next((v.shape[0] for v in batch.values() if torch.is_tensor(v)), 0))
+        tokens += count_tokens(batch)  # before the move: the collated batch is on the host
         batch = move_batch(batch, device)
         t1 = time.perf_counter()
+        if i == 0 and measure is not None:
+            with autocast:
+                measure(batch)
         last = i == grad_accum_steps - 1
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
             with autocast:
                 out = model(**batch)
             (out.loss / grad_accum_steps).backward()
-        loss_sum += float(out.loss.detach().float().item())
-        for k, v in _aux_scalars(getattr(out, "aux", None)).items():
-            aux_sum[k] = aux_sum.get(k, 0.0) + v
-        samples += int(next((v.shape[0] for v in batch.values() if torch.is_tensor(v)), 0))
-        tokens += count_tokens(batch)
+        if update is not None:
+            update()
+        sums.add(out.loss, getattr(out, "aux", None))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         data_s += t1 - t0
@@ -165,7 +207,9 @@ def train_step(
         torch.cuda.synchronize(device)
     compute_s += time.perf_counter() - t2
     n = grad_accum_steps
+    totals = sums.read()
+    loss = totals.pop("loss")
     return StepStats(
-        loss=loss_sum / n, lr=lr, samples=samples, tokens=tokens, data_s=data_s, compute_s=compute_s,
-        grad_norm=grad_norm, aux={k: v / n for k, v in aux_sum.items()},
+        loss=loss / n, lr=lr, samples=samples, tokens=tokens, data_s=data_s, compute_s=compute_s,
+        grad_norm=grad_norm, aux={k: v / n for k, v in totals.items()},
     )

@@ -386,3 +386,90 @@ def test_bad_reliance_config_is_rejected():
         MoSEConfig(weight_rule="size")
     with pytest.raises(ValueError, match="init_std"):
         MoSEConfig(expert_init_std=-1.0)
+
+
+# ------------------------------------------------------------------ reading never changes state
+def _weights(m):
+    return {n: b.clone() for n, b in m.named_buffers() if "mose_modality_weight" in n or "mose_contribution" in n}
+
+
+def test_reading_statistics_changes_no_buffer_until_the_explicit_update(base, tmp_path):
+    """gate_statistics(), state_dict() and save_pretrained() read; update_modality_weights() is the change."""
+    m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2, init_weights=False, lora_dropout=0.0,
+                                                       weight_momentum=0.0, weight_strength=1.0))
+    m.train()
+    _run(m, m.base_model.modality_context)
+    _run(m, m.base_model.modality_context)  # a second training forward queues; it applies nothing either
+    start = _weights(m)
+    assert all(torch.equal(v, torch.ones(3)) for k, v in start.items() if "modality_weight" in k)
+    stats = m.base_model.gate_statistics()
+    assert stats["modality_weight/audio"] == 1.0 and "gate/audio/expert1" in stats
+    m.state_dict()
+    m.save_pretrained(str(tmp_path))
+    assert all(torch.equal(v, start[k]) for k, v in _weights(m).items())
+    assert m.base_model.update_modality_weights() == 8  # 4 layers x 2 queued forward calls, in call order
+    assert any(not torch.equal(v, start[k]) for k, v in _weights(m).items() if "modality_weight" in k)
+    assert m.base_model.update_modality_weights() == 0  # nothing left queued
+
+
+def test_a_loop_that_never_applies_its_measurements_is_stopped(base, monkeypatch):
+    from mosear.model.mose.layer import MoSEShared
+
+    monkeypatch.setattr(MoSEShared, "MAX_PENDING", 2)
+    m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2)).train()
+    _run(m, m.base_model.modality_context)
+    _run(m, m.base_model.modality_context)
+    with pytest.raises(RuntimeError, match="update_modality_weights"):
+        _run(m, m.base_model.modality_context)
+
+
+def test_state_lives_on_the_tuner_and_the_controller_not_in_modules():
+    """No module-level mutable state in MoSE or AR: each model's layers share their tuner's MoSEShared,
+    and an attention module references its own controller."""
+    import importlib
+
+    from mosear.model import attention, modality
+
+    mods = [importlib.import_module(f"mosear.model.mose.{n}") for n in ("config", "layer", "model", "reliance")]
+    for mod in mods + [attention, modality]:
+        state = [k for k, v in vars(mod).items() if isinstance(v, (dict, list, set)) and not k.startswith("__")
+                 or type(v).__name__.startswith("Weak")]
+        assert not state, f"{mod.__name__}: module-level state {state}"
+
+
+def test_two_models_keep_their_own_state(base):
+    from mosear.model.attention import set_attention_mode
+
+    a = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2))
+    b = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2))
+    assert a.base_model.shared is not b.base_model.shared
+    assert all(x.shared is a.base_model.shared for x in a.modules() if isinstance(x, MoSELinear))
+    ca = set_attention_mode(a.base_model.model, "monitor", context=a.base_model.modality_context)
+    cb = set_attention_mode(b.base_model.model, "ar", fraction=0.5, context=b.base_model.modality_context)
+    with torch.no_grad():
+        _run(a, a.base_model.modality_context)
+    assert ca.shares().shape == (2, 3)
+    with pytest.raises(RuntimeError, match="no attention was recorded"):
+        cb.shares()  # b's controller saw none of a's calls
+
+
+def test_mose_model_inherits_what_base_tuner_gives(base):
+    """Only MoSE's own parts are overridden; peft's BaseTuner does matching, replacement, freezing,
+    enabling/disabling and attribute forwarding (checked by behaviour below)."""
+    from peft.tuners.tuners_utils import BaseTuner
+
+    for name in ("_prepare_adapter_config", "_check_target_module_exists", "_replace_module",
+                 "_mark_only_adapters_as_trainable", "enable_adapter_layers", "disable_adapter_layers",
+                 "__getattr__", "state_dict"):
+        assert name not in vars(MoSEModel), name
+    assert set(vars(MoSEModel)) & {n for n in vars(BaseTuner) if callable(vars(BaseTuner)[n])} == {"_create_and_replace",
+                                                                                                    "_pre_injection_hook"}
+    m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2, init_weights=False,
+                                                       target_modules=r".*\.v_proj"))
+    assert sum(isinstance(x, MoSELinear) for x in m.modules()) == 2  # a regex target: v_proj only
+    assert {n for n, p in m.named_parameters() if p.requires_grad} == {n for n, _ in m.named_parameters() if "mose_" in n}
+    ref = base(input_ids=_ids(), attention_mask=(MODS != PAD).long()).logits
+    with m.disable_adapter():
+        assert torch.equal(_run(m, m.base_model.modality_context), ref)
+    assert not torch.equal(_run(m, m.base_model.modality_context), ref)
+    assert m.base_model.config is m.base_model.model.config  # attribute forwarding to the wrapped model

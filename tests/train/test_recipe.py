@@ -161,3 +161,19 @@ def test_embedded_trainer_has_no_placement_group_cleaner(tmp_path):
     ours = _EmbeddedTorchTrainer(lambda: None, **kw)._create_default_callbacks()
     assert not any(isinstance(c, PlacementGroupCleanerCallback) for c in ours)
     assert len(ours) == len(stock) - 1
+
+
+def test_mosear_train_with_the_ogm_rule_moves_the_modality_weights(ray_local, train_shards, tmp_path, capsys):
+    """Issue 11: the train step measures reliance (weight_rule=ogm, every reliance_every steps) and sets
+    the weights; before, only benchmarks/bias_lab.py drove them and `mosear train` left them at 1."""
+    from mosear.cli import main
+
+    out = tmp_path / "ogm"
+    assert main(["train", f"shards=[{train_shards}]", f"output={out}", "name=ogm", "model.preset=tiny",
+                 "model.adapter=mose", "model.mose.weight_rule=ogm", "model.mose.reliance_every=1",
+                 "num_workers=1", "batch_size=2", "max_steps=2", "warmup_steps=0", "checkpoint_every=2",
+                 "torch_threads=1", "progress=false", "max_failures=0"]) == 0
+    weights = {k: v for k, v in _weights(out).items() if "mose_modality_weight" in k}
+    assert weights and all(float(v[0]) == 1.0 and float(v[1:].min()) < 1.0 for v in weights.values())
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert min(rows[-1]["modality_weight/visual"], rows[-1]["modality_weight/audio"]) < 1.0

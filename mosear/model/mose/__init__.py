@@ -11,10 +11,10 @@ from __future__ import annotations
 from peft.utils.peft_types import PeftType
 
 from mosear.model.mose.config import MOSE_PEFT_TYPE, MoSEConfig
-from mosear.model.mose.layer import Linear, ModalityGate, MoSELayer
+from mosear.model.mose.layer import Linear, ModalityGate, MoSELayer, MoSEShared
 from mosear.model.mose.model import MoSEModel
 
-__all__ = ["MoSEConfig", "MoSEModel", "MoSELayer", "Linear", "ModalityGate", "register_mose"]
+__all__ = ["MoSEConfig", "MoSEModel", "MoSELayer", "MoSEShared", "Linear", "ModalityGate", "register_mose"]
 
 
 def register_mose() -> None:

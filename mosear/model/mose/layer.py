@@ -37,9 +37,11 @@ and sets, for audio and visual, ``w_m = clip((c̄ / c_m)^γ, w_min, w_max)`` wit
 (the modality whose experts change the output more is turned down); ``w_text = 1``. Until both are
 measured (``c > 0``), ``w = 1``. The weights are buffers (saved with the adapter, no gradient); the
 gradient reaching ``A``, ``B`` and the gates through a token of modality ``m`` is scaled by ``w_m``.
-A forward call uses the weights set by the calls before it: the layers queue their measurements and the
-queue is applied to all layers at once (:func:`apply_weight_updates`) when the next training forward
-starts, or when the weights are read (``state_dict``/``save_pretrained``, ``gate_statistics``).
+The weights change only when the training loop says so: a training forward queues its measurement
+(on the tuner's :class:`MoSEShared`; nothing changes), and :meth:`MoSEModel.update_modality_weights`
+applies the queue to all layers at once (:func:`apply_weight_updates`). The train step calls it after
+each micro-batch's backward, so a forward uses the weights the calls before it measured. Reading
+(``state_dict``/``save_pretrained``, ``gate_statistics``) never changes them.
 That is ``weight_rule="update"``; with the reliance rules (``"ogm"``, ``"attention"``, our reconstruction,
 formulas in :mod:`mosear.model.mose.reliance`) the caller sets ``w`` and the layer applies it to gradients
 only: the forward is the ``w = 1`` forward and ``∂L/∂u_t ← w_{m(t)}·∂L/∂u_t`` (no per-row measurement).
@@ -52,7 +54,6 @@ the uniform start gate, but gates and experts get different gradients from the f
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,9 +116,9 @@ class MoSELayer(BaseTunerLayer):
     adapter_layer_names = ("mose_A", "mose_B", "mose_gate")
     other_param_names = ("r", "scaling", "mose_dropout", "mose_contribution", "mose_modality_weight")
 
-    def __init__(self, base_layer: nn.Module, context: ModalityContext, **kwargs: Any) -> None:
+    def __init__(self, base_layer: nn.Module, shared: "MoSEShared", **kwargs: Any) -> None:
         self.base_layer = base_layer
-        self.context = context  # plain reference, not a submodule (set by MoSEModel)
+        self.shared = shared  # the tuner's (a plain object, not a submodule): context, layout, queue
         self.r: dict[str, int] = {}
         self.scaling: dict[str, float] = {}
         self.settings: dict[str, dict[str, Any]] = {}
@@ -199,9 +200,9 @@ class MoSELayer(BaseTunerLayer):
 class Linear(nn.Module, MoSELayer):
     """``nn.Linear`` with MoSE experts; formulas in the module docstring."""
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, config: Any, context: ModalityContext, **kwargs: Any):
+    def __init__(self, base_layer: nn.Module, adapter_name: str, config: Any, shared: "MoSEShared", **kwargs: Any):
         super().__init__()
-        MoSELayer.__init__(self, base_layer, context, **kwargs)
+        MoSELayer.__init__(self, base_layer, shared, **kwargs)
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, config)
 
@@ -219,7 +220,7 @@ class Linear(nn.Module, MoSELayer):
         if x.dim() != 3:
             raise ValueError(f"MoSE expects [batch, length, features] inputs, got {tuple(x.shape)}")
         lead = x.shape[:-1]  # [B, L]
-        layout = layout_for(self.context, lead[0], lead[1], x.device)
+        layout = layout_for(self.shared, lead[0], lead[1], x.device)
         for name in self.active_adapters:
             if name not in self.mose_A:
                 continue
@@ -270,7 +271,7 @@ class Linear(nn.Module, MoSELayer):
         with torch.no_grad():
             norms = (torch.linalg.vector_norm(u, dim=-1, dtype=torch.float32),
                      torch.linalg.vector_norm(base_out.reshape(u.shape[0], -1), dim=-1, dtype=torch.float32))
-        queue_measurement(self, name, norms, layout)
+        self.shared.queue(self, name, norms, layout)
 
     def __repr__(self) -> str:
         return "mose." + super().__repr__()
@@ -407,47 +408,65 @@ class _Layout:
         return self._blocks[k, dtype]
 
 
-_LAYOUTS: "weakref.WeakKeyDictionary[ModalityContext, _Layout]" = weakref.WeakKeyDictionary()
+class MoSEShared:
+    """What the MoSE layers of one model share; owned by the tuner (``MoSEModel.shared``) and referenced
+    by every layer (no module-level state).
+
+    ``context``: the modality ids the caller sets (:class:`ModalityContext`); ``layout``: the current
+    forward call's :class:`_Layout` (built by the first layer, reused by the others); ``pending``: the
+    measurements of training forward calls not applied yet, ``{(id(layer), adapter): [(layer, adapter,
+    (||u_t||, ||W0 x_t||) [N] each, layout), ...]}`` in call order (:func:`apply_weight_updates`).
+    """
+
+    # measurements one layer may queue before the loop must apply them (bounds memory: each holds 2 x [N])
+    MAX_PENDING = 64
+
+    def __init__(self, context: ModalityContext | None = None) -> None:
+        self.context = context if context is not None else ModalityContext()
+        self.layout: _Layout | None = None
+        self.pending: dict[tuple[int, str], list] = {}
+
+    def queue(self, layer: Linear, name: str, norms: tuple[torch.Tensor, torch.Tensor], layout: _Layout) -> None:
+        """Queue a layer's measurement (applied by :func:`apply_weight_updates`, never here)."""
+        entries = self.pending.setdefault((id(layer), name), [])
+        if len(entries) >= self.MAX_PENDING:
+            raise RuntimeError(
+                f"{len(entries)} training forward calls without applying their modality-weight measurements: "
+                "call MoSEModel.update_modality_weights() after each backward (mosear.train.step.train_step does)")
+        entries.append((layer, name, norms, layout))
 
 
-def layout_for(context: ModalityContext, batch: int, length: int, device: torch.device) -> _Layout:
+def layout_for(shared: MoSEShared, batch: int, length: int, device: torch.device) -> _Layout:
     """The (cached) :class:`_Layout` of the current forward call."""
-    ids = context.ids
+    ids = shared.context.ids
     key = (batch, length, device, torch.is_inference_mode_enabled())
-    cached = _LAYOUTS.get(context)
+    cached = shared.layout
     if cached is not None and cached.ids is ids and cached.key == key:
         return cached
-    modality = context.ids_for(batch, length).to(device).reshape(-1)
-    layout = _Layout.build(modality, key, ids)
-    _LAYOUTS[context] = layout
-    return layout
+    modality = shared.context.ids_for(batch, length).to(device).reshape(-1)
+    shared.layout = _Layout.build(modality, key, ids)
+    return shared.layout
 
 
 # ------------------------------------------------------------------ dynamic modality weights (batched)
-# context -> {(id(layer), adapter): (layer, adapter, (||u_t||, ||W0 x_t||) [N] each, layout)}
-_QUEUED: "weakref.WeakKeyDictionary[ModalityContext, dict]" = weakref.WeakKeyDictionary()
+def apply_weight_updates(shared: MoSEShared) -> int:
+    """Apply every queued measurement: contribution EMA and modality weights of all layers, batched.
 
-
-def queue_measurement(layer: Linear, name: str, norms: tuple[torch.Tensor, torch.Tensor], layout: _Layout) -> None:
-    """Queue a layer's measurement; a layer measured again (the next forward call) applies the queue first."""
-    queue = _QUEUED.setdefault(layer.context, {})
-    key = (id(layer), name)
-    if key in queue:
-        apply_weight_updates(layer.context)
-        queue = _QUEUED.setdefault(layer.context, {})
-    queue[key] = (layer, name, norms, layout)
-
-
-def apply_weight_updates(context: ModalityContext) -> int:
-    """Apply all queued measurements: contribution EMA and modality weights of every layer, batched.
-
-    Returns the number of (layer, adapter) pairs updated.
+    A layer measured several times since the last call takes its measurements in call order (one
+    batched round per queue position). Returns the number of measurements applied.
     """
-    queue = _QUEUED.pop(context, None)
-    if not queue:
-        return 0
+    queue, shared.pending = shared.pending, {}
+    done = 0
+    while queue:
+        done += _apply_round([entries.pop(0) for entries in queue.values()])
+        queue = {k: v for k, v in queue.items() if v}
+    return done
+
+
+def _apply_round(entries: list) -> int:
+    """One measurement per (layer, adapter): the EMA and the weight rule of the module doc, per group."""
     groups: dict[tuple, list] = {}
-    for layer, name, norms, layout in queue.values():
+    for layer, name, norms, layout in entries:
         st = layer.settings[name]
         groups.setdefault((st["rule"], id(layout)), []).append((layer, name, norms, layout))
     with torch.no_grad():
@@ -468,4 +487,4 @@ def apply_weight_updates(context: ModalityContext) -> int:
             w = torch.where(layout.av & both, w_new, w)
             torch._foreach_copy_(cs, list(c.unbind(0)))
             torch._foreach_copy_(ws, list(w.unbind(0)))
-    return len(queue)
+    return len(entries)

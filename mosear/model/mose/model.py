@@ -1,77 +1,56 @@
-"""``MoSEModel``: the peft tuner that puts :class:`~mosear.model.mose.layer.Linear` into target layers."""
+"""``MoSEModel``: the peft tuner that puts :class:`~mosear.model.mose.layer.Linear` into target layers.
+
+Everything peft's ``BaseTuner`` does for its own tuners (target matching, module replacement and device
+placement, freezing all but the adapters, enabling / disabling adapter layers, attribute forwarding to
+the wrapped model) is inherited; this class adds what MoSE has that LoRA has not: the state its layers
+share (:class:`~mosear.model.mose.layer.MoSEShared`), the balance loss, the modality weights and the
+gate statistics.
+"""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
-from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
 from mosear.model.modality import MODALITY_NAMES, NUM_MODALITIES, ModalityContext
 from mosear.model.mose.config import MoSEConfig
-from mosear.model.mose.layer import Linear, MoSELayer, apply_weight_updates
+from mosear.model.mose.layer import Linear, MoSELayer, MoSEShared, apply_weight_updates
 
 
 class MoSEModel(BaseTuner):
     """Adds MoSE experts to the ``target_modules`` of a transformers model.
 
-    The tuner owns one :class:`ModalityContext` (``self.modality_context``) that every MoSE layer
-    references; the caller fills it before each forward (``with tuner.modality_context.use(ids):``).
+    The tuner owns one :class:`MoSEShared` (``self.shared``) that every MoSE layer references; the
+    caller fills its modality context before each forward (``with tuner.modality_context.use(ids):``)
+    and, in training, applies the layers' measurements after each backward
+    (:meth:`update_modality_weights`). Reading (``state_dict``, :meth:`gate_statistics`) changes nothing.
     """
 
     prefix: str = "mose_"
     tuner_layer_cls = MoSELayer
     target_module_mapping: dict[str, list[str]] = {}
+    uses_shared_state: bool = True  # the layers share self.shared (peft's inject_adapter_in_model refuses)
 
     def _pre_injection_hook(self, model: nn.Module, config: MoSEConfig, adapter_name: str) -> None:
-        if "modality_context" not in self.__dict__:
-            object.__setattr__(self, "modality_context", ModalityContext())
+        if "shared" not in self.__dict__:  # one per tuner, also when a second adapter is injected
+            self.shared = MoSEShared()
 
-    def _prepare_adapter_config(self, peft_config: MoSEConfig, model_config: dict) -> MoSEConfig:
-        if peft_config.target_modules is None:
-            raise ValueError("MoSEConfig.target_modules must name the layers to adapt (e.g. ['q_proj', 'v_proj'])")
-        return peft_config
-
-    @staticmethod
-    def _check_target_module_exists(peft_config: MoSEConfig, key: str) -> bool:
-        targets = peft_config.target_modules
-        if isinstance(targets, str):
-            return re.fullmatch(targets, key) is not None
-        return any(key == t or key.endswith("." + t) for t in targets)
+    @property
+    def modality_context(self) -> ModalityContext:
+        """The context every MoSE layer reads (set it around each LM call)."""
+        return self.shared.context
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key=None, **kw) -> None:
         if isinstance(target, Linear):
             target.update_layer(adapter_name, config)
             return
-        new_module = Linear(target, adapter_name, config, self.modality_context)
+        new_module = Linear(target, adapter_name, config, self.shared)
         if adapter_name not in self.active_adapters:
             new_module.requires_grad_(False)
         self._replace_module(parent, target_name, new_module, target)
-
-    def _replace_module(self, parent: nn.Module, child_name: str, new_module: nn.Module, child: nn.Module) -> None:
-        setattr(parent, child_name, new_module)
-        # the new module's adapter weights were created on the base weight's device in update_layer
-        if hasattr(child, "base_layer"):
-            child = child.base_layer
-        for name, module in new_module.named_modules():
-            if self.prefix in name:
-                weight = child.weight
-                module.to(weight.device)
-
-    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
-        for n, p in model.named_parameters():
-            if self.prefix not in n:
-                p.requires_grad = False
-
-    def enable_adapter_layers(self) -> None:
-        for m in self.mose_layers():
-            m.enable_adapters(True)
-
-    def disable_adapter_layers(self) -> None:
-        for m in self.mose_layers():
-            m.enable_adapters(False)
 
     def mose_layers(self) -> list[Linear]:
         return [m for m in self.model.modules() if isinstance(m, Linear)]
@@ -104,8 +83,13 @@ class MoSEModel(BaseTuner):
         return [(g[0].layout, torch.stack([s.probs for s in g])) for g in groups.values()]
 
     def update_modality_weights(self) -> int:
-        """Apply the contributions measured by the training forward calls so far (see the layer doc)."""
-        return apply_weight_updates(self.modality_context)
+        """Apply the measurements the training forward calls queued (update-size rule; formulas in the
+        layer doc): the one place the modality weights change besides :meth:`set_modality_weights`.
+
+        Call it after each micro-batch's backward (:func:`mosear.train.step.train_step` does). Returns the
+        number of measurements applied (0 for the reliance rules and without dynamic weights). No host sync.
+        """
+        return apply_weight_updates(self.shared)
 
     def set_modality_weights(self, weights: torch.Tensor, adapter_name: str | None = None) -> None:
         """Copy ``weights`` [M] (text, visual, audio) into every layer's modality weight (no host sync).
@@ -166,18 +150,15 @@ class MoSEModel(BaseTuner):
         mean = torch.stack(vals).mean(0).cpu().tolist()
         return {mname: mean[mi] for mi, mname in enumerate(MODALITY_NAMES)}
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        self.update_modality_weights()  # saved weights include the last step's measurement
-        return super().state_dict(*args, **kwargs)
-
+    @torch.no_grad()
     def gate_statistics(self, adapter_name: str | None = None) -> dict[str, float]:
-        """Scalars for logging: mean gate weight per modality and expert, modality weights (layer means)."""
+        """Scalars for logging: mean gate weight per modality and expert over the last forward, and the
+        modality weights (layer means). Reads only (changes no buffer); one device-to-host copy, so call it
+        when a metric row is written, not every step."""
         name = adapter_name or self.active_adapters[0]
-        self.update_modality_weights()
         out: dict[str, float] = {}
         values = [torch.stack([m.mose_modality_weight[name].float() for m in self.mose_layers()]).mean(0)]
-        with torch.no_grad():
-            loads = [layout.row_mean.to(probs.dtype) @ probs for layout, probs in self._gate_groups(name)]  # [L, M*K] each
+        loads = [layout.row_mean.to(probs.dtype) @ probs for layout, probs in self._gate_groups(name)]  # [L, M*K] each
         if loads:
             values.append(torch.cat(loads).mean(0).float())
         values = torch.cat(values).cpu().tolist()  # one device-to-host copy
@@ -192,15 +173,3 @@ class MoSEModel(BaseTuner):
     def clear_statistics(self) -> None:
         for m in self.mose_layers():
             m.gate_stats.clear()
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name in ("model", "modality_context"):
-                raise
-            return getattr(self.model, name)
-
-
-def is_mose_layer(module: nn.Module) -> bool:
-    return isinstance(module, BaseTunerLayer) and isinstance(module, MoSELayer)

@@ -1,0 +1,100 @@
+"""The train worker's named steps, each alone (no Ray Train run): build and restore, streams and their
+data position, the train step's explicit MoSE weight calls, a metric row, a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mosear.config import load_config
+from mosear.train import TrainConfig
+from mosear.train.preflight import preflight
+from mosear.train.recipe import (
+    DataPosition, MetricWindow, Streams, build_and_restore, save_checkpoint,
+)
+from mosear.train.state import read_train_state
+from mosear.train.step import StepStats, build_optimizer, train_step
+
+CPU = torch.device("cpu")
+
+
+def _cfg(shards: Path, out: Path, **model) -> TrainConfig:
+    return load_config(TrainConfig, overrides={
+        "shards": [str(shards)], "output": str(out), "batch_size": 2, "shuffle_buffer": 4, "progress": False,
+        "model": {"preset": "tiny", "adapter": "mose", "lora": {"r": 4, "dropout": 0.0}, **model}})
+
+
+def _weights(model) -> torch.Tensor:
+    return model.mose.modality_weights().clone()
+
+
+def test_streams_resume_at_their_data_position(train_shards, tmp_path):
+    cfg = _cfg(train_shards, tmp_path)
+    plan = preflight(cfg)
+    model = build_and_restore(cfg, plan, 1, None).model
+    s = Streams(cfg, plan, 0, 1, model.collate, None)
+    first = [next(s) for _ in range(3)]
+    again = Streams(cfg, plan, 0, 1, model.collate, None)
+    next(again), next(again)
+    pos = DataPosition.from_dict(again.position().to_dict())  # what train_state.json keeps per rank
+    assert pos.micro_batches == 2 and pos.to_dict() == {"streams": again.positions, "micro_batches": 2}
+    resumed = Streams(cfg, plan, 0, 1, model.collate, pos)
+    assert torch.equal(next(resumed)["input_ids"], first[2]["input_ids"])
+
+
+@pytest.mark.parametrize("rule", ["update", "ogm", "attention"])
+def test_train_step_is_where_the_modality_weights_change(train_shards, tmp_path, rule):
+    """update: measurements applied after each backward (none left queued); ogm / attention: measured
+    on the step's first micro-batch every reliance_every steps, set on every layer (and only then)."""
+    cfg = _cfg(train_shards, tmp_path, mose={"weight_rule": rule, "reliance_every": 2})
+    plan = preflight(cfg)
+    model = build_and_restore(cfg, plan, 1, None).model
+    opt, sched = build_optimizer(model, 1e-2, 0.0, 0, 4, 0.1)
+    streams = Streams(cfg, plan, 0, 1, model.collate, None)
+    every = model.reliance_every
+    assert every == (None if rule == "update" else 2)
+    seen = []
+    for step in range(3):
+        train_step(model, streams, opt, sched, grad_accum_steps=2, device=CPU, seed=0, step=step,
+                   reliance_every=every)
+        assert model.mose.shared.pending == {}  # nothing waits for a later call
+        seen.append(_weights(model))
+    ones = torch.ones(3)
+    if rule == "update":  # B starts at 0 (no contribution), so the weights move from the second step on
+        assert not torch.equal(seen[-1], ones)
+    else:
+        assert not torch.equal(seen[0], ones)  # step 0 measured
+        assert torch.equal(seen[1], seen[0])  # step 1 not (k = 2)
+        assert float(seen[0][0]) == 1.0 and float(seen[0][1:].min()) < 1.0  # the dominant modality slowed
+        layers = model.mose.mose_layers()
+        assert all(torch.equal(x.mose_modality_weight["default"], seen[-1]) for x in layers)
+
+
+def test_metric_window_makes_a_row_and_starts_over():
+    w = MetricWindow(samples_seen=10)
+    w.add(4, 100, 0.25)
+    stats = StepStats(loss=1.5, lr=1e-3, samples=4, tokens=100, data_s=0.25, compute_s=0.5, grad_norm=0.7,
+                      aux={"lm_loss": 1.4})
+    row = w.row(3, 1.5, stats, 0, {"modality_weight/audio": 0.9})
+    assert row["step"] == 3 and row["samples_seen"] == 14 and row["grad_norm"] == 0.7
+    assert row["lm_loss"] == 1.4 and row["modality_weight/audio"] == 0.9
+    assert row["samples_per_s"] > 0 and 0 < row["data_share"]
+    assert w.samples == w.tokens == 0 and w.samples_seen == 14
+
+
+def test_a_checkpoint_written_alone_restores_the_run(train_shards, tmp_path):
+    cfg = _cfg(train_shards, tmp_path, mose={"weight_rule": "ogm", "reliance_every": 1})
+    plan = preflight(cfg)
+    model = build_and_restore(cfg, plan, 1, None).model
+    opt, sched = build_optimizer(model, 1e-2, 0.0, 0, 4, 0.1)
+    streams = Streams(cfg, plan, 0, 1, model.collate, None)
+    train_step(model, streams, opt, sched, grad_accum_steps=1, device=CPU, seed=0, step=0, reliance_every=1)
+    folder = save_checkpoint(model, model, opt, sched, cfg, plan, step=1, rank=0, world=1,
+                             position=streams.position(), samples_seen=2, rows=[{"step": 1, "loss": 1.0}])
+    assert read_train_state(folder).positions == [streams.position().to_dict()]
+    back = build_and_restore(cfg, plan, 1, folder)
+    assert back.step == 1 and back.rows == [{"step": 1, "loss": 1.0}]
+    torch.testing.assert_close(_weights(back.model), _weights(model), rtol=0, atol=0)  # saved with the adapter
+    assert not torch.equal(_weights(back.model), torch.ones(3))
