@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mosear.atomic import atomic_write, atomic_write_json  # noqa: E402
 from mosear.evaluate.intervals import seed_interval  # noqa: E402
-from mosear.model.attention import set_attention_mode  # noqa: E402
+from mosear.model.ar import set_attention_mode  # noqa: E402
 from mosear.model.calibrate import accuracy_se, choose_setting  # noqa: E402
 from mosear.model.modality import AUDIO, TEXT, VISUAL  # noqa: E402
 

@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mosear.model.attention import set_attention_mode  # noqa: E402
+from mosear.model.ar import set_attention_mode  # noqa: E402
 from mosear.model.modality import AUDIO, TEXT, VISUAL, ModalityContext  # noqa: E402
 from mosear.model.mose import MoSEConfig  # noqa: E402
 

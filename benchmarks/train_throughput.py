@@ -144,7 +144,7 @@ def build_7b(adapter: str, device: torch.device, visual_tokens: int, audio_token
     from transformers import CLIPVisionConfig, CLIPVisionModel, HubertConfig, HubertModel, LlamaConfig, LlamaForCausalLM
 
     from mosear.model import ModelConfig
-    from mosear.model.backbone import MoSEARModel, apply_attention_settings
+    from mosear.model.mosear_model import MoSEARModel, apply_attention_settings
     from mosear.model.encoders import CLIP_MEAN, CLIP_STD, AudioEncoder, VisualEncoder
     from mosear.model.tokenizer import build_tiny_tokenizer
 

@@ -1,7 +1,7 @@
 """The MoSEAR model: multimodal backbone, MoSE experts (a peft method) and AR attention.
 
 Names are loaded lazily so that the peft method and the attention function
-(``mosear.model.mose``, ``mosear.model.attention``) import with only torch / transformers / peft.
+(``mosear.model.mose``, ``mosear.model.ar``) import with only torch / transformers / peft.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 _EXPORTS = {
     "ModelConfig": "mosear.model.config",
     "ARSettings": "mosear.model.config",
-    "MoSEARModel": "mosear.model.backbone",
-    "build_model": "mosear.model.backbone",
+    "MoSEARModel": "mosear.model.mosear_model",
+    "build_model": "mosear.model.mosear_model",
     "parse_label": "mosear.model.outputs",
-    "set_attention_mode": "mosear.model.attention",
-    "AttentionReallocator": "mosear.model.attention",
+    "set_attention_mode": "mosear.model.ar",
+    "AttentionReallocator": "mosear.model.ar",
     "calibrate_ar": "mosear.model.calibrate",
     "MoSEConfig": "mosear.model.mose",
     "MoSEModel": "mosear.model.mose",

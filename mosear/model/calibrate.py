@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import torch
 
 from mosear.labels import CANONICAL_LABELS
-from mosear.model.attention import set_attention_mode
+from mosear.model.ar import set_attention_mode
 
 SUBSETS = ("consistent", "video_aligned", "audio_aligned")
 
@@ -79,7 +79,7 @@ def calibrate_ar(model: Any, batches: list[tuple[dict[str, torch.Tensor], list[s
                  options: Iterable[dict[str, str]] = ({"share": "mass", "direction": "audio"},)) -> CalibrationResult:
     """Grid-search AR settings on validation ``batches`` (collated prompts, gold labels, subset names).
 
-    ``options``: AR variants (``share``, ``direction`` of :func:`~mosear.model.attention.set_attention_mode`)
+    ``options``: AR variants (``share``, ``direction`` of :func:`~mosear.model.ar.set_attention_mode`)
     searched too, each over the thresholds x fractions (``direction="both"`` only with thresholds >= 0.5).
     Leaves the model in AR mode with the setting :func:`choose_setting` picks and returns it with the table
     (the chosen variant in ``CalibrationResult.options``).

@@ -2,7 +2,7 @@
 
 ``build_model(ModelConfig(preset="hf-av", model_path=folder))`` loads the checkpoint folder (a thinker, or
 a full Omni checkpoint whose thinker is taken; ``local_files_only``: a local folder or the local HF cache,
-never the hub) and returns an :class:`AVModel`, which offers what :class:`~mosear.model.backbone.MoSEARModel`
+never the hub) and returns an :class:`AVModel`, which offers what :class:`~mosear.model.mosear_model.MoSEARModel`
 offers (``collate``, ``forward`` → loss + aux, ``score_labels``, ``generate``, ``save_adapter`` /
 ``load_adapter``, ``modality_context``), so ``mosear eval`` and ``mosear train`` run it unchanged.
 
@@ -44,8 +44,8 @@ from peft import PeftModel, get_peft_model
 from torch import nn
 
 from mosear.labels import CANONICAL_LABELS
-from mosear.model import attention as ar
-from mosear.model.backbone import _DTYPES, AdapterAccess, MoSEAROutput, _output, _seeded, check_adapter_folder
+from mosear.model import ar
+from mosear.model.mosear_model import _DTYPES, AdapterAccess, MoSEAROutput, _output, _seeded, check_adapter_folder
 from mosear.model.config import ModelConfig
 from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
 from mosear.model.prompt import IGNORE, _transcript

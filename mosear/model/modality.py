@@ -4,7 +4,7 @@ Every position of the LLM input sequence has a modality id (:data:`TEXT`, :data:
 :data:`AUDIO`, or :data:`PAD` for left padding). The MoSE layers (inside ``q_proj``/``v_proj``) and
 the AR attention function need those ids, but transformers only hands them hidden states. Instead of
 forward hooks or patched ``forward`` methods, the model owns one :class:`ModalityContext`; the MoSE
-layers and the AR controller hold a reference to it, and :class:`~mosear.model.backbone.MoSEARModel`
+layers and the AR controller hold a reference to it, and :class:`~mosear.model.mosear_model.MoSEARModel`
 fills it (``with ctx.use(modality_ids): lm(...)``) before each LM call.
 
 Cached generation. The context stores the ids of the *prompt* ``[B, L]``. A call that sees ``n``

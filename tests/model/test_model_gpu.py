@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mosear.model.attention import set_attention_mode
+from mosear.model.ar import set_attention_mode
 from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
 
 pytestmark = pytest.mark.gpu

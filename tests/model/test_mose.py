@@ -428,17 +428,17 @@ def test_state_lives_on_the_tuner_and_the_controller_not_in_modules():
     and an attention module references its own controller."""
     import importlib
 
-    from mosear.model import attention, modality
+    from mosear.model import ar, modality
 
     mods = [importlib.import_module(f"mosear.model.mose.{n}") for n in ("config", "layer", "model", "reliance")]
-    for mod in mods + [attention, modality]:
+    for mod in mods + [ar, modality]:
         state = [k for k, v in vars(mod).items() if isinstance(v, (dict, list, set)) and not k.startswith("__")
                  or type(v).__name__.startswith("Weak")]
         assert not state, f"{mod.__name__}: module-level state {state}"
 
 
 def test_two_models_keep_their_own_state(base):
-    from mosear.model.attention import set_attention_mode
+    from mosear.model.ar import set_attention_mode
 
     a = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2))
     b = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2))

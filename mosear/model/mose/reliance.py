@@ -22,7 +22,7 @@ split, so the other modality is masked instead: our reconstruction). With ``ρ =
 (the dominant modality is slowed, the other one keeps its rate; the paper's form, including its step at
 ρ = 1). **Attention**: the same rule on ``ρ = (a_visual / n_visual) / (a_audio / n_audio)``, the text
 queries' attention mass on each modality's keys per key (``n_m`` tokens of modality m; 1 under uniform
-attention), read from the monitor (:mod:`mosear.model.attention`) in one no-gradient forward.
+attention), read from the monitor (:mod:`mosear.model.ar`) in one no-gradient forward.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from mosear.model.attention import AttentionReallocator, reallocate, set_attention_mode
+from mosear.model.ar import AttentionReallocator, reallocate, set_attention_mode
 from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
 
 MODS = torch.tensor([[TEXT, VISUAL, VISUAL, VISUAL, VISUAL, AUDIO, AUDIO, TEXT, TEXT, TEXT],
@@ -85,9 +85,9 @@ def test_threshold_leaves_rows_below_it_alone():
 
 @pytest.mark.parametrize("heads", [None, [0, 3]])  # None: f folded into M in decoding steps
 def test_generation_with_ar_matches_the_no_cache_path(lm, heads, monkeypatch):
-    import mosear.model.attention as attention
+    import mosear.model.ar as ar_module
 
-    monkeypatch.setattr(attention, "_KEY_CAPACITY_STEP", 2)  # the key columns outgrow their capacity twice
+    monkeypatch.setattr(ar_module, "_KEY_CAPACITY_STEP", 2)  # the key columns outgrow their capacity twice
     ctx = ModalityContext()
     set_attention_mode(lm, "ar", threshold=0.2, fraction=0.7, heads=heads, context=ctx)
     with ctx.use(MODS):
@@ -177,10 +177,10 @@ def _reference_shares(attentions, layers: list[int], heads: list[int]) -> torch.
 
 @pytest.mark.parametrize(("mode", "heads"), [("monitor", [1, 3]), ("ar", [1, 3]), ("ar", None)])
 def test_shares_after_many_decoding_steps_match_a_per_layer_reference(lm, mode, heads, monkeypatch):
-    import mosear.model.attention as attention
+    import mosear.model.ar as ar_module
 
-    monkeypatch.setattr(attention, "_MAX_PENDING", 5)  # fold the records several times mid-generation
-    monkeypatch.setattr(attention, "_KEY_CAPACITY_STEP", 4)  # 10 + 4 keys, then 10 + 8, 10 + 16, 10 + 32
+    monkeypatch.setattr(ar_module, "_MAX_PENDING", 5)  # fold the records several times mid-generation
+    monkeypatch.setattr(ar_module, "_KEY_CAPACITY_STEP", 4)  # 10 + 4 keys, then 10 + 8, 10 + 16, 10 + 32
     ctx = ModalityContext()
     layers = [0, 2]
     ctl = set_attention_mode(lm, mode, threshold=0.2, fraction=0.6, layers=layers, heads=heads, context=ctx)
@@ -198,9 +198,9 @@ def test_cached_generation_of_an_expanded_batch_then_training_with_ar(lm, monkey
     """Two sequences per prompt (the ids are repeated per sample, as for num_return_sequences), decoded
     under inference_mode past the first key capacity, equal the no-cache path; then a training forward
     (autograd records p) reuses the same prompt's key columns and backpropagates."""
-    import mosear.model.attention as attention
+    import mosear.model.ar as ar_module
 
-    monkeypatch.setattr(attention, "_KEY_CAPACITY_STEP", 3)
+    monkeypatch.setattr(ar_module, "_KEY_CAPACITY_STEP", 3)
     ctx = ModalityContext()
     ctl = set_attention_mode(lm, "ar", threshold=0.2, fraction=0.7, context=ctx)
     kw = dict(input_ids=_ids().repeat_interleave(2, 0), attention_mask=MASK.repeat_interleave(2, 0),
@@ -221,7 +221,7 @@ def test_cached_generation_of_an_expanded_batch_then_training_with_ar(lm, monkey
 
 
 def _reference_options(p, keys, tau, f, share, direction):
-    """AR with the token share / both directions, row by row from attention.py's docstring (float64)."""
+    """AR with the token share / both directions, row by row from ar.py's docstring (float64)."""
     q = p.double().clone()
     for b in range(p.shape[0]):
         aud, vis = keys[b] == AUDIO, keys[b] == VISUAL

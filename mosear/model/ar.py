@@ -469,7 +469,7 @@ def set_attention_mode(model: Any, mode: str, *, threshold: float = 0.5, fractio
                        context: ModalityContext | None = None) -> AttentionReallocator | None:
     """Switch the LLM's attention: ``"sdpa"`` (fast default), ``"eager"``, ``"ar"`` or ``"monitor"``.
 
-    ``model`` is a :class:`~mosear.model.backbone.MoSEARModel` (or a transformers causal LM, then pass
+    ``model`` is a :class:`~mosear.model.mosear_model.MoSEARModel` (or a transformers causal LM, then pass
     ``context``). Returns the :class:`AttentionReallocator` for ``"ar"``/``"monitor"`` (also stored as
     ``model.ar_controller``), else ``None``.
     """

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mosear.labels import CANONICAL_LABELS
-from mosear.model import attention as ar
+from mosear.model import ar
 from mosear.model.config import ModelConfig
 from mosear.model.encoders import CLIP_MEAN, CLIP_STD, AudioEncoder, VisualEncoder
 from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
