@@ -23,7 +23,6 @@ ROOT = Path(mosear.__file__).resolve().parent
 # A strongly connected component holding one of these pairs is tolerated (the pair is the loop's core).
 KNOWN_CYCLES: dict[frozenset[str], str] = {
     frozenset({"mosear.adapters.base", "mosear.shards.config"}): "item 6: adapters/base <-> shards/config",
-    frozenset({"mosear.model.backbone", "mosear.model.hf_av"}): "item 4: backbone <-> hf_av (lazy build_av_model)",
     frozenset({"mosear.shards.reader", "mosear.shards.torch_dataset"}): "shards: reader re-exports ShardIterableDataset",
 }
 

@@ -45,8 +45,8 @@ from torch import nn
 
 from mosear.labels import CANONICAL_LABELS
 from mosear.model import ar
-from mosear.model.mosear_model import _DTYPES, AdapterAccess, MoSEAROutput, _output, _seeded, check_adapter_folder
 from mosear.model.config import ModelConfig
+from mosear.model.interface import DTYPES, AdapterAccess, MoSEAROutput, check_adapter_folder, model_output, seeded
 from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
 from mosear.model.prompt import IGNORE, _transcript
 
@@ -374,7 +374,7 @@ class AVModel(AdapterAccess, nn.Module):
         if labels is not None:
             lab = labels.to(logits.device)
             lm_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), lab[:, 1:].flatten(), ignore_index=IGNORE)
-        return _output(self, logits, lm_loss)
+        return model_output(self, logits, lm_loss)
 
     @torch.no_grad()
     def score_labels(self, batch: dict[str, torch.Tensor], labels: tuple[str, ...] = CANONICAL_LABELS,
@@ -488,11 +488,11 @@ def _load_thinker(folder: Path, arch: Architecture, dtype: torch.dtype) -> nn.Mo
 def build_av_model(cfg: ModelConfig) -> AVModel:
     """Load the checkpoint of ``cfg.model_path`` (local files only), attach ``cfg.adapter``, freeze the rest."""
     folder, arch, _ = inspect_checkpoint(cfg.model_path)
-    thinker = _load_thinker(folder, arch, _DTYPES[cfg.dtype])
+    thinker = _load_thinker(folder, arch, DTYPES[cfg.dtype])
     thinker.requires_grad_(False)
     inputs = AVInputs(folder, arch, thinker.config, cfg)
     targets = decoder_targets(thinker, list(cfg.lora.target_modules))
-    with _seeded(cfg.seed):
+    with seeded(cfg.seed):
         adapter = cfg.peft_config(target_modules=targets)
         lm = get_peft_model(thinker, adapter) if adapter is not None else thinker
     model = AVModel(cfg, inputs, lm, arch)

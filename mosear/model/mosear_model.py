@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,89 +26,12 @@ from mosear.labels import CANONICAL_LABELS
 from mosear.model import ar
 from mosear.model.config import ModelConfig
 from mosear.model.encoders import CLIP_MEAN, CLIP_STD, AudioEncoder, VisualEncoder
+from mosear.model.interface import DTYPES, AdapterAccess, MoSEAROutput, check_adapter_folder, model_output, seeded
 from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
-from mosear.model.mose import MoSEModel, reliance
+from mosear.model.mose import reliance
 from mosear.model.prompt import IGNORE, PromptBuilder
 
 __all__ = ["MoSEARModel", "MoSEAROutput", "build_model"]
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# AR / attention settings are inference-time and may differ between a saved adapter and the model.
-_CONFIG_FIELDS_FREE = {"ar", "max_text_tokens", "max_target_tokens", "instruction"}
-
-
-def check_adapter_folder(directory: str | Path, cfg: ModelConfig, peft: bool) -> Path:
-    """The checks every ``load_adapter`` makes before reading weights; returns the folder as a Path.
-
-    Refuses a folder without ``model_config.json`` (not a mosear adapter), one saved for another model
-    config (fields outside :data:`_CONFIG_FIELDS_FREE` differ: named in the error) and, when the model
-    carries a peft adapter (``peft``), one without ``adapter/adapter_config.json``.
-    """
-    d = Path(directory)
-    cfg_file = d / "model_config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{d} holds no model_config.json: not a mosear adapter folder")
-    saved = ModelConfig.model_validate(json.loads(cfg_file.read_text()))
-    diff = [k for k in ModelConfig.model_fields if k not in _CONFIG_FIELDS_FREE and getattr(saved, k) != getattr(cfg, k)]
-    if diff:
-        raise ValueError(f"adapter in {d} was saved for another model config; differing fields: {diff}")
-    if peft and not (d / "adapter" / "adapter_config.json").is_file():
-        raise FileNotFoundError(f"{d / 'adapter'} holds no peft adapter")
-    return d
-
-
-@dataclass
-class MoSEAROutput:
-    """``loss`` = LM loss + lambda * balance loss (None without labels); ``logits`` [B, L, V]; ``aux``: detached
-    0-d tensors (``lm_loss``, ``balance_loss``) or floats, reduced by the train step."""
-
-    loss: torch.Tensor | None
-    logits: torch.Tensor
-    lm_loss: torch.Tensor | None = None
-    balance_loss: torch.Tensor | None = None
-    aux: dict[str, torch.Tensor | float] = field(default_factory=dict)
-
-
-class AdapterAccess:
-    """What the train step and the metrics read from a model's adapter, shared by :class:`MoSEARModel`
-    and :class:`~mosear.model.hf_av.AVModel` (both hold the peft model as ``self.lm`` and a fallback
-    ``self._own_context``).
-
-    Nothing here changes state but :meth:`update_modality_weights` and :meth:`measure_reliance`, the two
-    calls the train step makes (after each backward / every ``mose.reliance_every`` steps).
-    """
-
-    lm: nn.Module
-    cfg: ModelConfig
-    _own_context: ModalityContext
-
-    @property
-    def mose(self) -> MoSEModel | None:
-        """The MoSE tuner (None with LoRA or no adapter)."""
-        tuner = getattr(self.lm, "base_model", None)
-        return tuner if isinstance(tuner, MoSEModel) else None
-
-    @property
-    def modality_context(self) -> ModalityContext:
-        """The context MoSE layers read (the peft tuner's when MoSE is on, else the model's own)."""
-        tuner = self.mose
-        return tuner.modality_context if tuner is not None else self._own_context
-
-    @property
-    def reliance_every(self) -> int | None:
-        """``k`` when the modality weights come from a reliance rule measured every k steps, else None."""
-        if self.mose is None or not self.cfg.mose.uses_reliance:
-            return None
-        return self.cfg.mose.reliance_every
-
-    def update_modality_weights(self) -> int:
-        """Apply the MoSE layers' queued weight measurements (update-size rule); 0 without MoSE. No host sync."""
-        return self.mose.update_modality_weights() if self.mose is not None else 0
-
-    def adapter_statistics(self) -> dict[str, float]:
-        """Logged scalars of the adapter's last forward (gate load per modality and expert, modality
-        weights); ``{}`` without MoSE. Reads only; one device-to-host copy."""
-        return self.mose.gate_statistics() if self.mose is not None else {}
 
 
 class MoSEARModel(AdapterAccess, nn.Module):
@@ -203,7 +125,7 @@ class MoSEARModel(AdapterAccess, nn.Module):
         if labels is not None:
             lab = labels.to(dev)
             lm_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), lab[:, 1:].flatten(), ignore_index=IGNORE)
-        return _output(self, logits, lm_loss)
+        return model_output(self, logits, lm_loss)
 
     @torch.no_grad()
     def measure_reliance(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
@@ -347,22 +269,6 @@ class MoSEARModel(AdapterAccess, nn.Module):
         return (p for p in self.parameters() if p.requires_grad)
 
 
-def _output(model: AdapterAccess, logits: torch.Tensor, lm_loss: torch.Tensor | None) -> MoSEAROutput:
-    """The forward's output: ``loss = lm_loss + λ·balance_loss`` (MoSE), and ``aux`` with the detached
-    0-d ``lm_loss`` / ``balance_loss`` tensors (no host sync: the train step reduces them once per step;
-    gate statistics are read separately, :meth:`AdapterAccess.adapter_statistics`)."""
-    tuner = model.mose
-    bal = tuner.balance_loss() if tuner is not None else None
-    aux: dict[str, torch.Tensor] = {}
-    if bal is not None:
-        aux["balance_loss"] = bal.detach()
-    loss = None
-    if lm_loss is not None:
-        aux["lm_loss"] = lm_loss.detach()
-        loss = lm_loss + model.cfg.mose.balance_loss_weight * bal if bal is not None else lm_loss
-    return MoSEAROutput(loss=loss, logits=logits, lm_loss=lm_loss, balance_loss=bal, aux=aux)
-
-
 def apply_attention_settings(model: MoSEARModel, settings: Any) -> ar.AttentionReallocator | None:
     return ar.set_attention_mode(model, settings.mode, threshold=settings.threshold, fraction=settings.fraction,
                                  layers=settings.layers, heads=settings.heads, queries=settings.queries,
@@ -377,13 +283,6 @@ def _peft_compat() -> Iterator[None]:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
-        yield
-
-
-@contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
         yield
 
 
@@ -418,7 +317,7 @@ def _tiny_parts(cfg: ModelConfig) -> tuple[Any, nn.Module, nn.Module, nn.Module,
 def _local_parts(cfg: ModelConfig) -> tuple[Any, nn.Module, nn.Module, nn.Module, int]:
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 
-    dtype = _DTYPES[cfg.dtype]
+    dtype = DTYPES[cfg.dtype]
     kw = dict(local_files_only=True)
     tok = AutoTokenizer.from_pretrained(cfg.llm_path, **kw)
     if tok.pad_token_id is None:
@@ -440,7 +339,7 @@ def build_model(cfg: ModelConfig) -> MoSEARModel:
         from mosear.model.hf_av import build_av_model
 
         return build_av_model(cfg)
-    with _seeded(cfg.seed), _peft_compat():
+    with seeded(cfg.seed), _peft_compat():
         tok, lm, vis_tower, aud_tower, image_size = (_tiny_parts if cfg.preset == "tiny" else _local_parts)(cfg)
         lm.requires_grad_(False)
         hidden = lm.config.hidden_size

@@ -149,7 +149,7 @@ def train_step(
     consumed lazily so the time spent waiting for data is measured separately from compute.
 
     The model's adapter state changes only here, by two explicit calls on the unwrapped model when it
-    has them (:class:`~mosear.model.mosear_model.AdapterAccess`): ``measure_reliance(batch)`` on the step's
+    has them (:class:`~mosear.model.interface.AdapterAccess`): ``measure_reliance(batch)`` on the step's
     first micro-batch when ``reliance_every`` is set and ``step % reliance_every == 0`` (the reliance
     rules' weights, before the forward), and ``update_modality_weights()`` after every backward (the
     update-size rule's measurements). Losses and aux values are summed on the device and read once.
