@@ -439,7 +439,9 @@ class AVModel(AdapterAccess, nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         if isinstance(self.lm, PeftModel):
-            self.lm.save_pretrained(str(d / "adapter"))
+            # the base weights are rebuilt (tiny: from the seed) or reloaded, never resized: an adapter on
+            # lm_head needs no copy of the base head (peft's "auto" would save it and warn each time)
+            self.lm.save_pretrained(str(d / "adapter"), save_embedding_layers=False)
         atomic_write(d / "model_config.json", json.dumps(self.cfg.model_dump(mode="json"), indent=2, sort_keys=True))
         return d
 

@@ -244,7 +244,9 @@ class MoSEARModel(AdapterAccess, nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         if isinstance(self.lm, PeftModel):
-            self.lm.save_pretrained(str(d / "adapter"))
+            # the base weights are rebuilt (tiny: from the seed) or reloaded, never resized: an adapter on
+            # lm_head needs no copy of the base head (peft's "auto" would save it and warn each time)
+            self.lm.save_pretrained(str(d / "adapter"), save_embedding_layers=False)
         save_file({k: v.detach().contiguous().cpu() for k, v in self.trainable_state().items()},
                   str(d / "projectors.safetensors"))
         (d / "model_config.json").write_text(json.dumps(self.cfg.model_dump(mode="json"), indent=2, sort_keys=True))

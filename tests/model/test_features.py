@@ -113,3 +113,37 @@ def test_building_and_loading_raise_no_library_deprecation(tmp_path):
             m = build_model(ModelConfig(inputs="features", adapter=adapter))
             m.save_adapter(tmp_path / adapter)
             m.load_adapter(tmp_path / adapter)
+
+
+@pytest.mark.parametrize("adapter", ["lora", "mose"])
+def test_an_adapter_on_lm_head_round_trips_without_saving_the_base_head(tmp_path, adapter):
+    """The sample run adapts lm_head too (workdir.SAMPLE_DEFAULTS): the adapter folder holds the adapter,
+    not a copy of the frozen head, saving it warns nothing, and the reloaded model scores the same."""
+    import warnings
+
+    from safetensors import safe_open
+
+    from mosear.model import ModelConfig, build_model
+
+    cfg = ModelConfig(inputs="features", adapter=adapter, visual_feature_dim=3, audio_feature_dim=2,
+                      visual_tokens=2, audio_tokens=1, lora={"target_modules": ["q_proj", "v_proj", "lm_head"]})
+    model = build_model(cfg)
+    samples = [{"key": f"k{i}", "meta": {}, "target": lab,
+                "features": {"visual": np.full(3, float(i)), "audio": np.array([i, -i], np.float32)}}
+               for i, lab in enumerate(["happy", "sad"])]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        model(**model.collate(samples)).loss.backward()
+        opt.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.save_adapter(tmp_path / "a")
+    with safe_open(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        names = list(f.keys())
+    assert any("lm_head" in n for n in names) and not any(n.endswith("lm_head.weight") for n in names)
+    other = build_model(cfg)
+    other.load_adapter(tmp_path / "a")
+    model.eval(), other.eval()
+    prompt = model.collate(samples, include_target=False)
+    torch.testing.assert_close(model.score_labels(prompt), other.score_labels(prompt))
