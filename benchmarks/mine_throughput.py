@@ -26,25 +26,23 @@ SHARD_CLIPS = 8
 
 
 def build_inputs(root: Path, pairs: int, frames: int, size: int) -> list[Path]:
+    import yaml
+
     from mosear.config import load_config
-    from mosear.mine.config import MineConfig
-    from mosear.mine.run import build_spliced
     from mosear.shards.config import ShardConfig
     from mosear.shards.reader import list_shards
     from mosear.shards.run import run_shard
 
     samples = REPO / "datasets" / "samples"
+    # the sample corpus's sources plus `pairs` face/voice splices (a shard source like the others)
+    sources = [{**s, "base_dir": str(samples)} for s in yaml.safe_load((samples / "corpus.yaml").read_text())["sources"]]
+    sources.append({"adapter": "splice", "root": str(samples),
+                    "options": {"faces": "ravdess", "voices": "ravdess_audio", "max_pairs": pairs}})
     shard_cfg = load_config(ShardConfig, None, {
-        "corpus": str(samples / "corpus.yaml"), "output": str(root / "shards"), "num_frames": frames,
+        "sources": sources, "output": str(root / "shards"), "num_frames": frames,
         "height": size, "width": size, "samples_per_shard": SHARD_CLIPS, "progress": False})
     run_shard(shard_cfg)
-    inputs = list_shards(root / "shards")
-    cfg = load_config(MineConfig, None, {
-        "shards": str(root / "shards"), "output": str(root / "splice"), "progress": False,
-        "splice": {"enabled": True, "faces": str(samples / "ravdess"), "voices": str(samples / "ravdess_audio"),
-                   "max_pairs": pairs, "clips_per_shard": SHARD_CLIPS}})
-    sp_dir, _ = build_spliced(cfg, inputs)
-    return inputs + list_shards(sp_dir)
+    return list_shards(root / "shards")
 
 
 def mine_once(shards: list[Path], workers: int, out: Path) -> tuple[float, int, list[dict]]:

@@ -57,7 +57,7 @@ def _mosear_run(workdir: Path, stages: str, env: dict, timings: Path) -> tuple[f
 
 
 def _direct_clis(workdir: Path, stages: str, env: dict) -> dict[str, float]:
-    corpus = str(REPO / "datasets" / "samples" / "corpus.yaml")
+    corpus = str(REPO / "datasets" / "samples" / "corpus_splices.yaml")
     out: dict[str, float] = {}
     for req in pipeline_requests(corpus, str(workdir), stages.split(",")):
         name = req.label or req.stage  # train runs once per method: train:lora, train:mose

@@ -10,6 +10,8 @@ from mosear.adapters.generic import GenericAdapter
 from mosear.adapters.mafw import MafwAdapter
 from mosear.adapters.mer2023 import Mer2023Adapter
 from mosear.adapters.ravdess import RavdessAdapter
+from mosear.adapters.source import SourceConfig
+from mosear.adapters.splice import SpliceAdapter
 
 ADAPTERS: dict[str, type[DatasetAdapter]] = {
     "generic": GenericAdapter,
@@ -19,6 +21,7 @@ ADAPTERS: dict[str, type[DatasetAdapter]] = {
     "dfew": DfewAdapter,
     "mafw": MafwAdapter,
     "ca_mer": CaMerAdapter,
+    "splice": SpliceAdapter,
 }
 
 
@@ -29,4 +32,4 @@ def get_adapter(name: str) -> DatasetAdapter:
         raise KeyError(f"unknown adapter {name!r}; known: {sorted(ADAPTERS)}") from None
 
 
-__all__ = ["ADAPTERS", "ClipRecord", "DatasetAdapter", "get_adapter", "safe_id"]
+__all__ = ["ADAPTERS", "ClipRecord", "DatasetAdapter", "SourceConfig", "get_adapter", "safe_id"]

@@ -16,12 +16,12 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, ClassVar, Iterator
 
+from pydantic import BaseModel
+
+from mosear.adapters.source import SourceConfig
 from mosear.labels import canonical_label
-
-if TYPE_CHECKING:
-    from mosear.shards.config import SourceConfig
 
 __all__ = ["ClipRecord", "DatasetAdapter", "safe_id", "VIDEO_EXTENSIONS", "AUDIO_EXTENSIONS", "SKIP_REASONS"]
 
@@ -42,6 +42,7 @@ SKIP_REASONS = {
     "audio_only": "an audio file: no video stream to shard",
     "unknown_extension": "not a known video extension (list it in the source's `extensions` to shard it)",
     "hidden": "a hidden file (name starts with '.')",
+    "not_a_take": "in a splice source's faces/voices folder, not a take of the kind the pairing policy pairs",
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -79,6 +80,9 @@ class ClipRecord:
     transcript: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     error: tuple[str, str] | None = None  # (reason, message) for rows that cannot become a clip
+    # A counterfactual splice (mosear.adapters.splice): the clip is the video of `path` with the audio of
+    # this file, delayed by `extra["offset_s"]` seconds; None for every other clip.
+    voice: str | None = None
 
     @property
     def key(self) -> str:
@@ -101,19 +105,26 @@ class DatasetAdapter:
 
     name: str = "base"
     label_map: dict[str, str | None] = {}  # dataset label -> canonical label (see the card)
+    # a pydantic model of the adapter's `options` (validated with the shard config), or None: free-form
+    options_model: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self) -> None:
         # files of the folder that are not clips, as {"path", "source", "reason"} (see SKIP_REASONS);
         # filled while ``clips`` runs, read by the shard planner
         self.skipped: list[dict[str, str]] = []
 
-    def clips(self, root: Path, source: "SourceConfig") -> Iterator[ClipRecord]:
+    def clips(self, root: Path, source: SourceConfig) -> Iterator[ClipRecord]:
         raise NotImplementedError
 
-    def check(self, root: Path, source: "SourceConfig") -> None:
+    def check(self, root: Path, source: SourceConfig) -> None:
         """Raise ``ValueError`` (with the reason) when the source cannot be read at all; before any work."""
         if not root.is_dir():
             raise ValueError(f"corpus root {root} is not a folder")
+
+    def input_paths(self, root: Path, source: SourceConfig) -> list[Path]:
+        """The files and folders whose content the source's clips come from (the shard stage's identity
+        digests them): the root and the manifest; adapters reading more (option paths) add theirs."""
+        return [root] + ([source.manifest_path()] if source.manifest is not None else [])
 
     # helpers for subclasses -------------------------------------------------------------------
     def map_label(self, raw: str | None) -> str | None:
@@ -124,7 +135,7 @@ class DatasetAdapter:
         return canonical_label(raw)
 
     def record(
-        self, root: Path, path: Path, source: "SourceConfig", clip_id: str | None = None, **kw: Any
+        self, root: Path, path: Path, source: SourceConfig, clip_id: str | None = None, **kw: Any
     ) -> ClipRecord:
         """A record for ``path`` (relative to ``root`` or absolute) with the source's defaults."""
         full = path if path.is_absolute() else root / path
@@ -143,7 +154,7 @@ class DatasetAdapter:
             **kw,
         )
 
-    def video_files(self, root: Path, source: "SourceConfig | None" = None) -> Iterator[Path]:
+    def video_files(self, root: Path, source: SourceConfig | None = None) -> Iterator[Path]:
         """Video files under ``root`` (recursive, sorted, by extension; links included).
 
         Every other file is recorded in :attr:`skipped` with its reason, except the source's own

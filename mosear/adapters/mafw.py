@@ -2,8 +2,9 @@
 
 ``source.manifest``: the folder holding ``set_K/train.txt`` and ``set_K/test.txt`` (e.g. the release's
 ``Train & Test Set/single/no_caption``); each line ``clip_name label`` (comma or whitespace separated),
-the label being a MAFW class name or its 1-based index in the 11-class order below.
-``options.fold``: K in 1..5 (default 1).
+the label being a MAFW class name or its 1-based index in :data:`MAFW_CLASSES` order. A video extension
+on a name is dropped, nothing else (``00025.mp4`` -> ``00025``). ``options.fold``: K in 1..5 (default 1).
+The split files are read as :mod:`mosear.evaluate.benchmarks` reads them (one reader: ``_split_files``).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from mosear.adapters._split_files import index_videos, read_pairs
+from mosear.adapters._split_files import class_name, clip_stem, index_videos, read_split_rows
 from mosear.adapters.base import ClipRecord, DatasetAdapter
 
-MAFW_LABELS = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise", "contempt", "anxiety",
-               "helplessness", "disappointment")
+__all__ = ["MafwAdapter", "MAFW_CLASSES"]
+
+# MAFW's eleven single-expression classes, numbered 1..11 in this order.
+MAFW_CLASSES = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise", "contempt", "anxiety",
+                "helplessness", "disappointment")
 
 
 class MafwAdapter(DatasetAdapter):
@@ -43,11 +47,12 @@ class MafwAdapter(DatasetAdapter):
     def clips(self, root: Path, source) -> Iterator[ClipRecord]:
         videos = index_videos(root, source.extensions)
         for split, f in self._files(source):
-            for n, name, label in read_pairs(f):
-                stem = name.rsplit(".", 1)[0] if "." in name else name
-                orig = MAFW_LABELS[int(label) - 1] if label.isdigit() and 1 <= int(label) <= 11 else label.lower()
+            for n, name, label in read_split_rows(f):
+                stem = clip_stem(name, source.extensions)
+                orig = class_name(label, MAFW_CLASSES)
                 rec = self.record(root, videos.get(stem, root / f"{stem}.mp4"), source, clip_id=stem, split=split,
-                                  orig_label=orig, extra={"fold": int(source.options.get("fold", 1))})
-                if orig not in MAFW_LABELS:
+                                  orig_label=orig if orig is not None else label.lower(),
+                                  extra={"fold": int(source.options.get("fold", 1))})
+                if orig is None:
                     rec.error = ("bad_label", f"{f.name} line {n}: label {label!r} is not a MAFW class")
                 yield rec

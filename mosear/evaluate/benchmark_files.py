@@ -44,26 +44,27 @@ import io
 import json
 import pickle
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from mosear.adapters._split_files import clip_stem, read_split_rows
+from mosear.adapters.dfew import DFEW_CLASSES
+from mosear.adapters.mafw import MAFW_CLASSES
 from mosear.evaluate.config import BenchmarkSpec
 from mosear.labels import CANONICAL_LABELS, MER2023_LABELS, canonical_label
-from mosear.mine.layout import mined_shard_dirs
 
 __all__ = ["BenchmarkItem", "Benchmark", "BenchmarkFormatError", "load_benchmark", "split_folder", "source_groups",
            "CAMER_SUBSETS",
            "DFEW_LABELS", "MAFW_LABELS", "read_npz_safely"]
 
 CAMER_SUBSETS = ("video_aligned", "audio_aligned", "consistent")
-# DFEW split files number the classes 1..7 in this order.
-DFEW_LABELS = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
-# MAFW's eleven single labels, in its order; those without a canonical name keep their own.
-MAFW_RAW = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise", "contempt",
-            "anxiety", "helplessness", "disappointment")
+# The class tables and split-file parsing are the shard adapters' (one definition, mosear.adapters):
+# DFEW numbers its classes 1..7 in DFEW_LABELS order; MAFW's eleven single labels in MAFW_RAW order,
+# scored under their canonical names (those without one keep their own).
+DFEW_LABELS = DFEW_CLASSES
+MAFW_RAW = MAFW_CLASSES
 MAFW_LABELS = tuple(canonical_label(x) or x for x in MAFW_RAW)
 
 _REASON_FIELDS = ("reason", "reasoning", "caption", "smp_reason_caption", "description", "eng_reasons", "english")
@@ -120,11 +121,9 @@ class Benchmark:
 def _key(prefix: str | None, name: str, *, pad5: bool = False) -> str:
     """The shard key of a benchmark row, built as ``mosear shard``'s adapters build it
     (``{dataset}__{safe_id(stem)}``; DFEW's numeric names zero-padded to 5 digits)."""
-    from mosear.adapters.base import VIDEO_EXTENSIONS, safe_id
+    from mosear.adapters.base import safe_id
 
-    name = str(name).strip()
-    if name.lower().endswith(VIDEO_EXTENSIONS):
-        name = name.rsplit(".", 1)[0]
+    name = clip_stem(name)  # a video extension only, as the adapters strip it
     if pad5 and name.isdigit():
         name = name.zfill(5)
     return f"{prefix}__{safe_id(name)}" if prefix else name
@@ -327,16 +326,8 @@ def _read_mer2023(spec: BenchmarkSpec) -> tuple[list[BenchmarkItem], list[Path]]
 
 
 # ------------------------------------------------------------------------------------- DFEW / MAFW
-def _table_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    text = path.read_text(encoding="utf-8-sig")
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = next(csv.reader([line])) if "," in line else line.split()
-        yield lineno, [p.strip() for p in parts]
-
-
 def _read_fold(spec: BenchmarkSpec, space: tuple[str, ...], raw: tuple[str, ...], default_files: tuple[str, ...]) -> tuple[list[BenchmarkItem], list[Path]]:
+    """A DFEW / MAFW fold's split file, parsed as the shard adapters parse it (``read_split_rows``)."""
     path = Path(spec.path)
     if path.is_dir():
         cands = [path / f.format(fold=spec.fold) for f in default_files]
@@ -345,19 +336,16 @@ def _read_fold(spec: BenchmarkSpec, space: tuple[str, ...], raw: tuple[str, ...]
         raise BenchmarkFormatError(f"{path}: {spec.format} split file not found")
     prefix = spec.key_prefix if spec.key_prefix is not None else spec.format
     items = []
-    for lineno, parts in _table_rows(path):
+    for lineno, name, lab in read_split_rows(path):
         where = f"{path}: line {lineno}"
-        if lineno == 1 and parts and not parts[-1].isdigit() and parts[0].lower() in ("video_name", "name", "video", "clip"):
-            continue  # header
-        if len(parts) < 2 or not parts[0]:
-            raise BenchmarkFormatError(f"{where}: expected 'name,label', got {parts}")
-        lab = parts[1]
+        if not name or not lab:
+            raise BenchmarkFormatError(f"{where}: expected 'name,label', got {[name, lab] if lab else [name]}")
         if lab.isdigit():
             i = int(lab)
             if not 1 <= i <= len(raw):
                 raise BenchmarkFormatError(f"{where}: label number {i} outside 1..{len(raw)}")
             lab = raw[i - 1]
-        items.append(BenchmarkItem(_key(prefix, parts[0], pad5=spec.format == "dfew"), _label(lab, space, where)))
+        items.append(BenchmarkItem(_key(prefix, name, pad5=spec.format == "dfew"), _label(lab, space, where)))
     return items, [path]
 
 
@@ -415,12 +403,9 @@ def load_calibration_split(spec: BenchmarkSpec, split: str, setting: str) -> Ben
 
 def load_benchmark(spec: BenchmarkSpec) -> Benchmark:
     """Read ``spec``'s files; raises :class:`BenchmarkFormatError` naming the file and row on bad input."""
-    shard_dirs = [spec.shards] if spec.shards else []
+    shard_dirs = list(spec.shards) if isinstance(spec.shards, list) else [spec.shards] if spec.shards else []
     if spec.format in ("camer", "mined"):
         items, files, space = _read_camer(spec, mined=spec.format == "mined")
-        if spec.format == "mined":  # the mined rows also name its own spliced clips
-            known = {str(Path(d).resolve()) for d in shard_dirs}
-            shard_dirs += [d for d in mined_shard_dirs(spec.path) if str(Path(d).resolve()) not in known]
     elif spec.format == "mer2023":
         (items, files), space = _read_mer2023(spec), MER2023_LABELS
     elif spec.format == "dfew":

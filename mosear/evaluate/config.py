@@ -59,10 +59,11 @@ class BenchmarkSpec(_Part):
         "emer (CSV/JSON reasoning), mafw (fold txt)"
     )
     path: str = Field(json_schema_extra=INPUT, description="the benchmark's file, or the folder holding its files")
-    shards: str | None = Field(
+    shards: str | list[str] | None = Field(
         default=None, json_schema_extra=INPUT,
-        description="shard folder (mosear shard output) holding the media of the benchmark's keys; "
-        "mined benchmarks default to the shard paths recorded in conflicts.parquet",
+        description="shard folder(s) (mosear shard output) holding the media of the benchmark's keys, named "
+        "explicitly for every format (a mined benchmark's natural and spliced clips are in the shard folder "
+        "it was mined from)",
     )
     features: str | None = Field(
         default=None,

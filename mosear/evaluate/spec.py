@@ -13,7 +13,8 @@ def _inputs(cfg: Any) -> list[Path]:
     # entries may be "name=path" (mosear.evaluate.units.checkpoint_names); "base" is no folder
     paths = [p for c in getattr(cfg, "checkpoints", []) if c != "base" and (p := local_path(c.split("=", 1)[-1]))]
     for b in getattr(cfg, "benchmarks", []):
-        paths += [p for p in (local_path(b.path), local_path(b.shards), local_path(b.features)) if p is not None]
+        shards = b.shards if isinstance(b.shards, list) else [b.shards]  # one folder or a list
+        paths += [p for p in (local_path(b.path), *map(local_path, shards), local_path(b.features)) if p is not None]
     return paths
 
 

@@ -50,6 +50,7 @@ REASONS: dict[str, str] = {
     "no_audio": "the container has no audio stream (and the config quarantines such clips)",
     "truncated": "the video stream ends long before its stated duration",
     "decode_error": "no frame could be decoded",
+    "splice_failed": "ffmpeg could not mux a counterfactual face/voice pair (mosear.media.splice)",
 }
 
 # A video that stops short of its stated duration by more than this is called truncated (seconds,

@@ -39,8 +39,6 @@ def main(args: argparse.Namespace) -> int:
     res = run_mine(cfg)
     s = res.summary
     print(f"mined {res.shards_mined} shard(s), resumed past {res.shards_skipped}, in {res.seconds:.1f} s")
-    if res.splice:
-        print(f"spliced: {json.dumps(res.splice)}")
     print(f"subsets: {json.dumps(s['subsets'])}  dropped: {s['dropped']}")
     sp = s["splits"]
     print(f"splits (grouped by {sp['grouping']}): {json.dumps(sp['rows'])}")

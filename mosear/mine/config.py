@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mosear.config import INPUT, LOCATION, SCHEDULING, WHOLE_RUN, ConfigError, StageConfig
 from mosear.mine.splits import SplitConfig
@@ -14,26 +14,6 @@ DEFAULT_STAGES: list[Any] = ["require_label", "signal_quality", "audio_egemaps",
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SpliceConfig(_Section):
-    """Counterfactual face/voice clips from a RAVDESS-style corpus (same speaker, same statement)."""
-
-    enabled: bool = Field(False, description="build spliced conflict shards before mining them")
-    faces: str | None = Field(None, json_schema_extra=INPUT, description="folder of RAVDESS full-AV clips (01-01-EE-II-SS-RR-AA.mp4)")
-    voices: str | None = Field(None, json_schema_extra=INPUT, description="folder of RAVDESS audio-only takes (03-01-...wav/.flac)")
-    offset_s: float = Field(0.033, description="seconds the voice is delayed against the video (negative: cut "
-                            "from its start); RAVDESS audio-only takes run one frame (33 ms) ahead of the "
-                            "same take inside the AV clip, measured")
-    max_pairs: int | None = Field(None, ge=1, description="splice at most this many pairs (stratified, seeded)")
-    include_consistent: bool = Field(True, description="also pair faces with another take of the same emotion "
-                                     "(spliced but consistent: exact truth for the consistent subset)")
-    label: Literal["alternate", "face", "voice"] = Field(
-        "alternate", description="the clip's true label: the face's, the voice's, or alternating by key hash")
-    seed: int = 0
-    clips_per_shard: int = Field(64, ge=1)
-    shard: dict[str, Any] = Field(default_factory=dict, description="overrides for the shard stage that "
-                                  "decodes the spliced clips (frames, size, ...), e.g. to match the input shards")
 
 
 class CrossFitConfig(_Section):
@@ -65,8 +45,6 @@ class MineConfig(StageConfig):
                                   "installed, put on the workers' import path (a filesystem they share; on a "
                                   "cluster ship them with the job's runtime_env py_modules instead)")
     margin: float = Field(0.1, ge=0, lt=1, json_schema_extra=WHOLE_RUN, description="confidence margin of subset assignment")
-    # the spliced shards are an input of mining like any shard: their content enters per shard
-    splice: SpliceConfig = Field(default_factory=SpliceConfig, json_schema_extra=WHOLE_RUN)
     crossfit: CrossFitConfig = Field(default_factory=CrossFitConfig, json_schema_extra=WHOLE_RUN)
     llm: LLMConfig = Field(default_factory=LLMConfig, json_schema_extra=WHOLE_RUN)
     splits: SplitConfig = Field(default_factory=SplitConfig, json_schema_extra=WHOLE_RUN,
@@ -77,6 +55,15 @@ class MineConfig(StageConfig):
                                 "leaves the stage failed (exit 1) unless this is true: then the outputs are built "
                                 "from the other shards and commit.json / summary.json name the missing ones")
     progress: bool = Field(True, json_schema_extra=SCHEDULING)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _splice_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "splice" in data:
+            raise ValueError("splice: counterfactual face/voice clips are a shard-stage source now: declare them in "
+                             "the corpus (`adapter: splice`, docs/shard.md \"Counterfactual splices\") and mine the "
+                             "shard folder; mining only mines")
+        return data
 
     def stage_hash(self) -> str:
         """Hash of what decides one shard's evidence (fields marked WHOLE_RUN only change later steps),

@@ -1,12 +1,12 @@
 """``run_mine(cfg)``: the mining job (Ray Data over shards), resumable per shard.
 
-1. Optionally splice counterfactual face/voice clips into ``{output}/spliced/`` (a shard folder).
-2. Mine every committed input shard (and the spliced ones) not finished yet: a Ray Data pipeline over
+1. Mine every committed shard of ``shards`` (natural clips and the counterfactual splices the shard stage
+   wrote from the corpus alike) not finished yet: a Ray Data pipeline over
    shard paths, one actor per worker holding the stage pipeline (models load once per actor); each
    actor streams its shard's samples through the stages in batches and commits the shard's evidence
    with a stats JSON written last (``{output}/evidence/``). A killed job resumes where it stopped.
-3. Assemble: cross-fit the unimodal classifiers, assign subsets, caption, export (see ``assemble``).
-4. ``run.json`` and, last, ``commit.json`` (the stage's marker: its identity, :mod:`mosear.identity`).
+2. Assemble: cross-fit the unimodal classifiers, assign subsets, caption, export (see ``assemble``).
+3. ``run.json`` and, last, ``commit.json`` (the stage's marker: its identity, :mod:`mosear.identity`).
 
 A shard that fails to mine leaves the stage failed (:class:`~mosear.orchestrate.errors.StageFailedError`,
 exit 1, with the count and first reasons) before anything is assembled; the committed shards' evidence
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mosear.atomic import atomic_write_json
-from mosear.identity import default_memo, digest_json, stage_identity, write_marker
+from mosear.identity import stage_identity, write_marker
 from mosear.mine.config import MineConfig
 from mosear.mine.spec import SPEC
 from mosear.mine.stage_pipeline import StagePipeline
@@ -41,46 +41,8 @@ class MineResult:
     shards_mined: int
     shards_skipped: int
     summary: dict[str, Any] = field(default_factory=dict)
-    splice: dict[str, int] | None = None
     seconds: float = 0.0
     failed: dict[str, str] = field(default_factory=dict)  # shard -> error (allow_partial only)
-
-
-def _decode_settings(cfg: MineConfig, input_shards: list[Path]) -> dict[str, Any]:
-    """Frames of spliced clips match the input shards (count, size) unless ``splice.shard`` says."""
-    settings: dict[str, Any] = {"num_frames": 16, "height": 224, "width": 224}
-    if input_shards:
-        from mosear.shards.reader import iter_samples
-
-        first = next(iter(iter_samples([input_shards[0]])), None)
-        if first is not None and "frames" in first:
-            t, h, w, _ = first["frames"].shape
-            settings.update(num_frames=int(t), height=int(h), width=int(w))
-    settings.update(cfg.splice.shard)
-    return settings
-
-
-def build_spliced(cfg: MineConfig, input_shards: list[Path]) -> tuple[Path, dict[str, int]]:
-    from mosear.mine.splice import SPLICE_FORMAT, plan_pairs, write_spliced_shards
-
-    sp = cfg.splice
-    if not sp.faces or not sp.voices:
-        raise ValueError("splice.enabled needs splice.faces (full-AV clips) and splice.voices (audio takes)")
-    pairs = plan_pairs(sp.faces, sp.voices, sp.include_consistent, sp.max_pairs, sp.seed)
-    decode = _decode_settings(cfg, input_shards)
-    chash = sp.model_copy(update={"faces": None, "voices": None}).model_dump_json() + json.dumps(decode, sort_keys=True) + SPLICE_FORMAT
-    import hashlib
-
-    config_hash = hashlib.sha256(chash.encode()).hexdigest()[:16]
-    out = Path(cfg.output) / "spliced"
-    memo = default_memo(cfg.output)
-    counts = write_spliced_shards(pairs, out, offset_s=sp.offset_s, label_rule=sp.label, seed=sp.seed,
-                                  clips_per_shard=sp.clips_per_shard, decode=decode, config_hash=config_hash,
-                                  progress=cfg.progress,
-                                  inputs_digest=lambda chunk: digest_json(
-                                      [[p.key, memo.digest(p.face.path), memo.digest(p.voice.path)] for p in chunk]))
-    memo.save()
-    return out, {"pairs": len(pairs), **counts}
 
 
 def _driver_path(py_modules: list[str]) -> None:
@@ -159,13 +121,9 @@ def run_mine(cfg: MineConfig) -> MineResult:
     inputs = list_shards(cfg.shards) if cfg.shards else []
     if cfg.shards and not Path(cfg.shards).is_dir():
         raise FileNotFoundError(f"shard folder {cfg.shards} does not exist")
-    splice_counts = None
     shards = list(inputs)
-    if cfg.splice.enabled:
-        sp_dir, splice_counts = build_spliced(cfg, inputs)
-        shards += list_shards(sp_dir)
     if not shards:
-        raise FileNotFoundError(f"no committed shards in {cfg.shards!r} and no splicing configured")
+        raise FileNotFoundError(f"no committed shards in {cfg.shards!r}")
     mined, skipped, failed = mine_shards(cfg, shards)
     if failed and not cfg.allow_partial:
         raise StageFailedError("mosear mine", len(failed), len(shards), failed,
@@ -184,11 +142,11 @@ def run_mine(cfg: MineConfig) -> MineResult:
     if failed:
         summary["missing_shards"] = sorted(failed)
         atomic_write_json(out / "summary.json", summary, indent=1)
-    result = MineResult(out, len(shards), mined, skipped, summary, splice_counts, round(time.time() - t0, 2),
+    result = MineResult(out, len(shards), mined, skipped, summary, round(time.time() - t0, 2),
                         failed)
     atomic_write_json(out / "run.json", {
         "config": cfg.model_dump(mode="json"), "stage_hash": cfg.stage_hash(), "shards": len(shards),
-        "mined": mined, "skipped": skipped, "splice": splice_counts, "seconds": result.seconds,
+        "mined": mined, "skipped": skipped, "seconds": result.seconds,
         "failed": failed,
     }, indent=1)
     write_marker(out, identity, "partial" if failed else "complete", missing=sorted(failed),

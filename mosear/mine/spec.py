@@ -9,8 +9,8 @@ from mosear.orchestrate.spec import PipelinePaths, StageSpec, paths_of
 
 
 def _inputs(cfg: Any) -> list[Path]:
-    """The shard folder, the ``py_modules`` of third-party stages and the splice sources."""
-    return paths_of(cfg, "shards", "py_modules") + (paths_of(cfg.splice, "faces", "voices") if cfg.splice.enabled else [])
+    """The shard folder (natural and spliced clips alike) and the ``py_modules`` of third-party stages."""
+    return paths_of(cfg, "shards", "py_modules")
 
 
 def _wire(paths: PipelinePaths) -> dict[str, Any]:
@@ -26,6 +26,6 @@ SPEC = StageSpec(
     folder="mined",
     inputs=_inputs,
     wire=_wire,
-    path_fields=("shards", "output", "splice.faces", "splice.voices"),
+    path_fields=("shards", "output"),
     artifacts={"conflicts": "conflicts.parquet", "training mix": "train_mix.parquet"},
 )

@@ -60,7 +60,7 @@ def load_pipeline_flow():
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = __doc__.split("Examples::", 1)[1]
-    parser.add_argument("--corpus", default=None, help="corpus YAML or folder (default: datasets/samples/corpus.yaml)")
+    parser.add_argument("--corpus", default=None, help="corpus YAML or folder (default: datasets/samples/corpus_splices.yaml, the sample corpus with its face/voice splices)")
     parser.add_argument("--workdir", default="runs/samples", help="output root: shards/, mined/, train/, reports/")
     parser.add_argument("--stages", default="shard,mine,train,eval", help="comma-separated stages to run, in order")
     parser.add_argument("--mode", choices=("embedded", "cluster"), default="embedded",
@@ -108,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
     for noisy in ("httpx", "httpcore"):  # one line per API call otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-    corpus = args.corpus or str(find_repo_file("datasets/samples/corpus.yaml"))
+    corpus = args.corpus or str(find_repo_file("datasets/samples/corpus_splices.yaml"))
     overrides = _stage_overrides(args.config, args.overrides)
     if args.mode == "cluster" and not args.ray_address:
         raise ConfigError("--mode cluster needs --ray-address (the Ray Jobs API URL, e.g. http://head:8265)")

@@ -43,7 +43,7 @@ _HOOKS = dict(on_cancellation=[stop_jobs_on_cancel], on_crashed=[stop_jobs_on_ca
 
 @flow(name="mosear-pipeline", **_HOOKS)
 def pipeline(
-    corpus: str = "datasets/samples/corpus.yaml",
+    corpus: str = "datasets/samples/corpus_splices.yaml",
     workdir: str = "runs/samples",
     stages: list[str] = list(STAGE_ORDER),  # noqa: B006
     overrides: dict[str, dict[str, Any]] | None = None,

@@ -56,13 +56,9 @@ _SAMPLE_MODEL = {"preset": "tiny", "inputs": "features", "visual_tokens": 2, "au
 # Small, quick values for the sample corpus; a pipeline YAML or key=value overrides replace them.
 SAMPLE_DEFAULTS: dict[str, dict[str, Any]] = {
     "shard": {"num_frames": 8, "height": 112, "width": 112},
-    # counterfactual face/voice splices of the sample's RAVDESS clips give the benchmark its conflicts
-    "mine": {
-        "workers": 2,
-        # every face/voice pair of the sample (406): with 24 the test split held 2/2/2 items per subset
-        "splice": {"enabled": True, "faces": "{corpus_dir}/ravdess", "voices": "{corpus_dir}/ravdess_audio",
-                   "max_pairs": None},
-    },
+    # the benchmark's conflicts come from the counterfactual face/voice splices the sample corpus declares
+    # (datasets/samples/corpus_splices.yaml, a shard source like any other)
+    "mine": {"workers": 2},
     "train": {"model": _SAMPLE_MODEL, "target": "template", "target_template": "{label}", "max_steps": 150,
               "batch_size": 4, "lr": 2e-3, "warmup_steps": 5, "min_lr_ratio": 0.1, "checkpoint_every": 150,
               "report_every": 50, "log_every": 10},

@@ -94,9 +94,10 @@ def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
             plan.inputs += 1
             if rec.error is not None:
                 plan.quarantine.append(quarantine_row(rec, rec.error[0], rec.error[1], "plan"))
-            elif not _inside(rec.path, str(root)):
+            elif not _inside(rec.path, str(root)) or (rec.voice is not None and not _inside(rec.voice, str(root))):
+                where = rec.path if not _inside(rec.path, str(root)) else rec.voice
                 plan.quarantine.append(quarantine_row(
-                    rec, "outside_root", f"{rec.path} is outside the corpus root {root}", "plan"))
+                    rec, "outside_root", f"{where} is outside the corpus root {root}", "plan"))
             else:
                 candidates.append(rec)
         for row in adapter.skipped:

@@ -132,25 +132,32 @@ def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: s
     later run rebuilds the shard exactly when a clip's bytes changed.
     """
     from mosear.media.decode import MediaError, decode_clip
+    from mosear.media.splice import SPLICE_FORMAT, decode_splice, ffmpeg_version
     from mosear.shards.writer import ShardSample, ShardWriter
 
     cpu0 = time.process_time()
     extra = {"inputs_digest": inputs_digest} if inputs_digest else None
+    decode = {"num_frames": cfg.num_frames, "height": cfg.height, "width": cfg.width, "resize": cfg.resize,
+              "sample_rate": cfg.sample_rate, "threads": cfg.decode_threads,
+              "missing_audio": "silence" if cfg.missing_audio == "silence" else "error"}
+    splices = 0
     with ShardWriter(out_dir, plan.split, plan.index, config_hash, extra_stats=extra) as writer:
         for clip in plan.clips:
             key = f"{clip['dataset']}__{clip['clip_id']}"
             fail_meta = {k: clip.get(k) for k in _FAIL_FIELDS}
             try:
-                decoded = decode_clip(
-                    clip["path"], num_frames=cfg.num_frames, height=cfg.height, width=cfg.width,
-                    resize=cfg.resize, sample_rate=cfg.sample_rate,
-                    missing_audio="silence" if cfg.missing_audio == "silence" else "error",
-                    threads=cfg.decode_threads,
-                )
                 extra = {}
-                if cfg.passthrough:
-                    ext = Path(clip["path"]).suffix.lower().lstrip(".") or "bin"
-                    extra[ext] = Path(clip["path"]).read_bytes()
+                if clip.get("voice"):  # a counterfactual face/voice pair: mux, then the same decoder
+                    decoded, spliced = decode_splice(clip["path"], clip["voice"], float(clip["extra"]["offset_s"]),
+                                                     keep=cfg.passthrough, **decode)
+                    splices += 1
+                    if spliced is not None:
+                        extra["mov"] = spliced
+                else:
+                    decoded = decode_clip(clip["path"], **decode)
+                    if cfg.passthrough:
+                        ext = Path(clip["path"]).suffix.lower().lstrip(".") or "bin"
+                        extra[ext] = Path(clip["path"]).read_bytes()
             except MediaError as exc:
                 writer.fail(key, exc.reason, exc.message, fail_meta)
                 continue
@@ -160,6 +167,8 @@ def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: s
             writer.write(ShardSample(key, decoded.frames, decoded.audio, decoded.sample_rate,
                                      _clip_meta(clip, decoded), extra))
             del decoded, extra  # hold one clip at a time
+        if splices:  # what made the spliced clips, for a rebuild elsewhere
+            writer.extra_stats.update(splice_format=SPLICE_FORMAT, ffmpeg=ffmpeg_version())
         writer.extra_stats["worker_peak_rss_mb"] = _peak_rss_mb()
         writer.extra_stats["worker_cpu_s"] = round(time.process_time() - cpu0, 3)  # this shard's CPU time
         return writer.close()
@@ -194,9 +203,17 @@ def _ray_build(plan: dict[str, Any], cfg_json: str, out_dir: str, config_hash: s
 
 
 def clips_digest(shard: ShardPlan, memo: DigestMemo) -> str:
-    """Digest of a planned shard's inputs: each clip's key, source path and the digest of its bytes."""
-    return digest_json([[c["dataset"] + "__" + c["clip_id"], str(c["path"]), safe_digest(c["path"], memo)]
-                        for c in shard.clips])
+    """Digest of a planned shard's inputs: each clip's key, source path and the digest of its bytes; a
+    splice adds its voice's path and digest and the splice recipe (:data:`mosear.media.splice.SPLICE_FORMAT`)."""
+    from mosear.media.splice import SPLICE_FORMAT
+
+    def entry(c: dict[str, Any]) -> list[str]:
+        row = [c["dataset"] + "__" + c["clip_id"], str(c["path"]), safe_digest(c["path"], memo)]
+        if c.get("voice"):
+            row += [str(c["voice"]), safe_digest(c["voice"], memo), SPLICE_FORMAT]
+        return row
+
+    return digest_json([entry(c) for c in shard.clips])
 
 
 # ---------------------------------------------------------------------------------------------

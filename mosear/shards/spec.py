@@ -9,12 +9,13 @@ from mosear.orchestrate.spec import PipelinePaths, StageSpec, local_path
 
 
 def _inputs(cfg: Any) -> list[Path]:
-    """The corpus file and every source's root folder and manifest (as the config resolved them)."""
+    """The corpus file and what every source reads: its root folder and manifest, a splice source's
+    faces and voices folders (the adapter's ``input_paths``, as the config resolved them)."""
+    from mosear.adapters import get_adapter
+
     paths = [p for p in [local_path(getattr(cfg, "corpus", None))] if p is not None]
     for src in getattr(cfg, "sources", []):
-        paths.append(src.root_path())
-        if getattr(src, "manifest", None) is not None:
-            paths.append(src.manifest_path())
+        paths += get_adapter(src.adapter).input_paths(src.root_path(), src)
     return paths
 
 

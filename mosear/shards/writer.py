@@ -140,7 +140,9 @@ class ShardWriter:
         self._stack = contextlib.ExitStack()
         self._fh = self._stack.enter_context(atomic_open(self.tar_path, "wb"))
         self._sha = hashlib.sha256()
-        self._tar = tarfile.open(fileobj=_HashingWriter(self._fh, self._sha), mode="w", format=tarfile.USTAR_FORMAT)
+        # PAX: plain ustar headers (byte for byte what USTAR_FORMAT writes) for every name that fits 100
+        # characters, a PAX extended header for a longer one, which USTAR cannot hold at all
+        self._tar = tarfile.open(fileobj=_HashingWriter(self._fh, self._sha), mode="w", format=tarfile.PAX_FORMAT)
         self._rows: list[dict[str, Any]] = []
         self._keys: set[str] = set()
         self._reasons: dict[str, int] = {}

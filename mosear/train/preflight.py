@@ -261,14 +261,9 @@ def _count_samples(shards: list[str]) -> tuple[int, int]:
 
 
 def shard_folders(cfg: TrainConfig) -> list[str]:
-    """``cfg.shards``, plus the folders a mined mix draws on (its input and its spliced clips)."""
-    folders = list(cfg.shards)
-    if cfg.mix and "://" not in cfg.mix:
-        from mosear.mine.layout import mined_shard_dirs
-
-        known = {str(Path(f).resolve()) for f in folders if "://" not in f}
-        folders += [d for d in mined_shard_dirs(Path(cfg.mix).parent) if str(Path(d).resolve()) not in known]
-    return folders
+    """The shard folders training reads: exactly ``cfg.shards`` (a mined mix's natural and spliced clips
+    are both in the shard folder it was mined from; nothing is looked up beside the mix)."""
+    return list(cfg.shards)
 
 
 def _check_model_folder(cfg: TrainConfig) -> None:

@@ -207,3 +207,36 @@ def test_only_shards_holding_benchmark_keys_are_read(eval_shards, shard_keys):
     spec = BenchmarkSpec(name="b", format="mined", path=".", shards=str(eval_shards))
     bench = Benchmark(spec, ("sad",), [BenchmarkItem(last, "sad")], [str(eval_shards)], [])
     assert [s["key"] for s in iter_benchmark_samples(bench)] == [last]
+
+
+@pytest.mark.parametrize("fmt", ["dfew", "mafw"])
+def test_fold_names_keep_their_dots_in_both_readers(tmp_path, fmt):
+    """One parse for the shard adapter and the benchmark reader: only a video extension is dropped, so
+    ``take.v2.mp4`` is the clip ``take.v2`` (its file's stem) and ``take.v3`` listed without extension keeps
+    its dot. (Before, the DFEW adapter cut at the first dot, the MAFW adapter dropped any last suffix,
+    and the benchmark reader dropped only video extensions: the keys disagreed.)"""
+    from pathlib import Path
+
+    from mosear.adapters import SourceConfig, get_adapter
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("take.v2.mp4", "take.v3.mp4"):
+        (videos / name).write_bytes(b"")  # listing only: nothing is decoded
+    split = tmp_path / "split"
+    if fmt == "dfew":
+        files = [split / f"{s}(single-labeled)" / "set_1.csv" for s in ("train", "test")]
+        rows = "video_name,label\ntake.v2.mp4,2\ntake.v3,happy\n"
+    else:
+        files = [split / "set_1" / f"{s}.txt" for s in ("train", "test")]
+        rows = "take.v2.mp4 sadness\ntake.v3 4\n"
+    for f in files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(rows)
+    src = SourceConfig(adapter=fmt, root=videos, manifest=split, options={"fold": 1})
+    recs = [r for r in get_adapter(fmt).clips(videos, src) if r.split == "test"]
+    assert [r.error for r in recs] == [None, None]
+    assert [Path(r.path).name for r in recs] == ["take.v2.mp4", "take.v3.mp4"]  # the files were found
+    bench = load_benchmark(BenchmarkSpec(name="b", format=fmt, path=str(split)))
+    assert [it.key for it in bench.items] == [r.key for r in recs]
+    assert [r.label for r in recs] == [it.label for it in bench.items] == ["sad", "happy"]

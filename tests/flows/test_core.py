@@ -130,7 +130,9 @@ def test_pipeline_wiring(tmp_path, samples_dir):
     from mosear.orchestrate.dispatch import prepare_all
 
     prepare_all(reqs)  # every section is a valid config
-    assert by["mine"]["splice"]["faces"] == str(samples_dir.resolve() / "ravdess")
+    # splices are a shard source (the corpus declares them): mining only mines, and train and eval name the
+    # shard folder they read (natural and spliced clips alike)
+    assert "splice" not in by["mine"] and ev["benchmarks"][0]["shards"] == str(w / "shards")
     assert {r.cache_dir for r in reqs} == {str(w / ".mosear-cache")}
     with pytest.raises(ValueError, match="unknown stage"):
         pipeline_requests("c.yaml", "w", stages=["shard", "ship"])

@@ -33,7 +33,7 @@ pytestmark = [
 
 SMALL = {
     "shard": {"num_frames": 4, "height": 64, "width": 64, "workers": 2},
-    "mine": {"crossfit": {"n_folds": 2}, "splice": {"max_pairs": 6, "clips_per_shard": 3}},
+    "mine": {"crossfit": {"n_folds": 2}},
     "train": {"max_steps": 2, "checkpoint_every": 2, "warmup_steps": 1},
     "eval": {"settings": [{"name": "ar_off"}], "max_new_tokens": 4, "report": False},
 }
@@ -103,6 +103,9 @@ def _edit_benchmark(mined: Path) -> tuple[set[str], set[str]]:
 def test_changed_input_recomputes_exactly_what_depends_on_it(samples_dir, tmp_path):
     corpus, work = tmp_path / "corpus", tmp_path / "w"
     shutil.copytree(samples_dir, corpus)
+    # the sample corpus with 6 face/voice splices (a shard source): one natural, one spliced shard
+    text = (corpus / "corpus_splices.yaml").read_text().replace("max_pairs: null", "max_pairs: 6")
+    (corpus / "corpus.yaml").write_text(text)
     first = _run(corpus, work)
     assert not any(first["cached"].values())
     again = _run(corpus, work)  # nothing changed: every stage served from its cache, its marker intact
@@ -111,26 +114,25 @@ def test_changed_input_recomputes_exactly_what_depends_on_it(samples_dir, tmp_pa
     cases = [
         # (what changes, mutate -> (natural clip names, spliced-key fragments), stages expected to run)
         ("a corpus clip (the issue's scenario)", lambda: _replace_clip(corpus), {"shard", "mine", "train", "eval"}),
-        ("a voice take used by a splice", lambda: _replace_voice(corpus, work / "mined" / "spliced"),
-         {"mine", "train", "eval"}),
+        ("a voice take used by a splice", lambda: _replace_voice(corpus, work / "shards"),
+         {"shard", "mine", "train", "eval"}),
         ("a file of the mined benchmark", lambda: _edit_benchmark(work / "mined"), {"eval"}),
     ]
     for what, mutate, expect_ran in cases:
-        shards_before, spliced_before = _tar_digests(work / "shards"), _tar_digests(work / "mined" / "spliced")
+        shards_before = _tar_digests(work / "shards")
         evidence = {p.name: p.stat().st_mtime_ns for p in (work / "mined" / "evidence").glob("*.stats.json")}
         runs_before = _train_runs(work)
         clip_names, spliced_keys = mutate()
         natural = set().union(*[_shards_holding(work / "shards", n) for n in clip_names]) if clip_names else set()
-        spliced = set().union(*[_shards_holding(work / "mined" / "spliced", k) for k in spliced_keys])
+        spliced = set().union(*[_shards_holding(work / "shards", k) for k in spliced_keys]) if spliced_keys else set()
         res = _run(corpus, work)
         ran = {s.split(":")[0] for s, c in res["cached"].items() if not c}  # train:lora, train:mose -> train
         assert ran == expect_ran, (what, res["cached"])
         assert all(not c for s, c in res["cached"].items() if s.split(":")[0] in expect_ran), (what, res["cached"])
-        # shards: exactly the shard holding the clip was rebuilt
+        # shards: exactly the shards holding the clip (natural, or spliced from it) were rebuilt
         shards_after = _tar_digests(work / "shards")
-        assert {n for n in shards_after if shards_after[n] != shards_before.get(n)} == {f"{n}.stats.json" for n in natural}, what
-        spliced_after = _tar_digests(work / "mined" / "spliced")
-        assert {n for n in spliced_after if spliced_after[n] != spliced_before.get(n)} == {f"{n}.stats.json" for n in spliced}, what
+        changed = {n for n in shards_after if shards_after[n] != shards_before.get(n)}
+        assert changed == {f"{n}.stats.json" for n in natural | spliced}, what
         # mining: exactly the shards whose content changed were mined again, the others' evidence is untouched
         redone = {n for n, t in evidence.items() if (work / "mined" / "evidence" / n).stat().st_mtime_ns != t}
         assert redone == {f"{n}.stats.json" for n in natural | spliced}, what
@@ -193,7 +195,7 @@ def test_failed_shard_fails_mosear_run_is_not_cached_and_reruns_after_the_fix(sa
     stages = json.dumps(DEFAULT_STAGES + [{"stage": "faulty_stage:BreaksShardIf",
                                            "params": {"flag": str(flag), "key": victim}}])
     args = ["run", "--corpus", str(corpus), "--workdir", str(tmp_path / "w"), "--stages", "shard,mine",
-            "shard.num_frames=4", "shard.height=64", "shard.width=64", "mine.splice.enabled=false",
+            "shard.num_frames=4", "shard.height=64", "shard.width=64",
             "mine.crossfit.n_folds=2", f"mine.py_modules=[{pkg}]", f"mine.stages={stages}"]
     for attempt in (1, 2):  # the failure is not cached: the second run mines again and fails again
         assert main(args) == 1, attempt

@@ -14,9 +14,8 @@ import pytest
 from mosear.orchestrate.registry import stage_available
 
 ARGS = [
-    "--stages", "shard,mine",
-    "shard.num_frames=4", "shard.height=64", "shard.width=64",
-    "mine.splice.enabled=false", "mine.crossfit.n_folds=2",
+    "--stages", "shard,mine", "--corpus", "datasets/samples/corpus.yaml",  # the natural clips only: quick
+    "shard.num_frames=4", "shard.height=64", "shard.width=64", "mine.crossfit.n_folds=2",
 ]
 
 

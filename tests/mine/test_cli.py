@@ -15,8 +15,8 @@ def test_list_stages(capsys):
 def test_bad_config_is_reported_with_the_field(capsys, tmp_path):
     assert main(["mine", "margin=2", f"output={tmp_path}"]) == 2
     assert "margin" in capsys.readouterr().err
-    assert main(["mine", "splice.offset=1"]) == 2
-    assert "splice.offset" in capsys.readouterr().err
+    assert main(["mine", "splice.enabled=true"]) == 2  # splicing moved to the shard stage: say where
+    assert "adapter: splice" in capsys.readouterr().err
 
 
 def test_sample_config_loads(repo_root):
@@ -24,4 +24,4 @@ def test_sample_config_loads(repo_root):
     from mosear.mine.config import MineConfig
 
     cfg = load_config(MineConfig, repo_root / "mosear" / "mine" / "configs" / "samples.yaml")
-    assert cfg.splice.enabled and cfg.stages[2] == "audio_egemaps"
+    assert cfg.stages[2] == "audio_egemaps"

@@ -27,15 +27,15 @@ def _run(samples_dir: Path, root: Path, workers: int, hf_audio: Path) -> Path:
     from mosear.shards.run import run_shard
 
     shards = root / "shards"
-    run_shard(load_config(ShardConfig, None, {  # the 14 RAVDESS clips: 3 shards
-        "sources": [{"adapter": "ravdess", "root": str(samples_dir / "ravdess")}], "output": str(shards),
-        "workers": workers, **SHARD}))
+    run_shard(load_config(ShardConfig, None, {  # the 14 RAVDESS clips: 3 shards; 6 splices: 2 shards
+        "sources": [{"adapter": "ravdess", "root": str(samples_dir / "ravdess")},
+                    {"adapter": "splice", "root": str(samples_dir),
+                     "options": {"faces": "ravdess", "voices": "ravdess_audio", "max_pairs": 6}}],
+        "output": str(shards), "workers": workers, **SHARD}))
     run_mine(load_config(MineConfig, None, {
         "shards": str(shards), "output": str(root / "mined"), "workers": workers, "progress": False,
         "batch_size": 3 if workers == 1 else 4,  # batch composition must not matter either
-        "stages": [*DEFAULT_STAGES, {"stage": "hf_classifier", "params": {"model_path": str(hf_audio)}}],
-        "splice": {"enabled": True, "faces": str(samples_dir / "ravdess"),
-                   "voices": str(samples_dir / "ravdess_audio"), "max_pairs": 6, "clips_per_shard": 3}}))
+        "stages": [*DEFAULT_STAGES, {"stage": "hf_classifier", "params": {"model_path": str(hf_audio)}}]}))
     return root
 
 
@@ -44,16 +44,17 @@ def test_two_runs_with_different_worker_counts_give_the_same_bytes(samples_dir, 
     """The default pipeline plus a transformers audio classifier (a local random-weight wav2vec2)."""
     a = _run(samples_dir, tmp_path / "a", workers=1, hf_audio=tiny_models / "audio")
     b = _run(samples_dir, tmp_path / "b", workers=2, hf_audio=tiny_models / "audio")
-    for folder in ("shards", "mined/spliced"):
+    for folder in ("shards",):  # natural and spliced shards alike
         tars = sorted(p.name for p in (a / folder).glob("*.tar"))
         assert tars and tars == sorted(p.name for p in (b / folder).glob("*.tar"))
+        assert [n for n in tars if n.startswith("spliced-")] == ["spliced-000000.tar", "spliced-000001.tar"]
         for name in tars:
             assert _sha(a / folder / name) == _sha(b / folder / name), f"{folder}/{name} differs"
             index = name.replace(".tar", ".index.parquet")
             assert pq.read_table(a / folder / index).equals(pq.read_table(b / folder / index)), index
             sa, sb = (json.loads((r / folder / name.replace(".tar", ".stats.json")).read_text()) for r in (a, b))
             assert sa["tar_sha256"] == sb["tar_sha256"] and sa["keys_digest"] == sb["keys_digest"]
-            if folder == "mined/spliced":  # what made them, for a rebuild elsewhere
+            if name.startswith("spliced-"):  # what made them, for a rebuild elsewhere
                 assert sa["splice_format"] == "mov-pcm16-bitexact" and sa["ffmpeg"].startswith("ffmpeg version")
     evidence = sorted(p.name for p in (a / "mined" / "evidence").glob("*.parquet"))
     assert len(evidence) == 2 * (3 + 2)  # evidence + audit per shard: 3 natural, 2 spliced

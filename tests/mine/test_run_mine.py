@@ -1,4 +1,5 @@
-"""``run_mine`` end to end on real shards + real splices (Ray Data), its outputs, and resuming."""
+"""``run_mine`` end to end on real shards holding natural clips and real splices (Ray Data), its outputs,
+and resuming."""
 
 from __future__ import annotations
 
@@ -22,20 +23,36 @@ N_PAIRS = 14  # 1 per face clip: enough to exercise every path, small enough for
 
 def mine_cfg(samples_dir: Path, shards: Path, out: Path, **extra) -> MineConfig:
     return load_config(MineConfig, None, {
-        "shards": str(shards), "output": str(out), "workers": 2, "progress": False,
-        "splice": {"enabled": True, "faces": str(samples_dir / "ravdess"), "voices": str(samples_dir / "ravdess_audio"),
-                   "max_pairs": N_PAIRS, "clips_per_shard": 7},
-        **extra,
+        "shards": str(shards), "output": str(out), "workers": 2, "progress": False, **extra,
     })
 
 
 @pytest.fixture(scope="module")
-def mined(samples_dir, sample_shards, tmp_path_factory):
+def spliced_shards(samples_dir, tmp_path_factory, ray_local) -> Path:
+    """The sample corpus plus N_PAIRS face/voice splices, sharded (natural: 3 shards, spliced: 2)."""
+    import yaml
+
+    from mosear.shards.config import ShardConfig
+    from mosear.shards.run import run_shard
+
+    root = tmp_path_factory.mktemp("spliced_in")
+    sources = [{**s, "base_dir": str(samples_dir)} for s in yaml.safe_load((samples_dir / "corpus.yaml").read_text())["sources"]]
+    sources.append({"adapter": "splice", "root": str(samples_dir), "options": {
+        "faces": "ravdess", "voices": "ravdess_audio", "max_pairs": N_PAIRS}})
+    res = run_shard(load_config(ShardConfig, None, {"sources": sources, "output": str(root / "shards"),
+                                                    "num_frames": 6, "height": 112, "width": 112,
+                                                    "samples_per_shard": 8, "progress": False}))
+    assert res.written == 21 + N_PAIRS, res
+    return root / "shards"
+
+
+@pytest.fixture(scope="module")
+def mined(samples_dir, spliced_shards, tmp_path_factory):
     from mosear.mine.run import run_mine
 
     out = tmp_path_factory.mktemp("mined")
     with LocalOpenAIServer() as srv:
-        cfg = mine_cfg(samples_dir, sample_shards, out, llm={"base_url": srv.base_url, "model": "tiny-local"})
+        cfg = mine_cfg(samples_dir, spliced_shards, out, llm={"base_url": srv.base_url, "model": "tiny-local"})
         res = run_mine(cfg)
         n_requests = len(srv.requests)
     return cfg, res, out, n_requests
@@ -44,7 +61,6 @@ def mined(samples_dir, sample_shards, tmp_path_factory):
 @pytest.mark.slow
 def test_outputs_follow_the_contract(mined):
     cfg, res, out, n_requests = mined
-    assert res.splice == {"pairs": N_PAIRS, "written": N_PAIRS, "failed": 0, "skipped_shards": 0}
     assert res.shards_total == 3 + 2 and res.shards_mined == 5
     df = pd.read_parquet(out / "conflicts.parquet")
     for col in ("key", "shard", "label", "audio_pred", "audio_probs", "visual_pred", "visual_probs", "text_pred",
@@ -137,7 +153,7 @@ def test_spliced_shards_carry_exact_per_modality_truth(mined):
     from mosear.shards.reader import iter_samples, list_shards
 
     _, _, out, _ = mined
-    shards = list_shards(out / "spliced")
+    shards = [p for p in list_shards(mined[0].shards) if p.name.startswith("spliced-")]  # beside the natural ones
     assert len(shards) == 2
     samples = list(iter_samples(shards))
     assert len(samples) == N_PAIRS
@@ -150,7 +166,7 @@ def test_spliced_shards_carry_exact_per_modality_truth(mined):
 
 
 @pytest.mark.slow
-def test_rerun_resumes_without_redoing_or_duplicating(mined, samples_dir, sample_shards):
+def test_rerun_resumes_without_redoing_or_duplicating(mined, samples_dir):
     from mosear.mine.run import run_mine
 
     cfg, first, out, _ = mined
@@ -160,7 +176,6 @@ def test_rerun_resumes_without_redoing_or_duplicating(mined, samples_dir, sample
     victim = sorted((out / "evidence").glob("*.stats.json"))[1]
     victim.unlink()
     res = run_mine(cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"base_url": None})}))
-    assert res.splice["skipped_shards"] == 2 and res.splice["written"] == 0
     assert (res.shards_mined, res.shards_skipped) == (1, 4)
     after = pd.read_parquet(out / "conflicts.parquet")
     assert after["key"].is_unique and set(after["key"]) == set(before["key"])

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from mosear.mine.assemble import train_mix
-from mosear.mine.splice import plan_pairs
+from mosear.adapters.splice import plan_pairs
 from mosear.mine.splits import SPLITS, UNASSIGNED, SplitConfig, assign_splits, split_warnings
 from mosear.mine.subsets import SUBSETS
 

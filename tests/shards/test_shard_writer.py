@@ -1,4 +1,4 @@
-"""The public writer API other stages reuse (the mining stage writes spliced shards with it)."""
+"""The public writer API (the shard stage writes every shard with it, natural and spliced clips alike)."""
 
 from __future__ import annotations
 
@@ -79,3 +79,65 @@ def test_passthrough_keeps_the_original_bytes(samples_dir, tmp_path):
     build_shard(ShardPlan("train", 0, [clip.to_dict()]), cfg, tmp_path, cfg.shard_hash())
     (sample,) = iter_samples(list_shards(tmp_path))
     assert sample["flv"] == flv.read_bytes()
+
+
+
+def _reference_tar(samples: list[ShardSample], members) -> bytes:
+    """The writer as it was (tarfile, USTAR, no time/owner, members in contract order), for comparison."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for s in samples:
+            for ext, data in members(s):
+                info = tarfile.TarInfo(f"{s.key}.{ext}")
+                info.size, info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = (
+                    len(data), 0o444, 0, 0, 0, "", "")
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_tars_are_byte_identical_to_the_previous_writer_and_to_webdataset(tmp_path):
+    """Keys that fit a ustar header give the bytes the previous writer gave; webdataset's TarWriter, set up
+    for reproducible shards (mtime 0, no user/group, mode 0444, one member per call to keep the contract's
+    member order), writes exactly our tars, a key past ustar's 100 characters included (which the
+    previous writer could not store at all: the whole shard failed). docs/shard.md "Why tarfile"."""
+    import io
+
+    wds = pytest.importorskip("webdataset")
+
+    short = [_sample("ravdess__a"), ShardSample(**{**_sample("crema_d__b").__dict__, "extra": {"mp4": b"\x00raw"}})]
+    with ShardWriter(tmp_path / "s", "train", 0, config_hash="x") as w:
+        for s in short:
+            w.write(s)
+    ours = (tmp_path / "s" / "train-000000.tar").read_bytes()
+    assert ours == _reference_tar(short, tar_members)
+
+    long_key = "generic__" + "k" * 120
+    both = [*short, _sample(long_key)]
+    with ShardWriter(tmp_path / "l", "train", 0, config_hash="x") as w:
+        for s in both:
+            w.write(s)
+    ours = (tmp_path / "l" / "train-000000.tar").read_bytes()
+    buf = io.BytesIO()
+    tw = wds.TarWriter(buf, user="", group="", mode=0o444, mtime=0, encoder=False)
+    for s in both:
+        for ext, data in tar_members(s):
+            tw.write({"__key__": s.key, ext: data})
+    tw.close()
+    assert buf.getvalue() == ours
+    assert [x["key"] for x in iter_samples(list_shards(tmp_path / "l"))] == [s.key for s in both]
+
+
+def tar_members(sample: ShardSample) -> list[tuple[str, bytes]]:
+    """The members ShardWriter stores for ``sample`` (extension, bytes), in the order it stores them."""
+    import tarfile
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with ShardWriter(tmp, "t", 0, config_hash="x") as w:
+            w.write(sample)
+        with tarfile.open(Path(tmp) / "t-000000.tar") as tar:
+            return [(m.name[len(sample.key) + 1:], tar.extractfile(m).read()) for m in tar.getmembers()]

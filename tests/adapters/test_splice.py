@@ -1,4 +1,5 @@
-"""Counterfactual face/voice splicing: the pair plan, the sync offset, the spliced shards' contract."""
+"""Counterfactual face/voice splicing: the pair plan (mosear.adapters.splice) and the mux
+(mosear.media.splice): sync offset, lossless voice, byte-identical clips."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from mosear.mine.splice import SplicePair, plan_pairs, splice_clip, spliced_label
+from mosear.adapters.splice import SplicePair, plan_pairs, spliced_label
+from mosear.media.splice import splice_clip
 from mosear.shards.writer import KEY_RE
 
 
