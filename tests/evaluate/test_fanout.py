@@ -182,18 +182,23 @@ def test_cli_bad_benchmark_names_row(tmp_path, capsys, checkpoints, eval_shards)
 
 @pytest.mark.slow
 def test_evaluates_a_real_mosear_mine_output(tmp_path, eval_shards, checkpoints):
-    """`mosear mine` output as a benchmark: shards found through its run.json, every key has media."""
+    """`mosear mine` output as a benchmark reading the shard folder it names (nothing is looked up beside
+    the mined folder: without `shards` it is a clear error), every key has media."""
     from mosear.mine.config import MineConfig
     from mosear.mine.run import run_mine
 
     mined = tmp_path / "mined"
     run_mine(load_config(MineConfig, overrides={"shards": str(eval_shards), "output": str(mined), "progress": False}))
+    bench = {"name": "mined", "format": "mined", "path": str(mined), "split": "all"}
     cfg = load_config(EvalConfig, overrides={
         "checkpoints": [str(checkpoints["mose"])], "output": str(tmp_path / "r"), "progress": False,
-        "benchmarks": [{"name": "mined", "format": "mined", "path": str(mined), "split": "all"}],
+        "benchmarks": [bench],
         "settings": [{"name": "ar_off"}, {"name": "ar_on", "ar": True, "ar_fraction": 0.5, "ar_threshold": 0.0}],
         "max_new_tokens": 4,
     })
+    with pytest.raises(FileNotFoundError, match=r"set benchmarks\[\]\.shards"):
+        run_eval(cfg)
+    cfg = cfg.model_copy(update={"benchmarks": [cfg.benchmarks[0].model_copy(update={"shards": str(eval_shards)})]})
     res = run_eval(cfg)
     assert res.ok and len(res.computed) == 2
     exported = sum(len(json.loads((mined / f"{s}.json").read_text())) for s in ("video_aligned", "audio_aligned", "consistent"))
