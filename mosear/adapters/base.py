@@ -154,6 +154,12 @@ class DatasetAdapter:
             **kw,
         )
 
+    def bad_name(self, root: Path, path: Path, source: SourceConfig, expected: str) -> ClipRecord:
+        """A record for a file not named by the dataset's scheme: quarantined as ``bad_name`` at plan time."""
+        rec = self.record(root, path, source)
+        rec.error = ("bad_name", f"{path.name} is not a {expected}")
+        return rec
+
     def video_files(self, root: Path, source: SourceConfig | None = None) -> Iterator[Path]:
         """Video files under ``root`` (recursive, sorted, by extension; links included).
 

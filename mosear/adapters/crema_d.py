@@ -81,9 +81,7 @@ class CremaDAdapter(DatasetAdapter):
         for p in self.video_files(root, source):
             codes = parse_crema_name(p.stem)
             if codes is None:
-                rec = self.record(root, p, source)
-                rec.error = ("bad_name", f"{p.name} is not a CREMA-D name ActorID_Sentence_Emotion_Level")
-                yield rec
+                yield self.bad_name(root, p, source, "CREMA-D name ActorID_Sentence_Emotion_Level")
                 continue
             extra: dict = dict(codes)
             if p.stem in ratings:

@@ -47,9 +47,7 @@ class RavdessAdapter(DatasetAdapter):
         for p in self.video_files(root, source):
             codes = parse_ravdess_name(p.stem)
             if codes is None:
-                rec = self.record(root, p, source)
-                rec.error = ("bad_name", f"{p.name} is not a RAVDESS name MM-CC-EE-II-SS-RR-AA")
-                yield rec
+                yield self.bad_name(root, p, source, "RAVDESS name MM-CC-EE-II-SS-RR-AA")
                 continue
             actor = int(codes["actor"])
             split = "test" if actor in test else "val" if actor in val else source.split
