@@ -4,9 +4,9 @@
 ``iter_samples(shards)`` streams samples as
 ``{"key": str, "frames": uint8 [T, H, W, 3], "audio": float32 [N] in [-1, 1], "sample_rate": int,
 "meta": dict}`` plus any extra members under their extension (e.g. ``"mp4": bytes``);
-``ShardIterableDataset`` (in :mod:`mosear.shards.torch_dataset`, importable from here; imports torch
-only when asked for) is a torch ``IterableDataset`` over them that splits shards by distributed rank
-and by DataLoader worker. Tars are read as a stream (``tarfile`` "r|"): one sample in memory.
+``ShardIterableDataset`` (:mod:`mosear.shards.torch_dataset`, also ``mosear.shards.ShardIterableDataset``;
+it imports torch, this module never does) is a torch ``IterableDataset`` over them that splits shards
+by distributed rank and by DataLoader worker. Tars are read as a stream (``tarfile`` "r|"): one sample in memory.
 """
 
 from __future__ import annotations
@@ -100,10 +100,3 @@ def iter_samples(shards: Iterable[str | Path] | str | Path) -> Iterator[dict[str
     for tar in shards:
         yield from _iter_tar(Path(tar))
 
-
-def __getattr__(name: str):  # the torch dataset lives apart: reading shards must not import torch (~3 s)
-    if name == "ShardIterableDataset":
-        from mosear.shards.torch_dataset import ShardIterableDataset
-
-        return ShardIterableDataset
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """``ShardIterableDataset``: a torch ``IterableDataset`` over committed shards (see :mod:`mosear.shards.reader`).
 
 Kept apart from the reader so that reading or writing shards never imports torch (about 3 s of start-up
-in every shard-stage process); ``from mosear.shards.reader import ShardIterableDataset`` still works.
+in every shard-stage process); ``from mosear.shards import ShardIterableDataset`` imports it on first use.
 """
 
 from __future__ import annotations

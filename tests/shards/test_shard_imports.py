@@ -19,9 +19,8 @@ def test_shard_stage_imports_neither_torch_nor_ray_data(repo_root):
     assert out.stdout.strip() == "[]", out.stdout
 
 
-def test_torch_dataset_still_importable_from_the_reader():
+def test_torch_dataset_importable_from_the_package():
     from mosear.shards import ShardIterableDataset as a
-    from mosear.shards.reader import ShardIterableDataset as b
     from mosear.shards.torch_dataset import ShardIterableDataset as c
 
-    assert a is b is c
+    assert a is c

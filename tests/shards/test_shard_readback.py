@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mosear.shards.reader import ShardIterableDataset, decode_wav, iter_samples, list_shards
+from mosear.shards import ShardIterableDataset
+from mosear.shards.reader import decode_wav, iter_samples, list_shards
 
 RAVDESS_LABELS = {"01": "neutral", "03": "happy", "04": "sad", "06": "fear", "08": "surprise"}
 
