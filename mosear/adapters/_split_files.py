@@ -1,5 +1,5 @@
 """Split / label files of the fold-based datasets (DFEW, MAFW), read one way for both the shard adapters
-and the benchmark readers (:mod:`mosear.evaluate.benchmarks`), so a benchmark row's key is always the
+and the benchmark readers (:mod:`mosear.evaluate.benchmark_files`), so a benchmark row's key is always the
 key ``mosear shard`` gave the same clip.
 
 - :func:`read_split_rows`: ``(line number, name, label)`` per row of a CSV (``video_name,label``) or a

@@ -5,7 +5,7 @@ and ``test(single-labeled)/set_K.csv`` (columns ``video_name,label``; label 1..7
 order = happy, sad, neutral, angry, surprise, disgust, fear, or the class name). ``options.fold``: K in
 1..5 (default 1). Video names are numbers, zero-padded to 5 digits to find the file (``1`` ->
 ``00001.mp4``); a video extension on a name is dropped (:func:`~mosear.adapters._split_files.clip_stem`).
-The split files are read as :mod:`mosear.evaluate.benchmarks` reads them (one reader: ``_split_files``).
+The split files are read as :mod:`mosear.evaluate.benchmark_files` reads them (one reader: ``_split_files``).
 """
 
 from __future__ import annotations

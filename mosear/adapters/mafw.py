@@ -4,7 +4,7 @@
 ``Train & Test Set/single/no_caption``); each line ``clip_name label`` (comma or whitespace separated),
 the label being a MAFW class name or its 1-based index in :data:`MAFW_CLASSES` order. A video extension
 on a name is dropped, nothing else (``00025.mp4`` -> ``00025``). ``options.fold``: K in 1..5 (default 1).
-The split files are read as :mod:`mosear.evaluate.benchmarks` reads them (one reader: ``_split_files``).
+The split files are read as :mod:`mosear.evaluate.benchmark_files` reads them (one reader: ``_split_files``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from mosear.evaluate.benchmarks import load_benchmark
+from mosear.evaluate.benchmark_files import load_benchmark
 from mosear.evaluate.config import BenchmarkSpec
 
 
