@@ -41,11 +41,11 @@ class _DropMessage(logging.Filter):
 def quiet_ray_data() -> None:
     """Call after ``import ray.data`` in the driver: its console shows warnings and errors only."""
     logger = logging.getLogger("ray.data")
-    for h in logger.handlers:
+    for h in logger.handlers:  # on the handler: records of child loggers (ray.data._internal...) pass here
         if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
             h.setLevel(max(h.level, logging.WARNING))
-    if not any(isinstance(f, _DropMessage) for f in logger.filters):
-        logger.addFilter(_DropMessage(_PROGRESS_DISABLED))
+            if not any(isinstance(f, _DropMessage) for f in h.filters):
+                h.addFilter(_DropMessage(_PROGRESS_DISABLED))
 
 
 @contextmanager

@@ -29,8 +29,10 @@ def test_ray_data_console_keeps_warnings_drops_info_and_the_progress_bar_notice(
         from mosear.noise import quiet_ray_data
         quiet_ray_data()
         logger.info("Starting execution of Dataset x")
+        child = logging.getLogger("ray.data._internal.progress")  # where Ray Data logs the notice from
+        child.warning("Progress bars disabled. To enable, set ...")
         logger.warning("Progress bars disabled. To enable, set ...")
-        logger.warning("a real warning")
+        child.warning("a real warning")
     """)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stderr.splitlines() == ["a real warning"]

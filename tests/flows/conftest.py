@@ -39,3 +39,31 @@ def _stop_temporary_prefect_server():
 
     for server in list(SubprocessASGIServer._instances.values()):
         server.stop()
+    _stop_orphaned_servers()
+
+
+def _stop_orphaned_servers() -> None:
+    """A ``mosear run`` killed with SIGKILL (test_resume, test_faults) cannot stop the temporary Prefect
+    server it started, which runs in a session of its own: each full suite left one ``uvicorn`` behind.
+    Stop the orphans (parent gone) that use this session's PREFECT_HOME, and nothing else."""
+    import signal
+
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    mark = f"PREFECT_HOME={_HOME}".encode()
+    for d in proc.iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            env = (d / "environ").read_bytes().split(b"\0")
+            stat = (d / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            cmd = (d / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == 1 and mark in env and b"uvicorn" in cmd:
+            try:
+                os.kill(int(d.name), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
