@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-import pyarrow.parquet as pq
 
 from mosear.adapters.base import ClipRecord, DatasetAdapter
 
@@ -34,6 +33,8 @@ def iter_manifest(path: Path) -> Iterator[dict[str, Any]]:
                     except json.JSONDecodeError as exc:
                         yield {"__error__": f"line {n}: not JSON ({exc.msg})"}
     elif suffix == ".parquet":
+        import pyarrow.parquet as pq  # only for a Parquet manifest: keeps `mosear --help` light
+
         for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
             yield from batch.to_pylist()
     else:

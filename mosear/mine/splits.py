@@ -40,10 +40,12 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:  # pandas is imported where it is used: MineConfig (and `mosear --help`) need only SplitConfig
+    import pandas as pd
 
 __all__ = ["SPLITS", "UNASSIGNED", "SplitConfig", "SplitResult", "assign_splits", "split_warnings"]
 
@@ -221,6 +223,8 @@ def _assign(rows: list[dict[str, Any]], grouping: str, cfg: SplitConfig) -> tupl
 def assign_splits(conflicts: pd.DataFrame, cfg: SplitConfig) -> SplitResult:
     """Splits for the rows of ``conflicts`` (columns ``key, subset, face_take, voice_take, speaker``,
     optionally ``transcript``); see the module docstring. Pure: the frame is not modified."""
+    import pandas as pd
+
     rows = conflicts.to_dict("records")
     ratios = cfg.ratios()
     fallbacks: list[dict[str, str]] = []
@@ -249,6 +253,8 @@ def split_warnings(conflicts: pd.DataFrame, result: SplitResult, cfg: SplitConfi
                    subsets: tuple[str, ...]) -> list[str]:
     """Plain-language warnings for the summary: fallbacks, empty splits, splits missing a subset, and
     unassigned rows, each with its counts."""
+    import pandas as pd
+
     out = []
     for fb in result.fallbacks:
         if fb["grouping"] != result.grouping:
