@@ -2,7 +2,7 @@
 right answer? LoRA vs MoSE vs MoSE+AR on a synthetic audio-visual task, with ablations and 95 % intervals.
 
     PYTHONPATH=$PWD python3 benchmarks/bias_lab.py --quick            # a few cells, 5 seeds (<= 10 min, 2 cores)
-    PYTHONPATH=$PWD python3 benchmarks/bias_lab.py                    # the full grid, 10 seeds per cell
+    PYTHONPATH=$PWD python3 benchmarks/bias_lab.py                    # the full grid, 10 seeds per cell (~16 min quiet, 2 cores)
     PYTHONPATH=$PWD python3 benchmarks/bias_lab.py --generator-seed 7 # the same study on another task instance
 
 Writes ``benchmarks/out/bias_lab.json`` (schema in docs/model.md), ``bias_lab.png`` and prints the tables.

@@ -170,8 +170,18 @@ def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: s
         if splices:  # what made the spliced clips, for a rebuild elsewhere
             writer.extra_stats.update(splice_format=SPLICE_FORMAT, ffmpeg=ffmpeg_version())
         writer.extra_stats["worker_peak_rss_mb"] = _peak_rss_mb()
+        writer.extra_stats["worker_rss_mb"] = _rss_mb()  # at the shard's end: the trend over a run
         writer.extra_stats["worker_cpu_s"] = round(time.process_time() - cpu0, 3)  # this shard's CPU time
         return writer.close()
+
+
+def _rss_mb() -> float | None:
+    """Resident memory of this process now, MB (Linux VmRSS; None elsewhere)."""
+    try:
+        with open("/proc/self/status") as fh:
+            return round(next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:")) / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 def _peak_rss_mb() -> float:
@@ -281,6 +291,14 @@ def _collect_quarantine(out: Path, plan: CorpusPlan, shards: list[ShardPlan]) ->
     return rows
 
 
+def _in_flight(workers: int, cpus: int) -> int:
+    """Shard tasks to keep submitted. Ray runs at most ``cpus`` of them at once (one CPU each). When
+    ``workers`` asks for all of them, one more task per worker waits in Ray's queue, so a worker that
+    commits a shard starts the next without waiting for the driver's round trip; when ``workers`` is
+    fewer than the CPUs, exactly ``workers`` are submitted (nothing else would hold the limit)."""
+    return workers + min(workers, cpus) if workers >= cpus else workers
+
+
 def run_shard(cfg: ShardConfig) -> ShardResult:
     """Run (or resume) the shard stage; see the module docstring. Raises OutputConflictError, ConfigError."""
     from tqdm.auto import tqdm
@@ -317,9 +335,11 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
              len(pending), len(plan.shards) - len(pending))
     if pending:
         ray = init_ray(cfg.ray_address)
-        workers = cfg.workers or max(1, int(ray.available_resources().get("CPU", 1)))
-        # One plain Ray task per shard, at most `workers` in flight (Ray Data's executor cost ~1 s of
-        # imports and scheduling per run for the same tasks: docs/shard.md, profile).
+        cpus = max(1, int(ray.available_resources().get("CPU", 1)))
+        workers = cfg.workers or cpus
+        in_flight = _in_flight(workers, cpus)
+        # One plain Ray task per shard (Ray Data's executor cost ~1 s of imports and scheduling per run
+        # for the same tasks: docs/shard.md, profile).
         build = ray.remote(num_cpus=1)(_ray_build)
         # workers get the resolved sources, not the corpus file (its path may not exist there)
         args = (cfg.model_copy(update={"corpus": None}).model_dump_json(), str(out.resolve()), config_hash)
@@ -327,7 +347,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
                    file=sys.stderr, dynamic_ncols=True)
         todo, running, failed = list(reversed(pending)), [], 0
         while todo or running:
-            while todo and len(running) < workers:
+            while todo and len(running) < in_flight:
                 s = todo.pop()
                 running.append(build.remote({"split": s.split, "index": s.index, "clips": s.clips,
                                              "inputs_digest": digests[s.name]}, *args))

@@ -46,3 +46,17 @@ def test_shard_size_from_byte_target(samples_dir):
     per = cfg.planned_samples_per_shard()  # 16x224x224x3 = 2.4 MB frames + 10 s of 16-bit audio
     assert per == 3
     assert _cfg(corpus=str(samples_dir), samples_per_shard=2).planned_samples_per_shard() == 2
+
+
+@pytest.mark.parametrize("workers, cpus, expected", [
+    (2, 2, 4),    # every CPU: one more task per worker waits in Ray's queue
+    (4, 2, 6),    # more workers than CPUs: Ray still runs 2; the queue holds one per CPU
+    (1, 2, 1),    # fewer workers than CPUs: exactly `workers` submitted, or Ray would run more
+    (3, 8, 3),
+])
+def test_tasks_in_flight_never_exceed_workers_running(workers, cpus, expected):
+    from mosear.shards.run import _in_flight
+
+    n = _in_flight(workers, cpus)
+    assert n == expected
+    assert min(n, cpus) <= max(workers, min(workers, cpus))  # at most `workers` can run at once
