@@ -50,3 +50,26 @@ def test_peak_memory_flat(samples_dir, repo_root, tmp_path):
     growth_mb = (big["peak_kib"] - small["peak_kib"]) / 1024
     # holding the 36 extra samples would add ~90 MB of frames alone
     assert growth_mb < 25, f"peak RSS grew by {growth_mb:.1f} MB from 6 to 42 clips"
+
+
+def test_decoding_leaves_no_frame_in_a_reference_cycle(samples_dir):
+    """Reading a frame's display matrix must not tie the decoded picture into a reference cycle: such a
+    frame outlives the clip until a full garbage collection (a shard worker grew ~10 MB per shard)."""
+    import gc
+
+    import av
+
+    from mosear.media.decode import decode_clip
+
+    clip = sorted((samples_dir / "ravdess").glob("*.mp4"))[0]
+    decode_clip(clip, num_frames=4, height=32, width=32)  # imports and libav set-up out of the way
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        decode_clip(clip, num_frames=4, height=32, width=32)
+        gc.collect()
+        frames = [o for o in gc.garbage if isinstance(o, av.VideoFrame) and o.width * o.height > 4]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert frames == [], f"{len(frames)} decoded frame(s) left in reference cycles: {frames[:2]}"
