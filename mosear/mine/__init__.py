@@ -5,13 +5,16 @@ Public API: :class:`MiningStage`, :class:`FilterStage`, :class:`Resources`, :cla
 :func:`run_mine`. See ``docs/mining.md``.
 """
 
-from mosear.mine.config import MineConfig
 from mosear.mine.stage import Drop, FilterStage, MiningStage, Resources
 
 __all__ = ["MineConfig", "MiningStage", "FilterStage", "Resources", "Drop", "run_mine", "StagePipeline"]
 
 
-def __getattr__(name: str):  # heavy imports (ray) only when asked for
+def __getattr__(name: str):  # heavy imports (ray; pydantic: ~80 ms in every mining actor) only when asked for
+    if name == "MineConfig":
+        from mosear.mine.config import MineConfig
+
+        return MineConfig
     if name == "run_mine":
         from mosear.mine.run import run_mine
 

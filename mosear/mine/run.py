@@ -1,10 +1,10 @@
 """``run_mine(cfg)``: the mining job (Ray Data over shards), resumable per shard.
 
 1. Mine every committed shard of ``shards`` (natural clips and the counterfactual splices the shard stage
-   wrote from the corpus alike) not finished yet: a Ray Data pipeline over
-   shard paths, one actor per worker holding the stage pipeline (models load once per actor); each
-   actor streams its shard's samples through the stages in batches and commits the shard's evidence
-   with a stats JSON written last (``{output}/evidence/``). A killed job resumes where it stopped.
+   wrote from the corpus alike) not finished yet: a pool of Ray actors, one per worker, each holding
+   the stage pipeline (models load once per actor), given one shard at a time (:func:`mine_shards`);
+   each actor streams its shard's samples through the stages in batches and commits the shard's
+   evidence with a stats JSON written last (``{output}/evidence/``). A killed job resumes where it stopped.
 2. Assemble: cross-fit the unimodal classifiers, assign subsets, caption, export (see ``assemble``).
 3. ``run.json`` and, last, ``commit.json`` (the stage's marker: its identity, :mod:`mosear.identity`).
 
@@ -28,7 +28,7 @@ from mosear.identity import stage_identity, write_marker
 from mosear.mine.config import MineConfig
 from mosear.mine.spec import SPEC
 from mosear.mine.stage_pipeline import StagePipeline
-from mosear.mine.worker import ShardMiner, is_done
+from mosear.mine.worker import ShardMiner, is_done, shard_name
 from mosear.orchestrate.errors import StageFailedError
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,27 @@ def _size(shard: Path) -> int:
         return 0
 
 
+def _actor_failure(exc: BaseException) -> str:
+    """A shard's error when its actor could not mine it (the actor died, or its stages failed to set up)."""
+    msg = str(exc).strip().splitlines()
+    return f"mining worker failed: {type(exc).__name__}: {msg[-1] if msg else 'the actor died'}"
+
+
 def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int, dict[str, str]]:
     """Mine the shards not yet committed under ``{output}/evidence``; returns (mined, skipped, failed),
-    ``failed`` mapping each shard that failed to its error."""
+    ``failed`` mapping each shard that failed to its error.
+
+    A pool of ``workers`` Ray actors (:class:`~mosear.mine.worker.ShardMiner`, each loading the stages' models
+    once), created first so their start-up overlaps the driver's own; the largest shards first, one
+    shard in flight per actor, so a free actor takes the next and the workers finish together. Plain
+    actor calls, not a Ray Data map: the driver stays idle while the actors mine (Ray Data's
+    streaming executor cost ~1 s of driver CPU per run and 0.1-0.2 s between two shards of an
+    actor, measured in docs/shard.md "Mining"). An actor that dies (its process killed, its stages'
+    ``setup`` raising) fails the shards it was given, which a rerun mines again; Ray restarts a
+    killed actor for the next shard.
+    """
+    from collections import deque
+
     from tqdm import tqdm
 
     from mosear.ray_utils import init_ray
@@ -75,37 +93,42 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int, dict[str
     if not todo:
         return 0, skipped, {}
     ray = init_ray(cfg.address)
-    import ray.data
-
-    from mosear.noise import quiet_ray_data
-
-    quiet_ray_data()  # Ray Data's per-dataset INFO lines; its warnings and errors still show
-
     _driver_path(cfg.py_modules)
     res = StagePipeline.from_spec(cfg.stages).resources  # validates names before any work
-    # Largest shards first, one shard in flight per actor: a free actor takes the next shard, so the
-    # workers finish together (Ray Data's default queues up to 4 shards on each actor up front).
-    todo.sort(key=lambda s: -_size(s))
-    ds = ray.data.from_items([{"shard": str(s)} for s in todo], override_num_blocks=len(todo))
-    ds = ds.map_batches(
-        ShardMiner,
-        fn_constructor_kwargs={"stages": cfg.stages, "out_dir": str(out), "batch_size": cfg.batch_size,
-                               "config_hash": chash,
-                               "import_paths": [str(Path(m).resolve().parent) for m in cfg.py_modules]},
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=min(cfg.workers, len(todo)), max_tasks_in_flight_per_actor=1),
-        num_cpus=res.cpus,
-        num_gpus=res.gpus or None,
-    )
+    # a killed actor is restarted for the next shard, a bounded number of times (a crash in set-up repeats)
+    miner = ray.remote(ShardMiner).options(num_cpus=res.cpus, num_gpus=res.gpus or None, max_restarts=3)
+    kwargs = {"stages": cfg.stages, "out_dir": str(out), "batch_size": cfg.batch_size, "config_hash": chash,
+              "import_paths": [str(Path(m).resolve().parent) for m in cfg.py_modules]}
+    actors = [miner.remote(**kwargs) for _ in range(min(cfg.workers, len(todo)))]  # start loading models now
+    queue = deque(sorted(todo, key=lambda s: -_size(s)))  # largest first
+    running: dict[Any, tuple[Any, Path]] = {}
+
+    def give(actor: Any) -> None:
+        if queue:
+            shard = queue.popleft()
+            running[actor.mine.remote(str(shard))] = (actor, shard)
+
     mined, failed = 0, {}
-    with tqdm(total=len(todo), desc="mine", unit="shard", disable=not cfg.progress) as bar:
-        for row in ds.iter_rows():
-            st = json.loads(row["stats"])
-            if st["status"] != "ok":
-                log.error("shard %s failed: %s", st["shard"], st["error"])
-                failed[st["shard"]] = st["error"]
-            mined += 1
-            bar.update(1)
+    try:
+        for actor in actors:
+            give(actor)
+        with tqdm(total=len(todo), desc="mine", unit="shard", disable=not cfg.progress) as bar:
+            while running:
+                (ref,), _ = ray.wait(list(running), num_returns=1)
+                actor, shard = running.pop(ref)
+                try:
+                    st = ray.get(ref)
+                except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+                    st = {"shard": shard_name(shard), "status": "failed", "error": _actor_failure(exc)}
+                if st["status"] != "ok":
+                    log.error("shard %s failed: %s", st["shard"], st["error"])
+                    failed[st["shard"]] = st["error"]
+                mined += 1
+                bar.update(1)
+                give(actor)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
     return mined, skipped, failed
 
 
@@ -132,9 +155,6 @@ def run_mine(cfg: MineConfig) -> MineResult:
     _driver_path(cfg.py_modules)
     pipeline = StagePipeline.from_spec(cfg.stages)  # its versions and declared features (no setup)
     from mosear.mine.assemble import assemble
-
-    from mosear.mine.worker import shard_name
-
     from mosear.mine.features import write_features
 
     write_features(out, [shard_name(s) for s in shards])  # before the exports; commit.json comes last

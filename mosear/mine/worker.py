@@ -23,7 +23,6 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import pyarrow as pa
 
 from mosear.atomic import atomic_write_json, atomic_write_parquet
@@ -143,7 +142,7 @@ def mine_shard(shard: str | Path, out_dir: str | Path, pipeline: StagePipeline, 
 
 
 class ShardMiner:
-    """Ray Data actor: builds the pipeline (loads models) once, then mines one shard per row."""
+    """Ray actor: builds the pipeline (loads models) once, then mines one shard per :meth:`mine` call."""
 
     def __init__(self, stages: list[Any], out_dir: str, batch_size: int, config_hash: str,
                  import_paths: list[str] | None = None) -> None:
@@ -156,7 +155,6 @@ class ShardMiner:
         self.pipeline.setup()
         self.out_dir, self.batch_size, self.config_hash = out_dir, batch_size, config_hash
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        stats = [mine_shard(str(s), self.out_dir, self.pipeline, self.batch_size, self.config_hash)
-                 for s in batch["shard"]]
-        return {"stats": np.array([json.dumps(s) for s in stats], dtype=object)}
+    def mine(self, shard: str) -> dict[str, Any]:
+        """Mine ``shard`` (see :func:`mine_shard`); returns its stats dict."""
+        return mine_shard(shard, self.out_dir, self.pipeline, self.batch_size, self.config_hash)
