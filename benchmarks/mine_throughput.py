@@ -4,7 +4,7 @@
 
 Builds real input shards once (the sample corpus via the shard stage, plus ``--pairs`` spliced RAVDESS
 face/voice clips, 8 clips per shard: 15 shards), then mines them from scratch with ``workers=1`` and ``workers=2``
-in the same embedded Ray (2 CPUs), measured in the same run. Prints clips/s (wall time of the Ray Data
+in the same embedded Ray (2 CPUs), measured in the same run. Prints clips/s (wall time of the
 mining step, `mine_shards`: actor start-up and model loading included), the scaling efficiency
 ``(clips/s at 2) / (2 x clips/s at 1)``, and the share of in-stage time spent in each stage.
 """

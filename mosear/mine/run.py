@@ -1,4 +1,4 @@
-"""``run_mine(cfg)``: the mining job (Ray Data over shards), resumable per shard.
+"""``run_mine(cfg)``: the mining job (a pool of Ray actors over shards), resumable per shard.
 
 1. Mine every committed shard of ``shards`` (natural clips and the counterfactual splices the shard stage
    wrote from the corpus alike) not finished yet: a pool of Ray actors, one per worker, each holding

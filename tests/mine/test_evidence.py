@@ -103,8 +103,8 @@ def test_egemaps_names_why_audio_is_missing(evidence_pipe, real_samples):
     assert s["audio_desc"] == {"silent": True, "missing": "no_audio_stream"}
 
 
-def test_egemaps_raw_call_equals_opensmile_process_signal(real_samples):
-    # the stage skips process_signal's DataFrame; its numbers must be process_signal's, column for column
+def test_egemaps_stage_equals_opensmile_process_signal(real_samples):
+    # the stage calls openSMILE's C API itself (mosear.mine.smile); its numbers must be process_signal's, column for column
     import opensmile
 
     from mosear.mine.stages.audio import _DESC, EGeMAPSEvidence
