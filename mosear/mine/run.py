@@ -76,7 +76,7 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int, dict[str
     streaming executor cost ~1 s of driver CPU per run and 0.1-0.2 s between two shards of an
     actor, measured in docs/shard.md "Mining"). An actor that dies (its process killed, its stages'
     ``setup`` raising) fails the shards it was given, which a rerun mines again; Ray restarts a
-    killed actor for the next shard.
+    killed actor for the next shard (up to 3 times).
     """
     from collections import deque
 

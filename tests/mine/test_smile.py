@@ -34,7 +34,7 @@ def test_functionals_are_bit_identical_to_the_opensmile_wheel(real_samples):
 
 def test_stage_setup_imports_neither_the_opensmile_python_layer_nor_pandas(repo_root):
     # the ~0.56 s of start-up per mining actor this module exists to save
-    code = ("import sys; from mosear.mine.stage_pipeline import StagePipeline; "
+    code = ("import sys; import mosear.mine.run, mosear.mine.worker; from mosear.mine.stage_pipeline import StagePipeline; "
             "p = StagePipeline.from_spec(['signal_quality', 'audio_egemaps']); p.setup(); "
             "print(sorted(m for m in ('opensmile', 'audinterface', 'pandas', 'ray.data') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True)
