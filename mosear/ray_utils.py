@@ -21,8 +21,6 @@ def ray_env_defaults() -> None:
     # No usage-stats prompt or network call on machines without internet.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # Ray Data's progress bars are ours to draw; keep its console quiet unless asked.
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any):

@@ -18,21 +18,3 @@ def test_c_stderr_filter_drops_only_the_named_line():
     """)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert p.stderr.splitlines() == ["ERROR: real trouble", "after"]
-
-
-def test_ray_data_console_keeps_warnings_drops_info_and_the_progress_bar_notice():
-    code = textwrap.dedent("""
-        import logging, sys
-        logger = logging.getLogger("ray.data")
-        h = logging.StreamHandler(sys.stderr); h.setLevel(logging.INFO); logger.addHandler(h)
-        logger.setLevel(logging.DEBUG); logger.propagate = False
-        from mosear.noise import quiet_ray_data
-        quiet_ray_data()
-        logger.info("Starting execution of Dataset x")
-        child = logging.getLogger("ray.data._internal.progress")  # where Ray Data logs the notice from
-        child.warning("Progress bars disabled. To enable, set ...")
-        logger.warning("Progress bars disabled. To enable, set ...")
-        child.warning("a real warning")
-    """)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert p.stderr.splitlines() == ["a real warning"]

@@ -25,7 +25,7 @@ def _wire(paths: PipelinePaths) -> dict[str, Any]:
 
 SPEC = StageSpec(
     name="shard",
-    help="decode a video corpus into WebDataset shards (Ray Data)",
+    help="decode a video corpus into WebDataset shards (Ray tasks)",
     config="mosear.shards.config:ShardConfig",
     run="mosear.shards.run:run_shard",
     cli="mosear.shards.cli",

@@ -1,4 +1,4 @@
-"""``run_mine`` end to end on real shards holding natural clips and real splices (Ray Data), its outputs,
+"""``run_mine`` end to end on real shards holding natural clips and real splices (a Ray actor pool), its outputs,
 and resuming."""
 
 from __future__ import annotations
