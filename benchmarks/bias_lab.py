@@ -176,6 +176,7 @@ ABLATIONS = {
     "mose -projector": dict(scale_projectors=False),
     "mose rule=attention": dict(weight_rule="attention"),
     "mose (main: update rule, B=0)": dict(weight_rule="update", expert_init_std=0.0),
+    "mose +GE": dict(ge_noise=True),  # added after the first full grid (docs/model.md): OGM's GE term
 }
 # AR calibration: options x thresholds x fractions (f = 0, no AR, is always a candidate)
 AR_OPTIONS = [dict(share=s, direction=d) for s in ("mass", "token") for d in ("audio", "both")]
@@ -289,6 +290,7 @@ class LabModel:
     def train(self, data: dict[str, torch.Tensor], st: Settings, seed: int) -> dict[str, float]:
         m = self.model
         g = torch.Generator().manual_seed(seed)
+        noise_gen = torch.Generator().manual_seed(seed + 1)  # its own stream: the batches stay the methods'
         opt = torch.optim.AdamW(list(m.adapter_parameters()), lr=st.lr, weight_decay=0.0)
         reliance = self.tuner is not None and self.tuner.uses_reliance_weights()
         every = self.cfg.mose.reliance_every
@@ -309,6 +311,7 @@ class LabModel:
             loss.backward()
             if self.tuner is not None:
                 self.tuner.update_modality_weights()  # the update-size rule's measurements (explicit)
+                m.apply_gradient_noise(generator=noise_gen)  # OGM-GE's noise; a no-op unless mose.ge_noise
             opt.step()
         m.eval()
         return {"train_loss": float(loss.detach())}

@@ -41,7 +41,7 @@ class MoSESettings(StageConfig):
     train step and the backbone (when to measure reliance, its alpha, whether projectors follow).
     """
 
-    TRAINER_FIELDS: ClassVar[tuple[str, ...]] = ("reliance_alpha", "reliance_every", "scale_projectors")
+    TRAINER_FIELDS: ClassVar[tuple[str, ...]] = ("reliance_alpha", "reliance_every", "scale_projectors", "ge_noise")
 
     num_experts: int = Field(4, gt=0, description="K expert B matrices per modality")
     share_experts: bool = Field(False, description="one expert set for all modalities (gates stay per modality)")
@@ -61,6 +61,8 @@ class MoSESettings(StageConfig):
     reliance_every: int = Field(16, gt=0, description="measure reliance every k training steps (reliance rules; "
                                                     "k >= 16 keeps a 7B step within 1.25x LoRA's ops, docs/model.md)")
     scale_projectors: bool = Field(True, description="reliance weights also scale the projectors' gradients")
+    ge_noise: bool = Field(False, description="OGM-GE: Gaussian noise of each gradient's own std on the slowed "
+                           "modality's experts (and projector) after the backward (reliance rules only)")
     expert_init_std: float = Field(0.0, ge=0, description="centred random start of the experts (0: B = 0)")
     gate_init_std: float = Field(0.0, ge=0, description="random start of the gates (0: uniform)")
 
@@ -88,6 +90,8 @@ class MoSESettings(StageConfig):
     def _top_k_fits(self) -> "MoSESettings":
         if self.top_k is not None and self.top_k > self.num_experts:
             raise ValueError(f"top_k ({self.top_k}) > num_experts ({self.num_experts})")
+        if self.ge_noise and not self.uses_reliance:
+            raise ValueError("ge_noise needs a reliance rule: weight_rule 'ogm' or 'attention' with dynamic_weights")
         return self
 
 

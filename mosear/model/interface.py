@@ -63,8 +63,9 @@ class AdapterAccess:
     and :class:`~mosear.model.hf_av.AVModel` (both hold the peft model as ``self.lm`` and a fallback
     ``self._own_context``).
 
-    Nothing here changes state but :meth:`update_modality_weights` and :meth:`measure_reliance`, the two
-    calls the train step makes (after each backward / every ``mose.reliance_every`` steps).
+    Nothing here changes state but :meth:`update_modality_weights`, :meth:`measure_reliance` and
+    :meth:`apply_gradient_noise`, the calls the train step makes (after each backward / every
+    ``mose.reliance_every`` steps / before clipping).
     """
 
     lm: nn.Module
@@ -93,6 +94,27 @@ class AdapterAccess:
     def update_modality_weights(self) -> int:
         """Apply the MoSE layers' queued weight measurements (update-size rule); 0 without MoSE. No host sync."""
         return self.mose.update_modality_weights() if self.mose is not None else 0
+
+    def modality_gradients(self) -> dict[int, list[torch.Tensor]]:
+        """Gradients of the trainable parameters outside the MoSE layers that carry one modality into the
+        LM (its projector), ``{modality: [grad, ...]}``; none here (a backend with such projectors says)."""
+        return {}
+
+    def apply_gradient_noise(self, seed: int | None = None, generator: torch.Generator | None = None) -> bool:
+        """OGM-GE's noise (``mose.ge_noise``) on this step's gradients, after the backward and before
+        clipping (:meth:`MoSEModel.add_ge_noise`; the projectors too when ``mose.scale_projectors``),
+        drawn from ``generator``, else from a new one seeded with ``seed``, else from the global one.
+        Returns False (and does nothing) when it is off. No host sync."""
+        mo = self.cfg.mose
+        if self.mose is None or not (mo.ge_noise and mo.uses_reliance):
+            return False
+        gen = generator
+        if gen is None and seed is not None:
+            device = next(p.device for p in self.mose.parameters() if p.requires_grad)
+            gen = torch.Generator(device=device)
+            gen.manual_seed(seed % (2 ** 63))
+        self.mose.add_ge_noise(self.modality_gradients() if mo.scale_projectors else None, generator=gen)
+        return True
 
     def adapter_statistics(self) -> dict[str, float]:
         """Logged scalars of the adapter's last forward (gate load per modality and expert, modality

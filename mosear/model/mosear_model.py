@@ -127,6 +127,12 @@ class MoSEARModel(AdapterAccess, nn.Module):
             lm_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), lab[:, 1:].flatten(), ignore_index=IGNORE)
         return model_output(self, logits, lm_loss)
 
+    def modality_gradients(self) -> dict[int, list[torch.Tensor]]:
+        """The projectors' gradients by modality (the trainable parameters of the visual / audio encoder:
+        the towers are frozen), for OGM-GE's noise (:meth:`apply_gradient_noise`)."""
+        return {m: [p.grad for p in enc.parameters() if p.requires_grad and p.grad is not None]
+                for m, enc in ((VISUAL, self.visual), (AUDIO, self.audio))}
+
     @torch.no_grad()
     def measure_reliance(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """Set the MoSE modality weights from how much this training batch's answers rely on each modality

@@ -151,14 +151,16 @@ def train_step(
     The model's adapter state changes only here, by two explicit calls on the unwrapped model when it
     has them (:class:`~mosear.model.interface.AdapterAccess`): ``measure_reliance(batch)`` on the step's
     first micro-batch when ``reliance_every`` is set and ``step % reliance_every == 0`` (the reliance
-    rules' weights, before the forward), and ``update_modality_weights()`` after every backward (the
-    update-size rule's measurements). Losses and aux values are summed on the device and read once.
+    rules' weights, before the forward), ``update_modality_weights()`` after every backward (the
+    update-size rule's measurements) and ``apply_gradient_noise(seed)`` once before clipping
+    (OGM-GE's noise; a no-op unless ``mose.ge_noise``). Losses and aux values are summed on the device and read once.
     """
     if seed is not None:
         torch.manual_seed(seed + step)  # dropout masks depend on the step only (resume-exact)
     inner = _unwrap(model)
     measure = getattr(inner, "measure_reliance", None) if reliance_every and step % reliance_every == 0 else None
     update = getattr(inner, "update_modality_weights", None)
+    noise = getattr(inner, "apply_gradient_noise", None)
     model.train()
     optimizer.zero_grad(set_to_none=True)
     it = iter(micro_batches)
@@ -193,6 +195,10 @@ def train_step(
         data_s += t1 - t0
         compute_s += time.perf_counter() - t1
     t2 = time.perf_counter()
+    if noise is not None:
+        # OGM-GE's noise (a no-op unless mose.ge_noise) from its own generator, seeded by (seed, step):
+        # every data-parallel rank draws the same noise for its all-reduced gradients
+        noise(seed=(seed or 0) * 1_000_003 + step)
     grad_norm = None
     if max_grad_norm is not None:
         params = [p for p in model.parameters() if p.requires_grad]

@@ -473,3 +473,38 @@ def test_mose_model_inherits_what_base_tuner_gives(base):
         assert torch.equal(_run(m, m.base_model.modality_context), ref)
     assert not torch.equal(_run(m, m.base_model.modality_context), ref)
     assert m.base_model.config is m.base_model.model.config  # attribute forwarding to the wrapped model
+
+
+def test_ge_noise_formula_only_on_the_slowed_modality():
+    """OGM-GE (our reconstruction): g += eps * std(g) for the modalities whose weight is below 1; the
+    others untouched; the added noise has the gradient's own spread."""
+    from mosear.model.mose.reliance import add_ge_noise_
+
+    gen = torch.Generator().manual_seed(0)
+    vis, aud = torch.randn(400, 50, generator=gen) * 3.0, torch.randn(400, 50, generator=gen)
+    v0, a0 = vis.clone(), aud.clone()
+    add_ge_noise_({VISUAL: [vis], AUDIO: [aud]}, torch.tensor([1.0, 0.4, 1.0]), torch.Generator().manual_seed(1))
+    assert torch.equal(aud, a0)  # w_audio = 1: no noise
+    added = vis - v0
+    assert abs(float(added.std()) / float(v0.std()) - 1.0) < 0.02 and abs(float(added.mean())) < 0.05
+    same = v0.clone()
+    add_ge_noise_({VISUAL: [same]}, torch.ones(3))  # nothing slowed: nothing added
+    assert torch.equal(same, v0)
+
+
+def test_ge_noise_lands_in_each_modalitys_expert_slice(base):
+    m = get_peft_model(copy.deepcopy(base), MoSEConfig(r=4, num_experts=2, init_weights=False, lora_dropout=0.0,
+                                                        weight_rule="ogm"))
+    m.train()
+    with m.base_model.modality_context.use(MODS):
+        m(input_ids=_ids(), attention_mask=(MODS != PAD).long()).logits.pow(2).mean().backward()
+    m.base_model.set_modality_weights(torch.tensor([1.0, 1.0, 0.3]))  # audio slowed
+    before = {id(x): x.mose_B["default"].grad.clone() for x in m.base_model.mose_layers()}
+    proj = torch.randn(6, 5)
+    proj0 = proj.clone()
+    m.base_model.add_ge_noise({AUDIO: [proj]}, generator=torch.Generator().manual_seed(3))
+    for x in m.base_model.mose_layers():
+        g, g0 = x.mose_B["default"].grad, before[id(x)]
+        assert torch.equal(g[:, TEXT], g0[:, TEXT]) and torch.equal(g[:, VISUAL], g0[:, VISUAL])
+        assert not torch.equal(g[:, AUDIO], g0[:, AUDIO])
+    assert not torch.equal(proj, proj0)  # the extra (projector) gradient of the slowed modality too

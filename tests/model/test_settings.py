@@ -63,3 +63,13 @@ def test_reliance_rules_are_refused_where_they_cannot_run():
     with pytest.raises(ConfigError, match="strategy=ddp"):
         load_config(TrainConfig, overrides={"strategy": "fsdp", "use_gpu": True,
                                             "model": {"preset": "tiny", "mose": {"weight_rule": "attention"}}})
+
+
+def test_ge_noise_needs_a_reliance_rule():
+    from mosear.model.config import MoSESettings
+
+    assert MoSESettings(weight_rule="ogm", ge_noise=True).ge_noise
+    with pytest.raises(ValueError, match="ge_noise needs a reliance rule"):
+        MoSESettings(weight_rule="update", ge_noise=True)
+    with pytest.raises(ValueError, match="ge_noise needs a reliance rule"):
+        MoSESettings(weight_rule="ogm", dynamic_weights=False, ge_noise=True)

@@ -98,3 +98,24 @@ def test_a_checkpoint_written_alone_restores_the_run(train_shards, tmp_path):
     assert back.step == 1 and back.rows == [{"step": 1, "loss": 1.0}]
     torch.testing.assert_close(_weights(back.model), _weights(model), rtol=0, atol=0)  # saved with the adapter
     assert not torch.equal(_weights(back.model), torch.ones(3))
+
+
+def test_ge_noise_changes_the_step_and_is_reproducible(train_shards, tmp_path):
+    """mose.ge_noise: the train step adds OGM-GE's noise before clipping (the update differs from the
+    noise-free one), drawn from a (seed, step) generator (two runs give the same parameters)."""
+    def one_step(ge: bool) -> list[torch.Tensor]:
+        cfg = _cfg(train_shards, tmp_path / str(ge), mose={"weight_rule": "ogm", "reliance_every": 1, "ge_noise": ge})
+        plan = preflight(cfg)
+        torch.manual_seed(0)
+        model = build_and_restore(cfg, plan, 1, None).model
+        opt, sched = build_optimizer(model, 1e-2, 0.0, 0, 4, 0.1)
+        streams = Streams(cfg, plan, 0, 1, model.collate, None)
+        for step in range(2):
+            train_step(model, streams, opt, sched, grad_accum_steps=1, device=CPU, seed=0, step=step,
+                       reliance_every=1)
+        assert float(_weights(model)[1:].min()) < 1.0  # a modality was slowed, so the noise applied
+        return [p.detach().clone() for p in model.parameters() if p.requires_grad]
+
+    plain, noisy, again = one_step(False), one_step(True), one_step(True)
+    assert any(not torch.equal(a, b) for a, b in zip(plain, noisy))
+    assert all(torch.equal(a, b) for a, b in zip(noisy, again))

@@ -15,7 +15,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
-from mosear.model.modality import MODALITY_NAMES, NUM_MODALITIES, ModalityContext
+from mosear.model.modality import AUDIO, MODALITY_NAMES, NUM_MODALITIES, VISUAL, ModalityContext
 from mosear.model.mose.config import MoSEConfig
 from mosear.model.mose.layer import Linear, MoSELayer, MoSEShared, apply_weight_updates
 
@@ -108,6 +108,26 @@ class MoSEModel(BaseTuner):
         """The first adapted layer's modality weights [M] (on the device; the reliance rules set all alike)."""
         name = adapter_name or self.active_adapters[0]
         return next(m.mose_modality_weight[name] for m in self.mose_layers() if name in m.mose_modality_weight)
+
+    def add_ge_noise(self, extra: dict[int, list[torch.Tensor]] | None = None,
+                     adapter_name: str | None = None, generator: torch.Generator | None = None) -> None:
+        """OGM-GE noise on this step's gradients (:func:`mosear.model.mose.reliance.add_ge_noise_`): the
+        visual and audio experts' slices of every layer's ``B`` gradient, plus ``extra`` gradients by
+        modality (the projectors'), for each modality whose current weight is below 1. Call after the
+        backward, before clipping. No host sync."""
+        from mosear.model.mose.reliance import add_ge_noise_
+
+        name = adapter_name or self.active_adapters[0]
+        grads: dict[int, list[torch.Tensor]] = {VISUAL: [], AUDIO: []}
+        for layer in self.mose_layers():
+            B = layer.mose_B[name] if name in layer.mose_B else None
+            if B is None or B.grad is None or B.shape[1] == 1:  # shared experts: no modality slice
+                continue
+            for m in (VISUAL, AUDIO):
+                grads[m].append(B.grad[:, m])  # a view: the noise lands in B.grad
+        for m, tensors in (extra or {}).items():
+            grads.setdefault(m, []).extend(t for t in tensors if t is not None)
+        add_ge_noise_(grads, self.modality_weights(name), generator)
 
     def uses_reliance_weights(self, adapter_name: str | None = None) -> bool:
         """True when the adapter's weights come from a reliance rule (gradient-only, set by the caller)."""

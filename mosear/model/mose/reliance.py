@@ -20,7 +20,12 @@ split, so the other modality is masked instead: our reconstruction). With ``ρ =
     w_audio  = 1 − tanh(α / ρ)   if ρ < 1, else 1
 
 (the dominant modality is slowed, the other one keeps its rate; the paper's form, including its step at
-ρ = 1). **Attention**: the same rule on ``ρ = (a_visual / n_visual) / (a_audio / n_audio)``, the text
+ρ = 1). **GE** (``ge_noise``, OGM-GE's generalisation enhancement, Peng et al. §3.3; off by default):
+after the backward, every gradient ``g`` that carries a modality whose weight is below 1 (its MoSE
+experts' slice of ``B`` in every layer, and its projector's parameters when ``scale_projectors``) gets
+Gaussian noise of its own spread, ``g ← g + ε·std(g)``, ``ε ~ N(0, I)``, one ``std`` per tensor (per
+modality slice for ``B``). The paper draws ``h ~ N(0, Σ_sgd)`` with the SGD noise covariance; the
+per-tensor scalar ``std(g)`` is our reconstruction of that estimate (:func:`add_ge_noise_`). **Attention**: the same rule on ``ρ = (a_visual / n_visual) / (a_audio / n_audio)``, the text
 queries' attention mass on each modality's keys per key (``n_m`` tokens of modality m; 1 under uniform
 attention), read from the monitor (:mod:`mosear.model.ar`) in one no-gradient forward.
 """
@@ -35,7 +40,7 @@ from mosear.model.modality import AUDIO, VISUAL
 from mosear.model.mose.layer import scale_gradient
 
 __all__ = ["tanh_rule", "ogm_weights", "attention_weights", "mask_modality", "unimodal_scores",
-           "scale_projector_gradient"]
+           "scale_projector_gradient", "add_ge_noise_"]
 
 
 def tanh_rule(score_visual: torch.Tensor, score_audio: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -99,3 +104,20 @@ def scale_projector_gradient(feats: torch.Tensor, tuner: Any, modality: int) -> 
     if tuner is None or not hasattr(tuner, "uses_reliance_weights") or not tuner.uses_reliance_weights():
         return feats
     return scale_gradient(feats, tuner.modality_weights()[modality])
+
+
+@torch.no_grad()
+def add_ge_noise_(grads: dict[int, list[torch.Tensor]], weights: torch.Tensor,
+                  generator: torch.Generator | None = None) -> None:
+    """OGM-GE's noise, in place: ``g += ε·std(g)`` on every gradient tensor of modality ``m`` in
+    ``grads`` ``{m: [g, ...]}`` whose weight ``weights[m]`` is below 1; the others are left as they are
+    (formula in the module doc). Masked on the device (``weights[m] < 1`` as a 0/1 factor): no host
+    sync. A tensor with fewer than 2 elements has no spread and gets no noise.
+    """
+    for m, tensors in grads.items():
+        on = (weights[m] < 1).to(torch.float32)
+        for g in tensors:
+            if g is None or g.numel() < 2:
+                continue
+            eps = torch.randn(g.shape, device=g.device, dtype=g.dtype, generator=generator)
+            g.add_(eps * (g.float().std() * on).to(g.dtype))
