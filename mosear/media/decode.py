@@ -231,10 +231,10 @@ def _orientation(frame: av.VideoFrame, warnings: list[str]) -> _Orientation:
     other angle is reported as a warning and the frames are kept as stored.
     """
     # Read from a 2x2 gray copy (libav copies the frame's side data with it; gray is an output every
-    # swscale input converts to): PyAV's side-data view and the
-    # frame it reads form a reference cycle, so reading ``frame.side_data`` itself would keep the whole
-    # decoded picture (1.4 MB at 720p) alive until a full garbage collection, one per clip: a shard
-    # worker's memory climbed by ~10 MB per shard of 10 clips before each such collection (docs/shard.md).
+    # swscale input converts to): PyAV's side-data view and the frame it reads form a reference cycle,
+    # so reading ``frame.side_data`` itself would keep the whole decoded picture (1.4 MB at 720p) alive
+    # until a full garbage collection, one per clip: a shard worker's memory climbed by ~10 MB per shard
+    # of 10 clips before each such collection (docs/shard.md).
     sd = frame.reformat(width=2, height=2, format="gray").side_data.get(av.sidedata.sidedata.Type.DISPLAYMATRIX)
     if sd is None:
         return _Orientation()

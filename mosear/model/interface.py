@@ -106,7 +106,7 @@ class AdapterAccess:
         drawn from ``generator``, else from a new one seeded with ``seed``, else from the global one.
         Returns False (and does nothing) when it is off. No host sync."""
         mo = self.cfg.mose
-        if self.mose is None or not (mo.ge_noise and mo.uses_reliance):
+        if self.mose is None or not mo.ge_noise:  # the config refuses ge_noise without a reliance rule
             return False
         gen = generator
         if gen is None and seed is not None:

@@ -175,13 +175,18 @@ def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: s
         return writer.close()
 
 
-def _rss_mb() -> float | None:
-    """Resident memory of this process now, MB (Linux VmRSS; None elsewhere)."""
+def _status_mb(field: str) -> float | None:
+    """``field`` of /proc/self/status (``VmRSS``, ``VmHWM``) in MB; None where there is no such file."""
     try:
         with open("/proc/self/status") as fh:
-            return round(next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:")) / 1024, 1)
+            return round(next(int(ln.split()[1]) for ln in fh if ln.startswith(field + ":")) / 1024, 1)
     except (OSError, StopIteration, ValueError):
         return None
+
+
+def _rss_mb() -> float | None:
+    """Resident memory of this process now, MB (Linux VmRSS; None elsewhere)."""
+    return _status_mb("VmRSS")
 
 
 def _peak_rss_mb() -> float:
@@ -189,12 +194,9 @@ def _peak_rss_mb() -> float:
     process's exec; ``ru_maxrss`` also counts the memory of the process it was forked from)."""
     import resource
 
-    try:
-        with open("/proc/self/status") as fh:
-            return round(next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:")) / 1024, 1)
-    except (OSError, StopIteration, ValueError):
-        pass
-
+    hwm = _status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 

@@ -148,12 +148,13 @@ def train_step(
     with ``.loss`` (scalar) and optionally ``.aux`` (dict of scalars or 0-d tensors). ``micro_batches`` is
     consumed lazily so the time spent waiting for data is measured separately from compute.
 
-    The model's adapter state changes only here, by two explicit calls on the unwrapped model when it
+    The model's adapter state changes only here, by three explicit calls on the unwrapped model when it
     has them (:class:`~mosear.model.interface.AdapterAccess`): ``measure_reliance(batch)`` on the step's
     first micro-batch when ``reliance_every`` is set and ``step % reliance_every == 0`` (the reliance
     rules' weights, before the forward), ``update_modality_weights()`` after every backward (the
     update-size rule's measurements) and ``apply_gradient_noise(seed)`` once before clipping
-    (OGM-GE's noise; a no-op unless ``mose.ge_noise``). Losses and aux values are summed on the device and read once.
+    (OGM-GE's noise; a no-op unless ``mose.ge_noise``). Losses and aux values are summed on the device
+    and read once.
     """
     if seed is not None:
         torch.manual_seed(seed + step)  # dropout masks depend on the step only (resume-exact)

@@ -25,7 +25,8 @@ after the backward, every gradient ``g`` that carries a modality whose weight is
 experts' slice of ``B`` in every layer, and its projector's parameters when ``scale_projectors``) gets
 Gaussian noise of its own spread, ``g ← g + ε·std(g)``, ``ε ~ N(0, I)``, one ``std`` per tensor (per
 modality slice for ``B``). The paper draws ``h ~ N(0, Σ_sgd)`` with the SGD noise covariance; the
-per-tensor scalar ``std(g)`` is our reconstruction of that estimate (:func:`add_ge_noise_`). **Attention**: the same rule on ``ρ = (a_visual / n_visual) / (a_audio / n_audio)``, the text
+per-tensor scalar ``std(g)`` is our reconstruction of that estimate (:func:`add_ge_noise_`).
+**Attention**: the same rule on ``ρ = (a_visual / n_visual) / (a_audio / n_audio)``, the text
 queries' attention mass on each modality's keys per key (``n_m`` tokens of modality m; 1 under uniform
 attention), read from the monitor (:mod:`mosear.model.ar`) in one no-gradient forward.
 """
