@@ -1,8 +1,10 @@
 """One way to get a Ray runtime: embedded (a local Ray started in-process) or an existing cluster.
 
-``address=None`` starts (or reuses, inside the same process) a local Ray; ``address="auto"`` or
-``"ray://host:10001"`` / ``"host:6379"`` connects to a running cluster. Inside a job started by
-``ray job submit`` the ``RAY_ADDRESS`` variable is set and is honoured when no address is given.
+``address=None`` starts (or reuses, inside the same process) a local Ray of its own, always: Ray's own
+``ray.init()`` without an address would join whatever cluster ``ray start`` last left on the machine
+(its ``ray_current_cluster`` file), or hang retrying one that has been stopped, so embedded mode passes
+``address="local"``. Joining a cluster is only ever explicit: ``address="auto"``, ``"ray://host:10001"``
+or ``"host:6379"``, or the ``RAY_ADDRESS`` variable (set inside a job started by ``ray job submit``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=True, **kwargs)
     else:
         ray.init(
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
             ignore_reinit_error=True,
