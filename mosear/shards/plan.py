@@ -5,9 +5,12 @@ The plan depends only on the corpus listing and the config: clips are grouped by
 and cut every ``planned_samples_per_shard()`` clips, so the same corpus and config always put the same
 keys in the same ``{split}-{NNNNNN}`` shard, whichever clips later fail to decode.
 
-Plan-time quarantine reasons: ``bad_name`` / ``bad_manifest_row`` (from adapters), ``outside_root``
-(a manifest path that leaves the corpus root), ``duplicate_key`` (a second clip with the same key; the
-first by source path is kept).
+Plan-time quarantine reasons: ``bad_name`` / ``bad_manifest_row`` / ``bad_label`` (from adapters),
+``missing`` (a label row whose clip is not under the root: found here, never given a shard, the message
+says where it was looked for), ``outside_root`` (a manifest path that leaves the corpus root),
+``duplicate_key`` (a second clip with the same key; the first by source path is kept). So a partial
+download (full label files, some of the videos) plans shards of the clips it has and no empty ones;
+``CorpusPlan.coverage`` says how many label rows have a clip, per label-file source.
 
 Files of a clip folder that are not clips (audio-only files, unknown extensions, hidden files; see
 :data:`mosear.adapters.base.SKIP_REASONS`) are counted as inputs and listed in ``CorpusPlan.skipped``,
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mosear.adapters import ClipRecord, get_adapter
+from mosear.adapters._mer_files import LabelFileError
 from mosear.config import ConfigError
 from mosear.shards.config import ShardConfig
 
@@ -49,6 +53,20 @@ class CorpusPlan:
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     inputs: int = 0  # clips listed + files skipped
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {dataset, path, source, reason}, by path
+    # label-file sources: {"source": i, "adapter", "dataset", "rows": label rows, "with_clip": rows with a clip}
+    coverage: list[dict[str, Any]] = field(default_factory=list)
+
+    def coverage_line(self) -> str | None:
+        """``"N of M label rows have a clip"`` (per source when several), or None without label-file sources."""
+        if not self.coverage:
+            return None
+        rows = sum(c["rows"] for c in self.coverage)
+        with_clip = sum(c["with_clip"] for c in self.coverage)
+        line = f"{with_clip} of {rows} label rows have a clip"
+        if len(self.coverage) > 1:
+            line += " (" + ", ".join(f"sources.{c['source']} {c['adapter']}: {c['with_clip']} of {c['rows']}"
+                                     for c in self.coverage) + ")"
+        return line
 
     def skipped_report(self, first: int = 10) -> dict[str, Any]:
         """``{"count", "by_reason", "first"}``: what run.json and the summary say about skipped files."""
@@ -90,7 +108,11 @@ def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
             adapter.check(root, source)
         except ValueError as exc:
             raise ConfigError(f"sources.{i} ({source.adapter}): {exc}") from None
-        for rec in adapter.clips(root, source):
+        try:
+            listed = list(adapter.clips(root, source))  # small records; label files are read whole anyway
+        except LabelFileError as exc:
+            raise ConfigError(f"sources.{i} ({source.adapter}): {exc}") from None
+        for rec in listed:
             plan.inputs += 1
             if rec.error is not None:
                 plan.quarantine.append(quarantine_row(rec, rec.error[0], rec.error[1], "plan"))
@@ -103,6 +125,9 @@ def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
         for row in adapter.skipped:
             plan.inputs += 1
             plan.skipped.append({"dataset": source.dataset or adapter.name, **row})
+        if adapter.coverage is not None:
+            plan.coverage.append({"source": i, "adapter": source.adapter, "dataset": source.dataset or adapter.name,
+                                  **adapter.coverage})
 
     candidates.sort(key=lambda r: (r.key, r.path))
     kept: list[ClipRecord] = []

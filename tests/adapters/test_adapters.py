@@ -113,11 +113,11 @@ def test_mer2023_npz_and_subtitles(samples_dir, tmp_path):
     c3 = clips["mer2023__sample_00000003"]
     assert c3["split"] == "test3" and c3["extra"]["valence"] is None and c3["path"].endswith(".avi")
     assert _decode_one(cfg, tmp_path, c)["meta"]["transcript"] == "I'm a bit worried."
-    # a labelled name without its video is kept in the plan and fails at decode as "missing"
-    from mosear.shards.run import build_shard
-
-    stats = build_shard(ShardPlan("x", 0, [clips["mer2023__sample_99999999"]]), cfg, tmp_path / "m", cfg.shard_hash())
-    assert stats["failures"] == {"missing": 1}
+    # a labelled name without its video is quarantined at plan time as "missing", naming where it was looked for
+    assert "mer2023__sample_99999999" not in clips
+    (q,) = plan.quarantine
+    assert q["reason"] == "missing" and f"{tmp_path / 'video'}/**/sample_99999999." in q["error"]
+    assert plan.coverage_line() == "3 of 4 label rows have a clip"
 
 
 def test_dfew_folds(samples_dir, tmp_path):
