@@ -123,11 +123,24 @@ def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
             else:
                 candidates.append(rec)
         for row in adapter.skipped:
-            plan.inputs += 1
             plan.skipped.append({"dataset": source.dataset or adapter.name, **row})
         if adapter.coverage is not None:
             plan.coverage.append({"source": i, "adapter": source.adapter, "dataset": source.dataset or adapter.name,
                                   **adapter.coverage})
+
+    # Sources sharing a root (one label file per split over one video folder) each list its files: a file
+    # counts once, and a video another source's rows name is not "unlabelled".
+    named = {os.path.normpath(r.path) for r in candidates}
+    seen: set[str] = set()
+    skipped = []
+    for row in plan.skipped:
+        path = os.path.normpath(row["path"])
+        if path in seen or (row["reason"] in ("unlabelled", "same_name") and path in named):
+            continue
+        seen.add(path)
+        skipped.append(row)
+    plan.skipped = skipped
+    plan.inputs += len(skipped)
 
     candidates.sort(key=lambda r: (r.key, r.path))
     kept: list[ClipRecord] = []
