@@ -101,6 +101,7 @@ def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
     """List every source; raises ConfigError (before any work) when a source cannot be read at all."""
     plan = CorpusPlan(shards=[])
     candidates: list[ClipRecord] = []
+    named: set[str] = set()  # the files the sources' records name (clips or not)
     for i, source in enumerate(cfg.sources):
         adapter = get_adapter(source.adapter)
         root = source.root_path()
@@ -114,6 +115,8 @@ def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
             raise ConfigError(f"sources.{i} ({source.adapter}): {exc}") from None
         for rec in listed:
             plan.inputs += 1
+            if rec.path:
+                named.add(os.path.normpath(rec.path))
             if rec.error is not None:
                 plan.quarantine.append(quarantine_row(rec, rec.error[0], rec.error[1], "plan"))
             elif not _inside(rec.path, str(root)) or (rec.voice is not None and not _inside(rec.voice, str(root))):
@@ -130,12 +133,11 @@ def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
 
     # Sources sharing a root (one label file per split over one video folder) each list its files: a file
     # counts once, and a video another source's rows name is not "unlabelled".
-    named = {os.path.normpath(r.path) for r in candidates}
     seen: set[str] = set()
     skipped = []
     for row in plan.skipped:
         path = os.path.normpath(row["path"])
-        if path in seen or (row["reason"] in ("unlabelled", "same_name") and path in named):
+        if path in seen or path in named:  # a file a row of another source (or a manifest) names is a clip
             continue
         seen.add(path)
         skipped.append(row)
