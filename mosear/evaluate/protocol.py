@@ -135,7 +135,9 @@ def check_overlap(cfg: Any, benches: dict[str, Any], calib_benches: dict[str, An
         trained = _Trained(tk)
         entry.update(train_keys=tk.digest, train_count=tk.count, train_sources=len(trained.digests))
         for bname, bench in benches.items():
-            counts = trained.shared(bench.items, digests.setdefault(bname, _source_digests(bench)))
+            if bname not in digests:
+                digests[bname] = _source_digests(bench)
+            counts = trained.shared(bench.items, digests[bname])
             rec = {"split": bench.spec.split, "items": len(bench.items), "shared": counts["total"],
                    "shared_by": {k: v for k, v in counts.items() if k != "total"}}
             cal = calib_benches.get(bname)
