@@ -124,9 +124,7 @@ def iter_labels(path: Path, corpora: dict[str, str] | None = None, source=None) 
 
 
 class Mer2023Adapter(DatasetAdapter):
-    name = "mer2023"
-    label_map = {"neutral": "neutral", "angry": "angry", "happy": "happy", "sad": "sad", "worried": "worried",
-                 "surprise": "surprise"}
+    name = "mer2023"  # labels: _mer_files.emotion_word (MER's six map one to one; EMER's Chinese words by table)
 
     def check(self, root: Path, source) -> None:
         super().check(root, source)
