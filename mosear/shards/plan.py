@@ -127,6 +127,8 @@ def plan_corpus(cfg: ShardConfig) -> CorpusPlan:
                 candidates.append(rec)
         for row in adapter.skipped:
             plan.skipped.append({"dataset": source.dataset or adapter.name, **row})
+        # a label file the source reads is no skipped file of another source sharing the folder
+        named.update(os.path.normpath(os.path.abspath(p)) for p in adapter.input_paths(root, source)[1:] if p.is_file())
         if adapter.coverage is not None:
             plan.coverage.append({"source": i, "adapter": source.adapter, "dataset": source.dataset or adapter.name,
                                   **adapter.coverage})

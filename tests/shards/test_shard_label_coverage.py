@@ -35,8 +35,8 @@ def _corpus(tmp_path, samples_dir):
          [[n, emos[i % 6], "0.5"] for i, n in enumerate(MER_TRAIN)])
     _csv(tmp_path / "MER2024" / "test1-label.csv", ["name", "discrete", "valence"],
          [[n, emos[i % 6], "-10"] for i, n in enumerate(MER_TEST1)])
-    video = tmp_path / "MER2024" / "video"
-    video.mkdir()
+    (tmp_path / "MER2024" / "README.txt").write_text("MER2024 release notes\n")  # not a clip: skipped once
+    video = tmp_path / "MER2024"  # the label files sit beside the videos, as unpacked
     for name, src in zip([MER_TRAIN[0], MER_TRAIN[5], MER_TEST1[2], "sample_99999999"], clips):
         shutil.copy(src, video / f"{name}.mp4")  # sample_99999999: a video no label row names
     split = tmp_path / "DFEW" / "EmoLabel_DataSplit"
@@ -47,8 +47,8 @@ def _corpus(tmp_path, samples_dir):
         shutil.copy(src, tmp_path / "DFEW" / "Clip" / name)
     (tmp_path / "corpus.yaml").write_text(
         "sources:\n"
-        "  - {adapter: mer2023, dataset: mer2024, root: MER2024/video, manifest: MER2024/train-label.csv}\n"
-        "  - {adapter: mer2023, dataset: mer2024, root: MER2024/video, manifest: MER2024/test1-label.csv}\n"
+        "  - {adapter: mer2023, dataset: mer2024, root: MER2024, manifest: MER2024/train-label.csv}\n"
+        "  - {adapter: mer2023, dataset: mer2024, root: MER2024, manifest: MER2024/test1-label.csv}\n"
         "  - {adapter: dfew, root: DFEW/Clip, manifest: DFEW/EmoLabel_DataSplit, options: {fold: 1}}\n")
     return tmp_path / "corpus.yaml"
 
@@ -68,11 +68,13 @@ def test_partial_download_is_planned_not_decoded(tmp_path, samples_dir, repo_roo
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = proc.stdout
     print(summary)  # the report quotes it
-    # 30 MER rows (3 clips) + 12 DFEW rows (2 clips) + 1 video no row names (listed by both MER sources: once)
+    # 30 MER rows (3 clips) + 12 DFEW rows (2 clips) + 1 video no row names and a README (each listed by
+    # both MER sources: counted once; the two label files beside them are the sources' own, not skipped)
     assert "5 of 42 label rows have a clip (sources.0 mer2023: 2 of 20, sources.1 mer2023: 1 of 10, " \
            "sources.2 dfew: 2 of 12); 37 missing" in summary
-    assert "mosear shard: 43 inputs = 5 written + 37 quarantined (missing: 37) + 1 skipped" in summary
-    assert "skipped (unlabelled: 1): sample_99999999.mp4 (unlabelled)" in summary
+    assert "mosear shard: 44 inputs = 5 written + 37 quarantined (missing: 37) + 2 skipped" in summary
+    assert "skipped (unknown_extension: 1, unlabelled: 1): README.txt (unknown_extension), " \
+           "sample_99999999.mp4 (unlabelled)" in summary
     # no empty shard: one per split that has clips, each with samples
     stats = [json.loads(p.read_text()) for p in sorted(out.glob("*.stats.json"))]
     assert sorted(s["shard"] for s in stats) == ["test-000000", "test1-000000", "train-000000"]
