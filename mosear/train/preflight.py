@@ -325,7 +325,8 @@ def preflight(cfg: TrainConfig, world_size: int | None = None) -> TrainPlan:
     identity = run_identity(cfg, mhash)
     run_id = digest_json({k: v for k, v in identity.items() if k != "config_fields"})[:12]
     plan = TrainPlan(shards=shards, model_hash=mhash, run_hash=cfg.run_hash(), train_keys=keys,
-                     train_keys_source=source, train_sources=source_digests(shards, keys), features=features, data_digest=identity["data_digest"],
+                     train_keys_source=source, train_sources=source_digests(shards, keys), features=features,
+                     data_digest=identity["data_digest"],
                      run_name=f"{cfg.name}-{run_id}", identity=identity)
     latest = latest_checkpoint_state(cfg.resolved_storage_path, plan.run_name)
     if latest is not None:
