@@ -7,11 +7,15 @@ offers (``collate``, ``forward`` → loss + aux, ``score_labels``, ``generate``,
 ``load_adapter``, ``modality_context``), so ``mosear eval`` and ``mosear train`` run it unchanged.
 
 Input. Each clip goes through the model's own processor parts and chat template (:class:`AVInputs`):
-``num_frames`` uniform frames as one video, the 16 kHz waveform as one audio part, then the text
+``num_frames`` uniform frames as one video with the 16 kHz waveform as its sound, then the text
 "The person in the video says: {transcript}. {instruction}" (the same instruction and labels as the
-backbone). One ``<video>`` and one ``<audio>`` placeholder of the template are expanded to as many
-positions as the towers produce (the processor's rule: ``prod(video_grid_thw) / merge²`` and the
-architecture's audio output length).
+backbone). By default (``audio_in_video``) the video placeholder becomes the processor's audio-in-video
+block: co-timed chunks of video and audio positions, and the thinker is called with
+``use_audio_in_video=True`` so its TMRoPE gives both one time axis (layouts and frame times:
+:mod:`mosear.model.av_layout`); ``audio_in_video: false`` passes a video part and a separate audio part.
+Either way the placeholders are expanded to as many positions as the towers produce (the processor's
+rule: ``prod(video_grid_thw) / merge²`` and the architecture's audio output length). Label scores are
+summed or mean token log-probabilities (``label_scoring``).
 
 Modality ids come from the placeholder token ids in the model config (``audio_token_id`` → AUDIO,
 ``video_token_id`` / ``image_token_id`` → VISUAL, other positions TEXT, left padding PAD), so MoSE

@@ -174,6 +174,9 @@ def test_mose_adapter_round_trips_through_peft(ckpt, clips, tmp_path):
     other = _model(ckpt[1], adapter="mose", mose={"num_experts": 2})
     with pytest.raises(ValueError, match="another model config"):
         other.load_adapter(tmp_path / "adapter")
+    separate = _model(ckpt[1], adapter="mose", audio_in_video=False)  # trained in the other layout
+    with pytest.raises(ValueError, match="audio_in_video"):
+        separate.load_adapter(tmp_path / "adapter")
 
 
 def test_full_checkpoint_folder_loads_its_thinker(ckpt, clips, tmp_path):
@@ -228,22 +231,31 @@ def test_bad_folders_fail_before_loading(ckpt, tmp_path):
         inspect_checkpoint("nobody/no-such-model")
 
 
-def test_inputs_equal_the_model_processor(ckpt, clips):
-    """Our torchvision-free input path against the model's own processor (needs torchvision: run in an
-    environment that has it, e.g. torch 2.14.1 + torchvision 0.29.1; docs/models.md has the numbers)."""
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_inputs_equal_the_model_processor(ckpt, clips, layout):
+    """Our torchvision-free input path against the model's own processor, in both layouts (audio in video:
+    the processor loads the clip's audio as the video's, ``load_audio_from_video``, with the fps our frame
+    times give). Needs torchvision: run in an environment that has it, e.g. torch 2.14.1 + torchvision
+    0.29.1; docs/models.md has the numbers."""
     pytest.importorskip("torchvision")
     from transformers import AutoProcessor
 
-    m = _model(ckpt[1], adapter="none", frame_pixels=None)
+    from mosear.model.prompt import _transcript
+
+    m = _model(ckpt[1], adapter="none", frame_pixels=None, audio_in_video=LAYOUTS[layout])
     proc = AutoProcessor.from_pretrained(str(ckpt[1]), local_files_only=True, chat_template=m.prompts.template)
     s = clips[0]
     ours = m.collate([s], include_target=False)
     idx = np.linspace(0, len(s["frames"]) - 1, 4).round().astype(int)
-    ref = proc(text=[m.prompts.prompt_text(s["meta"]["transcript"])], videos=[list(s["frames"][idx])],
-               audio=[np.pad(s["audio"], (0, max(0, 8000 - len(s["audio"]))))], return_tensors="pt",
-               videos_kwargs={"do_sample_frames": False, "cap_pixels_per_frame": False})
+    wave = np.pad(s["audio"], (0, max(0, 8000 - len(s["audio"]))))
+    fps = m.prompts.temporal / float(ours["video_second_per_grid"][0])
+    kw = dict(audio=[wave], audio_from_video_indices=[0], load_audio_from_video=True) if LAYOUTS[layout] \
+        else dict(audio=[wave])
+    ref = proc(text=[m.prompts.prompt_text(_transcript(s))], videos=[list(s["frames"][idx])], return_tensors="pt",
+               videos_kwargs={"do_sample_frames": False, "cap_pixels_per_frame": False, "fps": fps}, **kw)
     assert torch.equal(ours["input_ids"], ref["input_ids"])
     assert torch.equal(ours["video_grid_thw"], ref["video_grid_thw"])
+    torch.testing.assert_close(ours["video_second_per_grid"], torch.as_tensor(ref["video_second_per_grid"]).float())
     torch.testing.assert_close(ours["input_features"], ref["input_features"])
     assert (ours["pixel_values_videos"] - ref["pixel_values_videos"]).abs().max() < 0.05  # PIL vs torchvision bicubic
 
