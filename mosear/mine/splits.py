@@ -66,8 +66,16 @@ class SplitConfig(BaseModel):
     group_by: list[Grouping] = Field(
         default_factory=lambda: ["speaker", "take"],
         description="groupings tried in order; the first that can fill every split is used. speaker: "
-        "no speaker in two splits; statement: no spoken sentence in two splits; take: only face and voice "
-        "sources kept apart (always kept apart, whatever the grouping)")
+        "no person in two splits, as face or as voice (a splice ties its face's and its voice's person); "
+        "statement: no spoken sentence in two splits; take: only face and voice sources kept apart (always "
+        "kept apart, whatever the grouping)")
+    assign: dict[Literal["train", "validation", "test"], list[str]] = Field(
+        default_factory=dict, description="people (speaker ids, e.g. ravdess_09, crema_d_1001) pinned to a "
+        "split under speaker grouping; the others are placed by the balancing search")
+    min_people: dict[Literal["train", "validation", "test"], int] = Field(
+        default_factory=lambda: {"validation": 1, "test": 2},
+        description="fewest people a split must hold under speaker grouping; the search moves the smallest "
+        "unpinned groups to meet it, a split still short is a warning")
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> "SplitConfig":
@@ -77,6 +85,12 @@ class SplitConfig(BaseModel):
                              f"sum to {total:g}, expected 1")
         if not self.group_by:
             raise ValueError("group_by needs at least one grouping (speaker, statement or take)")
+        seen: dict[str, str] = {}
+        for split, people in self.assign.items():
+            for person in people:
+                if person in seen and seen[person] != split:
+                    raise ValueError(f"splits.assign: {person} is pinned to both {seen[person]} and {split}")
+                seen[person] = split
         return self
 
     def ratios(self) -> dict[str, float]:
@@ -92,10 +106,25 @@ class SplitResult:
     groups: int                           # connected components under it
     fallbacks: list[dict[str, str]] = field(default_factory=list)  # groupings passed over, with why
     unassigned_reason: dict[str, int] = field(default_factory=dict)
+    people: dict[str, list[str]] = field(default_factory=dict)  # split -> people (faces and voices) in it
+    notes: list[str] = field(default_factory=list)               # pins / minimums that could not be met
+
+    @property
+    def person_disjoint(self) -> bool:
+        """No person (as face or as voice) in two splits."""
+        seen: dict[str, str] = {}
+        for split, people in self.people.items():
+            for p in people:
+                if seen.setdefault(p, split) != split:
+                    return False
+        return True
 
     def summary(self, cfg: SplitConfig) -> dict[str, Any]:
         return {"grouping": self.grouping, "requested": list(cfg.group_by), "fallbacks": self.fallbacks,
                 "groups": self.groups, "ratios": cfg.ratios(), "seed": cfg.seed,
+                "assign": {k: list(v) for k, v in cfg.assign.items()}, "min_people": dict(cfg.min_people),
+                "people": {s: list(self.people.get(s, [])) for s in SPLITS},
+                "person_disjoint": self.person_disjoint,
                 "unassigned": sum(self.unassigned_reason.values()),
                 "unassigned_reason": dict(self.unassigned_reason)}
 
@@ -137,31 +166,55 @@ def _sources(row: dict[str, Any]) -> tuple[str, str]:
     return f"take:{face}", f"take:{voice}"
 
 
+def _persons(row: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The face's and the voice's person (``face_person`` / ``voice_person``, else ``speaker``)."""
+    spk = _str(row.get("speaker"))
+    return _str(row.get("face_person")) or spk, _str(row.get("voice_person")) or spk
+
+
 def _components(rows: list[dict[str, Any]], grouping: str) -> tuple[_UnionFind, list[tuple[str, str]]]:
     uf = _UnionFind()
     ends = []
     for r in rows:
         f, v = _sources(r)
-        extra = []
-        if grouping == "speaker" and _str(r.get("speaker")):
-            extra.append(f"speaker:{_str(r['speaker'])}")
-        if grouping == "statement" and _statement(r):
-            extra.append(f"statement:{_statement(r)}")
         uf.find(f)
         uf.find(v)
-        for node in extra:  # face and voice each join the row's groups, not each other
-            uf.union(f, node)
-            uf.union(v, node)
+        if grouping == "speaker":  # a row's face and voice are people: both join, and a splice ties them
+            fp, vp = _persons(r)
+            if fp:
+                uf.union(f, f"speaker:{fp}")
+            if vp:
+                uf.union(v, f"speaker:{vp}")
+            if fp or vp:
+                uf.union(f, v)
+        if grouping == "statement" and _statement(r):  # face and voice each join it, not each other
+            uf.union(f, f"statement:{_statement(r)}")
+            uf.union(v, f"statement:{_statement(r)}")
         ends.append((f, v))
     return uf, [(uf.find(f), uf.find(v)) for f, v in ends]
+
+
+def _people_of(rows: list[dict[str, Any]], ends: list[tuple[str, str]]) -> dict[str, set[str]]:
+    """Component -> the people whose faces or voices it holds."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for r, (a, b) in zip(rows, ends):
+        fp, vp = _persons(r)
+        if fp:
+            out[a].add(fp)
+        if vp:
+            out[b].add(vp)
+    return out
 
 
 def _salted(seed: int, name: str) -> str:
     return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
 
 
-def _assign(rows: list[dict[str, Any]], grouping: str, cfg: SplitConfig) -> tuple[list[str], int, dict[str, int]]:
+def _assign(rows: list[dict[str, Any]], grouping: str, cfg: SplitConfig
+            ) -> tuple[list[str], int, dict[str, int], list[str]]:
     _, ends = _components(rows, grouping)
+    people = _people_of(rows, ends)
+    notes: list[str] = []
     ratios = cfg.ratios()
     active = [s for s in SPLITS if ratios[s] > 0]
     subset_of = [str(r.get("subset")) for r in rows]
@@ -185,13 +238,29 @@ def _assign(rows: list[dict[str, Any]], grouping: str, cfg: SplitConfig) -> tupl
         return w
 
     weights = {c: weight(c) for c in set(own) | set(cross)}
-    comps = sorted(weights, key=lambda c: (-sum(weights[c].values()), _salted(cfg.seed, c)))
+    pinned: dict[str, str] = {}
+    if grouping == "speaker":
+        pin_of = {p: s for s, ps in cfg.assign.items() for p in ps}
+        for c in weights:
+            want = sorted({pin_of[p] for p in people.get(c, ()) if p in pin_of})
+            if len(want) > 1:
+                raise ValueError(f"splits.assign: {sorted(people[c])} are one group (a splice pairs their faces and "
+                                 f"voices) but are pinned to {want}")
+            if want and want[0] in active:
+                pinned[c] = want[0]
+        known = set().union(*people.values()) if people else set()
+        absent = sorted(set(pin_of) - known)
+        if absent:
+            notes.append(f"splits.assign names {len(absent)} person(s) not in the corpus: {absent}")
+    comps = sorted(weights, key=lambda c: (c not in pinned, -sum(weights[c].values()), _salted(cfg.seed, c)))
     where: dict[str, str] = {}
     load = {s: defaultdict(float) for s in active}
     placed: dict[str, float] = defaultdict(float)
     for c in comps:
         best, best_key, best_rows = None, None, []
         for order, s in enumerate(active):
+            if c in pinned and s != pinned[c]:
+                continue
             rows_in = list(own[c]) + [i for i in cross[c]
                                       if where.get(ends[i][1] if ends[i][0] == c else ends[i][0]) == s]
             gain: dict[str, int] = defaultdict(int)
@@ -210,6 +279,8 @@ def _assign(rows: list[dict[str, Any]], grouping: str, cfg: SplitConfig) -> tupl
         for i in best_rows:
             load[best][subset_of[i]] += 1
             placed[subset_of[i]] += 1
+    if grouping == "speaker":
+        notes += _meet_minimums(where, pinned, people, weights, cfg, active)
     out, reasons = [], defaultdict(int)
     for a, b in ends:
         if where.get(a) is not None and where.get(a) == where.get(b):
@@ -217,7 +288,30 @@ def _assign(rows: list[dict[str, Any]], grouping: str, cfg: SplitConfig) -> tupl
         else:
             out.append(UNASSIGNED)
             reasons["face and voice sources in different splits"] += 1
-    return out, len(comps), dict(reasons)
+    return out, len(comps), dict(reasons), notes
+
+
+def _meet_minimums(where: dict[str, str], pinned: dict[str, str], people: dict[str, set[str]],
+                   weights: dict[str, dict[str, float]], cfg: SplitConfig, active: list[str]) -> list[str]:
+    """Move the smallest unpinned groups into splits holding fewer people than ``cfg.min_people`` asks,
+    from splits that keep their own minimum (deterministic); what stays short is returned as notes."""
+    def count(s: str) -> int:
+        return len(set().union(*[people.get(c, set()) for c, w in where.items() if w == s] or [set()]))
+
+    notes = []
+    for s in active:
+        need = cfg.min_people.get(s, 0)
+        while count(s) < need:
+            movable = [c for c, w in where.items() if w != s and c not in pinned and people.get(c)
+                       and count(w) - len(people[c]) >= cfg.min_people.get(w, 0)
+                       and sum(1 for x in where.values() if x == w) > 1]
+            if not movable:
+                notes.append(f"splits: {s} holds {count(s)} person(s), fewer than min_people {need}: no group can "
+                             "move there without leaving another split short")
+                break
+            c = min(movable, key=lambda c: (sum(weights[c].values()), _salted(cfg.seed, c)))
+            where[c] = s
+    return notes
 
 
 def assign_splits(conflicts: pd.DataFrame, cfg: SplitConfig) -> SplitResult:
@@ -230,13 +324,18 @@ def assign_splits(conflicts: pd.DataFrame, cfg: SplitConfig) -> SplitResult:
     fallbacks: list[dict[str, str]] = []
     chosen = None
     for n, grouping in enumerate(cfg.group_by):
-        splits, groups, reasons = _assign(rows, grouping, cfg)
+        splits, groups, reasons, notes = _assign(rows, grouping, cfg)
         counts = pd.Series(splits).value_counts().to_dict() if rows else {}
         n_placed = len(rows) - counts.get(UNASSIGNED, 0)
         short = [f"{s} {counts.get(s, 0)} of {n_placed} placed rows ({counts.get(s, 0) / max(n_placed, 1):.0%}, "
                  f"target {ratios[s]:.0%})" for s in SPLITS
                  if ratios[s] > 0 and counts.get(s, 0) < 0.5 * ratios[s] * n_placed]
-        chosen = SplitResult(splits, grouping, groups, fallbacks, reasons)
+        chosen = SplitResult(splits, grouping, groups, fallbacks, reasons, _split_people(rows, splits), notes)
+        n_people = len(set().union(*chosen.people.values())) if chosen.people else 0
+        if grouping == "speaker" and n_people < 2:
+            short = short or [f"{n_people} person(s) in the corpus"]
+        elif grouping == "speaker" and cfg.assign:
+            short = []  # pinned people: the ratios bend to the pins (warned below), no fallback
         if not short:
             break
         why = f"{groups} group(s); it leaves {'; '.join(short)}"
@@ -247,6 +346,15 @@ def assign_splits(conflicts: pd.DataFrame, cfg: SplitConfig) -> SplitResult:
         fallbacks.append({"grouping": grouping, "reason": why + ("" if not last else " (last choice: used anyway)")})
     assert chosen is not None  # group_by is never empty (validated)
     return chosen
+
+
+def _split_people(rows: list[dict[str, Any]], splits: list[str]) -> dict[str, list[str]]:
+    """Split -> sorted people whose face or voice is in it (unassigned rows left out)."""
+    out: dict[str, set[str]] = {s: set() for s in SPLITS}
+    for r, s in zip(rows, splits):
+        if s in out:
+            out[s].update(p for p in _persons(r) if p)
+    return {s: sorted(v) for s, v in out.items()}
 
 
 def split_warnings(conflicts: pd.DataFrame, result: SplitResult, cfg: SplitConfig,
@@ -262,13 +370,18 @@ def split_warnings(conflicts: pd.DataFrame, result: SplitResult, cfg: SplitConfi
                        f"'{result.grouping}' instead")
         else:
             out.append(f"splits: grouping '{fb['grouping']}' distorts the ratios ({fb['reason']})")
-    if result.grouping == "take" and "speaker" in conflicts and conflicts["speaker"].notna().any():
-        spk = conflicts.assign(split=result.splits)
-        spk = spk[spk["split"] != UNASSIGNED].groupby("speaker")["split"].nunique()
-        shared = int((spk > 1).sum())
-        if shared:
-            out.append(f"splits: grouped by source take only: {shared} speaker(s) appear in more than one split "
-                       f"(faces and voices never do)")
+    out += result.notes
+    if not result.person_disjoint:
+        shared = sorted({p for s in SPLITS for p in result.people.get(s, [])
+                         if sum(p in result.people.get(x, []) for x in SPLITS) > 1})
+        out.append(f"splits: not person-disjoint: {len(shared)} of "
+                   f"{len(set().union(*map(set, result.people.values())))} person(s) in more than one split "
+                   f"({', '.join(shared[:5])}): test people are seen in training")
+    elif result.grouping == "speaker":
+        for s, need in cfg.min_people.items():
+            have = len(result.people.get(s, []))
+            if cfg.ratios()[s] > 0 and have < need and not any(s in n for n in result.notes):
+                out.append(f"splits: {s} holds {have} person(s), fewer than min_people {need}")
     ratios = cfg.ratios()
     df = pd.DataFrame({"split": result.splits, "subset": conflicts["subset"].astype(str).tolist()})
     for s in SPLITS:
