@@ -1,38 +1,44 @@
-"""Group-disjoint train / validation / test splits of the mined benchmark (DESIGN.md §3 "Mined output").
+"""Person-disjoint train / validation / test splits of the mined benchmark (DESIGN.md §3 "Mined output").
 
 Every row of ``conflicts.parquet`` gets ``split`` ∈ {train, validation, test, unassigned} so that no
-source take (face source or voice source) and, under the default grouping, no speaker is in two splits.
+source take (face source or voice source) and, under the default grouping, no person (as face or as
+voice) is in two splits.
 
 **Nodes and groups.** Each row names a face source (``face_take``) and a voice source (``voice_take``);
 for a natural clip both are the clip's own take, for a spliced clip they are two different recordings.
 A RAVDESS audio-only take and the full-AV clip of the same codes are one take (one performance), so a
 splice whose voice is that take is tied to the natural clip. A union-find joins every source with the
-row's grouping keys (``speaker``: the speaker id; ``statement``: the spoken sentence, i.e. the
-transcript), so a connected component is a set of sources that must share a split. The face and the
-voice of a spliced clip are *not* joined: a splice is an edge between two components, and it belongs
-to a split only when both of its components landed there; otherwise it stays ``unassigned`` (kept,
-counted). Rows whose face and voice are one take are never unassigned.
+row's grouping keys, so a connected component is a set of sources that must share a split:
+``speaker``: the face's person (``face_person``, else ``speaker``) with the face source, the voice's
+person (``voice_person``) with the voice source, and the face with the voice (a row is never split: a
+CREMA-D 1001-face x 1002-voice swap ties both people into one group); ``statement``: the spoken
+sentence (transcript) with each source; ``take``: sources only. Under ``statement`` and ``take`` the
+face and voice of a spliced clip are *not* joined: a splice is an edge between two components, and it
+belongs to a split only when both of its components landed there; otherwise it stays ``unassigned``
+(kept, counted).
 
 **Choosing the grouping.** ``group_by`` lists groupings in order of preference (default
-``[speaker, take]``); ``take`` joins sources only. A grouping is *usable* when every split with a
-positive ratio receives at least half of its target share of the placed rows; the first usable one is taken,
-and each one passed over is named with the reason in :attr:`SplitResult.fallbacks` and the summary's
-warnings (a single-speaker corpus such as the RAVDESS sample cannot be split by speaker; it falls back to
-source takes, so the same speaker then appears in every split). When none is usable the last is used,
-with a warning.
+``[speaker, take]``). A grouping is *usable* when every split with a positive ratio receives at least
+half of its target share of the placed rows (under ``speaker`` also: at least two people; with pinned
+people, ``speaker`` is always kept and the ratios bend to the pins); the first usable one is taken, and
+each one passed over is named with the reason in :attr:`SplitResult.fallbacks` and the summary's
+warnings. A one-person corpus cannot be split by person: it falls back to source takes and the warnings
+say that the splits are not person-disjoint. When none is usable the last is used, with a warning.
 
 **Assignment** (deterministic for the same rows and config; ours, in the spirit of scikit-learn's
-``StratifiedGroupKFold``): a component weighs its own rows plus half of each splice that reaches another
-component, per subset. Components are visited heaviest first (ties broken by a hash of their root salted
-with ``seed``); each goes to the split s maximising ``Σ_k placed_k(s) · (fair_sk − load_sk) / fair_sk``:
-the rows it would place in s (its own rows and the splices whose other end already sits in s), per
-subset k, each weighed by the share of s's fair part of k still missing (fair_sk = ratio_s · rows of k
-placed anywhere once these are; load_sk = rows of k in s so far; the weight turns negative once s holds
-more than its part). Splices so tend to land whole, and every split fills in proportion to its
-ratio, subset by subset. Ties go to the split furthest below its share of all placed rows, then to the
-one that places more rows, then in the order train, validation, test. A corpus whose splices pair every
-face with many voices (the RAVDESS sample) leaves many splices unassigned under take grouping: keeping
-faces and voices disjoint costs them.
+``StratifiedGroupKFold``): people pinned with ``assign`` are placed first, in their split (a group
+holding people pinned to two splits is an error). A component weighs its own rows plus half of each
+splice that reaches another component, per subset. Components are visited heaviest first (ties broken
+by a hash of their root salted with ``seed``); each goes to the split s maximising
+``Σ_k placed_k(s) · (fair_sk − load_sk) / fair_sk``: the rows it would place in s (its own rows and the
+splices whose other end already sits in s), per subset k, each weighed by the share of s's fair part of
+k still missing (fair_sk = ratio_s · rows of k placed anywhere once these are; load_sk = rows of k in s
+so far; the weight turns negative once s holds more than its part). Ties go to the split furthest below
+its share of all placed rows, then to the one that places more rows, then in the order train,
+validation, test. Then, under ``speaker``, a split holding fewer people than ``min_people`` asks
+(default validation 1, test 2) receives the smallest unpinned groups of splits that keep their own
+minimum; a split still short is a note and a warning. :attr:`SplitResult.people` names the people of
+each split.
 """
 
 from __future__ import annotations
