@@ -1,6 +1,7 @@
 """The mining summary: counts per subset and per split × subset × origin, the split grouping used and
-its warnings, unimodal classifier accuracy, audio-vs-visual confusion, subset precision/recall where the
-truth is known (spliced clips), stage stats; JSON and a PNG plot. Warnings are also logged."""
+its warnings and the evaluation settings the benchmark cannot serve (``cannot_run``), the people of each
+split, human-rated items and their ties, unimodal classifier accuracy (also on the splices' own cue
+labels), audio-vs-visual confusion, stage stats; JSON and a PNG plot. Warnings are also logged."""
 
 from __future__ import annotations
 
