@@ -180,7 +180,7 @@ def assemble(cfg: MineConfig, pipeline: StagePipeline | None = None, shards: lis
             "visual_uninformative": bool(fits["visual"].uninformative[i]) if "visual" in fits else False,
             "stages": ",".join(stage_names),
             "target_label": target_label, "target_subset": target_subset,
-            "rating_ties": ",".join(m for m, t in ties.items() if t) if ties else None,
+            "rating_ties": ",".join(m for m, t in ties.items() if t) or None if ties else None,
             "unrated": bool(extra.get("ratings_missing")),
             "ratings_unknown_names": int(extra.get("ratings_unknown_names") or 0),
         }

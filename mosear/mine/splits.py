@@ -19,8 +19,9 @@ belongs to a split only when both of its components landed there; otherwise it s
 
 **Choosing the grouping.** ``group_by`` lists groupings in order of preference (default
 ``[speaker, take]``). A grouping is *usable* when every split with a positive ratio receives at least
-half of its target share of the placed rows (under ``speaker`` also: at least two people; with pinned
-people, ``speaker`` is always kept and the ratios bend to the pins); the first usable one is taken, and
+half of its target share of the placed rows; ``speaker`` is usable whenever the corpus has two people or
+more and no split is left empty (the ratios bend to the people instead, with a warning: keeping people
+apart comes first); the first usable one is taken, and
 each one passed over is named with the reason in :attr:`SplitResult.fallbacks` and the summary's
 warnings. A one-person corpus cannot be split by person: it falls back to source takes and the warnings
 say that the splits are not person-disjoint. When none is usable the last is used, with a warning.
@@ -285,6 +286,10 @@ def _assign(rows: list[dict[str, Any]], grouping: str, cfg: SplitConfig
         for i in best_rows:
             load[best][subset_of[i]] += 1
             placed[subset_of[i]] += 1
+    if grouping == "speaker" and 0 < len(weights) <= SEARCH_MAX_GROUPS:
+        found = _search(weights, pinned, people, cfg, active)
+        if found is not None:
+            where = found
     if grouping == "speaker":
         notes += _meet_minimums(where, pinned, people, weights, cfg, active)
     out, reasons = [], defaultdict(int)
@@ -295,6 +300,47 @@ def _assign(rows: list[dict[str, Any]], grouping: str, cfg: SplitConfig
             out.append(UNASSIGNED)
             reasons["face and voice sources in different splits"] += 1
     return out, len(comps), dict(reasons), notes
+
+
+SEARCH_MAX_GROUPS = 9  # up to 3**9 = 19,683 assignments: tried exhaustively (a small corpus's people)
+# What evaluation needs of the splits, in the order it is weighed: AR calibration reads validation's
+# aligned items; the report reads every accuracy subset and the splices of test.
+NEEDS = (("validation", "video_aligned"), ("validation", "audio_aligned"), ("test", "consistent"),
+         ("test", "video_aligned"), ("test", "audio_aligned"), ("test", "spliced"))
+
+
+def _search(weights: dict[str, dict[str, float]], pinned: dict[str, str], people: dict[str, set[str]],
+            cfg: SplitConfig, active: list[str]) -> dict[str, str] | None:
+    """Exhaustive search over the placements of a few groups (speaker grouping, every row inside one
+    group): among those that respect the pins, leave no split empty and meet ``min_people``, the one
+    that meets the most of :data:`NEEDS` (for subsets the corpus has), then whose row shares per subset
+    are closest to the ratios, then by a hash salted with ``seed``. None when nothing is feasible."""
+    import itertools
+
+    comps = sorted(weights)
+    ratios = cfg.ratios()
+    subsets = sorted({k for w in weights.values() for k in w})
+    total = {k: sum(w.get(k, 0.0) for w in weights.values()) for k in subsets}
+    needs = [(s, k) for s, k in NEEDS if s in active and total.get(k, 0) > 0]
+    best, best_key = None, None
+    for combo in itertools.product(active, repeat=len(comps)):
+        where = dict(zip(comps, combo))
+        if any(pinned.get(c, w) != w for c, w in where.items()) or set(combo) != set(active):
+            continue
+        load = {s: defaultdict(float) for s in active}
+        held = {s: set() for s in active}
+        for c, s in where.items():
+            for k, n in weights[c].items():
+                load[s][k] += n
+            held[s] |= people.get(c, set())
+        if any(len(held[s]) < cfg.min_people.get(s, 0) for s in active):
+            continue
+        unmet = sum(load[s][k] == 0 for s, k in needs)
+        dev = sum(abs(load[s][k] / total[k] - ratios[s]) * total[k] for s in active for k in subsets) / sum(total.values())
+        key = (unmet, round(dev, 9), _salted(cfg.seed, ",".join(combo)))
+        if best_key is None or key < best_key:
+            best, best_key = where, key
+    return best
 
 
 def _meet_minimums(where: dict[str, str], pinned: dict[str, str], people: dict[str, set[str]],
@@ -338,10 +384,13 @@ def assign_splits(conflicts: pd.DataFrame, cfg: SplitConfig) -> SplitResult:
                  if ratios[s] > 0 and counts.get(s, 0) < 0.5 * ratios[s] * n_placed]
         chosen = SplitResult(splits, grouping, groups, fallbacks, reasons, _split_people(rows, splits), notes)
         n_people = len(set().union(*chosen.people.values())) if chosen.people else 0
-        if grouping == "speaker" and n_people < 2:
-            short = short or [f"{n_people} person(s) in the corpus"]
-        elif grouping == "speaker" and cfg.assign:
-            short = []  # pinned people: the ratios bend to the pins (warned below), no fallback
+        if grouping == "speaker":  # people stay apart unless that leaves a split empty: ratios bend instead
+            empty = [f"{s} empty" for s in SPLITS if ratios[s] > 0 and not counts.get(s, 0)]
+            if n_people < 2 or empty:
+                short = empty or short or [f"{n_people} person(s) in the corpus"]
+            elif short:
+                chosen.notes.append(f"splits: person grouping distorts the ratios ({'; '.join(short)})")
+                short = []
         if not short:
             break
         why = f"{groups} group(s); it leaves {'; '.join(short)}"
