@@ -120,3 +120,15 @@ def test_spliced_clip_is_lossless_and_byte_identical(samples_dir, tmp_path):
         ref = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
     n = min(len(ref), len(spliced.audio))
     np.testing.assert_array_equal(spliced.audio[:n], ref[:n])
+
+
+def test_training_on_splices_needs_a_named_target_rule():
+    """Catches: a mine config training on splices under a coin flip (``alternate``) or an unnamed rule;
+    the default leaves splices out of the training mix."""
+    from mosear.mine.config import MineConfig
+
+    assert MineConfig().train_mix.splice_target == "none"
+    assert MineConfig(train_mix={"splice_target": "face"}).train_mix.splice_target == "face"
+    for bad in ("alternate", "both", ""):
+        with pytest.raises(ValueError, match="no true emotion, so its training target needs a rule: face | voice"):
+            MineConfig(train_mix={"splice_target": bad})

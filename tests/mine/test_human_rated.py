@@ -102,3 +102,18 @@ def test_unknown_names_and_unrated_clips_are_counted_by_the_adapter(samples_dir,
     recs = {r.clip_id: r for r in CremaDAdapter().clips(root, src)}
     assert "ratings" in recs["1001_DFA_HAP_XX"].extra and recs["1001_DFA_FEA_XX"].extra["ratings_missing"] is True
     assert {r.extra["ratings_unknown_names"] for r in recs.values()} == {1}
+
+
+def test_ties_and_unrated_clips_are_counted_in_the_summary_block():
+    """Catches: rows without a tie counted as tied (an empty tie list stored as '' rather than null), or
+    ties / unrated clips / unknown ratings names missing from summary.json's human_rated block."""
+    from mosear.mine.summary import human_rated_counts
+
+    df = pd.DataFrame({"origin": ["human-rated", "human-rated", "human-rated", "natural"],
+                       "subset": ["consistent", "ambiguous", "ambiguous", "consistent"],
+                       "rating_ties": [None, "visual", "audio,audio_visual", None],
+                       "unrated": [False, False, False, True], "ratings_unknown_names": [2, 2, 2, 2]})
+    hr = human_rated_counts(df)
+    assert hr["items"] == 3 and hr["rows_with_a_tie"] == 2
+    assert hr["ties_by_modality"] == {"audio": 1, "visual": 1, "audio_visual": 1}
+    assert hr["unrated_clips"] == 1 and hr["ratings_rows_unknown_names"] == 2 and "unsure" in hr["tie_rule"]
