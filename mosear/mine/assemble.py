@@ -191,6 +191,10 @@ def assemble(cfg: MineConfig, pipeline: StagePipeline | None = None, shards: lis
         # a splice's caption follows its target rule (a training text); without one it names no emotion
         as_row = {**row, "label": target_label, "subset": target_subset or "ambiguous"} if origin == "spliced" else row
         reasoning, row["misleading_cue"] = build_reasoning({**as_row, **descs, **cues})
+        if origin == "spliced" and target_label is None:  # the 'mixed cues' ending would claim a label
+            reasoning = reasoning.rsplit(" The cues are weak or mixed", 1)[0] + (
+                " A counterfactual splice: the face and the voice come from different recordings (the face "
+                f"shows {r['face_label']}, the voice {r['voice_label']}), so the clip has no single true emotion.")
         row["caption_source"], row["caption_error"] = "template", None
         if refiner is not None:  # the refiner sees the reasoning only: the misleading cue stays apart
             reasoning, err = refiner.refine(reasoning, as_row["label"])

@@ -30,6 +30,8 @@ def test_a_validation_split_without_both_aligned_subsets_cannot_calibrate_ar():
     (entry,) = cannot_run(no_audio)
     assert entry["setting"] == "ar_calibrated" and entry["split"] == "validation"
     assert "'audio_aligned': 0" in entry["reason"] and "'video_aligned': 2" in entry["reason"]
+    no_consistent = cannot_run(_rows({**full, ("validation", "consistent"): 0}))  # the rule compares with it
+    assert [c["setting"] for c in no_consistent] == ["ar_calibrated"]
     empty_test = cannot_run(_rows({**full, ("test", "video_aligned"): 0, ("test", "spliced"): 0}))
     assert {(c["setting"], c["split"]) for c in empty_test} == {("subset:video_aligned", "test"), ("preference", "test")}
 
