@@ -159,7 +159,7 @@ def test_spliced_shards_carry_exact_per_modality_truth(mined):
 
     _, _, out, _ = mined
     shards = [p for p in list_shards(mined[0].shards) if p.name.startswith("spliced-")]  # beside the natural ones
-    assert len(shards) == 2
+    assert len(shards) == 4  # 27 splices, 8 per shard
     samples = list(iter_samples(shards))
     assert len(samples) == N_PAIRS
     for s in samples:
@@ -181,7 +181,7 @@ def test_rerun_resumes_without_redoing_or_duplicating(mined, samples_dir):
     victim = sorted((out / "evidence").glob("*.stats.json"))[1]
     victim.unlink()
     res = run_mine(cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"base_url": None})}))
-    assert (res.shards_mined, res.shards_skipped) == (1, 4)
+    assert (res.shards_mined, res.shards_skipped) == (1, 8)
     after = pd.read_parquet(out / "conflicts.parquet")
     assert after["key"].is_unique and set(after["key"]) == set(before["key"])
     assert (after.set_index("key")["audio_pred"] == before.set_index("key")["audio_pred"]).all()
