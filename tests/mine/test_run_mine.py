@@ -184,7 +184,8 @@ def test_rerun_resumes_without_redoing_or_duplicating(mined, samples_dir):
     assert (res.shards_mined, res.shards_skipped) == (1, 8)
     after = pd.read_parquet(out / "conflicts.parquet")
     assert after["key"].is_unique and set(after["key"]) == set(before["key"])
-    assert (after.set_index("key")["audio_pred"] == before.set_index("key")["audio_pred"]).all()
+    # (a fold with one class predicts nothing: NaN, equal to itself here)
+    assert after.set_index("key")["audio_pred"].fillna("-").equals(before.set_index("key")["audio_pred"].fillna("-"))
 
 
 @pytest.mark.slow
