@@ -35,7 +35,7 @@ def test_sigkill_then_resume_equals_clean_run(samples_dir, repo_root, ray_local,
 
     ref_out, out = tmp_path / "ref", tmp_path / "killed"
     ref = run_shard(shard_cfg(samples_dir, ref_out, samples_per_shard=2))
-    assert ref.shards == 11
+    assert ref.shards == 17
 
     cmd = [sys.executable, "-m", "mosear.cli", "shard", f"corpus={samples_dir / 'corpus.yaml'}",
            f"output={out}", "workers=1", *SMALL_CLI]
