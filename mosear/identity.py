@@ -17,6 +17,12 @@ result was made from, never paths, sizes or modification times:
   commit markers carry (computed while each tar was written), so a consumer need not re-read tars.
 - A config's share of the identity is :meth:`mosear.config.StageConfig.output_hash`: only fields that
   change the output, as declared on the fields (:data:`mosear.config.SCHEDULING`, ...).
+- :func:`code_fingerprint` is the identity of the code a stage runs: the bytes of every ``mosear`` module
+  reachable from the stage's ``run`` module through its imports (top-level or inside functions, relative
+  or absolute, and ``"mosear.x:Name"`` strings a registry imports later), their parent packages and the
+  data files beside them (``synonyms.tsv``), computed once per process. A fixed bug changes it, so what
+  the buggy code cached is recomputed; an edit to a module the stage never imports does not. Third-party
+  code (a ``module:Class`` mining stage, ``py_modules``) is identified by its declared version only.
 - :func:`stage_identity` puts these together for one stage; the Prefect cache key
   (:meth:`mosear.orchestrate.dispatch.PreparedStage.fingerprint`) and each stage's commit marker (:func:`write_marker`,
   ``{output}/commit.json``, written last) hold the same dict, and :func:`changed` names what differs.
@@ -24,9 +30,12 @@ result was made from, never paths, sizes or modification times:
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -37,7 +46,7 @@ from mosear.atomic import atomic_write_json
 
 __all__ = [
     "DigestMemo", "default_memo", "file_digest", "safe_digest", "digest_paths", "iter_files", "digest_json", "shard_folder_digest",
-    "stage_identity", "identity_digest", "changed", "MARKER", "write_marker", "read_marker", "marker_matches",
+    "code_fingerprint", "stage_identity", "identity_digest", "changed", "MARKER", "write_marker", "read_marker", "marker_matches",
 ]
 
 _BLOCK = 1 << 20  # 1 MiB: large enough for throughput, small enough to stream anything
@@ -171,6 +180,81 @@ def shard_folder_digest(folder: str | Path) -> str:
     return h.hexdigest()
 
 
+# -- the code a stage runs ----------------------------------------------------------------------------
+_MODULE_STRING = re.compile(r"^(mosear(?:\.[A-Za-z_]\w*)*)(?::[A-Za-z_][\w.]*)?$")
+
+
+def _package_root() -> Path:
+    import mosear
+
+    return Path(mosear.__file__).resolve().parent
+
+
+def _module_file(name: str, root: Path) -> Path | None:
+    """The source file of module ``name`` (``mosear.a.b``) under the package ``root``, or None."""
+    parts = name.split(".")[1:]
+    base = root.joinpath(*parts)
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _imports(path: Path, name: str) -> frozenset[str]:
+    """Every ``mosear`` module name ``path`` (module ``name``) may import, anywhere in its source."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)  # ``from pkg import submodule``
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            m = _MODULE_STRING.match(node.value)
+            if m:
+                found.add(m.group(1))
+    return frozenset(f for f in found if f == "mosear" or f.startswith("mosear."))
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(module: str, root: Path | None = None) -> dict[str, Any]:
+    """``{digest, modules}``: the SHA-256 over the bytes of every ``mosear`` source file ``module`` reaches
+    through its imports (transitively, with parent packages and the non-Python files beside each one),
+    and how many modules that is. ``root``: the ``mosear`` package folder (default: the imported one).
+    Cached per process (the source does not change under a running job)."""
+    root = Path(root) if root is not None else _package_root()
+    if _module_file(module, root) is None:
+        raise ValueError(f"code_fingerprint({module!r}): no such module in {root}")
+    todo, seen = [module], {}
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name, root)
+        seen[name] = path
+        if path is None:  # a name imported from a module, not a module
+            continue
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b
+        todo += sorted(_imports(path, name))
+    files = {p for p in seen.values() if p is not None}
+    for folder in {p.parent for p in files}:
+        files.update(f for f in folder.iterdir() if f.is_file() and f.suffix not in (".py", ".pyc"))
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f"{f.relative_to(root).as_posix()}\0{_sha256_file(f)}\0".encode())
+    return {"digest": h.hexdigest(), "modules": sum(p is not None for p in seen.values())}
+
+
 # -- a stage's identity and its commit marker ---------------------------------------------------------
 def default_memo(output: str | Path) -> DigestMemo:
     """The digest memo of a stage's output folder (``{output}/.input-digests.json``), shared by the
@@ -179,7 +263,8 @@ def default_memo(output: str | Path) -> DigestMemo:
 
 
 def stage_identity(spec: Any, cfg: Any, memo: DigestMemo | None = None) -> dict[str, Any]:
-    """``{stage, version, config, inputs}``: the config's output hash and one digest per input path.
+    """``{stage, version, code, config, inputs}``: the package version, the :func:`code_fingerprint` of
+    the stage's ``run`` module, the config's output hash and one digest per input path.
 
     ``spec`` is the stage's :class:`~mosear.orchestrate.spec.StageSpec` (each stage package's
     ``spec.SPEC``); the input paths are those its ``inputs(cfg)`` names.
@@ -190,8 +275,9 @@ def stage_identity(spec: Any, cfg: Any, memo: DigestMemo | None = None) -> dict[
         raise TypeError(f"stage_identity({spec!r}, ...): pass the stage's spec (mosear.<package>.spec.SPEC), not its name")
     memo = memo if memo is not None else default_memo(spec.output(cfg))
     inputs = {os.path.abspath(p): digest_paths([p], memo) for p in spec.inputs(cfg)}
-    return {"stage": spec.name, "version": mosear.__version__, "config": cfg.output_hash(), "inputs": inputs,
-            "config_fields": _fields(cfg)}
+    code = code_fingerprint(spec.run.partition(":")[0])["digest"]
+    return {"stage": spec.name, "version": mosear.__version__, "code": code, "config": cfg.output_hash(),
+            "inputs": inputs, "config_fields": _fields(cfg)}
 
 
 def _fields(cfg: Any) -> dict[str, Any]:
@@ -212,6 +298,8 @@ def changed(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     out = []
     if old.get("version") != new.get("version"):
         out.append(f"mosear version {old.get('version')} -> {new.get('version')}")
+    if old.get("code") != new.get("code"):
+        out.append("the stage's code (mosear source files it runs)")
     of, nf = old.get("config_fields") or {}, new.get("config_fields") or {}
     diff = sorted(k for k in set(of) | set(nf) if of.get(k) != nf.get(k))
     if diff:

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mosear.atomic import atomic_write_json, atomic_write_parquet, remove_stale_temps
-from mosear.identity import DigestMemo, default_memo, digest_json, safe_digest, stage_identity, write_marker
+from mosear.identity import DigestMemo, code_fingerprint, default_memo, digest_json, safe_digest, stage_identity, write_marker
 from mosear.orchestrate.errors import RefusedResumeError, StageFailedError
 from mosear.shards.config import ShardConfig
 from mosear.shards.plan import CorpusPlan, ShardPlan, plan_corpus, quarantine_row
@@ -125,18 +125,19 @@ _FAIL_FIELDS = ("dataset", "clip_id", "split", "label", "orig_label", "speaker",
 
 
 def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: str,
-                inputs_digest: str | None = None) -> dict[str, Any]:
+                inputs_digest: str | None = None, code: str | None = None) -> dict[str, Any]:
     """Decode every clip of ``plan`` and commit the shard; returns its stats dict.
 
     ``inputs_digest`` (:func:`clips_digest` of the plan's clips) is recorded in the commit marker, so a
-    later run rebuilds the shard exactly when a clip's bytes changed.
+    later run rebuilds the shard exactly when a clip's bytes changed; ``code`` (the driver's
+    :func:`shard_code`) likewise when the stage's source changed.
     """
     from mosear.media.decode import MediaError, decode_clip
     from mosear.media.splice import SPLICE_FORMAT, decode_splice, ffmpeg_version
     from mosear.shards.writer import ShardSample, ShardWriter
 
     cpu0 = time.process_time()
-    extra = {"inputs_digest": inputs_digest} if inputs_digest else None
+    extra = {k: v for k, v in (("inputs_digest", inputs_digest), ("code", code)) if v} or None
     decode = {"num_frames": cfg.num_frames, "height": cfg.height, "width": cfg.width, "resize": cfg.resize,
               "sample_rate": cfg.sample_rate, "threads": cfg.decode_threads,
               "missing_audio": "silence" if cfg.missing_audio == "silence" else "error"}
@@ -206,7 +207,7 @@ def _ray_build(plan: dict[str, Any], cfg_json: str, out_dir: str, config_hash: s
     cfg = ShardConfig.model_validate_json(cfg_json)
     shard = ShardPlan(plan["split"], plan["index"], plan["clips"])
     try:
-        return build_shard(shard, cfg, Path(out_dir), config_hash, plan.get("inputs_digest"))
+        return build_shard(shard, cfg, Path(out_dir), config_hash, plan.get("inputs_digest"), plan.get("code"))
     except Exception as exc:  # noqa: BLE001 - the shard is not committed; the driver decides (policy)
         import traceback
 
@@ -242,6 +243,12 @@ def _versions() -> dict[str, str]:
             "ray": ray.__version__, "pyarrow": pa.__version__, "numpy": numpy.__version__}
 
 
+def shard_code() -> str:
+    """The code fingerprint a shard records (:func:`mosear.identity.code_fingerprint` of this module): a
+    shard built by other decode/write code is rebuilt."""
+    return code_fingerprint("mosear.shards.run")["digest"]
+
+
 def _committed(out: Path, shard: ShardPlan, config_hash: str, inputs_digest: str) -> bool:
     """True when the shard's commit marker matches this config, plan and clip contents (and its tar is whole)."""
     stats_p = out / f"{shard.name}.stats.json"
@@ -257,6 +264,9 @@ def _committed(out: Path, shard: ShardPlan, config_hash: str, inputs_digest: str
         return False
     if stats.get("inputs_digest") != inputs_digest:
         log.warning("%s: the content of its clips changed since it was written; rebuilding it", shard.name)
+        return False
+    if stats.get("code") != shard_code():
+        log.warning("%s: written by other mosear code (the shard stage's source changed); rebuilding it", shard.name)
         return False
     index = out / f"{shard.name}.index.parquet"
     return tar.is_file() and tar.stat().st_size == stats.get("tar_bytes") and index.is_file()
@@ -352,7 +362,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
             while todo and len(running) < in_flight:
                 s = todo.pop()
                 running.append(build.remote({"split": s.split, "index": s.index, "clips": s.clips,
-                                             "inputs_digest": digests[s.name]}, *args))
+                                             "inputs_digest": digests[s.name], "code": shard_code()}, *args))
             ready, running = ray.wait(running, num_returns=1)
             stats = ray.get(ready[0])
             if "error" in stats:  # the whole shard failed: nothing of it is committed

@@ -335,7 +335,10 @@ def run_identity(cfg: TrainConfig, mhash: str | None = None) -> dict[str, Any]:
     features = getattr(cfg, "features", None)
     if features and "://" not in str(features):
         data[os.path.abspath(features)] = digest_paths([features])
+    from mosear.identity import code_fingerprint
+
     return {"model": mhash or model_hash(cfg), "config": cfg.run_hash(), "world_size": cfg.num_workers,
+            "code": code_fingerprint("mosear.train.recipe")["digest"],
             "data_digest": digest_json(data), "inputs": data, "config_fields": output_fields(cfg, resume=True)}
 
 
@@ -349,7 +352,9 @@ def _say_why_new(cfg: TrainConfig, plan: TrainPlan) -> None:
         return
     where, state = runs[-1]
     old = state.identity or {}
-    what = changed({"inputs": old.get("inputs"), "config_fields": old.get("config_fields"), "version": None},
-                   {"inputs": plan.identity["inputs"], "config_fields": plan.identity["config_fields"], "version": None})
+    what = changed({"inputs": old.get("inputs"), "config_fields": old.get("config_fields"), "version": None,
+                    "code": old.get("code")},
+                   {"inputs": plan.identity["inputs"], "config_fields": plan.identity["config_fields"], "version": None,
+                    "code": plan.identity.get("code")})
     log.warning("train: a new run %s starts at step 0: %s differ from the run at %s (step %d), which is kept",
                 plan.run_name, "; ".join(what) or "model config or worker count", where, state.step)

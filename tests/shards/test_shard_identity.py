@@ -71,3 +71,20 @@ def test_replaced_clip_rebuilds_only_its_shard(samples_dir, ray_local, tmp_path)
     # nothing changed: nothing is rebuilt, the identity is the same
     third = run_shard(shard_cfg(tmp_path / "c", out, samples_per_shard=2))
     assert third.shards_skipped == 2 and _state(out) == after and read_marker(out)["digest"] == marker1["digest"]
+
+
+def test_changed_shard_code_rebuilds_every_shard(samples_dir, ray_local, tmp_path, monkeypatch):
+    """Catches: a shard reused across a change of the shard stage's source (mutation: the ``code`` check in
+    ``_committed`` removed, or ``build_shard`` not recording the driver's ``code``): a fixed decoder bug
+    would keep serving the buggy shards."""
+    import mosear.shards.run as shard_run
+    from mosear.shards.run import run_shard
+
+    _corpus(samples_dir, tmp_path / "c")
+    out = tmp_path / "shards"
+    assert run_shard(shard_cfg(tmp_path / "c", out, samples_per_shard=2)).shards == 2
+    recorded = {json.loads(p.read_text()).get("code") for p in out.glob("*.stats.json")}
+    assert recorded == {shard_run.shard_code()}
+    monkeypatch.setattr(shard_run, "shard_code", lambda: "f" * 64)  # the source as after a fix
+    assert run_shard(shard_cfg(tmp_path / "c", out, samples_per_shard=2)).shards_skipped == 0
+    assert run_shard(shard_cfg(tmp_path / "c", out, samples_per_shard=2)).shards_skipped == 2
