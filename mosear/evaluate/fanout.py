@@ -3,7 +3,8 @@
 Flow: plan every unit and its cache id (:func:`~mosear.evaluate.units.plan_units`, which reads and
 validates every benchmark first, so a bad label file fails before any model loads) → skip units whose
 file exists → run the rest as Ray tasks (``max_retries`` covers a worker that dies; an exception in a
-unit is recorded, the other units go on) → write ``units.json`` (the units of this config) and
+unit, an environment or code error (:mod:`mosear.item_errors`: an unreachable endpoint, a bug), is
+recorded as that unit's failure and no file is written for it; the other units go on) → write ``units.json`` (the units of this config) and
 ``run.json`` (counts, failures, timings) → rebuild ``metrics.parquet`` and ``report.html`` → write
 ``commit.json`` (the stage's marker, :mod:`mosear.identity`) last. Every file is written atomically.
 

@@ -7,8 +7,10 @@ in flight (decode each clip once with PyAV, write the tar with :class:`~mosear.s
 -> ``quarantine.parquet``, ``run.json`` and, last, ``commit.json`` (the stage's marker: its identity and
 totals).
 
-A shard task that fails (not a clip: a clip that cannot be decoded is quarantined) leaves the stage
-failed (:class:`~mosear.orchestrate.errors.StageFailedError`, exit 1) with the count and first reasons,
+An error is never a result (:mod:`mosear.item_errors`): a clip that cannot be decoded
+(:class:`~mosear.media.decode.MediaError`) is quarantined with its reason; any other exception while
+building a shard (a bug, an OS error) fails that shard, which is not committed. A shard task that fails
+leaves the stage failed (:class:`~mosear.orchestrate.errors.StageFailedError`, exit 1) with the count and first reasons,
 after the other shards are committed; ``allow_partial=true`` commits the rest with status ``partial``
 and names the missing shards.
 
@@ -159,12 +161,11 @@ def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: s
                     if cfg.passthrough:
                         ext = Path(clip["path"]).suffix.lower().lstrip(".") or "bin"
                         extra[ext] = Path(clip["path"]).read_bytes()
-            except MediaError as exc:
+            except MediaError as exc:  # a data error of this clip: quarantined with its reason
                 writer.fail(key, exc.reason, exc.message, fail_meta)
                 continue
-            except Exception as exc:  # noqa: BLE001 - an unexpected libav/OS error must not lose the shard
-                writer.fail(key, "worker_error", f"{type(exc).__name__}: {exc}", fail_meta)
-                continue
+            # Any other exception (a bug in the decoder, the disk, memory) is not the clip's fault: it leaves
+            # the writer, which drops the partial shard, and fails the shard, so a rerun after the fix builds it.
             writer.write(ShardSample(key, decoded.frames, decoded.audio, decoded.sample_rate,
                                      _clip_meta(clip, decoded), extra))
             del decoded, extra  # hold one clip at a time
