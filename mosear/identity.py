@@ -46,7 +46,7 @@ from mosear.atomic import atomic_write_json
 
 __all__ = [
     "DigestMemo", "default_memo", "file_digest", "safe_digest", "digest_paths", "iter_files", "digest_json", "shard_folder_digest",
-    "code_fingerprint", "stage_identity", "identity_digest", "changed", "MARKER", "write_marker", "read_marker", "marker_matches",
+    "code_fingerprint", "model_paths", "stage_identity", "identity_digest", "changed", "MARKER", "write_marker", "read_marker", "marker_matches",
 ]
 
 _BLOCK = 1 << 20  # 1 MiB: large enough for throughput, small enough to stream anything
@@ -178,6 +178,35 @@ def shard_folder_digest(folder: str | Path) -> str:
             continue
         h.update(f"{tar.name}\0{st.get('tar_sha256')}\0".encode())
     return h.hexdigest()
+
+
+# -- model folders named by a config ------------------------------------------------------------------
+MODEL_PATH_KEYS = frozenset({"model_path", "llm_path", "vision_path", "audio_path", "model_file", "base_model"})
+
+
+def model_paths(value: Any) -> list[Path]:
+    """Local model files and folders a config names (at any depth of dicts, lists and pydantic models):
+    values of the keys in :data:`MODEL_PATH_KEYS` that exist on this machine, sorted, unique. A stage adds
+    them to its inputs, so weights are identified by their bytes (through the :class:`DigestMemo`: a
+    7B folder is read once, then only re-read when a file's stat changes), never by their path. A hub id
+    that is no local path (resolved from the offline cache) is identified by its name."""
+    found: set[Path] = set()
+
+    def walk(v: Any) -> None:
+        if hasattr(v, "model_dump"):
+            v = v.model_dump()
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k in MODEL_PATH_KEYS and isinstance(x, str) and "://" not in x and Path(x).exists():
+                    found.add(Path(x).resolve())
+                else:
+                    walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+
+    walk(value)
+    return sorted(found)
 
 
 # -- the code a stage runs ----------------------------------------------------------------------------

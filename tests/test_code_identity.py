@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -50,3 +51,37 @@ def test_stage_identity_records_the_code_and_says_so(tmp_path):
     new = dict(old, code="b" * 64)
     assert identity_digest(old) != identity_digest(new)
     assert changed(old, new) == ["the stage's code (mosear source files it runs)"]
+
+
+def test_model_folders_are_identified_by_their_bytes(tmp_path):
+    """Catches: model weights identified by path (mutation: ``model_paths`` returning ``[]``, or
+    ``fingerprint_checkpoint`` hashing only the model config): new weights copied over the same folder
+    would keep serving the old model's cached units, shards' evidence or training run. Covers the eval
+    base model, a base model an adapter's ``model_config.json`` names, the train base model and a mining
+    stage's ``model_path`` (``hf_classifier``)."""
+    from mosear.config import load_config
+    from mosear.evaluate.units import fingerprint_checkpoint
+    from mosear.identity import DigestMemo, model_paths
+    from mosear.mine.config import MineConfig
+    from mosear.mine.spec import SPEC as MINE
+    from mosear.train.config import TrainConfig
+    from mosear.train.spec import SPEC as TRAIN
+
+    base = tmp_path / "base-model"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    (base / "model.safetensors").write_bytes(b"\0" * 64)
+    model = {"preset": "hf-av", "model_path": str(base)}
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "model_config.json").write_text(json.dumps(model))
+    assert model_paths({"model": model, "stages": [{"params": {"model_path": "org/hub-id"}}]}) == [base.resolve()]
+    train = load_config(TrainConfig, overrides={"shards": [str(tmp_path)], "model": model, "output": str(tmp_path / "t")})
+    mine = load_config(MineConfig, overrides={"shards": str(tmp_path), "output": str(tmp_path / "m"), "stages": [
+        {"stage": "hf_classifier", "params": {"model_path": str(base), "modality": "audio"}}]})
+    assert base.resolve() in TRAIN.inputs(train) and base.resolve() in MINE.inputs(mine)
+
+    before = (fingerprint_checkpoint("base", model, DigestMemo()), fingerprint_checkpoint(str(adapter), {}, DigestMemo()))
+    (base / "model.safetensors").write_bytes(b"\1" * 64)  # other weights, same path and size
+    after = (fingerprint_checkpoint("base", model, DigestMemo()), fingerprint_checkpoint(str(adapter), {}, DigestMemo()))
+    assert before[0] != after[0] and before[1] != after[1]

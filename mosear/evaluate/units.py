@@ -39,7 +39,7 @@ from mosear.atomic import atomic_write_parquet
 from mosear.config import output_fields
 from mosear.evaluate.benchmark_files import Benchmark, load_benchmark
 from mosear.evaluate.config import BenchmarkSpec, EvalConfig, SettingSpec
-from mosear.identity import DigestMemo, code_fingerprint, digest_paths, file_digest, shard_folder_digest
+from mosear.identity import DigestMemo, code_fingerprint, digest_paths, file_digest, model_paths, shard_folder_digest
 
 __all__ = ["UnitSpec", "checkpoint_names", "fingerprint_checkpoint", "fingerprint_benchmark",
            "plan_units", "unit_path", "write_table", "PREDICTION_SCHEMA"]
@@ -93,13 +93,23 @@ def checkpoint_names(checkpoints: list[str]) -> list[tuple[str, str]]:
 
 
 def fingerprint_checkpoint(path: str, model_cfg: dict[str, Any], memo: DigestMemo | None = None) -> str:
-    """Content digest of an adapter folder (every file's bytes), or of the model config for ``base``."""
+    """Content digest of an adapter folder (every file's bytes), or of the model config for ``base``; plus
+    the bytes of the local base-model folders the model config names (``base``) or the adapter's recorded
+    ``model_config.json`` names (:func:`mosear.identity.model_paths`): weights replaced under the same
+    path change the unit's id."""
     h = hashlib.sha256(json.dumps(model_cfg, sort_keys=True, default=str).encode())
+    models = model_paths(model_cfg) if path == "base" else []
     if path not in ("base", "endpoint"):
         root = Path(path)
         if not root.is_dir():
             raise FileNotFoundError(f"checkpoint {path}: not a folder (expected training's {{output}}/adapter)")
         h.update(digest_paths([root], memo).encode())
+        try:
+            models = model_paths(json.loads((root / "model_config.json").read_text()))
+        except (OSError, ValueError):  # load_model reports a missing or bad config for that unit
+            models = []
+    for m in models:
+        h.update(f"{m}\0{digest_paths([m], memo)}\0".encode())
     return h.hexdigest()[:16]
 
 

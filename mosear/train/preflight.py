@@ -335,6 +335,11 @@ def run_identity(cfg: TrainConfig, mhash: str | None = None) -> dict[str, Any]:
     features = getattr(cfg, "features", None)
     if features and "://" not in str(features):
         data[os.path.abspath(features)] = digest_paths([features])
+    from mosear.identity import default_memo, model_paths
+
+    memo = default_memo(cfg.output)  # base weights are read once, then only when a file's stat changes
+    for m in model_paths(cfg.model):  # the base model by its bytes, not its path
+        data[str(m)] = digest_paths([m], memo)
     from mosear.identity import code_fingerprint
 
     return {"model": mhash or model_hash(cfg), "config": cfg.run_hash(), "world_size": cfg.num_workers,
