@@ -53,3 +53,25 @@ def test_unexpected_decode_exception_fails_the_shard_and_is_rebuilt_after_the_fi
     stats = build_shard(shard, cfg, out, "h", digest)
     assert stats["num_samples"] == 2 and stats["num_failed"] == 0
     assert json.loads((out / f"{shard.name}.stats.json").read_text())["inputs_digest"] == digest
+
+
+def test_a_consumer_checks_the_tar_against_its_recorded_digest(sample_shards, tmp_path):
+    """Catches: consumers trusting the ``tar_sha256`` a shard's stats record instead of its bytes
+    (mutation: ``verify_shard`` call removed from ``iter_samples``): a tar damaged after its commit (same
+    size, a flipped byte) would be trained or evaluated on silently. Mining reads through the same
+    ``iter_samples``, so a damaged shard fails its mining unit instead of becoming evidence."""
+    import mosear.shards.reader as reader
+    from mosear.shards.reader import ShardDigestError, iter_samples, list_shards
+
+    cfg, _ = sample_shards
+    copy = tmp_path / "shards"
+    shutil.copytree(cfg.output, copy)
+    tar = list_shards(copy)[0]
+    n = sum(1 for _ in iter_samples([tar]))
+    assert n > 0
+    data = bytearray(tar.read_bytes())
+    data[len(data) // 3] ^= 0x01  # same size: the stats' tar_bytes still agree
+    tar.write_bytes(bytes(data))
+    with pytest.raises(ShardDigestError, match=rf"{tar.name}: its bytes .* are not those its commit marker records"):
+        next(iter_samples([tar]))
+    assert reader._VERIFIED is not None  # a checked, unchanged shard is not hashed again (per file stat)
