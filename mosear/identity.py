@@ -23,6 +23,10 @@ result was made from, never paths, sizes or modification times:
   data files beside them (``synonyms.tsv``), computed once per process. A fixed bug changes it, so what
   the buggy code cached is recomputed; an edit to a module the stage never imports does not. Third-party
   code (a ``module:Class`` mining stage, ``py_modules``) is identified by its declared version only.
+- A ``://`` input (object storage) is recorded with the version its store reports
+  (:func:`remote_version`: ETag, version id, generation or MD5, through ``fsspec``); when one cannot be
+  had, the identity gets a one-time ``uncacheable`` nonce, so the result is never reused, and the stage
+  says so in the log.
 - :func:`stage_identity` puts these together for one stage; the Prefect cache key
   (:meth:`mosear.orchestrate.dispatch.PreparedStage.fingerprint`) and each stage's commit marker (:func:`write_marker`,
   ``{output}/commit.json``, written last) hold the same dict, and :func:`changed` names what differs.
@@ -46,7 +50,7 @@ from mosear.atomic import atomic_write_json
 
 __all__ = [
     "DigestMemo", "default_memo", "file_digest", "safe_digest", "digest_paths", "iter_files", "digest_json", "shard_folder_digest",
-    "code_fingerprint", "model_paths", "stage_identity", "identity_digest", "changed", "MARKER", "write_marker", "read_marker", "marker_matches",
+    "code_fingerprint", "model_paths", "remote_inputs", "remote_version", "stage_identity", "identity_digest", "changed", "MARKER", "write_marker", "read_marker", "marker_matches",
 ]
 
 _BLOCK = 1 << 20  # 1 MiB: large enough for throughput, small enough to stream anything
@@ -284,6 +288,53 @@ def code_fingerprint(module: str, root: Path | None = None) -> dict[str, Any]:
     return {"digest": h.hexdigest(), "modules": sum(p is not None for p in seen.values())}
 
 
+# -- remote (://) inputs -------------------------------------------------------------------------------
+_VERSION_KEYS = ("ETag", "etag", "VersionId", "version_id", "generation", "md5Hash", "md5", "content_md5")
+
+
+def remote_inputs(cfg: Any) -> list[str]:
+    """The ``://`` URIs held by the config's input fields (``json_schema_extra`` role ``input``), at any
+    depth of lists and nested sections."""
+    found: list[str] = []
+
+    def walk(model: Any) -> None:
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name, None)
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for v in values:
+                if hasattr(type(v), "model_fields"):
+                    walk(v)
+                elif extra.get("role") == "input" and isinstance(v, str) and "://" in v:
+                    found.append(v)
+
+    if hasattr(type(cfg), "model_fields"):
+        walk(cfg)
+    return sorted(set(found))
+
+
+def remote_version(uri: str) -> str | None:
+    """``"<key>:<value>"`` of the first version field (ETag, version id, generation, MD5) the object store
+    reports for ``uri`` (a folder: over its files), or None when none can be had (no ``fsspec`` driver
+    for the scheme, no such field, the store unreachable)."""
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(uri)
+        infos = [fs.info(path)]
+        if infos[0].get("type") == "directory":
+            infos = [fs.info(p) for p in sorted(fs.find(path))]
+    except Exception:  # noqa: BLE001 - any failure means: no version, the stage will not cache
+        return None
+    parts = []
+    for info in infos:
+        key = next((k for k in _VERSION_KEYS if info.get(k)), None)
+        if key is None:
+            return None
+        parts.append(f"{info.get('name')}={key}:{info[key]}")
+    return digest_json(parts) if len(parts) > 1 else parts[0]
+
+
 # -- a stage's identity and its commit marker ---------------------------------------------------------
 def default_memo(output: str | Path) -> DigestMemo:
     """The digest memo of a stage's output folder (``{output}/.input-digests.json``), shared by the
@@ -293,7 +344,8 @@ def default_memo(output: str | Path) -> DigestMemo:
 
 def stage_identity(spec: Any, cfg: Any, memo: DigestMemo | None = None) -> dict[str, Any]:
     """``{stage, version, code, config, inputs}``: the package version, the :func:`code_fingerprint` of
-    the stage's ``run`` module, the config's output hash and one digest per input path.
+    the stage's ``run`` module, the config's output hash and one digest per input path (a ``://`` input:
+    its store's version, or an ``uncacheable`` nonce when there is none: see the module docstring).
 
     ``spec`` is the stage's :class:`~mosear.orchestrate.spec.StageSpec` (each stage package's
     ``spec.SPEC``); the input paths are those its ``inputs(cfg)`` names.
@@ -305,8 +357,24 @@ def stage_identity(spec: Any, cfg: Any, memo: DigestMemo | None = None) -> dict[
     memo = memo if memo is not None else default_memo(spec.output(cfg))
     inputs = {os.path.abspath(p): digest_paths([p], memo) for p in spec.inputs(cfg)}
     code = code_fingerprint(spec.run.partition(":")[0])["digest"]
-    return {"stage": spec.name, "version": mosear.__version__, "code": code, "config": cfg.output_hash(),
-            "inputs": inputs, "config_fields": _fields(cfg)}
+    identity = {"stage": spec.name, "version": mosear.__version__, "code": code, "config": cfg.output_hash(),
+                "inputs": inputs, "config_fields": _fields(cfg)}
+    unversioned = []
+    for uri in remote_inputs(cfg):
+        version = remote_version(uri)
+        if version is None:
+            unversioned.append(uri)
+        else:
+            inputs[uri] = version
+    if unversioned:  # content unknown: never reuse a result made from it
+        import logging
+        import uuid
+
+        logging.getLogger(__name__).warning(
+            "%s: %s reports no ETag or version id: its result is not cached (every run recomputes it; copy the "
+            "input to a local path or a versioned store to make it reusable)", spec.name, ", ".join(unversioned))
+        identity["uncacheable"] = {"inputs": unversioned, "nonce": uuid.uuid4().hex}
+    return identity
 
 
 def _fields(cfg: Any) -> dict[str, Any]:

@@ -85,3 +85,24 @@ def test_model_folders_are_identified_by_their_bytes(tmp_path):
     (base / "model.safetensors").write_bytes(b"\1" * 64)  # other weights, same path and size
     after = (fingerprint_checkpoint("base", model, DigestMemo()), fingerprint_checkpoint(str(adapter), {}, DigestMemo()))
     assert before[0] != after[0] and before[1] != after[1]
+
+
+def test_remote_inputs_are_versioned_or_never_cached(tmp_path, caplog):
+    """Catches: ``://`` inputs left out of the identity (mutation: the ``remote_inputs`` loop in
+    ``stage_identity`` removed): a stage reading ``s3://bucket/shards`` would be served from cache after the
+    objects changed. Without a version from the store the identity carries a fresh nonce (never equal
+    twice) and the log says the result is not cached; a store that reports a version records it."""
+    from mosear.config import load_config
+    from mosear.identity import identity_digest, remote_inputs, remote_version, stage_identity
+    from mosear.train.config import TrainConfig
+    from mosear.train.spec import SPEC
+
+    cfg = load_config(TrainConfig, overrides={"shards": ["s3://no-such-bucket-mosear/shards"],
+                                              "output": str(tmp_path / "t")})
+    assert remote_inputs(cfg) == ["s3://no-such-bucket-mosear/shards"]
+    with caplog.at_level("WARNING", logger="mosear.identity"):
+        a, b = stage_identity(SPEC, cfg), stage_identity(SPEC, cfg)
+    assert "uncacheable" in a and identity_digest(a) != identity_digest(b)
+    assert "no ETag or version id: its result is not cached" in caplog.text
+    # fsspec's in-memory store reports no ETag either; a file:// URL reports none: both refused
+    assert remote_version("memory://x/none") is None
