@@ -42,5 +42,5 @@ def check_error_fraction(stage: str, errors: Mapping[str, int], items: int, limi
 
     reasons = dict(first or {}) or {k: f"{v} items" for k, v in errors.items()}
     raise StageFailedError(stage, n, items, reasons,
-                           hint=f" items had data errors ({', '.join(f'{k}: {v}' for k, v in errors.items())}), "
-                                f"more than max_item_error_fraction={limit}; fix the inputs or raise the limit")
+                           hint=f" inputs are data errors ({', '.join(f'{k}: {v}' for k, v in errors.items())}), "
+                                f"more than max_item_error_fraction={limit} allows; fix the inputs or raise the limit")

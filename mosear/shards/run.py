@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mosear.atomic import atomic_write_json, atomic_write_parquet, remove_stale_temps
+from mosear.item_errors import check_error_fraction
 from mosear.identity import DigestMemo, code_fingerprint, default_memo, digest_json, safe_digest, stage_identity, write_marker
 from mosear.orchestrate.errors import RefusedResumeError, StageFailedError
 from mosear.shards.config import ShardConfig
@@ -407,6 +408,12 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     status = "partial" if shard_errors else "complete"
     totals = {k: v for k, v in asdict(result).items() if k not in ("output", "failed_shards")} | {
         "clips_per_s": round(result.clips_per_s, 3), "media_hours": round(media / 3600, 5)}
+    if result.quarantined > cfg.max_item_error_fraction * result.inputs:  # data errors beyond the bound
+        run_info.update(status="failed", finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        skipped=plan.skipped_report(first=100), totals=totals, failed_shards=shard_errors)
+        _write_run_json(out, run_info)
+        first = {f"{r['key']} ({r['reason']})": r["error"] or r["reason"] for r in quarantine[:3]}
+        check_error_fraction("mosear shard", result.failures, result.inputs, cfg.max_item_error_fraction, first)
     run_info.update(status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     skipped=plan.skipped_report(first=100), totals=totals, failed_shards=shard_errors)
     _write_run_json(out, run_info)
