@@ -34,7 +34,7 @@ from mosear.evaluate.benchmark_files import Benchmark, BenchmarkItem
 from mosear.evaluate.config import EvalConfig, SettingSpec
 from mosear.evaluate.judges import Judge, JudgeReplyError, make_judge, reference_set, set_precision_recall
 from mosear.evaluate.units import UnitSpec, unit_path, write_table
-from mosear.item_errors import ItemError
+from mosear.item_errors import ItemError, count_reasons
 
 __all__ = ["run_unit", "load_model", "resolve_device", "apply_drop", "iter_benchmark_samples", "set_unit_attention"]
 
@@ -397,5 +397,19 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
         log.warning("%s: %d judge repl%s could not be read (judge_errors); those items are left out of the set "
                     "metric, not scored as empty sets: %s", unit.filename, judge_errors,
                     "y" if judge_errors == 1 else "ies", next(r["judge_error"] for r in rows if r.get("judge_error")))
+    reasons = count_reasons([error_reason(r["error"]) for r in rows if r.get("error")]
+                            + ["judge_reply"] * judge_errors)
     return {"unit": unit.filename, "items": len(rows), "errors": errors, "unparsed": unparsed,
-            "judge_errors": judge_errors, "seconds": seconds}
+            "judge_errors": judge_errors, "error_reasons": reasons, "seconds": seconds}
+
+
+def error_reason(error: str) -> str:
+    """The short reason of an item's ``error`` text (what ``run.json`` counts items by)."""
+    if error.startswith("sample not in shards"):
+        return "sample_not_in_shards"
+    if error.startswith("not available"):
+        return "not_available"
+    if error.startswith("endpoint:"):
+        return "endpoint_rejected"
+    head = error.split(":", 1)[0].strip()
+    return head if head.replace("_", "").isalnum() else "other"

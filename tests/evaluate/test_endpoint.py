@@ -218,6 +218,7 @@ def test_mosear_eval_against_an_endpoint(server, tmp_path, camer_bench, eval_sha
     errors = sum(pd.read_parquet(f)["error"].str.startswith("endpoint:").sum()
                  for f in (tmp_path / "one" / "units").glob("*.parquet"))
     assert errors == 1
+    assert json.loads((tmp_path / "one" / "run.json").read_text())["item_errors"]["endpoint_rejected"] == 1
 
 
 def test_endpoint_outage_fails_the_unit_and_a_rerun_recomputes_it(server, tmp_path, camer_bench, eval_shards):
