@@ -135,17 +135,19 @@ def test_a_stage_that_raises_fails_its_shard_not_the_sample(bad_corpus, tmp_path
     shards, pkg, _, _ = bad_corpus
     values = {
         "shards": str(shards), "output": str(tmp_path / "mined"), "workers": 1, "progress": False,
-        "py_modules": [str(pkg)], "crossfit": {"n_folds": 2}, "allow_partial": True,
+        "py_modules": [str(pkg)], "crossfit": {"n_folds": 2},
         "stages": DEFAULT_STAGES + [{"stage": "faulty_stages:RaisesOn", "params": {"key": "silent__clip"}}],
     }
     cfg = load_config(MineConfig, None, values)
-    res = run_mine(cfg)
-    bad = [k for k, v in res.failed.items() if "boom on silent__clip" in v]
-    assert len(bad) == 1 and "stage raises_on raised on sample silent__clip" in res.failed[bad[0]]
+    with pytest.raises(StageFailedError) as info:
+        run_mine(cfg)
+    failed = info.value.reasons
+    bad = [k for k, v in failed.items() if "boom on silent__clip" in v]
+    assert len(bad) == 1 and "stage raises_on raised on sample silent__clip" in failed[bad[0]]
     assert not is_done(cfg.output, shards / f"{bad[0]}.tar", evidence_hash(cfg))  # never cached
-    assert bad[0] in read_marker(cfg.output)["missing"]
-    dropped = pd.read_parquet(tmp_path / "mined" / "dropped.parquet")
-    assert "error" not in set(dropped["reason"])
+    assert read_marker(cfg.output) is None
+    audits = [pd.read_parquet(p) for p in (tmp_path / "mined" / "evidence").glob("*.audit.parquet")]
+    assert all("error" not in set(a["reason"]) for a in audits if len(a))
 
 
 @pytest.mark.slow
