@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +122,9 @@ def _cue(probs: np.ndarray | None, source: str) -> dict[str, Any] | None:
 def _refiner(cfg: MineConfig) -> LLMCaptionRefiner | None:
     if not cfg.llm.base_url:
         return None
-    key = os.environ.get(cfg.llm.api_key_env) if cfg.llm.api_key_env else None
+    from mosear.secrets import api_key
+
+    key = api_key(cfg.llm.api_key_env, cfg.llm.base_url, "llm.api_key_env")
     return LLMCaptionRefiner(cfg.llm.base_url, cfg.llm.model, key, cfg.llm.timeout_s)
 
 

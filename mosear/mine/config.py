@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mosear.config import INPUT, LOCATION, SCHEDULING, WHOLE_RUN, ConfigError, StageConfig
 from mosear.mine.splits import SplitConfig
+from mosear.secrets import ApiKeyEnv, ApiUrl
 
 DEFAULT_STAGES: list[Any] = ["require_label", "signal_quality", "audio_egemaps", "visual_fer", "text_lexicon"]
 
@@ -43,9 +44,11 @@ class TrainMixConfig(_Section):
 
 
 class LLMConfig(_Section):
-    base_url: str | None = Field(None, description="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")
+    base_url: ApiUrl | None = Field(None, description="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1 "
+                                    "(stored and shown without credentials)")
     model: str = "default"
-    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    api_key_env: ApiKeyEnv | None = Field(None, description="variable holding the API key: MOSEAR_API_KEY* or "
+                                          "OPENAI_API_KEY; sent only over https or to a loopback host")
     timeout_s: float = 30.0
 
 

@@ -111,6 +111,9 @@ def write_summary(out: Path, conflicts: pd.DataFrame, audit: pd.DataFrame, stats
         "subset_quality_on_known_truth": subset_quality(conflicts),
         "audio_vs_visual_confusion": {"labels": labels, "rows_audio_cols_visual": conf.values.tolist()},
         "dropped": int(len(audit)),
+        # data errors of the LLM refiner by reason (the row kept the template caption); none without one
+        "caption_errors": ({str(k): int(v) for k, v in conflicts["caption_error"].dropna().str.split(":").str[0]
+                            .value_counts().items()} if "caption_error" in conflicts else {}),
         "dropped_by_stage_reason": {f"{k[0]}:{k[1]}": int(v) for k, v in
                                     audit.groupby(["stage", "reason"]).size().items()} if len(audit) else {},
         "shards": {"ok": sum(s["status"] == "ok" for s in stats),
@@ -137,6 +140,11 @@ def write_summary(out: Path, conflicts: pd.DataFrame, audit: pd.DataFrame, stats
     summary["warnings"] += [f"cannot run {c['setting']} ({c['split']}): {c['reason']}" for c in summary["cannot_run"]]
     for w in summary["warnings"]:
         log.warning("%s", w)
+    if summary["caption_errors"]:
+        first = conflicts["caption_error"].dropna().iloc[0]
+        log.warning("caption LLM: %d of %d rows kept the template caption (%s); first: %s",
+                    sum(summary["caption_errors"].values()), len(conflicts),
+                    ", ".join(f"{k}: {v}" for k, v in summary["caption_errors"].items()), first[:200])
     atomic_write_json(out / "summary.json", summary, indent=1)
     _plot(out / "summary.png", summary, conf)
     return summary

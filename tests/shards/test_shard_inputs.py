@@ -53,7 +53,7 @@ def _run(root, out, **kw):
     from mosear.shards.run import run_shard
 
     cfg = load_config(ShardConfig, overrides={"sources": [{"adapter": "generic", "root": str(root), **kw}],
-                                              "output": str(out), **SMALL})
+                                              "output": str(out), "max_item_error_fraction": 1.0, **SMALL})
     return run_shard(cfg)
 
 

@@ -89,7 +89,7 @@ def test_a_pair_that_cannot_be_muxed_is_quarantined(samples_dir, ray_local, tmp_
     root = _corpus(samples_dir, tmp_path / "c")
     for v in (root / "voices").glob("*.flac"):
         v.write_bytes(b"not audio")  # every voice broken: every pair fails, the natural clips are written
-    res = run_shard(shard_cfg(root, tmp_path / "shards"))
+    res = run_shard(shard_cfg(root, tmp_path / "shards", max_item_error_fraction=1.0))
     assert res.written == 3 and res.failures == {"splice_failed": PAIRS}
     q = pq.read_table(tmp_path / "shards" / "quarantine.parquet").to_pylist()
     assert {r["reason"] for r in q} == {"splice_failed"} and all(r["error"] for r in q)
