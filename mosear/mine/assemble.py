@@ -271,6 +271,8 @@ def train_mix(conflicts: pd.DataFrame, ambiguous_weight: float = 0.0) -> pd.Data
     """
     if "split" in conflicts:
         conflicts = conflicts[conflicts["split"] == "train"]
+    if "origin" not in conflicts:  # a table from before origins: every row natural
+        conflicts = conflicts.assign(origin="natural")
     spliced = conflicts["origin"] == "spliced"
     ruled = spliced & conflicts.get("target_label", pd.Series(None, index=conflicts.index)).notna()
     conflicts = conflicts[~spliced | ruled].copy()
