@@ -39,7 +39,11 @@ def main(args: argparse.Namespace) -> int:
     res = run_mine(cfg)
     s = res.summary
     print(f"mined {res.shards_mined} shard(s), resumed past {res.shards_skipped}, in {res.seconds:.1f} s")
-    print(f"subsets: {json.dumps(s['subsets'])}  dropped: {s['dropped']}")
+    by_reason = ", ".join(f"{k}: {v}" for k, v in s.get("dropped_by_stage_reason", {}).items())
+    print(f"subsets: {json.dumps(s['subsets'])}  dropped: {s['dropped']}" + (f" ({by_reason})" if by_reason else ""))
+    if s.get("caption_errors"):
+        print("caption LLM data errors (template kept): "
+              + ", ".join(f"{k}: {v}" for k, v in s["caption_errors"].items()))
     sp = s["splits"]
     print(f"splits (grouped by {sp['grouping']}): {json.dumps(sp['rows'])}")
     print("people: " + "; ".join(f"{k}: {', '.join(v) or '-'}" for k, v in sp.get("people", {}).items()))

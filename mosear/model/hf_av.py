@@ -489,14 +489,17 @@ class AVModel(AdapterAccess, nn.Module):
     # ----- adapters ---------------------------------------------------------------------------------------
     def save_adapter(self, directory: str | Path) -> Path:
         """Write ``adapter/`` (peft layout) and ``model_config.json`` (no projectors: the towers are the model's)."""
-        from mosear.atomic import atomic_write
+        from mosear.atomic import atomic_write, swap_dir, temp_name
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         if isinstance(self.lm, PeftModel):
             # the base weights are rebuilt (tiny: from the seed) or reloaded, never resized: an adapter on
-            # lm_head needs no copy of the base head (peft's "auto" would save it and warn each time)
-            self.lm.save_pretrained(str(d / "adapter"), save_embedding_layers=False)
+            # lm_head needs no copy of the base head (peft's "auto" would save it and warn each time).
+            # peft writes into a staged folder that replaces adapter/ whole (fsynced at every depth).
+            staged = temp_name(d / "adapter")
+            self.lm.save_pretrained(str(staged), save_embedding_layers=False)
+            swap_dir(staged, d / "adapter")
         atomic_write(d / "model_config.json", json.dumps(self.cfg.model_dump(mode="json"), indent=2, sort_keys=True))
         return d
 
