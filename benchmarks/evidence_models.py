@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
     ap.add_argument("--pad30", action="store_true", help="also Whisper on 30 s padded input (~1 s per clip)")
+    ap.add_argument("--frames", type=int, default=16, help="frames per face clip (shard default 16; the main job 8)")
+    ap.add_argument("--size", type=int, default=224, help="frame side (shard default 224; the main job 112)")
+    ap.add_argument("--faces-only", action="store_true", help="skip the voices")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args(argv)
     data = Path(args.data)
@@ -225,8 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     fs = []
     for f in faces:
-        clip = decode_clip(f["path"], 16, 224, 224, "crop", 16000, missing_audio="silence")
+        clip = decode_clip(f["path"], args.frames, args.size, args.size, "crop", 16000, missing_audio="silence")
         fs.append({"key": f["path"].name, "frames": clip.frames})
+    if args.faces_only:
+        voices = []
     vs = [{"key": v["path"].name, "audio": decode_audio(v["path"]), "sample_rate": 16000, "meta": {"has_audio": True}}
           for v in voices]
     print(f"decoded {len(fs)} faces ({len({f['actor'] for f in faces})} actors), {len(vs)} voices "
@@ -251,6 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     out["face"] = rows
     out["face_by_actor"] = {a: {n: float(np.mean(z[actors == a] == y[actors == a])) for n, z in zero.items()}
                             for a in sorted(set(actors))}
+    print(f"faces: {args.frames} frames at {args.size}x{args.size} per clip")
+    if args.faces_only:
+        win, key = choose(out["face"], "visual_fer")
+        print(f"\n{table(out['face'], 'visual_fer')}\n\nchosen: {win} (criterion: {key} on the choose actors)")
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+        return 0
     # voices
     y, actors = np.array([v["label"] for v in voices]), np.array([v["actor"] for v in voices])
     vfeat, rows = {}, []

@@ -4,6 +4,7 @@ on real clips of ../shared/data, and the one-line errors when their packages are
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -115,26 +116,35 @@ def test_missing_model_package_is_one_line_error_when_the_pipeline_is_built(monk
     """Catches a missing model package found only when a worker loads it (every shard failing, minutes
     in) instead of when the config's pipeline is built, and an error that does not say what to install.
     (``sys.modules[name] = None`` is Python's own way to make a package unimportable.)"""
+    from mosear.config import ConfigError, load_config
+    from mosear.mine.config import MineConfig
+    from mosear.mine.stages import EvidenceModelError
+
     monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(ModuleNotFoundError) as err:
+    with pytest.raises(EvidenceModelError) as err:
         StagePipeline.from_spec([stage])
     assert str(err.value) == message and "\n" not in str(err.value)
+    cfg = load_config(MineConfig, None, {"stages": ["require_label", stage]})
+    with pytest.raises(ConfigError, match=re.escape(f"stages: {message}")):
+        cfg.stage_hash()  # what `mosear mine` / `mosear run` compute before any shard is mined
 
 
 def test_broken_facex_model_file_is_one_line_error(tmp_path, monkeypatch):
     """Catches a broken model (a wheel without its .tflite, a corrupt file) surfacing as a LiteRT
     traceback in every shard: building the pipeline (reading the config) names the missing file, or
     says in one line that the model could not load."""
+    from mosear.mine.stages import EvidenceModelError
+
     pkg = tmp_path / "facex"
     (pkg / "assets").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
-    with pytest.raises(FileNotFoundError, match=r"^evidence model facex \(visual_facex\): package 'facex' is "
+    with pytest.raises(EvidenceModelError, match=r"^evidence model facex \(visual_facex\): package 'facex' is "
                                                 r"installed but lacks its model file .*model_optimized.tflite$"):
         StagePipeline.from_spec(["visual_facex"])
     (pkg / "assets" / "model_optimized.tflite").write_bytes(b"\x00" * 64)
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(EvidenceModelError) as err:
         StagePipeline.from_spec(["visual_facex"])
     assert str(err.value).startswith("evidence model facex (visual_facex): could not load ")
     assert "\n" not in str(err.value)
@@ -161,3 +171,39 @@ def test_face_memo_repeats_the_same_frames_and_only_them(face_samples, stage):
     assert len(st._memo) == 3
     again[0]["visual_expr"][:] = -1  # a caller mutating its copy does not touch the memo
     np.testing.assert_array_equal(st.process(dict(a))["visual_expr"], fresh[0]["visual_expr"])
+
+
+def test_feature_tokens_read_the_audio_stages_that_ran(tmp_path):
+    """Catches the model's feature tokens (``model.inputs=features``) reading eGeMAPS alone while the
+    mining config chose Whisper too (the table would drop the evidence that generalises), and a mix of
+    shards mined with different audio stages passing silently."""
+    import json
+
+    import pandas as pd
+
+    from mosear.mine.features import write_features
+    from mosear.model.features import load_features
+
+    ev = tmp_path / "evidence"
+    ev.mkdir()
+
+    def shard(name: str, whisper: bool) -> None:
+        row = {"key": f"{name}__a", "visual_expr": np.full(11, 0.1, np.float32).tolist(),
+               "visual_feats": np.zeros(VISUAL_DIM, np.float32).tolist(), "audio_feats": np.ones(88, np.float32).tolist()}
+        if whisper:
+            row["audio_whisper"] = np.full(768, 2.0, np.float32).tolist()
+        pd.DataFrame([row]).to_parquet(ev / f"{name}.parquet")
+        (ev / f"{name}.stats.json").write_text(json.dumps({"shard": name, "status": "ok"}))
+
+    shard("s0", whisper=True)
+    path = write_features(tmp_path)
+    table, dims = load_features(path)
+    assert dims == {"visual": 11 + VISUAL_DIM, "audio": 88 + 768}
+    np.testing.assert_array_equal(table["s0__a"]["audio"][88:], 2.0)
+    import pyarrow.parquet as pq
+
+    meta = json.loads(pq.read_schema(path).metadata[b"mosear.features"])
+    assert meta["audio"]["source"] == "mine: audio_feats + audio_whisper"
+    shard("s1", whisper=False)
+    with pytest.raises(ValueError, match="audio evidence columns"):
+        write_features(tmp_path)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from mosear.mine.stage import MiningStage, Resources, audio_absence
+from mosear.mine.stages import EvidenceModelError
 
 # Columns of eGeMAPSv02 functionals used to describe the voice in words (captions).
 _DESC = {
@@ -97,7 +98,8 @@ class WhisperEvidence(MiningStage):
         try:
             load_whisper()
         except (ModuleNotFoundError, FileNotFoundError, RuntimeError) as exc:
-            raise type(exc)(f"evidence model whisper-tiny.en ({self.name}): {exc}") from None
+            raise EvidenceModelError(f"evidence model whisper-tiny.en ({self.name}): {exc}",
+                                     name=getattr(exc, "name", None)) from None
         self.min_seconds = float(min_seconds)
         self.pad30 = bool(pad30)
         self._enc = None

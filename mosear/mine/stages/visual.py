@@ -15,6 +15,7 @@ from mosear.labels import CANONICAL_LABELS, canonical_label, label_index
 from mosear.mine.faces import (FACEX_LABELS, FER_LABELS, BlazeFaceDetector, FacexClassifier, FERClassifier,
                                validate_model_file)
 from mosear.mine.stage import MiningStage, Resources
+from mosear.mine.stages import EvidenceModelError
 
 # expression model -> (classifier class, its labels, (package, model file) it needs)
 EXPRESSION_MODELS = {
@@ -47,7 +48,7 @@ def check_expression_model(model: str, stage: str) -> None:
         try:
             validate_model_file(package, filename)
         except (ModuleNotFoundError, FileNotFoundError, RuntimeError) as exc:
-            raise type(exc)(f"evidence model {model} ({stage}): {exc}") from None
+            raise EvidenceModelError(f"evidence model {model} ({stage}): {exc}", name=package) from None
 
 
 class FaceExpressionEvidence(MiningStage):
@@ -83,13 +84,8 @@ class FaceExpressionEvidence(MiningStage):
     def setup(self) -> None:
         cv2.setNumThreads(1)  # one worker = one CPU (resources); OpenCV's own pool would oversubscribe
         self._det = BlazeFaceDetector(min_score=self.min_score)
-        try:
-            self._fer = EXPRESSION_MODELS[self.model][0]()
-        except (ModuleNotFoundError, FileNotFoundError) as exc:
-            raise type(exc)(f"evidence model {self.model} ({self.name}): {exc}") from None
-        except Exception as exc:  # a corrupt .tflite: LiteRT's ValueError/RuntimeError, said in one line
-            raise RuntimeError(f"evidence model {self.model} ({self.name}): could not load it: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        check_expression_model(self.model, self.name)  # files replaced since the pipeline was built
+        self._fer = EXPRESSION_MODELS[self.model][0]()
 
     def process(self, sample: dict[str, Any]) -> dict[str, Any]:
         if self._det is None:
