@@ -21,7 +21,8 @@ Protocol (the choice never sees a held-out actor's label):
   people), the criterion is the model's own zero-shot accuracy on the CHOOSE clips instead.
 - HELD-OUT actors 03, 06, 10, 19: the classifier trained on all CHOOSE clips predicts them once.
   Accuracy with a 95 % percentile interval from 2000 bootstrap resamples of held-out *actors* (clips
-  of a drawn actor pooled), the number of clips and actors. Faces also get the model's zero-shot label
+  of a drawn actor pooled), the number of clips and actors, and the paired difference from the current
+  model on the same clips (the same actor draws for both). Faces also get the model's zero-shot label
   (the argmax of its own scores). ``majority`` is the CHOOSE clips' most common label (the constant
   answer every verdict must beat).
 - Time: mean wall time of the stage's ``process`` per clip (after one warm-up clip), one thread, the
@@ -157,6 +158,7 @@ def evaluate(name: str, x: np.ndarray, y: np.ndarray, actors: np.ndarray, zero_s
            "n_choose": int(choose.sum()), "actors_choose": int(len(set(actors[choose])))}
     pred = probe(x, y, choose, held)
     row["held"] = by_actor_ci(pred == y[held], actors[held])
+    row["held_correct"] = (pred == y[held]).astype(int).tolist()  # per held-out clip, in clip order
     row["n_held"], row["actors_held"] = int(held.sum()), int(len(set(actors[held])))
     if zero_shot is not None:
         row["zero_choose"] = float(np.mean(zero_shot[choose] == y[choose]))
@@ -173,6 +175,23 @@ def majority_row(y: np.ndarray, actors: np.ndarray) -> dict:
             "actors_choose": int(len(set(actors[choose])))}
 
 
+def paired_delta(rows: list[dict], current: str, actors: np.ndarray, reps: int = 2000, seed: int = 0) -> None:
+    """Adds ``held_delta`` to each row: its held-out accuracy minus the current model's on the same
+    clips, with a 95 % interval resampling held-out actors (the same draw for both: paired)."""
+    held = actors[np.isin(actors, HELD_OUT)]
+    names = sorted(set(held))
+    base = np.array(next(r for r in rows if r["candidate"] == current)["held_correct"], float)
+    draw = np.random.default_rng(seed).integers(0, len(names), (reps, len(names)))
+    n = np.array([(held == a).sum() for a in names], float)
+    for r in rows:
+        if "held_correct" not in r:
+            continue
+        d = np.array(r["held_correct"], float) - base
+        per = np.array([d[held == a].sum() for a in names])
+        boot = per[draw].sum(1) / n[draw].sum(1)
+        r["held_delta"] = (float(per.sum() / n.sum()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
+
+
 def _fmt(ci) -> str:
     return f"{ci[0]:.2f} [{ci[1]:.2f}, {ci[2]:.2f}]"
 
@@ -180,14 +199,17 @@ def _fmt(ci) -> str:
 def table(rows: list[dict], baseline: str) -> str:
     base = next(r["sec"] for r in rows if r["candidate"] == baseline)
     lines = ["| candidate | choose: LOAO acc (clips/actors) | held-out acc [95 % CI over actors] (clips/actors) "
-             "| zero-shot choose | zero-shot held-out | ms/clip | × current |", "|---|---|---|---|---|---|---|"]
+             "| held-out − current, paired [95 % CI] | zero-shot choose | zero-shot held-out | ms/clip | × current |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         zc = f"{r['zero_choose']:.2f}" if "zero_choose" in r else "–"
         zh = _fmt(r["zero_held"]) if "zero_held" in r else "–"
         ms = f"{1000 * r['sec']:.1f}" if r.get("sec") is not None else "–"
         ratio = f"{r['sec'] / base:.2f}" if r.get("sec") is not None else "–"
+        dl = (f"{r['held_delta'][0]:+.2f} [{r['held_delta'][1]:+.2f}, {r['held_delta'][2]:+.2f}]"
+              if "held_delta" in r else "–")
         lines.append(f"| {r['candidate']} | {r['choose_loao']:.2f} ({r['n_choose']}/{r['actors_choose']}) | "
-                     f"{_fmt(r['held'])} ({r['n_held']}/{r['actors_held']}) | {zc} | {zh} | {ms} | {ratio} |")
+                     f"{_fmt(r['held'])} ({r['n_held']}/{r['actors_held']}) | {dl} | {zc} | {zh} | {ms} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -253,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({**evaluate("visual_fer + visual_facex", both, y, actors, None),
                  "sec": rows[0]["sec"] + rows[1]["sec"]})
     rows.append(majority_row(y, actors))
+    paired_delta(rows, "visual_fer", actors)
     out["face"] = rows
     out["face_by_actor"] = {a: {n: float(np.mean(z[actors == a] == y[actors == a])) for n, z in zero.items()}
                             for a in sorted(set(actors))}
@@ -276,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({**evaluate("audio_egemaps + audio_whisper", both, y, actors, None),
                  "sec": rows[0]["sec"] + rows[1]["sec"]})
     rows.append(majority_row(y, actors))
+    paired_delta(rows, "audio_egemaps", actors)
     out["voice"] = rows
 
     print(f"\nchosen on actors {', '.join(CHOOSE)} (leave-one-actor-out); reported on held-out actors "
