@@ -83,7 +83,8 @@ def test_whisper_log_mel_equals_transformers_feature_extractor(voice):
 def test_whisper_stage_embeds_real_voice_and_marks_missing_audio(voice):
     """Catches an embedding of another shape than declared, a silent/absent voice embedded as if it
     were speech (it must be NaN: no evidence), and a 48 kHz clip not resampled to the encoder's 16 kHz
-    (its embedding would differ from the same take at 16 kHz by as much as another take's)."""
+    (its embedding would differ from the same take at 16 kHz by as much as another take's), and a
+    memo hit that differs from the embedding computed afresh."""
     from scipy.signal import resample_poly
 
     from mosear.mine.whisper import WHISPER_DIM
@@ -102,6 +103,12 @@ def test_whisper_stage_embeds_real_voice_and_marks_missing_audio(voice):
     assert np.isnan(by["none"]).all()
     same = np.linalg.norm(by["hi"] - by["take"])
     assert same < 0.3 * np.linalg.norm(by["other"] - by["take"]), same
+    # the memo (a voice spliced under several faces): the same PCM again is looked up, bit for bit
+    st = pipe.stages[0]
+    assert len(st._memo) == 3
+    (again,), _ = pipe.run_batch([dict(clip)])
+    np.testing.assert_array_equal(again["audio_whisper"], by["take"])
+    assert len(st._memo) == 3
 
 
 @pytest.mark.parametrize("stage,module,message", [
@@ -207,3 +214,19 @@ def test_feature_tokens_read_the_audio_stages_that_ran(tmp_path):
     shard("s1", whisper=False)
     with pytest.raises(ValueError, match="audio evidence columns"):
         write_features(tmp_path)
+
+
+def test_egemaps_memo_returns_the_same_functionals_for_the_same_pcm(voice):
+    """Catches the eGeMAPS memo (a voice spliced under several faces) returning another clip's
+    functionals, or a shared array a caller could change: a hit is bit-identical to openSMILE's own
+    call, a different clip is computed."""
+    (st,) = StagePipeline.from_spec(["audio_egemaps"]).stages
+    st.setup()
+    clip = {"audio": voice, "sample_rate": 16000, "meta": {"has_audio": True}}
+    first = st.process(dict(clip))["audio_feats"]
+    np.testing.assert_array_equal(first, st._smile(voice, 16000))
+    first[:] = 0  # the caller's copy
+    again = st.process(dict(clip))["audio_feats"]
+    np.testing.assert_array_equal(again, st._smile(voice, 16000))
+    other = st.process(dict(clip, audio=voice[: len(voice) // 2].copy()))["audio_feats"]
+    assert len(st._memo) == 2 and not np.array_equal(other, again)

@@ -42,10 +42,12 @@ class EGeMAPSEvidence(MiningStage):
     resources = Resources(cpus=1)
     adds = ("audio_feats", "audio_desc")
     features = {"audio_feats": "audio"}
+    memo_size = 256  # clips whose functionals a worker remembers (352 bytes each)
 
     def __init__(self, min_seconds: float = 0.3) -> None:
         self.min_seconds = float(min_seconds)
         self._smile = None
+        self._memo: dict[tuple, np.ndarray] = {}  # audio digest -> functionals (insertion-ordered, bounded)
 
     def setup(self) -> None:
         from mosear.mine.smile import EGeMAPSFunctionals
@@ -68,8 +70,16 @@ class EGeMAPSEvidence(MiningStage):
             sample["audio_feats"] = np.full(EGEMAPS_DIM, np.nan, np.float32)
             sample["audio_desc"] = {"silent": True, "missing": missing}
             return sample
-        feats = self._smile(audio, sr)  # float32[88]
-        sample["audio_feats"] = feats
+        # A voice take is spliced under several faces (the same PCM): its functionals are computed once
+        # per worker (the sample corpus: 175 distinct voices in 427 clips).
+        key = (sr, audio.shape, hashlib.blake2b(np.ascontiguousarray(audio).data, digest_size=16).digest())
+        feats = self._memo.get(key)
+        if feats is None:
+            feats = self._smile(audio, sr)  # float32[88]
+            self._memo[key] = feats
+            while len(self._memo) > self.memo_size:
+                self._memo.pop(next(iter(self._memo)))
+        sample["audio_feats"] = feats.copy()
         sample["audio_desc"] = {k: float(feats[self._col[c]]) for k, c in _DESC.items()}
         return sample
 
