@@ -1,6 +1,8 @@
 """Which pretrained evidence model generalises to people it never saw? Person-disjoint comparison.
 
     PYTHONPATH=$PWD python3 benchmarks/evidence_models.py [--data ../shared/data] [--pad30] [--json OUT]
+        [--frames 16 --size 224] [--faces-only]
+    PYTHONPATH=$PWD python3 benchmarks/evidence_models.py --stage-cpu SHARDS   # each stage's CPU over shards
 
 Real clips of ``../shared/data`` (RAVDESS actors 05, 01, 03, 06, 09, 10, 19; CREMA-D 1001 / 1002):
 faces are every full audio-visual (or video-only) clip, decoded as the shard stage decodes them (16
@@ -228,6 +230,33 @@ def choose(rows: list[dict], current: str) -> tuple[str, str]:
     return (current if current in tied else tied[0]), key
 
 
+def stage_cpu(shards: str) -> int:
+    """CPU seconds of each evidence stage over real shards (e.g. the main job's sample), one process,
+    the stages' memo on, as in one mining worker (``time.process_time``: less inflated by other jobs'
+    load than wall time)."""
+    from mosear.mine.stage_pipeline import StagePipeline
+    from mosear.shards.reader import iter_samples, list_shards
+
+    samples = list(iter_samples(list_shards(shards)))
+    names = ["audio_egemaps", "audio_whisper", "visual_fer", "visual_facex"]
+    stages = {n: StagePipeline.from_spec([n]).stages[0] for n in names}
+    for st in stages.values():
+        st.setup()
+    cpu = dict.fromkeys(names, 0.0)
+    for smp in samples:
+        for n, st in stages.items():
+            t = time.process_time()
+            st.process(dict(smp))
+            cpu[n] += time.process_time() - t
+    faces = len({np.asarray(x["frames"]).tobytes() for x in samples})
+    voices = len({np.asarray(x["audio"]).tobytes() for x in samples})
+    print(f"{len(samples)} clips, {faces} distinct frame sets, {voices} distinct voices")
+    print("| stage | CPU s | ms per clip | computed (distinct) |\n|---|---|---|---|")
+    for n in names:
+        print(f"| {n} | {cpu[n]:.1f} | {1000 * cpu[n] / len(samples):.1f} | {len(stages[n]._memo)} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
@@ -236,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=224, help="frame side (shard default 224; the main job 112)")
     ap.add_argument("--faces-only", action="store_true", help="skip the voices")
     ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--stage-cpu", metavar="SHARDS", help="instead: CPU time of each stage over these shards")
     args = ap.parse_args(argv)
+    if args.stage_cpu:
+        return stage_cpu(args.stage_cpu)
     data = Path(args.data)
     if not (data / "ravdess_more").is_dir():
         print(f"{data}: no ravdess_more/ (the shared real clips); pass --data", file=sys.stderr)
