@@ -14,7 +14,8 @@ checkpoint without keys) get no row; the record says why. Per benchmark::
     {"label": "sad", "checkpoint": "lora", "train_labelled": 54, "counts": {"sad": 27, ...},
      "subsets": {"consistent": {"value", "ci_low", "ci_high", "n"}, "video_aligned": ..., "audio_aligned": ...,
                  "all": {...}},
-     "conflict_gap": {...}, "conflict_mean": {...}}
+     "conflict_gap": {...}, "conflict_mean": {...},
+     "preference": {"face_rate", "voice_rate", "neither_rate", "preference_index": {...}}}  # when there are splices
 
 Intervals: the group bootstrap of :mod:`mosear.evaluate.intervals` over the evaluated items (groups =
 items sharing a face or voice source), as for the methods.
@@ -55,6 +56,18 @@ def baseline_accuracy(items: list[Any], label: str) -> dict[str, Any]:
                        ("conflict_mean", lambda d: (_acc(d, "audio_aligned") + _acc(d, "video_aligned")) / 2)):
         iv = bootstrap(df, stat, groups="group")
         out[name] = {"value": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "n": iv.n}
+    # spliced clips (no truth, two different cues): how often the constant answer names each cue
+    cues = [(getattr(it, "face_label", None), getattr(it, "voice_label", None), it) for it in items if it.label is None]
+    spl = pd.DataFrame([{"face": f == label, "voice": v == label, "group": it.group or it.key}
+                        for f, v, it in cues if f and v and f != v], columns=["face", "voice", "group"])
+    if len(spl):
+        out["preference"] = {}
+        for name, stat in (("face_rate", lambda d: float(d["face"].mean())),
+                           ("voice_rate", lambda d: float(d["voice"].mean())),
+                           ("neither_rate", lambda d: float(1 - d["face"].mean() - d["voice"].mean())),
+                           ("preference_index", lambda d: float(d["voice"].mean() - d["face"].mean()))):
+            iv = bootstrap(spl, stat, groups="group")
+            out["preference"][name] = {"value": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "n": iv.n}
     return out
 
 

@@ -65,11 +65,14 @@ def loop_bounds(table):
         pick = rng.integers(0, len(members), len(members))
         for k, v in _all_stats(table.iloc[np.concatenate([members[g] for g in pick])]).items():
             reps.setdefault(k, []).append(v)
+    from mosear.evaluate.intervals import expanded_level
+
+    alpha = (1 - expanded_level(0.95, len(members))) / 2  # the small-sample expansion for these groups
     out = {}
     for k, v in reps.items():
         v = np.asarray(v, float)
         v = v[~np.isnan(v)]
-        out[k] = tuple(np.quantile(v, [0.025, 0.975])) if len(v) >= 2 else (np.nan, np.nan)
+        out[k] = tuple(np.quantile(v, [alpha, 1 - alpha])) if len(v) >= 2 else (np.nan, np.nan)
     return out
 
 

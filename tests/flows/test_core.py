@@ -126,7 +126,8 @@ def test_pipeline_wiring(tmp_path, samples_dir):
     assert ev["checkpoints"] == [f"lora={w / 'train' / 'lora' / 'adapter'}", f"mose={w / 'train' / 'mose' / 'adapter'}"]
     assert ev["benchmarks"][0]["split"] == "test"
     assert {"name": "ar_calibrated", "ar": True, "calibrate": True} in ev["settings"]
-    assert ev["methods"] == {"LoRA": "lora/ar_off", "MoSE": "mose/ar_off", "MoSE+AR": "mose/ar_calibrated"}
+    assert ev["methods"] == {"LoRA": "lora/ar_off", "LoRA+AR": "lora/ar_calibrated", "MoSE": "mose/ar_off",
+                             "MoSE+AR": "mose/ar_calibrated"}
     from mosear.orchestrate.dispatch import prepare_all
 
     prepare_all(reqs)  # every section is a valid config
