@@ -126,8 +126,10 @@ def annotate(bench: Benchmark) -> Benchmark:
             it = dataclasses.replace(it, subset=SPLICED, label=None, reference=None, ov_labels=(), origin=SPLICED,
                                      face_label=canonical_label(face) or face if face else None,
                                      voice_label=canonical_label(voice) or voice if voice else None)
-        else:
-            it = dataclasses.replace(it, origin=origin)
+        else:  # a truth; its cues kept for the record (a truth-rule check reads them)
+            face, voice = meta.get("face_label"), meta.get("voice_label")
+            it = dataclasses.replace(it, origin=origin, face_label=canonical_label(face) or face if face else None,
+                                     voice_label=canonical_label(voice) or voice if voice else None)
         items.append(it)
     spliced_file = split_folder(bench.spec) / SPLICED_FILE
     if spliced_file.is_file():

@@ -34,7 +34,7 @@ from mosear.evaluate.judges import Judge, JudgeReplyError, make_judge, reference
 from mosear.evaluate.units import UnitSpec, unit_path, write_table
 
 __all__ = ["run_unit", "load_model", "resolve_device", "apply_drop", "iter_benchmark_samples", "set_unit_attention",
-           "ar_variant"]
+           "ar_variant", "calibration_options"]
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +233,7 @@ def calibrate_unit(model, bench: Benchmark, cfg: EvalConfig) -> dict[str, Any]:
         log.warning("calibration split of %s: %d of %d items have no sample in the shards", bench.name,
                     len(items) - seen, len(items))
     ar = model.cfg.ar
-    options = ([o.model_dump() for o in cfg.calibration.options] if cfg.calibration.options
-               else [{"share": getattr(ar, "share", "mass"), "direction": getattr(ar, "direction", "audio")}])
+    options = calibration_options(model, cfg)
     with torch.inference_mode():
         res = calibrate_ar(model, batches, labels=tuple(val.labels), thresholds=cfg.calibration.thresholds,
                            fractions=cfg.calibration.fractions, layers=ar.layers, heads=ar.heads, options=options)
@@ -247,6 +246,15 @@ def calibrate_unit(model, bench: Benchmark, cfg: EvalConfig) -> dict[str, Any]:
             "items": counts, "table": res.table,
             "rule": "highest conflict-mean among settings whose consistent accuracy is within one bootstrap SE "
                     "of the no-AR value (mosear.model.calibrate.choose_setting)"}
+
+
+def calibration_options(model, cfg: EvalConfig) -> list[dict[str, str]]:
+    """The AR variants calibration searches: ``calibration.options`` when the config lists them, else the
+    checkpoint's own ``ar.share`` / ``ar.direction`` (never silently ``mass`` / ``audio``)."""
+    if cfg.calibration.options:
+        return [o.model_dump() for o in cfg.calibration.options]
+    ar = model.cfg.ar
+    return [{"share": getattr(ar, "share", "mass"), "direction": getattr(ar, "direction", "audio")}]
 
 
 class _Predictor:
