@@ -22,7 +22,6 @@ with its Wilson 95 % interval over repetitions. Writes ``benchmarks/out/interval
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     rows = []
     per_actor = args.natural + args.splices + args.cross
-    print(f"| actors | actor sd | items | target | expanded coverage [Wilson 95 %] | plain coverage | mean width (expanded / plain) |")
+    print("| actors | actor sd | items | target | expanded coverage [Wilson 95 %] | plain coverage | mean width (expanded / plain) |")
     print("|---|---|---|---|---|---|---|")
     for g in [int(x) for x in args.actors.split(",")]:
         for sd in [float(x) for x in args.sd.split(",")]:

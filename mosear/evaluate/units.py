@@ -233,10 +233,10 @@ def describe_plan(cfg: EvalConfig, benches: dict[str, Benchmark]) -> dict[str, A
     how intervals resample, settings skipped with their reasons, and the mining summary's other warnings."""
     out: dict[str, Any] = {"checkpoints": dict(checkpoint_names(cfg.checkpoints)),
                            "settings": [describe_setting(s) for s in cfg.all_settings()], "benchmarks": {}}
+    from collections import Counter
+
     for name, b in benches.items():
         notes = b.notes
-        from collections import Counter
-
         calibrating = {s.name for s in cfg.all_settings() if s.calibrate}
         other = [e for e in cannot_run(b) if not (e.get("split") in (None, cfg.calibration.split)
                                                    and (e["setting"] in calibrating or e["setting"] == "ar_calibrated"))]
