@@ -18,19 +18,9 @@ from typing import Iterable, Iterator
 
 from mosear.adapters.base import VIDEO_EXTENSIONS
 
-__all__ = ["index_videos", "read_split_rows", "clip_stem", "class_name"]
+__all__ = ["read_split_rows", "clip_stem", "class_name"]
 
 _HEADER_NAMES = ("video_name", "name", "video", "clip", "clip_name", "file", "filename")
-
-
-def index_videos(root: Path, extensions: list[str] | tuple[str, ...] = ()) -> dict[str, Path]:
-    """File stem -> path of every video under ``root`` (first in sorted order wins); ``extensions``
-    (the source's ``extensions``) are accepted besides :data:`VIDEO_EXTENSIONS`."""
-    out: dict[str, Path] = {}
-    for p in sorted(root.rglob("*")):
-        if (p.suffix.lower() in VIDEO_EXTENSIONS or p.suffix.lower() in extensions) and not p.name.startswith("."):
-            out.setdefault(p.stem, p)
-    return out
 
 
 def clip_stem(name: str, extensions: Iterable[str] = ()) -> str:

@@ -23,7 +23,8 @@ from pydantic import BaseModel
 from mosear.adapters.source import SourceConfig
 from mosear.labels import canonical_label
 
-__all__ = ["ClipRecord", "DatasetAdapter", "safe_id", "VIDEO_EXTENSIONS", "AUDIO_EXTENSIONS", "SKIP_REASONS"]
+__all__ = ["ClipRecord", "ClipIndex", "DatasetAdapter", "safe_id", "VIDEO_EXTENSIONS", "AUDIO_EXTENSIONS",
+           "SKIP_REASONS"]
 
 # File extensions of containers and raw streams libav opens as video (a folder's clips by default).
 # Anything else becomes a clip only when the source lists its extension (``SourceConfig.extensions``).
@@ -43,6 +44,8 @@ SKIP_REASONS = {
     "unknown_extension": "not a known video extension (list it in the source's `extensions` to shard it)",
     "hidden": "a hidden file (name starts with '.')",
     "not_a_take": "in a splice source's faces/voices folder, not a take of the kind the pairing policy pairs",
+    "unlabelled": "a video under a label-file adapter's root that no label row names",
+    "same_name": "a video with the same name as another that a label row already took (first in sorted order wins)",
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -83,6 +86,9 @@ class ClipRecord:
     # A counterfactual splice (mosear.adapters.splice): the clip is the video of `path` with the audio of
     # this file, delayed by `extra["offset_s"]` seconds; None for every other clip.
     voice: str | None = None
+    # SHA-256 of the clip file's bytes: set by the shard stage from its digest memo (not by adapters), written
+    # to the shard index as ``source_sha256``; the clip's identity across datasets (mosear.evaluate.protocol)
+    sha256: str | None = None
 
     @property
     def key(self) -> str:
@@ -112,6 +118,9 @@ class DatasetAdapter:
         # files of the folder that are not clips, as {"path", "source", "reason"} (see SKIP_REASONS);
         # filled while ``clips`` runs, read by the shard planner
         self.skipped: list[dict[str, str]] = []
+        # label-file adapters: {"rows": label rows read, "with_clip": rows whose clip was found}; None for
+        # adapters that list a folder (every clip they yield exists). Read by the shard planner.
+        self.coverage: dict[str, int] | None = None
 
     def clips(self, root: Path, source: SourceConfig) -> Iterator[ClipRecord]:
         raise NotImplementedError
@@ -160,15 +169,20 @@ class DatasetAdapter:
         rec.error = ("bad_name", f"{path.name} is not a {expected}")
         return rec
 
-    def video_files(self, root: Path, source: SourceConfig | None = None) -> Iterator[Path]:
+    def video_files(self, root: Path, source: SourceConfig | None = None,
+                    exclude: tuple[Path, ...] = ()) -> Iterator[Path]:
         """Video files under ``root`` (recursive, sorted, by extension; links included).
 
         Every other file is recorded in :attr:`skipped` with its reason, except the source's own
-        manifest / label file. ``source.extensions`` adds extensions to :data:`VIDEO_EXTENSIONS`.
+        manifest / label file and anything in or under ``exclude`` (files or folders the adapter reads
+        as labels). ``source.extensions`` adds extensions to :data:`VIDEO_EXTENSIONS`.
         """
         extra = tuple(source.extensions) if source is not None else ()
         own = {source.manifest_path().resolve()} if source is not None and source.manifest is not None else set()
+        own_dirs = tuple(Path(e).resolve() for e in exclude)
         for p in sorted(root.rglob("*")):
+            if own_dirs and any(p.resolve() == d or d in p.resolve().parents for d in own_dirs):
+                continue
             suffix = p.suffix.lower()
             if p.is_dir():  # folders are not inputs, unless named like a clip (then quarantined: not_a_file)
                 if (suffix in VIDEO_EXTENSIONS or suffix in extra) and not p.name.startswith("."):
@@ -188,3 +202,63 @@ class DatasetAdapter:
             except ValueError:
                 rel = str(p)
             self.skipped.append({"path": str(p), "source": rel, "reason": reason})
+
+
+class ClipIndex:
+    """The videos under a label-file adapter's root, found by the names its label rows give.
+
+    Built once per source (one recursive listing; files that are not videos go to the adapter's
+    :attr:`~DatasetAdapter.skipped` as :meth:`DatasetAdapter.video_files` says); :meth:`find` looks a row's
+    candidate names up and counts the adapter's :attr:`~DatasetAdapter.coverage`; :meth:`finish`
+    reports the videos no row named as skipped (``unlabelled``, or ``same_name`` for a second file with
+    a stem already taken). ``missing`` quarantine messages name where the search looked.
+    """
+
+    def __init__(self, adapter: DatasetAdapter, root: Path, source: SourceConfig, exclude: tuple[Path, ...] = ()):
+        self.adapter, self.root, self.source = adapter, root, source
+        self.by_stem: dict[str, list[Path]] = {}
+        for p in adapter.video_files(root, source, exclude):
+            self.by_stem.setdefault(p.stem, []).append(p)
+        self.used: set[str] = set()
+        adapter.coverage = {"rows": 0, "with_clip": 0}
+
+    def find(self, names: list[str] | tuple[str, ...]) -> Path | None:
+        """The video of the first of ``names`` (file stems, most likely first) under the root; None when
+        none exists. Counts the row in the adapter's coverage."""
+        assert self.adapter.coverage is not None
+        self.adapter.coverage["rows"] += 1
+        for name in names:
+            if name in self.by_stem:
+                self.used.add(name)
+                self.adapter.coverage["with_clip"] += 1
+                return self.by_stem[name][0]
+        return None
+
+    def pattern(self, names: list[str] | tuple[str, ...]) -> str:
+        """Where :meth:`find` looked, for a message: ``{root}/**/{name}.<ext>`` for each name."""
+        exts = "|".join(e.lstrip(".") for e in ("mp4", "avi", "mkv", "mov", "webm", *self.source.extensions))
+        alts = " or ".join(f"{self.root}/**/{n}.{{{exts},...}}" for n in dict.fromkeys(names))
+        return f"searched {alts} (recursive, any video extension mosear knows)"
+
+    def clip(self, names: list[str] | tuple[str, ...], clip_id: str, **kw: Any) -> ClipRecord:
+        """A record for the row naming ``names``: its found video, or quarantined as ``missing`` with
+        where the search looked (then ``path`` is the first name's would-be ``.mp4`` under the root)."""
+        path = self.find(names)
+        rec = self.adapter.record(self.root, path if path is not None else self.root / f"{names[0]}.mp4",
+                                  self.source, clip_id=clip_id, **kw)
+        if path is None:
+            rec.error = ("missing", f"no video for {clip_id}: {self.pattern(names)}")
+        return rec
+
+    def finish(self) -> None:
+        """Report the videos no row named (call once, after the last row)."""
+        for stem, paths in sorted(self.by_stem.items()):
+            for i, p in enumerate(paths):
+                if stem in self.used and i == 0:
+                    continue
+                try:
+                    rel = p.relative_to(self.root).as_posix()
+                except ValueError:
+                    rel = str(p)
+                reason = "same_name" if stem in self.used else "unlabelled"
+                self.adapter.skipped.append({"path": str(p), "source": rel, "reason": reason})

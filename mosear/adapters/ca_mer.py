@@ -5,7 +5,8 @@
 either the free-text reasoning (a string) or an object whose text is under ``reason`` / ``caption`` /
 ``description`` and whose label, if given, is under ``label`` / ``emotion``. The split of a clip is its
 subset name (so shards come per subset); the reasoning is kept in ``extra.reason``.
-Videos: ``{root}/**/{name}.{mp4,avi,...}`` (the MER2023 clips).
+Videos: ``{root}/**/{name}.{mp4,avi,...}`` (the MER2023 clips); a name without its video is quarantined as
+``missing`` at plan time (naming where it was looked for), a video no subset names is reported as skipped.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from mosear.adapters._split_files import index_videos
-from mosear.adapters.base import ClipRecord, DatasetAdapter
+from mosear.adapters.base import ClipIndex, ClipRecord, DatasetAdapter
 
 SUBSETS = ("video_aligned", "audio_aligned", "consistent")
 _TEXT_FIELDS = ("reason", "caption", "description", "smp_reason_caption", "text")
@@ -32,7 +32,7 @@ class CaMerAdapter(DatasetAdapter):
             raise ValueError(f"no {', '.join(s + '.json' for s in SUBSETS)} in {source.manifest_path()}")
 
     def clips(self, root: Path, source) -> Iterator[ClipRecord]:
-        videos = index_videos(root, source.extensions)
+        index = ClipIndex(self, root, source, exclude=(source.manifest_path(),))
         for subset in SUBSETS:
             f = source.manifest_path() / f"{subset}.json"
             if not f.is_file():
@@ -46,5 +46,6 @@ class CaMerAdapter(DatasetAdapter):
                     raw_label = gt.get("label") or gt.get("emotion")
                 else:
                     reason, raw_label = (str(gt) if gt is not None else None), None
-                yield self.record(root, videos.get(name, root / f"{name}.mp4"), source, clip_id=name, split=subset,
-                                  orig_label=raw_label, extra={"subset": subset, "reason": reason})
+                yield index.clip([name], name, split=subset, orig_label=raw_label,
+                                 extra={"subset": subset, "reason": reason})
+        index.finish()

@@ -3,12 +3,17 @@
 Manifest columns: ``path`` (required; relative to the root, or absolute), optional ``label``,
 ``split``, ``speaker``, ``transcript``, ``clip_id`` (default: the file stem); every other column goes
 to ``extra``. Without a manifest, every video file under the root is a clip with no label.
+
+With a manifest, a row whose file does not exist is quarantined at plan time as ``missing`` (naming the
+path), videos under the root that no row names are reported as skipped (``unlabelled``), and the shard
+summary says how many manifest rows have a clip.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -63,7 +68,11 @@ class GenericAdapter(DatasetAdapter):
                 yield self.record(root, p, source)
             return
         manifest = source.manifest_path()
+        videos = {os.path.normpath(p) for p in self.video_files(root, source)}  # non-videos: skipped, with reasons
+        named: set[str] = set()
+        self.coverage = {"rows": 0, "with_clip": 0}
         for n, row in enumerate(iter_manifest(manifest), 1):
+            self.coverage["rows"] += 1
             where = f"{manifest.name} row {n}"
             path = _clean(row.get("path")) if "__error__" not in row else None
             if path is None:
@@ -75,7 +84,7 @@ class GenericAdapter(DatasetAdapter):
                 continue
             label = _clean(row.get("label"))
             extra = {k: v for k, v in row.items() if k not in _KNOWN and _clean(v) is not None}
-            yield self.record(
+            rec = self.record(
                 root, Path(str(path)), source,
                 clip_id=_clean(row.get("clip_id")),
                 orig_label=str(label) if label is not None else None,
@@ -84,3 +93,13 @@ class GenericAdapter(DatasetAdapter):
                 transcript=_clean(row.get("transcript")),
                 extra=extra,
             )
+            full = os.path.normpath(os.path.abspath(rec.path))
+            named.add(full)
+            if os.path.exists(full):
+                self.coverage["with_clip"] += 1
+            else:  # a dangling link too
+                rec.error = ("missing", f"{where}: {rec.path} does not exist")
+            yield rec
+        for path in sorted(videos - named):
+            self.skipped.append({"path": path, "source": Path(path).relative_to(root).as_posix()
+                                 if Path(path).is_relative_to(root) else path, "reason": "unlabelled"})

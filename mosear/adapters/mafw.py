@@ -4,6 +4,8 @@
 ``Train & Test Set/single/no_caption``); each line ``clip_name label`` (comma or whitespace separated),
 the label being a MAFW class name or its 1-based index in :data:`MAFW_CLASSES` order. A video extension
 on a name is dropped, nothing else (``00025.mp4`` -> ``00025``). ``options.fold``: K in 1..5 (default 1).
+A row whose clip is not under the root (``{root}/**/{name}.<video ext>``) is quarantined as ``missing`` at
+plan time, naming where it was looked for; videos no row of the fold names are reported as skipped.
 The split files are read as :mod:`mosear.evaluate.benchmark_files` reads them (one reader: ``_split_files``).
 """
 
@@ -12,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from mosear.adapters._split_files import class_name, clip_stem, index_videos, read_split_rows
-from mosear.adapters.base import ClipRecord, DatasetAdapter
+from mosear.adapters._split_files import class_name, clip_stem, read_split_rows
+from mosear.adapters.base import ClipIndex, ClipRecord, DatasetAdapter
 
 __all__ = ["MafwAdapter", "MAFW_CLASSES"]
 
@@ -45,14 +47,14 @@ class MafwAdapter(DatasetAdapter):
                 raise ValueError(f"MAFW split file {f} does not exist")
 
     def clips(self, root: Path, source) -> Iterator[ClipRecord]:
-        videos = index_videos(root, source.extensions)
+        index = ClipIndex(self, root, source, exclude=(source.manifest_path(),))
         for split, f in self._files(source):
             for n, name, label in read_split_rows(f):
                 stem = clip_stem(name, source.extensions)
                 orig = class_name(label, MAFW_CLASSES)
-                rec = self.record(root, videos.get(stem, root / f"{stem}.mp4"), source, clip_id=stem, split=split,
-                                  orig_label=orig if orig is not None else label.lower(),
-                                  extra={"fold": int(source.options.get("fold", 1))})
+                rec = index.clip([stem], stem, split=split, orig_label=orig if orig is not None else label.lower(),
+                                 extra={"fold": int(source.options.get("fold", 1))})
                 if orig is None:
-                    rec.error = ("bad_label", f"{f.name} line {n}: label {label!r} is not a MAFW class")
+                    rec.error = ("bad_label", f"{f} line {n} field 'label': {label!r} is not a MAFW class")
                 yield rec
+        index.finish()

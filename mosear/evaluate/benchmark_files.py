@@ -20,9 +20,11 @@ listed and anything else is an error naming the file and row):
   ``key_prefix: mer2023`` when the clips were sharded with the ``mer2023`` adapter); mined keys are
   sample keys already.
 - ``mer2023``: the MERTools ``.npz`` (entry ``split``: name → ``{'emo': str, 'val': float}``), read
-  with an allow-listing unpickler (no arbitrary objects); or Emotion-LLaMA's test list ``.txt``
-  (``name frames label val`` per line). Labels outside the six classes count as neutral (the
-  protocol Emotion-LLaMA scores with).
+  with an allow-listing unpickler (no arbitrary objects); a per-split label CSV (``name,discrete,valence``:
+  ``test1-label.csv``, MER2025 ``track1_test_dis.csv``; ``split`` then must agree with the file's name or
+  its ``split`` column); or Emotion-LLaMA's test list ``.txt`` (``name frames label val`` per line).
+  Labels outside the six classes count as neutral (the protocol Emotion-LLaMA scores with). The CSV
+  and ``.npz`` are read by :mod:`mosear.adapters._mer_files`, as the ``mer2023`` shard adapter reads them.
 - ``dfew``: a fold's CSV (``video_name,label``, label 1–7 = happy, sad, neutral, angry, surprise,
   disgust, fear, or the name), or the ``EmoLabel_DataSplit`` folder (``test(single-labeled)/set_{fold}.csv``);
   numeric names are zero-padded to 5 digits (``dfew__00001``), as the ``dfew`` shard adapter does.
@@ -32,12 +34,18 @@ listed and anything else is an error naming the file and row):
 Keys are built as the shard adapters (:mod:`mosear.adapters`) build them: ``{dataset}__{safe_id(name)}``
 with the adapter's name as the default dataset; ``key_prefix`` overrides the dataset part.
 - ``emer``: CSV or JSON rows with a name (``name``/``names``/``key``), the reference reasoning
-  (``text_field`` or one of ``reason``, ``eng_reasons``, ``english``, ``reasoning``, ``description``)
-  and optionally a label (``emo``/``label``/``emotion``).
+  (``text_field`` or one of ``reason``, ``reasons``, ``eng_reasons``, ``english``, ``reasoning``,
+  ``description``) and optionally a label (``emo``/``label``/``emotion``/``emotions``, English or Chinese:
+  :data:`mosear.adapters._mer_files.ZH_EMOTIONS`). EMER V1's CSV (``names,emotions,subtitles,reasons``) and
+  MER2024's open-vocabulary ground truth ``check-openset.csv`` (``name,openset``, ``openset`` a Python
+  list literal read with :func:`ast.literal_eval`; items with open-vocabulary labels and no reasoning)
+  are recognised by their columns. Rows that cannot be read (an unknown emotion word, a list literal
+  that does not parse) are counted and the first named (file, line, field) in one error.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
 import dataclasses
 import io
@@ -47,8 +55,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from mosear.adapters._mer_files import COLUMN_SETS, LabelFileError, csv_kind, emotion_word, read_mer_csv, \
+    read_npz_safely, split_from_filename
 from mosear.adapters._split_files import clip_stem, read_split_rows
 from mosear.adapters.dfew import DFEW_CLASSES
 from mosear.adapters.mafw import MAFW_CLASSES
@@ -67,21 +75,32 @@ DFEW_LABELS = DFEW_CLASSES
 MAFW_RAW = MAFW_CLASSES
 MAFW_LABELS = tuple(canonical_label(x) or x for x in MAFW_RAW)
 
-_REASON_FIELDS = ("reason", "reasoning", "caption", "smp_reason_caption", "description", "eng_reasons", "english")
-_LABEL_FIELDS = ("label", "emo", "emotion")
+_REASON_FIELDS = ("reason", "reasoning", "caption", "smp_reason_caption", "description", "eng_reasons", "english",
+                  "reasons")
+_LABEL_FIELDS = ("label", "emo", "emotion", "emotions")
 _NAME_FIELDS = ("key", "name", "names", "video", "video_name", "sample")
 _OV_FIELDS = ("ov_labels", "openset", "open_vocabulary")
 
 
 def _ov_labels(val: object, where: str) -> tuple[str, ...]:
-    """Open-vocabulary labels of a row: a list of words or one string separated by commas/semicolons."""
+    """Open-vocabulary labels of a row: a list of words, a Python list literal as MER2024's
+    ``check-openset.csv`` writes it (``"['pleasurable', 'happy']"``, read with :func:`ast.literal_eval`,
+    never evaluated), or one string separated by commas/semicolons."""
     raw = _first(val, _OV_FIELDS) if isinstance(val, dict) else None
     if raw is None:
         return ()
-    if isinstance(raw, str):
+    field = next(f for f in _OV_FIELDS if isinstance(val, dict) and val.get(f) not in (None, ""))
+    if isinstance(raw, str) and raw.strip().startswith(("[", "(")):
+        try:
+            raw = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+            raise BenchmarkFormatError(f"{where} field {field!r}: {raw!r} is not a Python list literal of words "
+                                       f"({type(exc).__name__}: {exc})") from None
+        raw = list(raw) if isinstance(raw, tuple) else raw
+    elif isinstance(raw, str):
         raw = raw.replace(";", ",").split(",")
     if not isinstance(raw, list) or not all(isinstance(w, str) for w in raw):
-        raise BenchmarkFormatError(f"{where}: {'/'.join(_OV_FIELDS)} must be a list of words or a comma-separated string")
+        raise BenchmarkFormatError(f"{where} field {field!r}: must be a list of words or a comma-separated string")
     return tuple(w.strip().lower() for w in raw if w.strip())
 
 
@@ -119,7 +138,9 @@ class Benchmark:
 
     @property
     def has_references(self) -> bool:
-        return any(it.reference for it in self.items)
+        """Whether any item has a reference the set metric scores a generated answer against: a
+        reasoning text or open-vocabulary labels (MER2024-OV has only the latter)."""
+        return any(it.reference or it.ov_labels for it in self.items)
 
 
 def _key(prefix: str | None, name: str, *, pad5: bool = False) -> str:
@@ -143,9 +164,9 @@ def _first(d: dict, fields: tuple[str, ...]):
 def _label(raw, space: tuple[str, ...], where: str, *, outside: str | None = None) -> str | None:
     if raw is None:
         return None
-    lab = canonical_label(str(raw)) or str(raw).strip().lower()
+    lab = emotion_word(str(raw)) or str(raw).strip().lower()
     if lab not in space:
-        if outside is not None and canonical_label(str(raw)) is not None:
+        if outside is not None and emotion_word(str(raw)) is not None:
             return outside
         raise BenchmarkFormatError(f"{where}: label {raw!r} is not one of {list(space)}")
     return lab
@@ -253,47 +274,6 @@ def _read_camer(spec: BenchmarkSpec, mined: bool) -> tuple[list[BenchmarkItem], 
 
 
 # ------------------------------------------------------------------------------------------ MER2023
-_NPZ_ALLOWED = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("builtins", "dict"), ("builtins", "list"), ("builtins", "str"), ("builtins", "float"), ("builtins", "int"),
-    ("collections", "OrderedDict"),
-}
-
-
-class _AllowListUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _NPZ_ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a label file")
-        return super().find_class(module, name)
-
-
-def read_npz_safely(path: Path) -> dict[str, object]:
-    """Entries of an ``.npz`` whose object arrays hold only dicts/strings/numbers (MERTools labels).
-
-    ``np.load(allow_pickle=True)`` would run arbitrary pickled code; this reads each member's ``.npy``
-    header with NumPy and unpickles object payloads with an allow-list of plain types.
-    """
-    out: dict[str, object] = {}
-    with zipfile.ZipFile(path) as z:
-        for member in z.namelist():
-            name = member[:-4] if member.endswith(".npy") else member
-            with z.open(member) as f:
-                buf = io.BytesIO(f.read())
-            version = np.lib.format.read_magic(buf)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            _shape, _fortran, dtype = read_header(buf)
-            if dtype.hasobject:
-                arr = _AllowListUnpickler(buf).load()
-            else:
-                buf.seek(0)
-                arr = np.lib.format.read_array(buf, allow_pickle=False)
-            out[name] = arr.item() if isinstance(arr, np.ndarray) and arr.shape == () else arr
-    return out
-
-
 def _read_mer2023(spec: BenchmarkSpec) -> tuple[list[BenchmarkItem], list[Path]]:
     path = Path(spec.path)
     if not path.is_file():
@@ -310,6 +290,8 @@ def _read_mer2023(spec: BenchmarkSpec) -> tuple[list[BenchmarkItem], list[Path]]
             items.append(BenchmarkItem(_key(prefix, parts[0]),
                                        _label(parts[2], MER2023_LABELS, f"{path}: line {lineno}", outside="neutral")))
         return items, [path]
+    if path.suffix.lower() == ".csv":
+        return _read_mer_csv_labels(spec, path, prefix), [path]
     try:
         data = read_npz_safely(path)
     except (zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
@@ -327,6 +309,38 @@ def _read_mer2023(spec: BenchmarkSpec) -> tuple[list[BenchmarkItem], list[Path]]
             raise BenchmarkFormatError(f"{where}: missing field 'emo'")
         items.append(BenchmarkItem(_key(prefix, name), _label(emo, MER2023_LABELS, where, outside="neutral")))
     return items, [path]
+
+
+def _mer_rows(path: Path, want: tuple[str, ...]) -> list:
+    """Rows of a MER label CSV of one of the ``want`` kinds; every row error counted, the first named."""
+    try:
+        kind, rows = read_mer_csv(path)
+    except LabelFileError as exc:
+        raise BenchmarkFormatError(str(exc)) from None
+    if kind not in want:
+        raise BenchmarkFormatError(f"{path}: a MER {kind} file ({','.join(c[0] for c in COLUMN_SETS[kind][0])}), "
+                                   f"not what this format reads ({' or '.join(want)})")
+    bad = [r for r in rows if r.error]
+    if bad:
+        raise BenchmarkFormatError(f"{path}: {len(bad)} of {len(rows)} rows cannot be read: "
+                                   + "; ".join(r.error for r in bad[:5]) + ("; ..." if len(bad) > 5 else ""))
+    return rows
+
+
+def _read_mer_csv_labels(spec: BenchmarkSpec, path: Path, prefix: str) -> list[BenchmarkItem]:
+    """A per-split MER label CSV (``name,discrete[,valence][,split]``) as a closed-set benchmark."""
+    rows = _mer_rows(path, ("labels",))
+    want = spec.split[: -len("_corpus")] if spec.split and spec.split.endswith("_corpus") else spec.split
+    named = split_from_filename(path)
+    has_col = any(r.split for r in rows)
+    if want and has_col:
+        rows = [r for r in rows if r.split == want]
+        if not rows:
+            raise BenchmarkFormatError(f"{path}: no rows of split {want!r} in its split column")
+    elif want and named and want != named:
+        raise BenchmarkFormatError(f"{path}: its name says split {named!r}, the benchmark asks for {spec.split!r}")
+    return [BenchmarkItem(_key(prefix, r.name), _label(r.emotion, MER2023_LABELS, f"{path} line {r.line}",
+                                                       outside="neutral")) for r in rows]
 
 
 # ------------------------------------------------------------------------------------- DFEW / MAFW
@@ -358,13 +372,22 @@ def _read_emer(spec: BenchmarkSpec) -> tuple[list[BenchmarkItem], list[Path]]:
     path = Path(spec.path)
     if not path.is_file():
         raise BenchmarkFormatError(f"{path}: EMER file not found")
+    prefix = spec.key_prefix if spec.key_prefix is not None else "mer2023"
+    if path.suffix.lower() == ".csv" and _mer_kind(path) in ("emer", "openset"):  # EMER V1, MER2024-OV
+        if spec.text_field not in (None, "reasons"):
+            raise BenchmarkFormatError(f"{path}: text_field {spec.text_field!r} is not a column of this file "
+                                       "(EMER V1's reasoning is `reasons`; MER2024-OV has none)")
+        items = [BenchmarkItem(_key(prefix, r.name),
+                               _label(r.emotion, MER2023_LABELS, f"{path} line {r.line}", outside="neutral"),
+                               None, r.reason, ov_labels=r.openset)
+                 for r in _mer_rows(path, ("emer", "openset"))]
+        return items, [path]
     if path.suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         rows = ([{"name": k, **(v if isinstance(v, dict) else {"reason": v})} for k, v in data.items()]
                 if isinstance(data, dict) else list(data))
     else:
         rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
-    prefix = spec.key_prefix if spec.key_prefix is not None else "mer2023"
     text_fields = (spec.text_field,) if spec.text_field else _REASON_FIELDS
     items = []
     for i, r in enumerate(rows):
@@ -379,6 +402,13 @@ def _read_emer(spec: BenchmarkSpec) -> tuple[list[BenchmarkItem], list[Path]]:
         items.append(BenchmarkItem(_key(prefix, str(name)), _label(label, MER2023_LABELS, where, outside="neutral"),
                                    None, str(reason)))
     return items, [path]
+
+
+def _mer_kind(path: Path) -> str | None:
+    try:
+        return csv_kind(path)[0]
+    except LabelFileError:
+        return None
 
 
 def load_calibration_split(spec: BenchmarkSpec, split: str, setting: str) -> Benchmark:

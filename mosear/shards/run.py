@@ -72,6 +72,7 @@ class ShardResult:
     warning_messages: int = 0
     missing: int = 0  # inputs in shards that failed (allow_partial only)
     failed_shards: dict[str, str] = field(default_factory=dict)  # shard -> error (allow_partial only)
+    coverage: str | None = None  # "N of M label rows have a clip" (label-file sources; CorpusPlan.coverage_line)
 
     @property
     def clips_per_s(self) -> float:
@@ -85,11 +86,15 @@ class ShardResult:
             lines += (f" + {self.missing} MISSING in {len(self.failed_shards)} failed shard(s) "
                       f"({', '.join(list(self.failed_shards)[:3])})")
         lines += "\n"
+        if self.coverage:
+            missing = self.failures.get("missing", 0)
+            lines += f"  {self.coverage}" + (f"; {missing} missing (quarantine.parquet says where each was looked for)"
+                                             if missing else "") + "\n"
         if self.skipped:
             rep = self.skipped_report
             reasons = ", ".join(f"{k}: {v}" for k, v in rep.get("by_reason", {}).items())
             more = f", ... ({self.skipped - len(rep['first'])} more in run.json)" if self.skipped > len(rep["first"]) else ""
-            lines += f"  skipped, not clips ({reasons}): {', '.join(rep['first'])}{more}\n"
+            lines += f"  skipped ({reasons}): {', '.join(rep['first'])}{more}\n"
         if self.warned:
             lines += (f"  {self.warned} written with decoder warnings ({self.warning_messages} messages; "
                       f"the index's `warnings` column has them)\n")
@@ -115,6 +120,7 @@ def _clip_meta(clip: dict[str, Any], decoded) -> dict[str, Any]:
         "has_audio": decoded.has_audio, "sample_rate": decoded.sample_rate,
         "rotation": p.rotation, "mirrored": p.mirrored,
         "num_warnings": decoded.num_warnings, "warnings": decoded.warnings,
+        "source_sha256": clip.get("sha256"),  # the clip file's bytes: its identity across datasets
         "codecs": {"container": p.container, "video": p.video_codec, "audio": p.audio_codec,
                    "audio_rate": p.audio_rate, "audio_channels": p.audio_channels},
         "extra": clip.get("extra") or {},
@@ -316,6 +322,9 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     memo = default_memo(out)
     identity = stage_identity(SPEC, cfg, memo)
     digests = {s.name: clips_digest(s, memo) for s in plan.shards}
+    for s in plan.shards:  # the memo has every clip's digest now: into the index (the protocol compares them)
+        for c in s.clips:
+            c["sha256"] = None if c.get("voice") else safe_digest(c["path"], memo)
     memo.save()
     pending = [s for s in plan.shards if not _committed(out, s, config_hash, digests[s.name])]
     planned_names = {s.name for s in plan.shards}
@@ -389,6 +398,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
         wall_s=time.time() - t0, failures=failures, skipped=len(plan.skipped), skipped_report=plan.skipped_report(),
         warned=warned, warning_messages=messages,
         missing=sum(len(s.clips) for s in plan.shards if s.name in shard_errors), failed_shards=shard_errors,
+        coverage=plan.coverage_line(),
     )
     if result.inputs != result.written + result.quarantined + result.skipped + result.missing:  # never lose an input
         raise RuntimeError(f"accounting error: {result.inputs} inputs != {result.written} + {result.quarantined} "
@@ -397,7 +407,8 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     totals = {k: v for k, v in asdict(result).items() if k not in ("output", "failed_shards")} | {
         "clips_per_s": round(result.clips_per_s, 3), "media_hours": round(media / 3600, 5)}
     run_info.update(status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    skipped=plan.skipped_report(first=100), totals=totals, failed_shards=shard_errors)
+                    skipped=plan.skipped_report(first=100), totals=totals, failed_shards=shard_errors,
+                    coverage=plan.coverage)
     _write_run_json(out, run_info)
     write_marker(out, identity, status, totals=totals, missing=sorted(shard_errors), missing_count=len(shard_errors))
     return result

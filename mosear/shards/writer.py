@@ -55,6 +55,7 @@ INDEX_SCHEMA = pa.schema([
     ("orig_label", pa.string()),
     ("speaker", pa.string()),
     ("source", pa.string()),
+    ("source_sha256", pa.string()),  # SHA-256 of the clip file's bytes (null: spliced or failed)
     ("duration_s", pa.float64()),
     ("fps", pa.float64()),
     ("width", pa.int32()),

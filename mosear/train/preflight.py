@@ -47,6 +47,7 @@ class TrainPlan:
     resume_path: str | None = None
     train_keys: list[str] | None = None  # the keys the stream can yield (recorded in every checkpoint)
     train_keys_source: str = ""
+    train_sources: dict[str, str] | None = None  # key -> its clip file's SHA-256 (the shard index's source_sha256)
     features: str | None = None  # feature table (model.inputs=features)
     data_digest: str = ""
     run_name: str = ""  # the Ray Train run folder: {name}-{run_id}
@@ -169,6 +170,22 @@ def _index_keys(shards: list[str], labelled: bool = False) -> set[str]:
             if r.get("status", "ok") in ("ok", None) and (not labelled or r.get("label") is not None):
                 keys.add(r["key"])
     return keys
+
+
+def source_digests(shards: list[str], keys: list[str]) -> dict[str, str]:
+    """``key -> source_sha256`` of ``keys`` from the shards' Parquet indexes (keys without one, e.g.
+    spliced clips or shards written before the column existed, are left out)."""
+    import pyarrow.parquet as pq
+
+    wanted, out = set(keys), {}
+    for shard in shards:
+        index = shard[: -len(".tar")] + ".index.parquet" if shard.endswith(".tar") else None
+        if not index or not ("://" in index or Path(index).is_file()) or "source_sha256" not in pq.read_schema(index).names:
+            continue
+        for r in pq.read_table(index, columns=["key", "source_sha256"]).to_pylist():
+            if r["key"] in wanted and r["source_sha256"]:
+                out[r["key"]] = r["source_sha256"]
+    return out
 
 
 def trained_keys(cfg: TrainConfig, shards: list[str]) -> tuple[list[str], str]:
@@ -308,7 +325,8 @@ def preflight(cfg: TrainConfig, world_size: int | None = None) -> TrainPlan:
     identity = run_identity(cfg, mhash)
     run_id = digest_json({k: v for k, v in identity.items() if k != "config_fields"})[:12]
     plan = TrainPlan(shards=shards, model_hash=mhash, run_hash=cfg.run_hash(), train_keys=keys,
-                     train_keys_source=source, features=features, data_digest=identity["data_digest"],
+                     train_keys_source=source, train_sources=source_digests(shards, keys), features=features,
+                     data_digest=identity["data_digest"],
                      run_name=f"{cfg.name}-{run_id}", identity=identity)
     latest = latest_checkpoint_state(cfg.resolved_storage_path, plan.run_name)
     if latest is not None:

@@ -264,7 +264,8 @@ def save_checkpoint(model: Any, inner: Any, opt: Any, sched: Any, cfg: TrainConf
         state = TrainState(step=step, positions=gathered, model_hash=plan.model_hash, run_hash=plan.run_hash,
                            world_size=world, samples_seen=samples_seen, versions=_versions(),
                            data_digest=plan.data_digest, identity=plan.identity or {})
-        keys = (plan.train_keys, plan.train_keys_source) if plan.train_keys is not None else None
+        keys = ((plan.train_keys, plan.train_keys_source, plan.train_sources or {})
+                if plan.train_keys is not None else None)
         write_checkpoint(tmp, inner, osd, sched, state, rows, train_keys=keys)
         return tmp
 

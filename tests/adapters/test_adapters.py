@@ -113,11 +113,11 @@ def test_mer2023_npz_and_subtitles(samples_dir, tmp_path):
     c3 = clips["mer2023__sample_00000003"]
     assert c3["split"] == "test3" and c3["extra"]["valence"] is None and c3["path"].endswith(".avi")
     assert _decode_one(cfg, tmp_path, c)["meta"]["transcript"] == "I'm a bit worried."
-    # a labelled name without its video is kept in the plan and fails at decode as "missing"
-    from mosear.shards.run import build_shard
-
-    stats = build_shard(ShardPlan("x", 0, [clips["mer2023__sample_99999999"]]), cfg, tmp_path / "m", cfg.shard_hash())
-    assert stats["failures"] == {"missing": 1}
+    # a labelled name without its video is quarantined at plan time as "missing", naming where it was looked for
+    assert "mer2023__sample_99999999" not in clips
+    (q,) = plan.quarantine
+    assert q["reason"] == "missing" and f"{tmp_path / 'video'}/**/sample_99999999." in q["error"]
+    assert plan.coverage_line() == "3 of 4 label rows have a clip"
 
 
 def test_dfew_folds(samples_dir, tmp_path):
@@ -177,3 +177,17 @@ def test_safe_id(name, expected):
     sid = safe_id(name)
     assert sid.startswith(expected) and all(c.isascii() and (c.isalnum() or c in "_-") for c in sid)
     assert safe_id("a b") != safe_id("a_b") and safe_id(name) == sid
+
+
+def test_generic_manifest_rows_without_a_file_and_files_without_a_row(samples_dir, tmp_path):
+    """Catches: a manifest row whose file is absent planned into a shard (to fail at decode, or leave an
+    empty tar), and videos under the root that no row names ignored silently (issue 23 items 7, 8)."""
+    root = tmp_path / "clips"
+    _videos(samples_dir, root, ["a.mp4", "b.mp4", "c.mp4"])
+    (root / "m.csv").write_text("path,label\na.mp4,happy\nb.mp4,sad\ngone.mp4,angry\n")
+    cfg, plan, clips = _plan(tmp_path, adapter="generic", root=str(root), manifest=str(root / "m.csv"), dataset="d")
+    assert sorted(clips) == ["d__a", "d__b"]
+    (q,) = plan.quarantine
+    assert (q["reason"], q["error"]) == ("missing", f"m.csv row 3: {root / 'gone.mp4'} does not exist")
+    assert [(s["source"], s["reason"]) for s in plan.skipped] == [("c.mp4", "unlabelled")]
+    assert plan.coverage_line() == "2 of 3 label rows have a clip" and plan.inputs == 4

@@ -240,3 +240,82 @@ def test_fold_names_keep_their_dots_in_both_readers(tmp_path, fmt):
     bench = load_benchmark(BenchmarkSpec(name="b", format=fmt, path=str(split)))
     assert [it.key for it in bench.items] == [r.key for r in recs]
     assert [r.label for r in recs] == [it.label for it in bench.items] == ["sad", "happy"]
+
+
+# ----------------------------------------------------------------- MER release CSVs (issue 23 items 1-3)
+def _csv(path, header, rows):
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def test_mer2024_openset_list_literals_are_words(tmp_path):
+    """Catches: `_ov_labels` splitting MER2024's `check-openset.csv` list literal on commas and keeping the
+    brackets and quotes (`"['pleasurable'"`), and the `emer` format rejecting the file for want of a
+    reasoning column."""
+    p = _csv(tmp_path / "check-openset.csv", ["name", "openset"],
+             [["sample_00000001", "['pleasurable', 'self-deprecating', 'happy']"], ["sample_00000002", "['Worried', 'tense']"]])
+    b = load_benchmark(BenchmarkSpec(name="ov", format="emer", path=str(p), shards="x"))
+    by_key = {it.key: it for it in b.items}
+    assert by_key["mer2023__sample_00000001"].ov_labels == ("pleasurable", "self-deprecating", "happy")
+    assert by_key["mer2023__sample_00000002"].ov_labels == ("worried", "tense")
+    assert all(it.label is None and it.reference is None for it in b.items) and b.has_references
+    # the same literal inside a CA-MER/mined row's openset field
+    root = _camer(tmp_path / "camer", {"video_aligned": {"s1": {"reason": "r", "openset": "['proud', 'happy']"}},
+                                       "audio_aligned": {}, "consistent": {}})
+    b = load_benchmark(BenchmarkSpec(name="c", format="camer", path=str(root), shards="x"))
+    assert b.items[0].ov_labels == ("proud", "happy")
+
+
+def test_openset_literal_that_does_not_parse_is_named(tmp_path):
+    """Catches: a list literal that does not parse (or is code) read as words or evaluated, instead of an
+    error naming the file, line and field with the count of such rows."""
+    p = _csv(tmp_path / "check-openset.csv", ["name", "openset"],
+             [["sample_00000001", "['happy'"], ["sample_00000002", "__import__('os').getcwd()"], ["sample_00000003", "['sad']"]])
+    with pytest.raises(BenchmarkFormatError, match=r"check-openset.csv: 2 of 3 rows cannot be read: .*line 2 field 'openset'.*line 3 field 'openset'"):
+        load_benchmark(BenchmarkSpec(name="ov", format="emer", path=str(p), shards="x"))
+    root = _camer(tmp_path / "camer", {"video_aligned": {"s1": {"reason": "r", "openset": "['proud'"}},
+                                       "audio_aligned": {}, "consistent": {}})
+    with pytest.raises(BenchmarkFormatError, match=r"video_aligned.json: row 's1' field 'openset': .* is not a Python list literal"):
+        load_benchmark(BenchmarkSpec(name="c", format="camer", path=str(root), shards="x"))
+
+
+@pytest.mark.parametrize("text_field", [None, "reasons"])
+def test_emer_v1_english_and_chinese(tmp_path, text_field):
+    """Catches: EMER V1 (`names,emotions,subtitles,reasons`) losing every label (with `text_field: reasons`
+    too), and Chinese emotion words (生气, 高兴, 担忧, 悲伤, 惊讶) refused or unmapped."""
+    en = _csv(tmp_path / "emer_en.csv", ["names", "emotions", "subtitles", "reasons"],
+              [["sample_00000001", "angry", "Late again?", "He frowns and raises his voice."]])
+    zh = _csv(tmp_path / "emer_zh.csv", ["names", "emotions", "subtitles", "reasons"],
+              [[f"sample_0000000{i}", w, "字幕", "理由"] for i, w in enumerate(("生气", "高兴", "担忧", "悲伤", "惊讶"), 1)])
+    b = load_benchmark(BenchmarkSpec(name="en", format="emer", path=str(en), shards="x", text_field=text_field))
+    assert (b.items[0].label, b.items[0].reference) == ("angry", "He frowns and raises his voice.")
+    b = load_benchmark(BenchmarkSpec(name="zh", format="emer", path=str(zh), shards="x", text_field=text_field))
+    assert [it.label for it in b.items] == ["angry", "happy", "worried", "sad", "surprise"]
+
+
+def test_emer_unknown_emotion_words_are_counted_and_named(tmp_path):
+    """Catches: an unknown emotion word (any language) scored as neutral or dropped silently."""
+    p = _csv(tmp_path / "emer.csv", ["names", "emotions", "subtitles", "reasons"],
+             [["sample_00000001", "生气", "s", "r"], ["sample_00000002", "焦躁不安", "s", "r"], ["sample_00000003", "gloomy", "s", "r"]])
+    with pytest.raises(BenchmarkFormatError, match=r"emer.csv: 2 of 3 rows cannot be read: .*line 3 field 'emotions': "
+                                                   r"unknown emotion word '焦躁不安'.*line 4 field 'emotions': unknown emotion word 'gloomy'"):
+        load_benchmark(BenchmarkSpec(name="e", format="emer", path=str(p), shards="x"))
+
+
+def test_mer_per_split_label_csv(tmp_path):
+    """Catches: a per-split MER label CSV (`test1-label.csv`) read as an .npz, or read for another split than
+    its name says; an unknown column set read anyway."""
+    p = _csv(tmp_path / "test1-label.csv", ["name", "discrete", "valence"],
+             [["sample_00000001", "worried", "-10"], ["sample_00000002", "happy", "1.5"]])
+    b = load_benchmark(BenchmarkSpec(name="m", format="mer2023", path=str(p), shards="x", split="test1"))
+    assert [(it.key, it.label) for it in b.items] == [("mer2023__sample_00000001", "worried"), ("mer2023__sample_00000002", "happy")]
+    with pytest.raises(BenchmarkFormatError, match=r"test1-label.csv: its name says split 'test1', the benchmark asks for 'test2_corpus'"):
+        load_benchmark(BenchmarkSpec(name="m", format="mer2023", path=str(p), shards="x", split="test2_corpus"))
+    odd = _csv(tmp_path / "test2-label.csv", ["name", "emotion_word"], [["sample_00000001", "sad"]])
+    with pytest.raises(BenchmarkFormatError, match=r"test2-label.csv: unknown column set \['name', 'emotion_word'\]"):
+        load_benchmark(BenchmarkSpec(name="m", format="mer2023", path=str(odd), shards="x"))

@@ -112,3 +112,82 @@ def test_calibration_without_a_validation_split_is_refused(tmp_path, checkpoints
         (bench / "validation" / f"{s}.json").write_text(json.dumps(rows))
     with pytest.raises(BenchmarkFormatError, match=r"\['video_aligned', 'audio_aligned'\] empty"):
         run_eval(cfg)
+
+
+# ----------------------------------------------------------------- clip identity across datasets (issue 23)
+def _overlap(ckpt, benches, allow=False):
+    from types import SimpleNamespace
+
+    from mosear.evaluate.protocol import check_overlap
+
+    return check_overlap(SimpleNamespace(checkpoints=[str(ckpt)], allow_overlap=allow), benches)
+
+
+def test_emer_names_against_a_mer2023_trained_checkpoint(tmp_path):
+    """Catches: the overlap check comparing keys only, so EMER's clips (every one a MER2023 training clip)
+    pass as unseen because the dataset prefixes differ (`emer__sample_…` vs `mer2023__sample_…`)."""
+    import csv
+
+    from mosear.evaluate.benchmark_files import load_benchmark
+    from mosear.evaluate.config import BenchmarkSpec
+    from mosear.evaluate.protocol import OverlapError, protocol_notes
+
+    ck = tmp_path / "mer_ck" / "adapter"
+    ck.mkdir(parents=True)
+    write_train_keys(ck, [f"mer2023__sample_{i:08d}" for i in range(1, 11)], "shards (labelled samples)")
+    with open(tmp_path / "emer.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["names", "emotions", "subtitles", "reasons"])
+        for i, word in ((3, "生气"), (7, "高兴"), (42, "悲伤"), (43, "惊讶")):
+            w.writerow([f"sample_{i:08d}", word, "字幕", "理由"])
+    bench = load_benchmark(BenchmarkSpec(name="emer", format="emer", path=str(tmp_path / "emer.csv"),
+                                         shards=str(tmp_path / "no-shards"), key_prefix="emer"))
+    with pytest.raises(OverlapError, match=r"checkpoint mer_ck trained on 2 of the 4 evaluated items of benchmark emer "
+                                           r"\(split default\) \(2 by MER clip name\)"):
+        _overlap(ck, {"emer": bench})
+    record = _overlap(ck, {"emer": bench}, allow=True)
+    assert record["checkpoints"]["mer_ck"]["benchmarks"]["emer"]["shared_by"] == {"key": 0, "content": 0, "mer_name": 2}
+    assert protocol_notes(record)[0].startswith("WARNING: evaluated with allow_overlap: true")
+
+
+def test_same_bytes_under_other_names_are_the_same_clip(tmp_path, samples_dir, ray_local):
+    """Catches: a benchmark whose clips are the training clips under other file names and another dataset
+    prefix passing the overlap check. Real chain: `mosear shard` records each clip's SHA-256 in the index,
+    training records it per key (train_keys.json), the check compares it with the benchmark's shards."""
+    import shutil
+
+    from mosear.evaluate.benchmark_files import load_benchmark
+    from mosear.evaluate.config import BenchmarkSpec
+    from mosear.evaluate.protocol import OverlapError
+    from mosear.shards.config import ShardConfig
+    from mosear.shards.reader import list_shards
+    from mosear.shards.run import run_shard
+    from mosear.train.keys import read_train_keys
+    from mosear.train.preflight import source_digests
+
+    clips = sorted((samples_dir / "ravdess").glob("*.mp4"))[:3]
+    for folder, names in (("a", ["x1", "x2", "x3"]), ("b", ["other1", "other2", "fresh"])):
+        (tmp_path / folder).mkdir()
+        for i, (name, src) in enumerate(zip(names, clips)):
+            shutil.copy(clips[2 - i] if name == "fresh" else src, tmp_path / folder / f"{name}.mp4")
+    (tmp_path / "b" / "fresh.mp4").write_bytes((tmp_path / "b" / "fresh.mp4").read_bytes() + b"\0")  # other bytes
+    for folder, ds in (("a", "corpusA"), ("b", "corpusB")):
+        run_shard(load_config(ShardConfig, overrides={
+            "sources": [{"adapter": "generic", "root": str(tmp_path / folder), "dataset": ds, "split": "train"}],
+            "output": str(tmp_path / f"shards_{folder}"), "num_frames": 2, "height": 16, "width": 16,
+            "progress": False, "workers": 1, "missing_audio": "silence"}))
+    shards_a = [str(t) for t in list_shards(tmp_path / "shards_a")]
+    keys = ["corpusA__x1", "corpusA__x2"]  # trained on two of the three
+    ck = tmp_path / "ck" / "adapter"
+    ck.mkdir(parents=True)
+    write_train_keys(ck, keys, "test", source_digests(shards_a, keys))
+    assert len(read_train_keys(ck).sources) == 2
+    bench_dir = tmp_path / "bench" / "test"
+    bench_dir.mkdir(parents=True)
+    rows = {f"corpusB__{n}": {"label": "happy", "reason": "r"} for n in ("other1", "other2", "fresh")}
+    for i, s in enumerate(("video_aligned", "audio_aligned", "consistent")):
+        (bench_dir / f"{s}.json").write_text(json.dumps(dict([list(rows.items())[i]])))
+    bench = load_benchmark(BenchmarkSpec(name="b", format="mined", path=str(tmp_path / "bench"),
+                                         shards=str(tmp_path / "shards_b")))
+    with pytest.raises(OverlapError, match=r"trained on 2 of the 3 evaluated items of benchmark b .*\(2 by the clip's bytes\)"):
+        _overlap(ck, {"b": bench})

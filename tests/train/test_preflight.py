@@ -98,6 +98,9 @@ def test_plan_lists_the_mix_keys_the_shards_hold(train_shards, tmp_path):
     plan = preflight(_cfg(tmp_path, shards=[str(train_shards)], mix=str(mix)))
     assert plan.train_keys == sorted([keys[0], keys[2]])
     assert plan.train_keys_source.startswith("mix: ")
+    # each trained key's clip bytes, as the shard index records them (the eval protocol's clip identity)
+    sha = {r["key"]: r["source_sha256"] for f in sorted(train_shards.glob("*.index.parquet")) for r in pq.read_table(f).to_pylist()}
+    assert plan.train_sources == {k: sha[k] for k in plan.train_keys} and all(len(v) == 64 for v in plan.train_sources.values())
 
 
 def test_features_model_needs_a_feature_table_with_its_keys(train_shards, tmp_path):

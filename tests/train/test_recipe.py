@@ -101,6 +101,8 @@ def test_checkpoint_records_the_keys_it_trained_on(reference_run, train_shards):
     rows = [r for f in sorted(train_shards.glob("*.index.parquet")) for r in pq.read_table(f).to_pylist()]
     expected = {r["key"] for r in rows if r["status"] == "ok" and r["label"] is not None}
     assert tk.keys == expected and tk.digest == keys_digest(expected)
+    # and each clip's bytes (the shard index's source_sha256): the eval protocol's identity across datasets
+    assert tk.sources == {r["key"]: r["source_sha256"] for r in rows if r["key"] in expected}
     ckpt = sorted(_run_dir(reference_run).glob("checkpoint_0*"))[-1]
     assert read_train_keys(ckpt / "adapter").digest == tk.digest  # in every checkpoint, not only the export
 
