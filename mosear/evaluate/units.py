@@ -190,7 +190,7 @@ def _attach_calibration(cfg: EvalConfig, bench: Benchmark, calibrating: list[str
     mining summary says they cannot run on that split, or the split cannot calibrate (a subset empty, no
     such split). Raises when the config asks for nothing but calibrated settings (the user's request
     cannot be met at all: an error, exit 2)."""
-    from mosear.evaluate.benchmark_files import BenchmarkFormatError, load_calibration_split
+    from mosear.evaluate.benchmark_files import CAMER_SUBSETS, BenchmarkFormatError, load_calibration_split
     from mosear.evaluate.items import annotate
 
     split = cfg.calibration.split
@@ -200,8 +200,13 @@ def _attach_calibration(cfg: EvalConfig, bench: Benchmark, calibrating: list[str
               if told else None)
     if reason is None:
         try:
-            bench.calibration = annotate(load_calibration_split(bench.spec, split, calibrating[0]))
-            return
+            cal = annotate(load_calibration_split(bench.spec, split, calibrating[0]))
+            counts = {s: sum(1 for it in cal.items if it.subset == s and it.label) for s in CAMER_SUBSETS}
+            if all(counts.values()):
+                bench.calibration = cal
+                return
+            reason = (f"setting {calibrating[0]} calibrates AR on the {split} split of benchmark {bench.name}, whose "
+                      f"subsets hold {counts} items with a truth (splices have none), so the rule cannot be applied")
         except BenchmarkFormatError as exc:
             reason = str(exc)
     alone = all(s.calibrate for s in cfg.all_settings())

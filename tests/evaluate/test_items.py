@@ -175,3 +175,30 @@ def test_settings_that_cannot_run_are_skipped_with_the_reason(tmp_path):
     alone = load_config(EvalConfig, overrides={**base, "settings": both[1:]})
     with pytest.raises(BenchmarkFormatError, match="ar_calibrated.*no video_aligned or audio_aligned item"):
         plan_units(alone)
+
+
+def test_a_validation_split_whose_conflicts_are_all_splices_cannot_calibrate(tmp_path):
+    """An older mined output lists coin-flip splices in validation's conflict subsets: they pass the file-level
+    count, but carry no truth. Once moved out, the split has no conflict with a truth: skipped at plan time
+    with the reason, not failed inside the unit after training."""
+    import shutil
+
+    from mosear.config import load_config
+    from mosear.evaluate.config import EvalConfig
+    from mosear.evaluate.units import plan_units
+
+    root = _mined(tmp_path / "mined", old_style=True)
+    shutil.copytree(root / "test", root / "validation")
+    vdir = root / "validation"
+    for s in ("video_aligned", "audio_aligned"):  # splices only
+        d = json.loads((vdir / f"{s}.json").read_text())
+        (vdir / f"{s}.json").write_text(json.dumps({k: v for k, v in d.items() if k.startswith("splice")}))
+    (tmp_path / "shards").mkdir()
+    cfg = load_config(EvalConfig, overrides={
+        "checkpoints": ["base"], "output": str(tmp_path / "out"),
+        "benchmarks": [{"name": "m", "format": "mined", "path": str(root), "shards": str(tmp_path / "shards"),
+                        "split": "test"}],
+        "settings": [{"name": "ar_off"}, {"name": "ar_calibrated", "ar": True, "calibrate": True}]})
+    units, benches = plan_units(cfg)
+    assert [u.setting.name for u in units] == ["ar_off"]
+    assert "items with a truth (splices have none)" in benches["m"].notes["skipped"]["ar_calibrated"]
