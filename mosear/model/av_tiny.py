@@ -134,6 +134,7 @@ def _qwen3_config(ids: dict[str, int], names: dict[str, str], vocab: int, s: dic
         audio_token_id=ids[names["audio"]], image_token_id=ids[names["image"]], video_token_id=ids[names["video"]],
         audio_start_token_id=ids[names["audio_bos"]], vision_start_token_id=ids[names["vision_bos"]],
         user_token_id=ids["<|im_start|>"], pad_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+        position_id_per_seconds=13,  # the released thinker's value (and its processor's); transformers' default is 25
     )
 
 

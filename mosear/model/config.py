@@ -121,6 +121,14 @@ class ModelConfig(StageConfig):
     frame_pixels: tuple[int, int] | None = Field(
         None, description="hf-av: (min, max) pixels of a resized frame (None: the model processor's defaults, "
         "Qwen2.5-Omni 128..768 x 28², Qwen3-Omni 128..768 x 32²)")
+    audio_in_video: bool = Field(
+        True, description="hf-av: a video with sound is one video part whose video and audio positions are "
+        "interleaved in co-timed chunks (the model processor's use_audio_in_video / load_audio_from_video, how "
+        "the Omni models are run by their authors); false: a video part, then a separate audio part")
+    label_scoring: Literal["sum", "mean"] = Field(
+        "sum", description="score of a label in score_labels: 'sum' of its tokens' log-probabilities "
+        "(log p(label | prompt): the argmax is the label the model finds most probable), or their 'mean' "
+        "(length-normalised; favours labels of several tokens whose later tokens are near-certain)")
     llm_path: str | None = Field(None, description="local path or cached id of the causal LM (emotion-llama)")
     vision_path: str | None = Field(None, description="local path / cached id of a CLIP vision model")
     audio_path: str | None = Field(None, description="local path / cached id of a HuBERT / wav2vec2 model")

@@ -7,11 +7,15 @@ offers (``collate``, ``forward`` → loss + aux, ``score_labels``, ``generate``,
 ``load_adapter``, ``modality_context``), so ``mosear eval`` and ``mosear train`` run it unchanged.
 
 Input. Each clip goes through the model's own processor parts and chat template (:class:`AVInputs`):
-``num_frames`` uniform frames as one video, the 16 kHz waveform as one audio part, then the text
+``num_frames`` uniform frames as one video with the 16 kHz waveform as its sound, then the text
 "The person in the video says: {transcript}. {instruction}" (the same instruction and labels as the
-backbone). One ``<video>`` and one ``<audio>`` placeholder of the template are expanded to as many
-positions as the towers produce (the processor's rule: ``prod(video_grid_thw) / merge²`` and the
-architecture's audio output length).
+backbone). By default (``audio_in_video``) the video placeholder becomes the processor's audio-in-video
+block: co-timed chunks of video and audio positions, and the thinker is called with
+``use_audio_in_video=True`` so its TMRoPE gives both one time axis (layouts and frame times:
+:mod:`mosear.model.av_layout`); ``audio_in_video: false`` passes a video part and a separate audio part.
+Either way the placeholders are expanded to as many positions as the towers produce (the processor's
+rule: ``prod(video_grid_thw) / merge²`` and the architecture's audio output length). Label scores are
+summed or mean token log-probabilities (``label_scoring``).
 
 Modality ids come from the placeholder token ids in the model config (``audio_token_id`` → AUDIO,
 ``video_token_id`` / ``image_token_id`` → VISUAL, other positions TEXT, left padding PAD), so MoSE
@@ -45,6 +49,7 @@ from torch import nn
 
 from mosear.labels import CANONICAL_LABELS
 from mosear.model import ar
+from mosear.model.av_layout import interleaved_runs, seconds_per_grid, video_times
 from mosear.model.config import ModelConfig
 from mosear.model.interface import DTYPES, AdapterAccess, MoSEAROutput, check_adapter_folder, model_output, seeded
 from mosear.model.modality import AUDIO, PAD, TEXT, VISUAL, ModalityContext
@@ -79,19 +84,23 @@ class Architecture:
     audio_tokens: Callable[[torch.Tensor, Any], torch.Tensor]  # mel frames -> LLM positions
     audio_padding: str  # WhisperFeatureExtractor padding the processor uses
     processor: str  # ``module:Class`` of the model's processor (its call-time video defaults apply)
+    interleave: str  # audio-in-video order of the processor: "chunked" (Qwen2.5-Omni) or "merged" (Qwen3-Omni)
+    default_fps: float  # the processor's fps when none is given (video_second_per_grid = temporal / fps)
 
 
 _Q25 = "transformers.models.qwen2_5_omni.processing_qwen2_5_omni:Qwen2_5OmniProcessor"
 _Q3 = "transformers.models.qwen3_omni_moe.processing_qwen3_omni_moe:Qwen3OmniMoeProcessor"
 ARCHITECTURES: dict[str, Architecture] = {
     "qwen2_5_omni_thinker": Architecture("Qwen2.5-Omni thinker", "Qwen2_5OmniThinkerForConditionalGeneration", None,
-                                         _qwen2_5_audio_len, "max_length", _Q25),
+                                         _qwen2_5_audio_len, "max_length", _Q25, "chunked", 2.0),
     "qwen2_5_omni": Architecture("Qwen2.5-Omni", "Qwen2_5OmniThinkerForConditionalGeneration",
-                                 "Qwen2_5OmniForConditionalGeneration", _qwen2_5_audio_len, "max_length", _Q25),
+                                 "Qwen2_5OmniForConditionalGeneration", _qwen2_5_audio_len, "max_length", _Q25,
+                                 "chunked", 2.0),
     "qwen3_omni_moe_thinker": Architecture("Qwen3-Omni thinker", "Qwen3OmniMoeThinkerForConditionalGeneration", None,
-                                           _qwen3_audio_len, "longest", _Q3),
+                                           _qwen3_audio_len, "longest", _Q3, "merged", 1.0),
     "qwen3_omni_moe": Architecture("Qwen3-Omni", "Qwen3OmniMoeThinkerForConditionalGeneration",
-                                   "Qwen3OmniMoeForConditionalGeneration", _qwen3_audio_len, "longest", _Q3),
+                                   "Qwen3OmniMoeForConditionalGeneration", _qwen3_audio_len, "longest", _Q3,
+                                   "merged", 1.0),
 }
 # known model types this backend refuses, with the reason
 _REFUSED = {
@@ -199,17 +208,39 @@ class AVInputs:
         self.names = {k: self.tok.convert_ids_to_tokens(v) for k, v in self.ids.items()}
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         self.eos_id = self.tok.eos_token_id
-        self.fps = 2.0  # the processor's default when none is given (video_second_per_grid = temporal / fps)
+        self.audio_in_video = bool(cfg.audio_in_video)
+        # the rope's time steps per second and (Qwen2.5-Omni) chunk length: the thinker's get_rope_index
+        # replays the interleaving from these, so the placeholder order is built from the same values
+        self.position_id_per_seconds = float(getattr(model_config, "position_id_per_seconds", 25))
+        self.seconds_per_chunk = float(getattr(model_config, "seconds_per_chunk", 2.0))
+        if self.audio_in_video:
+            self.names.update(audio_bos=self._special("audio_bos_token", model_config, "audio_start_token_id"),
+                              audio_eos=self._special("audio_eos_token", model_config, "audio_end_token_id"))
+
+    def _special(self, attr: str, model_config: Any, id_field: str) -> str:
+        """A special token of the audio-in-video placeholder: the tokenizer's (as the processor reads it),
+        else the model config's id; a clear error when neither names it."""
+        tok = getattr(self.tok, attr, None)
+        if tok is None and getattr(model_config, id_field, None) is not None:
+            tok = self.tok.convert_ids_to_tokens(getattr(model_config, id_field))
+        if tok is None:
+            raise ValueError(f"audio_in_video needs the tokenizer's {attr} (or the model config's {id_field}); "
+                             f"the checkpoint has neither (set audio_in_video: false for separate parts)")
+        return tok
 
     def _ids(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def frame_indices(self, n_decoded: int) -> np.ndarray:
+        """The ``num_frames`` frames kept of ``n_decoded`` (uniform, first and last included)."""
+        return np.linspace(0, n_decoded - 1, self.cfg.num_frames).round().astype(int)
 
     def video(self, frames: np.ndarray) -> tuple[torch.Tensor, list[int]]:
         """uint8 ``[T, H, W, 3]`` → ``(patches [grid_t·grid_h·grid_w, 3·temporal·patch²], [t, h, w])``."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
             raise ValueError(f"frames must be uint8 [T, H, W, 3] with T > 0, got shape {frames.shape}")
-        idx = np.linspace(0, frames.shape[0] - 1, self.cfg.num_frames).round().astype(int)
+        idx = self.frame_indices(frames.shape[0])
         out = self.frames(images=[frames[i] for i in idx], return_tensors="pt")
         grids = out["image_grid_thw"]
         _, gh, gw = (int(v) for v in grids[0])
@@ -222,21 +253,34 @@ class AVInputs:
         return pix.reshape(t * n, 3 * self.temporal * self.patch * self.patch).contiguous(), [t, gh, gw]
 
     def prompt_text(self, transcript: str) -> str:
-        parts = [{"type": "video"}, {"type": "audio"},
-                 {"type": "text", "text": f"The person in the video says: {transcript}. {self.cfg.instruction}"}]
+        """The rendered chat template: a video part, an audio part (separate layout only: with audio in
+        video the video part carries the sound, as in the authors' conversations), then the text."""
+        media = [{"type": "video"}] + ([] if self.audio_in_video else [{"type": "audio"}])
+        parts = media + [{"type": "text", "text": f"The person in the video says: {transcript}. {self.cfg.instruction}"}]
         messages = ([{"role": "system", "content": self.cfg.system_prompt}] if self.cfg.system_prompt else [])
         messages.append({"role": "user", "content": parts})
         return self.tok.apply_chat_template(messages, chat_template=self.template, tokenize=False,
                                             add_generation_prompt=True)
 
-    def prompt_ids(self, transcript: str, n_video: int, n_audio: int) -> list[int]:
-        """Token ids of one prompt with the video / audio placeholder expanded to ``n_video`` / ``n_audio``."""
+    def prompt_ids(self, transcript: str, n_video: int, n_audio: int,
+                   runs: list[tuple[str, int]] | None = None) -> list[int]:
+        """Token ids of one prompt with the video / audio placeholder expanded to ``n_video`` / ``n_audio``
+        positions; with audio in video, the video placeholder becomes ``<audio_bos>`` + ``runs``
+        (:func:`~mosear.model.av_layout.interleaved_runs`) + ``<audio_eos>``."""
         text = self.prompt_text(transcript)
-        for kind, n in (("video", n_video), ("audio", n_audio)):
+        kinds = (("video", n_video),) if self.audio_in_video else (("video", n_video), ("audio", n_audio))
+        for kind, n in kinds:
             tok = self.names[kind]
             if text.count(tok) != 1:
                 raise ValueError(f"the chat template produced {text.count(tok)} {tok} placeholders (expected 1)")
-            text = text.replace(tok, tok * n)
+            if self.audio_in_video:
+                if runs is None or sum(c for k, c in runs if k == "video") != n_video or \
+                        sum(c for k, c in runs if k == "audio") != n_audio:
+                    raise ValueError(f"interleaved runs {runs} do not hold {n_video} video and {n_audio} audio positions")
+                body = "".join(self.names[k] * c for k, c in runs)
+                text = text.replace(tok, self.names["audio_bos"] + body + self.names["audio_eos"])
+            else:
+                text = text.replace(tok, tok * n)
         return self._ids(text)
 
     def target_ids(self, target: str) -> list[int]:
@@ -274,12 +318,18 @@ class AVInputs:
         fmask = torch.cat([F.pad(f["attention_mask"], (0, T - f["attention_mask"].shape[-1])) for f in per])
         n_audio = self.arch.audio_tokens(fmask.sum(-1), self.audio_cfg).tolist()
         videos = [self.video(s["frames"]) for s in samples]
+        spg = torch.tensor([seconds_per_grid(s, self.frame_indices(np.asarray(s["frames"]).shape[0]), self.temporal,
+                                             self.arch.default_fps) for s in samples], dtype=torch.float32)
         has_target = include_target and any(s.get("target") for s in samples)
         rows, labs = [], []
-        for s, (_, grid), na in zip(samples, videos, n_audio):
+        for s, (_, grid), na, sec in zip(samples, videos, n_audio, spg):
             text = _transcript(s)
             text = self.tok.convert_tokens_to_string(self.tok.tokenize(text)[: self.cfg.max_text_tokens])
-            ids = self.prompt_ids(text, grid[0] * grid[1] * grid[2] // self.merge**2, int(na))
+            runs = None
+            if self.audio_in_video:
+                runs = interleaved_runs(self.arch.interleave, video_times(grid, self.merge, sec, self.position_id_per_seconds),
+                                        int(na), self.position_id_per_seconds, self.seconds_per_chunk)
+            ids = self.prompt_ids(text, grid[0] * grid[1] * grid[2] // self.merge**2, int(na), runs)
             lab = [IGNORE] * len(ids)
             if has_target and s.get("target"):
                 t = self.target_ids(str(s["target"]))
@@ -298,7 +348,7 @@ class AVInputs:
             "input_ids": input_ids, "attention_mask": attn, "modality_ids": self.modality(input_ids, attn),
             "pixel_values_videos": torch.cat([v for v, _ in videos]),
             "video_grid_thw": torch.tensor([g for _, g in videos], dtype=torch.long),
-            "video_second_per_grid": torch.full((B,), self.temporal / self.fps),
+            "video_second_per_grid": spg,
             "input_features": feats["input_features"], "feature_attention_mask": fmask,
         }
         if has_target:
@@ -361,6 +411,7 @@ class AVModel(AdapterAccess, nn.Module):
         dtype = next(self.base_lm.model.visual.parameters()).dtype
         args = {k: batch[k].to(dev) for k in ("input_ids", "attention_mask", *_MEDIA_KEYS)}
         args["input_features"] = args["input_features"].to(dtype)
+        args["use_audio_in_video"] = self.prompts.audio_in_video  # the rope interleaves co-timed positions
         with self.modality_context.use(batch["modality_ids"].to(dev)):
             if hidden_only:
                 return self.base_lm.model(**args, use_cache=False).last_hidden_state
@@ -379,7 +430,9 @@ class AVModel(AdapterAccess, nn.Module):
     @torch.no_grad()
     def score_labels(self, batch: dict[str, torch.Tensor], labels: tuple[str, ...] = CANONICAL_LABELS,
                      chunk: int = 16) -> torch.Tensor:
-        """Log-likelihood ``[B, C]`` of each label's tokens right after the prompt (the assistant turn).
+        """Score ``[B, C]`` of each label's tokens right after the prompt (the assistant turn): their summed
+        log-probability (``label_scoring="sum"``: ``log p(label | prompt)``) or its mean per token
+        (``"mean"``: length-normalised).
 
         Every (sample, label) pair is one sequence: prompt + label tokens (left-padded), run with the
         sample's media, so the thinker computes its own multimodal positions; ``chunk`` pairs per call.
@@ -411,7 +464,9 @@ class AVModel(AdapterAccess, nn.Module):
             logits = self.base_lm.lm_head(hidden).float()  # only the label positions: [n, Lc, V], not [n, L, V]
             logp = torch.log_softmax(logits, dim=-1).cpu()
             tok = logp.gather(-1, tgt.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-            scores[s: s + n] = (tok * (tgt >= 0)).sum(-1)
+            valid = tgt >= 0
+            total = (tok * valid).sum(-1)
+            scores[s: s + n] = total / valid.sum(-1).clamp_min(1) if self.cfg.label_scoring == "mean" else total
         return scores.view(B, C)
 
     @torch.no_grad()
@@ -424,7 +479,7 @@ class AVModel(AdapterAccess, nn.Module):
         args = {k: batch[k].to(dev) for k in ("input_ids", "attention_mask", *_MEDIA_KEYS)}
         args["input_features"] = args["input_features"].to(dtype)
         kw = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.prompts.pad_id,
-                  eos_token_id=self.prompts.eos_id)
+                  eos_token_id=self.prompts.eos_id, use_audio_in_video=self.prompts.audio_in_video)
         kw.update(gen_kwargs)
         with self.modality_context.use(batch["modality_ids"].to(dev)):
             out = self.base_lm.generate(**args, **kw)
@@ -458,8 +513,10 @@ class AVModel(AdapterAccess, nn.Module):
 
 
 def _apply_attention(model: AVModel, s: Any) -> ar.AttentionReallocator | None:
+    """Set the text decoder's attention from ``ModelConfig.ar`` (every field, ``share`` and ``direction``
+    included: a model configured ``share: token, direction: both`` runs that AR)."""
     return ar.set_attention_mode(model, s.mode, threshold=s.threshold, fraction=s.fraction, layers=s.layers,
-                                 heads=s.heads, queries=s.queries)
+                                 heads=s.heads, queries=s.queries, share=s.share, direction=s.direction)
 
 
 def decoder_targets(thinker: nn.Module, modules: list[str]) -> list[str]:

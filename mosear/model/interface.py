@@ -22,8 +22,8 @@ from mosear.model.mose import MoSEModel
 __all__ = ["DTYPES", "MoSEAROutput", "AdapterAccess", "model_output", "check_adapter_folder", "seeded"]
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# AR / attention settings are inference-time and may differ between a saved adapter and the model.
-_CONFIG_FIELDS_FREE = {"ar", "max_text_tokens", "max_target_tokens", "instruction"}
+# AR / attention settings and label scoring are inference-time and may differ between a saved adapter and the model.
+_CONFIG_FIELDS_FREE = {"ar", "max_text_tokens", "max_target_tokens", "instruction", "label_scoring"}
 
 
 def check_adapter_folder(directory: str | Path, cfg: ModelConfig, peft: bool) -> Path:
@@ -83,6 +83,12 @@ class AdapterAccess:
         """The context MoSE layers read (the peft tuner's when MoSE is on, else the model's own)."""
         tuner = self.mose
         return tuner.modality_context if tuner is not None else self._own_context
+
+    @property
+    def label_scoring(self) -> str:
+        """How ``score_labels`` reduces a label's token log-probabilities, ``"sum"`` or ``"mean"``
+        (``ModelConfig.label_scoring``); the eval runner records it with each unit."""
+        return self.cfg.label_scoring
 
     @property
     def reliance_every(self) -> int | None:

@@ -188,7 +188,8 @@ class MoSEARModel(AdapterAccess, nn.Module):
                      chunk: int = 64) -> torch.Tensor:
         """Log-likelihood ``[B, C]`` of each label's tokens (" label") right after the prompt.
 
-        ``log p(label | prompt) = Σ_t log softmax(logits)[label token t]`` (sum over the label's tokens).
+        ``log p(label | prompt) = Σ_t log softmax(logits)[label token t]`` (sum over the label's tokens),
+        or its mean per token with ``label_scoring="mean"`` (length-normalised).
         The media are encoded once; the B*C continuations run in chunks of ``chunk`` sequences.
         """
         if "labels" in batch and bool((batch["labels"] != IGNORE).any()):
@@ -220,7 +221,10 @@ class MoSEARModel(AdapterAccess, nn.Module):
                                       use_cache=False).logits
             logp = torch.log_softmax(logits[:, L - 1: L - 1 + Lc].float(), dim=-1)  # predicts candidate tokens
             tok = logp.gather(-1, cand_ids[cj].unsqueeze(-1)).squeeze(-1)  # [n, Lc]
-            scores[s: s + len(part)] = (tok * cand_mask[cj]).sum(-1).cpu()
+            total = (tok * cand_mask[cj]).sum(-1)
+            if self.cfg.label_scoring == "mean":
+                total = total / cand_mask[cj].sum(-1).clamp_min(1)
+            scores[s: s + len(part)] = total.cpu()
         return scores.view(B, C)
 
     @torch.no_grad()
