@@ -406,6 +406,7 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
                         **({f"ar_{k}": v for k, v in ar_variant(pred.model, setting).items()}
                            if setting.ar and hasattr(pred, "model") else {})},
             "bench_notes": {k: v for k, v in bench.notes.items() if k != "skipped"},
+            "label_scoring": getattr(getattr(pred, "model", None), "label_scoring", None),  # sum | mean log-prob
             "calibration": pred.calibration, "split": bench.spec.split, "seconds": round(seconds, 3),
             "judge": judge.name, "device": pred.device, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **(pred.metadata() if hasattr(pred, "metadata") else {})}
