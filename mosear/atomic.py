@@ -7,7 +7,9 @@ itself survives a power cut. A reader sees the old file or the new one, never a 
 process killed mid-write leaves only a ``.*.tmp-*`` file, which :func:`remove_stale_temps` clears.
 
 :func:`swap_dir` does the same for a folder (an exported adapter): the new folder is staged beside the
-destination, the old one renamed aside, the new one renamed in, the old one removed.
+destination, every file in it (at any depth: the peft weights sit two levels down) and every folder is
+fsynced (:func:`fsync_tree`), the old one renamed aside, the new one renamed in, the parent fsynced, the
+old one removed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["atomic_open", "atomic_write", "atomic_write_json", "atomic_write_parquet", "fsync_dir",
-           "swap_dir", "temp_name", "remove_stale_temps"]
+           "fsync_tree", "swap_dir", "temp_name", "remove_stale_temps"]
 
 
 def temp_name(dest: Path) -> Path:
@@ -91,6 +93,26 @@ def atomic_write_parquet(dest: str | Path, table: Any, **kw: Any) -> Path:
     return Path(dest)
 
 
+def fsync_tree(root: str | Path) -> int:
+    """fsync every regular file under ``root`` (recursively, links not followed), then every folder,
+    deepest first, so the files and their names survive a power cut; returns how many files."""
+    root = Path(root)
+    n = 0
+    folders = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        folders.append(dirpath)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+            n += 1
+    for d in reversed(folders):
+        fsync_dir(d)
+    return n
+
+
 def swap_dir(staged: str | Path, dest: str | Path) -> Path:
     """Replace folder ``dest`` by the complete folder ``staged`` (same parent); returns ``dest``.
 
@@ -100,12 +122,7 @@ def swap_dir(staged: str | Path, dest: str | Path) -> Path:
     staged, dest = Path(staged), Path(dest)
     if staged.parent.resolve() != dest.parent.resolve():
         raise ValueError(f"{staged} must be staged beside {dest} (same folder) for an atomic rename")
-    for name in os.listdir(staged):  # the staged files themselves are durable before they become visible
-        p = staged / name
-        if p.is_file():
-            with open(p, "rb") as fh:
-                os.fsync(fh.fileno())
-    fsync_dir(staged)
+    fsync_tree(staged)  # every staged file and folder is durable before it becomes visible
     old = None
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")

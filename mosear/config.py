@@ -72,8 +72,11 @@ def output_fields(cfg: BaseModel, *, resume: bool = False, per_unit: bool = Fals
             out[name] = output_fields(value, resume=resume, per_unit=per_unit)
         elif isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
             out[name] = [output_fields(v, resume=resume, per_unit=per_unit) for v in value]
-        else:
-            out[name] = to_jsonable_python(value, fallback=str)
+        else:  # through the field's own JSON serializer (an ApiUrl is stored without credentials)
+            try:
+                out[name] = cfg.model_dump(mode="json", include={name})[name]
+            except Exception:  # noqa: BLE001 - a value pydantic cannot serialize: as before
+                out[name] = to_jsonable_python(value, fallback=str)
     derived = getattr(cfg, "derived_output_fields", None)
     if callable(derived):  # what the fields name decides the output too (a mining stage's version)
         out.update(derived())

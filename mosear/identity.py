@@ -17,6 +17,16 @@ result was made from, never paths, sizes or modification times:
   commit markers carry (computed while each tar was written), so a consumer need not re-read tars.
 - A config's share of the identity is :meth:`mosear.config.StageConfig.output_hash`: only fields that
   change the output, as declared on the fields (:data:`mosear.config.SCHEDULING`, ...).
+- :func:`code_fingerprint` is the identity of the code a stage runs: the bytes of every ``mosear`` module
+  reachable from the stage's ``run`` module through its imports (top-level or inside functions, relative
+  or absolute, and ``"mosear.x:Name"`` strings a registry imports later), their parent packages and the
+  data files beside them (``synonyms.tsv``), computed once per process. A fixed bug changes it, so what
+  the buggy code cached is recomputed; an edit to a module the stage never imports does not. Third-party
+  code (a ``module:Class`` mining stage, ``py_modules``) is identified by its declared version only.
+- A ``://`` input (object storage) is recorded with the version its store reports
+  (:func:`remote_version`: ETag, version id, generation or MD5, through ``fsspec``); when one cannot be
+  had, the identity gets a one-time ``uncacheable`` nonce, so the result is never reused, and the stage
+  says so in the log.
 - :func:`stage_identity` puts these together for one stage; the Prefect cache key
   (:meth:`mosear.orchestrate.dispatch.PreparedStage.fingerprint`) and each stage's commit marker (:func:`write_marker`,
   ``{output}/commit.json``, written last) hold the same dict, and :func:`changed` names what differs.
@@ -24,9 +34,12 @@ result was made from, never paths, sizes or modification times:
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -37,7 +50,7 @@ from mosear.atomic import atomic_write_json
 
 __all__ = [
     "DigestMemo", "default_memo", "file_digest", "safe_digest", "digest_paths", "iter_files", "digest_json", "shard_folder_digest",
-    "stage_identity", "identity_digest", "changed", "MARKER", "write_marker", "read_marker", "marker_matches",
+    "code_fingerprint", "model_paths", "remote_inputs", "remote_version", "stage_identity", "identity_digest", "changed", "MARKER", "write_marker", "read_marker", "marker_matches",
 ]
 
 _BLOCK = 1 << 20  # 1 MiB: large enough for throughput, small enough to stream anything
@@ -171,6 +184,157 @@ def shard_folder_digest(folder: str | Path) -> str:
     return h.hexdigest()
 
 
+# -- model folders named by a config ------------------------------------------------------------------
+MODEL_PATH_KEYS = frozenset({"model_path", "llm_path", "vision_path", "audio_path", "model_file", "base_model"})
+
+
+def model_paths(value: Any) -> list[Path]:
+    """Local model files and folders a config names (at any depth of dicts, lists and pydantic models):
+    values of the keys in :data:`MODEL_PATH_KEYS` that exist on this machine, sorted, unique. A stage adds
+    them to its inputs, so weights are identified by their bytes (through the :class:`DigestMemo`: a
+    7B folder is read once, then only re-read when a file's stat changes), never by their path. A hub id
+    that is no local path (resolved from the offline cache) is identified by its name."""
+    found: set[Path] = set()
+
+    def walk(v: Any) -> None:
+        if hasattr(v, "model_dump"):
+            v = v.model_dump()
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k in MODEL_PATH_KEYS and isinstance(x, str) and "://" not in x and Path(x).exists():
+                    found.add(Path(x).resolve())
+                else:
+                    walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+
+    walk(value)
+    return sorted(found)
+
+
+# -- the code a stage runs ----------------------------------------------------------------------------
+_MODULE_STRING = re.compile(r"^(mosear(?:\.[A-Za-z_]\w*)*)(?::[A-Za-z_][\w.]*)?$")
+
+
+def _package_root() -> Path:
+    import mosear
+
+    return Path(mosear.__file__).resolve().parent
+
+
+def _module_file(name: str, root: Path) -> Path | None:
+    """The source file of module ``name`` (``mosear.a.b``) under the package ``root``, or None."""
+    parts = name.split(".")[1:]
+    base = root.joinpath(*parts)
+    for cand in (base.with_suffix(".py"), base / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _imports(path: Path, name: str) -> frozenset[str]:
+    """Every ``mosear`` module name ``path`` (module ``name``) may import, anywhere in its source."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)  # ``from pkg import submodule``
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            m = _MODULE_STRING.match(node.value)
+            if m:
+                found.add(m.group(1))
+    return frozenset(f for f in found if f == "mosear" or f.startswith("mosear."))
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(module: str, root: Path | None = None) -> dict[str, Any]:
+    """``{digest, modules}``: the SHA-256 over the bytes of every ``mosear`` source file ``module`` reaches
+    through its imports (transitively, with parent packages and the non-Python files beside each one),
+    and how many modules that is. ``root``: the ``mosear`` package folder (default: the imported one).
+    Cached per process (the source does not change under a running job)."""
+    root = Path(root) if root is not None else _package_root()
+    if _module_file(module, root) is None:
+        raise ValueError(f"code_fingerprint({module!r}): no such module in {root}")
+    todo, seen = [module], {}
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name, root)
+        seen[name] = path
+        if path is None:  # a name imported from a module, not a module
+            continue
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b
+        todo += sorted(_imports(path, name))
+    files = {p for p in seen.values() if p is not None}
+    for folder in {p.parent for p in files}:
+        files.update(f for f in folder.iterdir() if f.is_file() and f.suffix not in (".py", ".pyc"))
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f"{f.relative_to(root).as_posix()}\0{_sha256_file(f)}\0".encode())
+    return {"digest": h.hexdigest(), "modules": sum(p is not None for p in seen.values())}
+
+
+# -- remote (://) inputs -------------------------------------------------------------------------------
+_VERSION_KEYS = ("ETag", "etag", "VersionId", "version_id", "generation", "md5Hash", "md5", "content_md5")
+
+
+def remote_inputs(cfg: Any) -> list[str]:
+    """The ``://`` URIs held by the config's input fields (``json_schema_extra`` role ``input``), at any
+    depth of lists and nested sections."""
+    found: list[str] = []
+
+    def walk(model: Any) -> None:
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name, None)
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for v in values:
+                if hasattr(type(v), "model_fields"):
+                    walk(v)
+                elif extra.get("role") == "input" and isinstance(v, str) and "://" in v:
+                    found.append(v)
+
+    if hasattr(type(cfg), "model_fields"):
+        walk(cfg)
+    return sorted(set(found))
+
+
+def remote_version(uri: str) -> str | None:
+    """``"<key>:<value>"`` of the first version field (ETag, version id, generation, MD5) the object store
+    reports for ``uri`` (a folder: over its files), or None when none can be had (no ``fsspec`` driver
+    for the scheme, no such field, the store unreachable)."""
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(uri)
+        infos = [fs.info(path)]
+        if infos[0].get("type") == "directory":
+            infos = [fs.info(p) for p in sorted(fs.find(path))]
+    except Exception:  # noqa: BLE001 - any failure means: no version, the stage will not cache
+        return None
+    parts = []
+    for info in infos:
+        key = next((k for k in _VERSION_KEYS if info.get(k)), None)
+        if key is None:
+            return None
+        parts.append(f"{info.get('name')}={key}:{info[key]}")
+    return digest_json(parts) if len(parts) > 1 else parts[0]
+
+
 # -- a stage's identity and its commit marker ---------------------------------------------------------
 def default_memo(output: str | Path) -> DigestMemo:
     """The digest memo of a stage's output folder (``{output}/.input-digests.json``), shared by the
@@ -179,7 +343,9 @@ def default_memo(output: str | Path) -> DigestMemo:
 
 
 def stage_identity(spec: Any, cfg: Any, memo: DigestMemo | None = None) -> dict[str, Any]:
-    """``{stage, version, config, inputs}``: the config's output hash and one digest per input path.
+    """``{stage, version, code, config, inputs}``: the package version, the :func:`code_fingerprint` of
+    the stage's ``run`` module, the config's output hash and one digest per input path (a ``://`` input:
+    its store's version, or an ``uncacheable`` nonce when there is none: see the module docstring).
 
     ``spec`` is the stage's :class:`~mosear.orchestrate.spec.StageSpec` (each stage package's
     ``spec.SPEC``); the input paths are those its ``inputs(cfg)`` names.
@@ -190,8 +356,25 @@ def stage_identity(spec: Any, cfg: Any, memo: DigestMemo | None = None) -> dict[
         raise TypeError(f"stage_identity({spec!r}, ...): pass the stage's spec (mosear.<package>.spec.SPEC), not its name")
     memo = memo if memo is not None else default_memo(spec.output(cfg))
     inputs = {os.path.abspath(p): digest_paths([p], memo) for p in spec.inputs(cfg)}
-    return {"stage": spec.name, "version": mosear.__version__, "config": cfg.output_hash(), "inputs": inputs,
-            "config_fields": _fields(cfg)}
+    code = code_fingerprint(spec.run.partition(":")[0])["digest"]
+    identity = {"stage": spec.name, "version": mosear.__version__, "code": code, "config": cfg.output_hash(),
+                "inputs": inputs, "config_fields": _fields(cfg)}
+    unversioned = []
+    for uri in remote_inputs(cfg):
+        version = remote_version(uri)
+        if version is None:
+            unversioned.append(uri)
+        else:
+            inputs[uri] = version
+    if unversioned:  # content unknown: never reuse a result made from it
+        import logging
+        import uuid
+
+        logging.getLogger(__name__).warning(
+            "%s: %s reports no ETag or version id: its result is not cached (every run recomputes it; copy the "
+            "input to a local path or a versioned store to make it reusable)", spec.name, ", ".join(unversioned))
+        identity["uncacheable"] = {"inputs": unversioned, "nonce": uuid.uuid4().hex}
+    return identity
 
 
 def _fields(cfg: Any) -> dict[str, Any]:
@@ -212,6 +395,8 @@ def changed(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     out = []
     if old.get("version") != new.get("version"):
         out.append(f"mosear version {old.get('version')} -> {new.get('version')}")
+    if old.get("code") != new.get("code"):
+        out.append("the stage's code (mosear source files it runs)")
     of, nf = old.get("config_fields") or {}, new.get("config_fields") or {}
     diff = sorted(k for k in set(of) | set(nf) if of.get(k) != nf.get(k))
     if diff:

@@ -8,12 +8,14 @@ ratings per modality from ``processedResults/summaryTable.csv`` (see datasets/cr
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from pathlib import Path
 from typing import Iterator
 
 from mosear.adapters.base import ClipRecord, DatasetAdapter
 
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 SENTENCES = {
     "IEO": "It's eleven o'clock", "TIE": "That is exactly what happened", "IOM": "I'm on my way to the meeting",
@@ -40,13 +42,16 @@ def _votes(raw: str | None) -> list[str]:
     return [VOTE_LETTERS[v] for v in (raw or "").split(":") if v in VOTE_LETTERS]
 
 
-def load_ratings(path: Path) -> dict[str, dict]:
-    """fileName -> per-modality majority votes (canonical labels) and levels."""
+def load_ratings(path: Path, unknown: list[str] | None = None) -> dict[str, dict]:
+    """fileName -> per-modality majority votes (canonical labels; a tie lists every winner) and levels.
+    Rows whose name is not a CREMA-D clip name are left out and listed in ``unknown``."""
     out: dict[str, dict] = {}
     with open(path, newline="", encoding="utf-8-sig") as fh:
         for row in csv.DictReader(fh):
             name = (row.get("fileName") or row.get("FileName") or "").strip()
-            if not name:
+            if not name or parse_crema_name(name) is None:
+                if unknown is not None:
+                    unknown.append(name or f"(empty name, row {row.get('') or '?'})")
                 continue
             out[name] = {
                 mod: {"votes": _votes(row.get(f"{col}Vote")), "levels": row.get(f"{col}Level")}
@@ -76,7 +81,10 @@ class CremaDAdapter(DatasetAdapter):
 
     def clips(self, root: Path, source) -> Iterator[ClipRecord]:
         rp = self._ratings_path(root, source)
-        ratings = load_ratings(rp) if rp is not None else {}
+        unknown: list[str] = []
+        ratings = load_ratings(rp, unknown) if rp is not None else {}
+        if unknown:
+            log.warning("%s: %d row(s) name no CREMA-D clip and are left out: %s", rp, len(unknown), unknown[:5])
         test = {str(a) for a in source.options.get("test_actors", [])}
         for p in self.video_files(root, source):
             codes = parse_crema_name(p.stem)
@@ -86,6 +94,10 @@ class CremaDAdapter(DatasetAdapter):
             extra: dict = dict(codes)
             if p.stem in ratings:
                 extra["ratings"] = ratings[p.stem]
+            elif rp is not None:
+                extra["ratings_missing"] = True  # counted in the mining summary's warnings
+            if unknown:
+                extra["ratings_unknown_names"] = len(unknown)
             yield self.record(
                 root, p, source, orig_label=codes["emotion_code"],
                 split="test" if codes["actor"] in test else source.split,

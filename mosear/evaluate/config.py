@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mosear.config import INPUT, LOCATION, SCHEDULING, WHOLE_RUN, StageConfig
 from mosear.evaluate.endpoint import EndpointConfig
+from mosear.secrets import ApiKeyEnv, ApiUrl
 
 __all__ = [
     "BenchmarkSpec",
@@ -185,9 +186,11 @@ class JudgeConfig(_Part):
     synonyms: str | None = Field(
         default=None, description="synonym table (TSV: group<TAB>word,word,...); default: the shipped table"
     )
-    base_url: str = Field(default="http://127.0.0.1:8000/v1", description="OpenAI-compatible API base URL")
+    base_url: ApiUrl = Field(default="http://127.0.0.1:8000/v1", description="OpenAI-compatible API base URL "
+                             "(stored and shown without credentials)")
     model: str = Field(default="gpt-4o-mini", description="model name sent to the endpoint")
-    api_key_env: str = Field(default="OPENAI_API_KEY", description="environment variable holding the API key (may be unset)")
+    api_key_env: ApiKeyEnv = Field(default="OPENAI_API_KEY", description="variable holding the API key (may be unset): "
+                                   "MOSEAR_API_KEY* or OPENAI_API_KEY; sent only over https or to a loopback host")
     timeout_s: float = Field(default=30.0, gt=0, description="per-request timeout, seconds")
     retries: int = Field(default=3, ge=0, description="retries after the first failed request")
     backoff_s: float = Field(default=1.0, ge=0, description="first retry delay, seconds (doubles each retry)")

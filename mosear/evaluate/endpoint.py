@@ -16,8 +16,15 @@ log-likelihood of arbitrary continuations), the answer is the unit's ``text``. R
 connection errors (refused, reset, dropped), timeouts, HTTP 429 and 5xx, ``retries`` times with delays
 doubling from ``backoff_s``; other 4xx are not retried. Answers are cached on disk under
 ``{output}/endpoint_cache/`` by the SHA-256 of the request (URL, model, body with the media), so a
-rerun or another unit with the same input never asks twice. A sample whose request fails gets
-``error = "endpoint: ..."``: it is counted in the unit's ``errors``, never scored as a wrong label.
+rerun or another unit with the same input never asks twice.
+
+An error is never a result (:mod:`mosear.item_errors`): a request the endpoint refuses *for this sample*
+(HTTP 400, 413, 415, 422) or a reply that is not a chat completion is a data error of the item, which gets
+``error = "endpoint: ..."`` (counted in the unit's ``errors``, never scored as a wrong label). An endpoint
+that cannot be reached, times out, answers 5xx/429 after the retries, or refuses the key or the URL
+(401, 403, 404, ...) fails the unit: nothing of it is written, so a rerun with the endpoint back computes
+it. The key comes from ``api_key_env`` (``MOSEAR_API_KEY*`` or ``OPENAI_API_KEY``) and is sent only over
+https or to a loopback host (:mod:`mosear.secrets`); the URL is stored without credentials.
 
 Not available from an endpoint: attention shares (``share_*`` stay empty), AR (an AR setting's rows
 carry ``error = "not available: ..."``) and label log-likelihoods (``scores`` empty); the unit metadata
@@ -31,7 +38,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import wave
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mosear.atomic import atomic_write_json
 from mosear.evaluate.chat import post_chat
+from mosear.secrets import ApiKeyEnv, ApiUrl, api_key, redact_url
 
 __all__ = ["ENDPOINT", "EndpointConfig", "EndpointError", "EndpointRejected", "EndpointClient",
            "EndpointPredictor", "UNAVAILABLE", "build_request", "preflight_endpoint"]
@@ -56,9 +63,11 @@ class EndpointConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
-    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible API base URL")
+    base_url: ApiUrl = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible API base URL (stored and "
+                             "shown without credentials)")
     model: str = Field("Qwen/Qwen2.5-Omni-7B", description="model name sent with each request")
-    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key (may be unset)")
+    api_key_env: ApiKeyEnv = Field("OPENAI_API_KEY", description="variable holding the API key (may be unset): "
+                                   "MOSEAR_API_KEY* or OPENAI_API_KEY; sent only over https or to a loopback host")
     visual: Literal["video", "frames"] = Field("video", description="frames as one video part, or as image parts")
     audio: Literal["input_audio", "audio_url"] = Field("input_audio", description="audio content part style")
     num_frames: int = Field(8, ge=1, description="uniform frames sent per clip")
@@ -78,7 +87,8 @@ class EndpointError(RuntimeError):
 
 
 class EndpointRejected(EndpointError):
-    """The endpoint refused a request (HTTP 4xx other than 429): e.g. it does not accept audio parts."""
+    """The endpoint refused this request (HTTP 400, 413, 415, 422: e.g. it does not accept audio parts) or
+    sent a reply that is not a chat completion: a data error of the item (see the module docstring)."""
 
 
 def _wav(audio: np.ndarray) -> bytes:
@@ -160,7 +170,7 @@ class EndpointClient:
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         self.cache_dir = Path(cache_dir) if cache_dir else None
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(cfg.api_key_env)
+        key = api_key(cfg.api_key_env, self.url, "endpoint.api_key_env")
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.Client(timeout=cfg.timeout_s, headers=headers)
@@ -182,7 +192,7 @@ class EndpointClient:
             return json.loads(disk.read_text())["answer"]
         answer = post_chat(self._client, self.url, body, retries=self.cfg.retries, backoff_s=self.cfg.backoff_s,
                            what="endpoint", rejected=EndpointRejected, failed=EndpointError,
-                           on_attempt=self._count_request)
+                           on_attempt=self._count_request, bad_reply=EndpointRejected)
         if disk is not None:
             atomic_write_json(disk, {"model": self.cfg.model, "answer": answer})
         return answer
@@ -255,17 +265,18 @@ class EndpointPredictor:
                 continue
             try:
                 text = self.client.complete(build_request(s, self.ecfg, self.instruction))
-            except EndpointError as exc:
+            except EndpointRejected as exc:  # this sample's request or reply: a data error of the item
                 self.failures += 1
                 rows.append({"error": f"endpoint: {exc}"[:1000]})
                 continue
+            # any other EndpointError (unreachable, 5xx, 401/403) propagates: the unit fails, nothing cached
             parsed = self.parse_label(text, labels)
             rows.append({"text": text, "parsed_label": parsed, "pred_label": parsed, "scores": None,
                          "share_audio": None, "share_visual": None, "share_text": None})
         return rows
 
     def metadata(self) -> dict[str, Any]:
-        return {"backend": "endpoint", "endpoint": self.client.url, "endpoint_model": self.ecfg.model,
+        return {"backend": "endpoint", "endpoint": redact_url(self.client.url), "endpoint_model": self.ecfg.model,
                 "unavailable": list(UNAVAILABLE), "endpoint_failures": self.failures,
                 "endpoint_requests": self.client.requests}
 

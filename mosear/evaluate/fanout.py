@@ -3,7 +3,8 @@
 Flow: plan every unit and its cache id (:func:`~mosear.evaluate.units.plan_units`, which reads and
 validates every benchmark first, so a bad label file fails before any model loads) → skip units whose
 file exists → run the rest as Ray tasks (``max_retries`` covers a worker that dies; an exception in a
-unit is recorded, the other units go on) → write ``units.json`` (the units of this config) and
+unit, an environment or code error (:mod:`mosear.item_errors`: an unreachable endpoint, a bug), is
+recorded as that unit's failure and no file is written for it; the other units go on) → write ``units.json`` (the units of this config) and
 ``run.json`` (counts, failures, timings) → rebuild ``metrics.parquet`` and ``report.html`` → write
 ``commit.json`` (the stage's marker, :mod:`mosear.identity`) last. Every file is written atomically.
 
@@ -45,6 +46,7 @@ class EvalResult:
     computed: list[str] = field(default_factory=list)   # unit files written by this run
     cached: list[str] = field(default_factory=list)     # unit files found done
     failed: dict[str, str] = field(default_factory=dict)  # unit file -> error
+    item_errors: dict[str, int] = field(default_factory=dict)  # data errors of computed units' items, by reason
     report: Path | None = None
     seconds: float = 0.0
 
@@ -140,8 +142,12 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     if todo:
         _run_ray(cfg, todo, benches, result)
     result.seconds = time.perf_counter() - t0
+    if result.item_errors:
+        log.warning("eval: item data errors in the units computed now, by reason: %s (rows keep their `error`)",
+                    ", ".join(f"{k}: {v}" for k, v in result.item_errors.items()))
     run = {"config": cfg.model_dump(mode="json"), "units": len(units), "protocol": protocol, "computed": result.computed,
-           "cached": result.cached, "failed": result.failed, "seconds": round(result.seconds, 3),
+           "cached": result.cached, "failed": result.failed, "item_errors": result.item_errors,
+           "seconds": round(result.seconds, 3),
            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if result.failed and not cfg.allow_partial:
         atomic_write_json(out / "run.json", run, indent=1)
@@ -203,8 +209,10 @@ def _run_ray(cfg: EvalConfig, todo: list[UnitSpec], benches: dict, result: EvalR
         for ref in done:
             unit = pending.pop(ref)
             try:
-                ray.get(ref)
+                summary = ray.get(ref)
                 result.computed.append(unit.filename)
+                for reason, n in (summary.get("error_reasons") or {}).items():
+                    result.item_errors[reason] = result.item_errors.get(reason, 0) + n
             except Exception as exc:  # noqa: BLE001 - every failure is recorded with its cause
                 cause = getattr(exc, "cause", None) or exc
                 msg = f"{type(cause).__name__}: {cause}".strip()

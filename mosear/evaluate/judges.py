@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from functools import lru_cache
 from importlib import resources
@@ -234,7 +233,9 @@ class ChatJudge:
         self.table = table or SynonymTable.load(cfg.synonyms)
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(cfg.api_key_env)
+        from mosear.secrets import api_key
+
+        key = api_key(cfg.api_key_env, self.url, "judge.api_key_env")
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.Client(timeout=cfg.timeout_s, headers=headers)

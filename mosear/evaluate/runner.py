@@ -13,8 +13,10 @@ Per batch of samples (``batch_size``): apply the setting's modality removal (aud
   (text / visual / audio keys, text query rows) go into ``share_*``.
 
 Every benchmark item gets a row: items whose sample is in no shard get ``error = "sample not in
-shards ..."``; a sample that fails to collate or predict gets its exception text as ``error`` (the
-rest of the batch is retried one by one so one bad sample does not take the batch with it).
+shards ..."``; a sample whose prediction raises a data error (:class:`mosear.item_errors.ItemError`,
+e.g. an endpoint refusing that sample) gets its text as ``error`` (the rest of the batch is retried one
+by one so one bad sample does not take the batch with it). Any other exception (a bug, an unreachable
+endpoint, a lost GPU) fails the unit: nothing is written for it, so it is never cached as complete.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mosear.evaluate.benchmark_files import Benchmark, BenchmarkItem
 from mosear.evaluate.config import EvalConfig, SettingSpec
 from mosear.evaluate.judges import Judge, JudgeReplyError, make_judge, reference_set, set_precision_recall
 from mosear.evaluate.units import UnitSpec, unit_path, write_table
+from mosear.item_errors import ItemError, count_reasons
 
 __all__ = ["run_unit", "load_model", "resolve_device", "apply_drop", "iter_benchmark_samples", "set_unit_attention",
            "ar_variant", "calibration_options"]
@@ -366,7 +369,9 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
             rows = pred.predict(batch)
         except Exception as exc:  # noqa: BLE001 - find the bad sample(s), keep the rest
             if len(batch) == 1:
-                results[batch[0]["key"]] = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+                if not isinstance(exc, ItemError):
+                    raise  # an environment or code error: the unit fails, nothing of it is cached
+                results[batch[0]["key"]] = {"error": f"{exc}"[:1000]}
                 return
             for s in batch:
                 flush([s])
@@ -418,5 +423,19 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
         log.warning("%s: %d judge repl%s could not be read (judge_errors); those items are left out of the set "
                     "metric, not scored as empty sets: %s", unit.filename, judge_errors,
                     "y" if judge_errors == 1 else "ies", next(r["judge_error"] for r in rows if r.get("judge_error")))
+    reasons = count_reasons([error_reason(r["error"]) for r in rows if r.get("error")]
+                            + ["judge_reply"] * judge_errors)
     return {"unit": unit.filename, "items": len(rows), "errors": errors, "unparsed": unparsed,
-            "judge_errors": judge_errors, "seconds": seconds}
+            "judge_errors": judge_errors, "error_reasons": reasons, "seconds": seconds}
+
+
+def error_reason(error: str) -> str:
+    """The short reason of an item's ``error`` text (what ``run.json`` counts items by)."""
+    if error.startswith("sample not in shards"):
+        return "sample_not_in_shards"
+    if error.startswith("not available"):
+        return "not_available"
+    if error.startswith("endpoint:"):
+        return "endpoint_rejected"
+    head = error.split(":", 1)[0].strip()
+    return head if head.replace("_", "").isalnum() else "other"

@@ -9,13 +9,16 @@ from mosear.orchestrate.spec import PipelinePaths, StageSpec, local_path
 
 
 def _inputs(cfg: Any) -> list[Path]:
-    """The checkpoint folders and every benchmark's files, shards and features."""
+    """The checkpoint folders, the base model's local folders (``model:``; by content) and every
+    benchmark's files, shards and features."""
+    from mosear.identity import model_paths
+
     # entries may be "name=path" (mosear.evaluate.units.checkpoint_names); "base" is no folder
     paths = [p for c in getattr(cfg, "checkpoints", []) if c != "base" and (p := local_path(c.split("=", 1)[-1]))]
     for b in getattr(cfg, "benchmarks", []):
         shards = b.shards if isinstance(b.shards, list) else [b.shards]  # one folder or a list
         paths += [p for p in (local_path(b.path), *map(local_path, shards), local_path(b.features)) if p is not None]
-    return paths
+    return paths + [p for p in model_paths(getattr(cfg, "model", None)) if p not in paths]
 
 
 def _wire(paths: PipelinePaths) -> dict[str, Any]:

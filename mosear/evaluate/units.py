@@ -4,8 +4,9 @@ The unit's identity is a hash of everything that determines its predictions (:fu
 the checkpoint's files (content, not path), the benchmark's label files, the commit markers of the
 shards its media come from, the setting, and the evaluation fields that change outputs (prediction
 mode, generation length, judge, model config: the fields not marked as scheduling or whole-run in
-:class:`~mosear.evaluate.config.EvalConfig`) and the judging rules' version
-(:data:`mosear.evaluate.judges.SCORING_VERSION`). Digests come from :mod:`mosear.identity`. The output
+:class:`~mosear.evaluate.config.EvalConfig`), the judging rules' version
+(:data:`mosear.evaluate.judges.SCORING_VERSION`) and the code a unit runs
+(:func:`mosear.identity.code_fingerprint` of :mod:`mosear.evaluate.runner`). Digests come from :mod:`mosear.identity`. The output
 ``units/{ckpt}__{bench}__{setting}__{id}.parquet`` is written atomically (:mod:`mosear.atomic`), so a
 file that exists is complete: a rerun skips it, a killed unit leaves only a hidden temporary that the
 next run removes.
@@ -47,7 +48,7 @@ from mosear.atomic import atomic_write_parquet
 from mosear.config import output_fields
 from mosear.evaluate.benchmark_files import Benchmark, load_benchmark
 from mosear.evaluate.config import BenchmarkSpec, EvalConfig, SettingSpec
-from mosear.identity import DigestMemo, digest_paths, file_digest, shard_folder_digest
+from mosear.identity import DigestMemo, code_fingerprint, digest_paths, file_digest, model_paths, shard_folder_digest
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +105,23 @@ def checkpoint_names(checkpoints: list[str]) -> list[tuple[str, str]]:
 
 
 def fingerprint_checkpoint(path: str, model_cfg: dict[str, Any], memo: DigestMemo | None = None) -> str:
-    """Content digest of an adapter folder (every file's bytes), or of the model config for ``base``."""
+    """Content digest of an adapter folder (every file's bytes), or of the model config for ``base``; plus
+    the bytes of the local base-model folders the model config names (``base``) or the adapter's recorded
+    ``model_config.json`` names (:func:`mosear.identity.model_paths`): weights replaced under the same
+    path change the unit's id."""
     h = hashlib.sha256(json.dumps(model_cfg, sort_keys=True, default=str).encode())
+    models = model_paths(model_cfg) if path == "base" else []
     if path not in ("base", "endpoint"):
         root = Path(path)
         if not root.is_dir():
             raise FileNotFoundError(f"checkpoint {path}: not a folder (expected training's {{output}}/adapter)")
         h.update(digest_paths([root], memo).encode())
+        try:
+            models = model_paths(json.loads((root / "model_config.json").read_text()))
+        except (OSError, ValueError):  # load_model reports a missing or bad config for that unit
+            models = []
+    for m in models:
+        h.update(f"{m}\0{digest_paths([m], memo)}\0".encode())
     return h.hexdigest()[:16]
 
 
@@ -157,6 +168,7 @@ def plan_units(cfg: EvalConfig, memo: DigestMemo | None = None) -> tuple[list[Un
     outputs = output_fields(cfg, per_unit=True)  # the eval fields a unit's predictions depend on
     if calibrating:
         outputs["calibration"] = cfg.calibration.model_dump(mode="json")
+    code = code_fingerprint("mosear.evaluate.runner")["digest"]  # a fixed bug in what a unit runs redoes it
     units = []
     for name, path in checkpoint_names(cfg.checkpoints):
         ck_fp = fingerprint_checkpoint(path, _endpoint_identity(cfg) if path == "endpoint" else cfg.model, memo)
@@ -165,7 +177,7 @@ def plan_units(cfg: EvalConfig, memo: DigestMemo | None = None) -> tuple[list[Un
                 if s.name in benches[b.name].notes.get("skipped", {}):
                     continue
                 payload = {"checkpoint": ck_fp, "benchmark": bench_fp[b.name], "setting": s.model_dump(mode="json", exclude={"name"}),
-                           "eval": outputs, "version": getattr(mosear, "__version__", "0"),
+                           "eval": outputs, "version": getattr(mosear, "__version__", "0"), "code": code,
                            "scoring": judges.SCORING_VERSION}
                 uid = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
                 units.append(UnitSpec(name, path, b, s, uid, ck_fp))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from mosear.mine.config import MineConfig
 from mosear.mine.crossfit import CrossFitResult, choose_groups, crossfit_predict
 from mosear.mine.stage_pipeline import StagePipeline
 from mosear.mine.splits import SPLITS, assign_splits
-from mosear.mine.subsets import SUBSETS, assign_subset, human_rated_probs, truth_subset
+from mosear.mine.subsets import SPLICED, SUBSETS, assign_subset, human_rated_probs, human_rated_subset, truth_subset
 from mosear.mine.summary import write_summary
 
 log = logging.getLogger(__name__)
@@ -123,7 +122,9 @@ def _cue(probs: np.ndarray | None, source: str) -> dict[str, Any] | None:
 def _refiner(cfg: MineConfig) -> LLMCaptionRefiner | None:
     if not cfg.llm.base_url:
         return None
-    key = os.environ.get(cfg.llm.api_key_env) if cfg.llm.api_key_env else None
+    from mosear.secrets import api_key
+
+    key = api_key(cfg.llm.api_key_env, cfg.llm.base_url, "llm.api_key_env")
     return LLMCaptionRefiner(cfg.llm.base_url, cfg.llm.model, key, cfg.llm.timeout_s)
 
 
@@ -146,10 +147,17 @@ def assemble(cfg: MineConfig, pipeline: StagePipeline | None = None, shards: lis
         probs = {m: (fits[m].probs[i] if m in fits else np.full(len(CANONICAL_LABELS), np.nan, np.float32))
                  for m in MODALITY_TRUTH}
         meta = json.loads(r["meta_json"])
+        extra = meta.get("extra") or {}
         ha, hv = human_rated_probs(meta)
-        origin = r["origin"]
-        if ha is not None and hv is not None:  # per-modality human ratings decide the subset
-            subset, margin = assign_subset(r["label"], ha, hv, cfg.margin)
+        origin, label, ties = r["origin"], r["label"], None
+        target_label = target_subset = None
+        if origin == "spliced":  # no true emotion: preference only; a training target only under a rule
+            subset, margin, label = SPLICED, 0.0, None
+            target_label, target_subset = splice_target(r["face_label"], r["voice_label"], cfg.train_mix.splice_target)
+            evidence = {"visual": (probs["visual"], "cross-fitted face classifier"),
+                        "audio": (probs["audio"], "cross-fitted voice classifier")}
+        elif ha is not None and hv is not None:  # per-modality human ratings decide the subset
+            subset, margin, label, ties = human_rated_subset(r["label"], extra.get("ratings") or {}, cfg.margin)
             origin = "human-rated"
             evidence = {"visual": (hv, "visual-only human ratings"), "audio": (ha, "audio-only human ratings")}
         else:
@@ -157,8 +165,10 @@ def assemble(cfg: MineConfig, pipeline: StagePipeline | None = None, shards: lis
             evidence = {"visual": (probs["visual"], "cross-fitted face classifier"),
                         "audio": (probs["audio"], "cross-fitted voice classifier")}
         row = {
-            "key": r["key"], "shard": r["shard"], "label": r["label"], "dataset": r["dataset"],
-            "speaker": r["speaker"],
+            "key": r["key"], "shard": r["shard"], "label": label, "acted_label": r["label"],
+            "dataset": r["dataset"], "speaker": r["speaker"],
+            "face_person": _text(extra.get("face_person")) or _text(r["speaker"]),
+            "voice_person": _text(extra.get("voice_person")) or _text(r["speaker"]),
             "audio_pred": _pred(probs["audio"]), "audio_probs": probs["audio"].tolist(),
             "visual_pred": _pred(probs["visual"]), "visual_probs": probs["visual"].tolist(),
             "text_pred": _pred(probs["text"]), "text_probs": probs["text"].tolist(),
@@ -170,15 +180,25 @@ def assemble(cfg: MineConfig, pipeline: StagePipeline | None = None, shards: lis
             "audio_uninformative": bool(fits["audio"].uninformative[i]) if "audio" in fits else False,
             "visual_uninformative": bool(fits["visual"].uninformative[i]) if "visual" in fits else False,
             "stages": ",".join(stage_names),
+            "target_label": target_label, "target_subset": target_subset,
+            "rating_ties": ",".join(m for m, t in ties.items() if t) or None if ties else None,
+            "unrated": bool(extra.get("ratings_missing")),
+            "ratings_unknown_names": int(extra.get("ratings_unknown_names") or 0),
         }
         row["truth_subset"] = truth_subset(row)
         descs = {k: json.loads(r[k]) if isinstance(r.get(k), str) else None
                  for k in ("audio_desc", "visual_desc", "text_desc")}
         cues = {"face_cue": _cue(*evidence["visual"]), "voice_cue": _cue(*evidence["audio"])}
-        reasoning, row["misleading_cue"] = build_reasoning({**row, **descs, **cues})
+        # a splice's caption follows its target rule (a training text); without one it names no emotion
+        as_row = {**row, "label": target_label, "subset": target_subset or "ambiguous"} if origin == "spliced" else row
+        reasoning, row["misleading_cue"] = build_reasoning({**as_row, **descs, **cues})
+        if origin == "spliced" and target_label is None:  # the 'mixed cues' ending would claim a label
+            reasoning = reasoning.rsplit(" The cues are weak or mixed", 1)[0] + (
+                " A counterfactual splice: the face and the voice come from different recordings (the face "
+                f"shows {r['face_label']}, the voice {r['voice_label']}), so the clip has no single true emotion.")
         row["caption_source"], row["caption_error"] = "template", None
         if refiner is not None:  # the refiner sees the reasoning only: the misleading cue stays apart
-            reasoning, err = refiner.refine(reasoning, row["label"])
+            reasoning, err = refiner.refine(reasoning, as_row["label"])
             row["caption_error"] = err
             row["caption_source"] = "template" if err else f"llm:{cfg.llm.model}"
         row["reasoning"] = reasoning
@@ -193,7 +213,18 @@ def assemble(cfg: MineConfig, pipeline: StagePipeline | None = None, shards: lis
     write_exports(out, conflicts)
     mix = train_mix(conflicts, cfg.ambiguous_weight)
     atomic_write_parquet(out / "train_mix.parquet", mix)
-    return write_summary(out, conflicts, audit, stats, fits, split_res, cfg.splits)
+    return write_summary(out, conflicts, audit, stats, fits, split_res, cfg.splits,
+                         splice_target=cfg.train_mix.splice_target)
+
+
+def splice_target(face: str | None, voice: str | None, rule: str) -> tuple[str | None, str | None]:
+    """``(target label, subset it makes)`` of a splice under the training rule ``rule`` (``none``: no
+    target). ``face``: the face's emotion (a conflict becomes video_aligned), ``voice``: the voice's."""
+    if rule == "none" or not (isinstance(face, str) and isinstance(voice, str)):
+        return None, None
+    if face == voice:
+        return face, "consistent"
+    return (face, "video_aligned") if rule == "face" else (voice, "audio_aligned")
 
 
 def _text(v: Any) -> str | None:
@@ -201,17 +232,24 @@ def _text(v: Any) -> str | None:
 
 
 def _export_entry(r: dict[str, Any]) -> dict[str, Any]:
-    return {"reason": r["reasoning"], "misleading_cue": _text(r["misleading_cue"]), "label": r["label"],
-            "split": r["split"], "audio_pred": r["audio_pred"],
-            "visual_pred": r["visual_pred"], "origin": r["origin"], "margin": r["margin"]}
+    entry = {"reason": r["reasoning"], "misleading_cue": _text(r["misleading_cue"]), "label": _text(r["label"]),
+             "split": r["split"], "audio_pred": r["audio_pred"],
+             "visual_pred": r["visual_pred"], "origin": r["origin"], "margin": r["margin"],
+             "face_person": _text(r.get("face_person")), "voice_person": _text(r.get("voice_person"))}
+    if r["origin"] == "spliced":
+        entry.update(face_label=r["face_label"], voice_label=r["voice_label"],
+                     conflict=r["face_label"] != r["voice_label"], target_label=_text(r.get("target_label")))
+    return entry
 
 
 def write_exports(out: Path, conflicts: pd.DataFrame) -> None:
     """The CA-MER-style subset files: ``{split}/{subset}.json`` for each split (the release's layout,
     ``test/video_aligned.json``, ...), and ``{subset}.json`` at the top holding every split's rows, each
-    entry naming its ``split`` (unassigned rows appear only there). Files of every split are written,
-    empty ones too, so a split folder always has its three files."""
-    for s in SUBSETS[:3]:
+    entry naming its ``split`` (unassigned rows appear only there). The three accuracy subsets hold only
+    rows with a truth (natural, human-rated); the counterfactual splices are in ``spliced.json`` of their
+    own (``label`` null; ``face_label``, ``voice_label``, ``conflict``: what preference is scored from).
+    Files of every split are written, empty ones too, so a split folder always has its four files."""
+    for s in (*SUBSETS[:3], SPLICED):
         part = conflicts[conflicts["subset"] == s]
         atomic_write_json(out / f"{s}.json", {r["key"]: _export_entry(r) for r in part.to_dict("records")},
                           indent=1, ensure_ascii=False)
@@ -226,10 +264,20 @@ def train_mix(conflicts: pd.DataFrame, ambiguous_weight: float = 0.0) -> pd.Data
     non-empty subset gets the same total weight (mean weight 1 per row).
 
     ``weight = N_kept / (n_subsets * n_in_subset)``; ambiguous rows get ``ambiguous_weight`` (0 by
-    default: left out). ``target`` is the label followed by the reasoning caption.
+    default: left out). ``target`` is the label followed by the reasoning caption. A spliced row enters
+    only with a ``target_label`` (the mine config's ``train_mix.splice_target`` rule: a counterfactual
+    augmentation), under the subset the rule makes it (``target_subset``) and its ``target_label``;
+    without a rule it is left out (it has no true emotion).
     """
     if "split" in conflicts:
         conflicts = conflicts[conflicts["split"] == "train"]
+    spliced = conflicts["origin"] == "spliced"
+    ruled = spliced & conflicts.get("target_label", pd.Series(None, index=conflicts.index)).notna()
+    conflicts = conflicts[~spliced | ruled].copy()
+    is_sp = conflicts["origin"] == "spliced"
+    if is_sp.any():
+        conflicts.loc[is_sp, "subset"] = conflicts.loc[is_sp, "target_subset"]
+        conflicts.loc[is_sp, "label"] = conflicts.loc[is_sp, "target_label"]
     keep = conflicts[conflicts["subset"] != "ambiguous"]
     counts = keep["subset"].value_counts()
     rows = []
@@ -240,5 +288,5 @@ def train_mix(conflicts: pd.DataFrame, ambiguous_weight: float = 0.0) -> pd.Data
             w = len(keep) / (len(counts) * counts[r["subset"]])
         if w > 0:
             rows.append({"key": r["key"], "shard": r["shard"], "subset": r["subset"], "weight": float(w),
-                         "target": f"{r['label']}. {r['caption']}"})
-    return pd.DataFrame(rows, columns=["key", "shard", "subset", "weight", "target"])
+                         "target": f"{r['label']}. {r['caption']}", "origin": r["origin"]})
+    return pd.DataFrame(rows, columns=["key", "shard", "subset", "weight", "target", "origin"])

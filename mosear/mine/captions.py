@@ -12,7 +12,13 @@ Word thresholds (our choices, for eGeMAPS v02 functionals on 16 kHz speech): pit
 voiced segments per second < 2 "slow", > 4 "fast"; HNR < 5 dB "breathy or rough", > 10 dB "clear".
 
 :class:`LLMCaptionRefiner` rewrites a caption through any OpenAI-compatible ``/chat/completions``
-endpoint; on any failure the template caption is kept and the error recorded.
+endpoint (the shared client, :func:`mosear.evaluate.chat.post_chat`, with its retries). An error is never
+a result (:mod:`mosear.item_errors`): a reply that is no usable caption (not a chat completion, empty) or
+a request refused for this caption (HTTP 400, 413, 415, 422) is a data error of that row: the template is
+kept and ``caption_error`` says why (counted by reason in ``summary.json``'s ``caption_errors`` and
+in the log). An endpoint that cannot be reached, times out, answers 5xx/429 after the retries or refuses
+the key (401, 403, ...) raises :class:`CaptionServiceError`: the assembly fails and nothing is committed,
+so a rerun with the endpoint back refines every caption.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import math
 from typing import Any
 
 import httpx
+
+from mosear.evaluate.chat import post_chat
 
 
 def _voice_words(desc: dict[str, Any] | None) -> str:
@@ -122,21 +130,36 @@ def build_caption(row: dict[str, Any]) -> str:
     return f"{reasoning} {cue}" if cue else reasoning
 
 
+class CaptionServiceError(RuntimeError):
+    """The caption endpoint failed as a service (unreachable, 5xx, 401/403): the mining stage fails."""
+
+
+class _Rejected(Exception):
+    pass
+
+
+class _BadReply(Exception):
+    pass
+
+
 class LLMCaptionRefiner:
     """Rewrite captions with a chat model behind an OpenAI-compatible endpoint.
 
     ``base_url`` is the API root (``http://host:port/v1``); ``api_key`` is sent as a Bearer token when
-    given. ``refine`` returns ``(caption, error)``: the refined text, or the original and the reason.
+    given. ``refine`` returns ``(caption, error)``: the refined text, or the original and the data error
+    (``rejected: ...``, ``unparseable_reply: ...``); it raises :class:`CaptionServiceError` when the
+    service itself fails (see the module docstring).
     """
 
     SYSTEM = ("You rewrite emotion-reasoning annotations of video clips. Keep every fact and the final "
               "emotion label; write fluent English in at most four sentences.")
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 30.0,
-                 max_tokens: int = 200) -> None:
+                 max_tokens: int = 200, retries: int = 2, backoff_s: float = 1.0) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.max_tokens = max_tokens
+        self.retries, self.backoff_s = retries, backoff_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(timeout=timeout_s, headers=headers)
 
@@ -151,13 +174,15 @@ class LLMCaptionRefiner:
             "max_tokens": self.max_tokens,
         }
         try:
-            r = self._client.post(self.url, json=body)
-            r.raise_for_status()
-            text = r.json()["choices"][0]["message"]["content"].strip()
-        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as exc:
-            return caption, f"{type(exc).__name__}: {exc}"
+            text = post_chat(self._client, self.url, body, retries=self.retries, backoff_s=self.backoff_s,
+                             what="caption LLM", rejected=_Rejected, failed=CaptionServiceError,
+                             bad_reply=_BadReply).strip()
+        except _Rejected as exc:
+            return caption, f"rejected: {exc}"
+        except _BadReply as exc:
+            return caption, f"unparseable_reply: {exc}"
         if not text:
-            return caption, "empty completion"
+            return caption, "unparseable_reply: empty completion"
         return text, None
 
     def close(self) -> None:

@@ -42,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"subsets: {json.dumps(s['subsets'])}  dropped: {s['dropped']}")
     sp = s["splits"]
     print(f"splits (grouped by {sp['grouping']}): {json.dumps(sp['rows'])}")
+    print("people: " + "; ".join(f"{k}: {', '.join(v) or '-'}" for k, v in sp.get("people", {}).items()))
     for w in s["warnings"]:
         print(f"WARNING {w}")
     for m, c in s["classifiers"].items():

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mosear.config import INPUT, LOCATION, SCHEDULING, WHOLE_RUN, ConfigError, StageConfig
 from mosear.mine.splits import SplitConfig
+from mosear.secrets import ApiKeyEnv, ApiUrl
 
 DEFAULT_STAGES: list[Any] = ["require_label", "signal_quality", "audio_egemaps", "visual_fer", "text_lexicon"]
 
@@ -24,10 +25,30 @@ class CrossFitConfig(_Section):
     seed: int = 0
 
 
+class TrainMixConfig(_Section):
+    """What enters ``train_mix.parquet`` besides the natural and human-rated rows of the train split."""
+
+    splice_target: Literal["none", "face", "voice"] = Field(
+        "none", description="the target rule under which spliced (counterfactual) clips enter the training "
+        "mix: none = they do not (default; a splice has no true emotion); face = the face's emotion (train to "
+        "follow the face: a counterfactual augmentation); voice = the voice's emotion")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_coin_flip(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("splice_target") not in (None, "none", "face", "voice"):
+            raise ValueError(f"train_mix.splice_target: {data['splice_target']!r}: a spliced clip has no true "
+                             "emotion, so its training target needs a rule: face | voice, or none to leave "
+                             "splices out of the training mix")
+        return data
+
+
 class LLMConfig(_Section):
-    base_url: str | None = Field(None, description="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")
+    base_url: ApiUrl | None = Field(None, description="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1 "
+                                    "(stored and shown without credentials)")
     model: str = "default"
-    api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    api_key_env: ApiKeyEnv | None = Field(None, description="variable holding the API key: MOSEAR_API_KEY* or "
+                                          "OPENAI_API_KEY; sent only over https or to a loopback host")
     timeout_s: float = 30.0
 
 
@@ -50,6 +71,8 @@ class MineConfig(StageConfig):
     splits: SplitConfig = Field(default_factory=SplitConfig, json_schema_extra=WHOLE_RUN,
                                 description="group-disjoint train/validation/test ratios and grouping of the "
                                 "mined benchmark (mosear/mine/splits.py)")
+    train_mix: TrainMixConfig = Field(default_factory=TrainMixConfig, json_schema_extra=WHOLE_RUN,
+                                      description="which rows train (mosear/mine/assemble.py train_mix)")
     ambiguous_weight: float = Field(0.0, ge=0, json_schema_extra=WHOLE_RUN, description="training-mix weight of ambiguous rows")
     allow_partial: bool = Field(False, json_schema_extra=SCHEDULING, description="a shard that fails to mine "
                                 "leaves the stage failed (exit 1) unless this is true: then the outputs are built "

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from mosear.atomic import atomic_write_json
-from mosear.identity import stage_identity, write_marker
+from mosear.identity import (code_fingerprint, default_memo, digest_json, digest_paths, model_paths, stage_identity,
+                             write_marker)
 from mosear.mine.config import MineConfig
 from mosear.mine.spec import SPEC
 from mosear.mine.stage_pipeline import StagePipeline
@@ -65,6 +66,15 @@ def _actor_failure(exc: BaseException) -> str:
     return f"mining worker failed: {type(exc).__name__}: {msg[-1] if msg else 'the actor died'}"
 
 
+def evidence_hash(cfg: MineConfig) -> str:
+    """The hash a shard's evidence records and is reused by: the stage config's hash *and* the
+    :func:`~mosear.identity.code_fingerprint` of the mining worker (a fixed bug in a built-in stage
+    re-mines; a third-party stage counts by its declared version, part of ``stage_hash``) and the bytes
+    of the model files and folders stage parameters name (:func:`~mosear.identity.model_paths`)."""
+    models = {str(m): digest_paths([m], default_memo(cfg.output)) for m in model_paths(cfg.stages)}
+    return digest_json([cfg.stage_hash(), code_fingerprint("mosear.mine.worker")["digest"], models])[:16]
+
+
 def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int, dict[str, str]]:
     """Mine the shards not yet committed under ``{output}/evidence``; returns (mined, skipped, failed),
     ``failed`` mapping each shard that failed to its error.
@@ -85,7 +95,7 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int, dict[str
     from mosear.ray_utils import init_ray
 
     out = Path(cfg.output)
-    chash = cfg.stage_hash()
+    chash = evidence_hash(cfg)
     todo = [s for s in shards if not is_done(out, s, chash)]
     skipped = len(shards) - len(todo)
     if skipped:

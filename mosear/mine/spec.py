@@ -9,8 +9,11 @@ from mosear.orchestrate.spec import PipelinePaths, StageSpec, paths_of
 
 
 def _inputs(cfg: Any) -> list[Path]:
-    """The shard folder (natural and spliced clips alike) and the ``py_modules`` of third-party stages."""
-    return paths_of(cfg, "shards", "py_modules")
+    """The shard folder (natural and spliced clips alike), the ``py_modules`` of third-party stages and
+    the model files and folders stage parameters name (``hf_classifier``'s ``model_path``: by content)."""
+    from mosear.identity import model_paths
+
+    return paths_of(cfg, "shards", "py_modules") + model_paths(getattr(cfg, "stages", []))
 
 
 def _wire(paths: PipelinePaths) -> dict[str, Any]:

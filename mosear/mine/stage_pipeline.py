@@ -42,7 +42,7 @@ from mosear.mine.stage import (EVIDENCE_MODALITIES, Drop, MiningStage, Resources
 log = logging.getLogger(__name__)
 
 __all__ = ["ENTRY_POINT_GROUP", "BUILTIN_STAGES", "MEDIA_FIELDS", "available_stages", "load_stage_class",
-           "add_import_paths", "stored_value", "StagePipeline"]
+           "add_import_paths", "stored_value", "StagePipeline", "StageRaisedError"]
 
 ENTRY_POINT_GROUP = "mosear.stages"
 
@@ -165,6 +165,10 @@ def _normalise_spec(item: Any) -> tuple[str, dict[str, Any]]:
     raise ValueError(f"stage entry {item!r}: expected a name or {{stage: NAME, params: {{...}}}}")
 
 
+class StageRaisedError(RuntimeError):
+    """A mining stage raised on a sample (a bug or an environment fault, not a data error): the shard fails."""
+
+
 class StagePipeline:
     """An ordered list of stages run over batches of samples in one worker."""
 
@@ -251,10 +255,11 @@ class StagePipeline:
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Run every stage in order. Returns ``(kept samples, audit rows)``.
 
-        An audit row is ``{key, stage, reason, detail}``: ``reason`` is the stage's drop reason, or
-        ``"error"`` when the stage raised on that sample (``detail``: the exception and its last frame).
-        When a batch call raises, the stage is retried sample by sample so one bad sample does not
-        take its batch-mates down.
+        An audit row is ``{key, stage, reason, detail}``: ``reason`` is the stage's drop reason (a data
+        error or a filter, declared in ``drop_reasons``). An error is never a result: when a batch call
+        raises, the stage is retried sample by sample to name the sample, and the first exception is
+        raised as :class:`StageRaisedError` (the stage, the key, the exception and its last frame), which
+        fails the shard: it is not committed, and a rerun after the fix mines it again.
         """
         self.setup()
         audit: list[dict[str, Any]] = []
@@ -276,10 +281,13 @@ class StagePipeline:
                     except StageContractError:
                         raise
                     except Exception as exc:
+                        st.errors += 1
                         tb = traceback.extract_tb(exc.__traceback__)
                         where = f" at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
-                        results.append(Drop("error", f"{type(exc).__name__}: {exc}{where}"))
-                        st.errors += 1
+                        raise StageRaisedError(
+                            f"stage {stage.stage_name} raised on sample {s.get('key')}: {type(exc).__name__}: "
+                            f"{exc}{where} (a stage returns Drop(reason) for a sample it cannot use; any "
+                            f"exception fails the shard, which a rerun after the fix mines again)") from exc
             kept = []
             for s, r, keys in zip(batch, results, before):
                 if not isinstance(r, Drop):

@@ -9,6 +9,17 @@ A modality's cue, with probabilities ``p`` over CANONICAL_LABELS and true label 
 Subsets: ``consistent`` (audio and visual both show y), ``video_aligned`` (visual shows y, audio shows
 another), ``audio_aligned`` (audio shows y, visual another); everything else is ``ambiguous`` and kept.
 The row's ``margin`` is the smaller of the two modalities' decision margins (0 when one is missing).
+These four are the *accuracy* subsets: only rows with a truth get them (natural clips, human-rated
+clips). A counterfactual splice has no true emotion; its subset is ``spliced`` (:data:`SPLICED`) and it
+is scored for preference (which cue the answer follows) from ``face_label`` / ``voice_label``.
+
+Human-rated clips (per-modality ratings in ``meta.extra.ratings``, CREMA-D's summaryTable.csv): when the
+ratings carry the audio-visual vote, **the audio-visual vote is the truth** (``label``; the acted label
+stays in ``acted_label``) and the visual-only / audio-only votes are the cues: both show the AV emotion
+-> consistent, only the face -> video_aligned, only the voice -> audio_aligned, else ambiguous. A tie
+(several emotions share the top vote; summaryTable writes ``N:S``) makes that cue *unsure*; a tie in
+the audio-visual vote leaves no truth: the acted label is kept and the row is ambiguous
+(:func:`human_rated_subset`).
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import pandas as pd
 from mosear.labels import CANONICAL_LABELS, canonical_label, label_index
 
 SUBSETS = ("consistent", "video_aligned", "audio_aligned", "ambiguous")
+SPLICED = "spliced"  # the subset of every counterfactual splice: no truth, preference only
 
 
 def cue_verdict(probs: np.ndarray | None, label: str, margin: float) -> tuple[str, float]:
@@ -85,6 +97,30 @@ def ratings_to_probs(rating: Any) -> np.ndarray | None:
         if lbl is not None:
             out[label_index(lbl)] += float(votes)
     return out / out.sum() if out.sum() > 0 else None
+
+
+def rating_tie(rating: Any) -> bool:
+    """Several emotions share one modality's top vote (summaryTable.csv's ``N:S``)."""
+    p = ratings_to_probs(rating)
+    return p is not None and int((p >= p.max() - 1e-9).sum()) > 1
+
+
+def human_rated_subset(acted: str | None, ratings: dict[str, Any], margin: float = 0.1
+                       ) -> tuple[str, float, str | None, dict[str, bool]]:
+    """``(subset, margin, truth label, ties per modality)`` of a human-rated clip (module docstring).
+
+    Without an ``audio_visual`` rating the acted label is the truth (the cues are still the votes)."""
+    ha, hv = ratings_to_probs(ratings.get("audio")), ratings_to_probs(ratings.get("visual"))
+    ties = {m: rating_tie(ratings.get(m)) for m in ("audio", "visual", "audio_visual")}
+    if "audio_visual" not in ratings:
+        subset, m = assign_subset(acted, ha, hv, margin)
+        return subset, m, acted, ties
+    hav = ratings_to_probs(ratings.get("audio_visual"))
+    if hav is None or ties["audio_visual"]:
+        return "ambiguous", 0.0, acted, ties
+    truth = CANONICAL_LABELS[int(hav.argmax())]
+    subset, m = assign_subset(truth, ha, hv, margin)
+    return subset, m, truth, ties
 
 
 def human_rated_probs(meta: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None]:

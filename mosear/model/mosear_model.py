@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 from peft import PeftModel, get_peft_model
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from mosear.labels import CANONICAL_LABELS
@@ -251,15 +251,22 @@ class MoSEARModel(AdapterAccess, nn.Module):
 
     def save_adapter(self, directory: str | Path) -> Path:
         """Write ``adapter/`` (peft layout), ``projectors.safetensors`` and ``model_config.json``."""
+        from safetensors.torch import save as save_bytes
+
+        from mosear.atomic import atomic_write, swap_dir, temp_name
+
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         if isinstance(self.lm, PeftModel):
             # the base weights are rebuilt (tiny: from the seed) or reloaded, never resized: an adapter on
-            # lm_head needs no copy of the base head (peft's "auto" would save it and warn each time)
-            self.lm.save_pretrained(str(d / "adapter"), save_embedding_layers=False)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.trainable_state().items()},
-                  str(d / "projectors.safetensors"))
-        (d / "model_config.json").write_text(json.dumps(self.cfg.model_dump(mode="json"), indent=2, sort_keys=True))
+            # lm_head needs no copy of the base head (peft's "auto" would save it and warn each time).
+            # peft writes into a staged folder that replaces adapter/ whole (fsynced at every depth).
+            staged = temp_name(d / "adapter")
+            self.lm.save_pretrained(str(staged), save_embedding_layers=False)
+            swap_dir(staged, d / "adapter")
+        atomic_write(d / "projectors.safetensors",
+                     save_bytes({k: v.detach().contiguous().cpu() for k, v in self.trainable_state().items()}))
+        atomic_write(d / "model_config.json", json.dumps(self.cfg.model_dump(mode="json"), indent=2, sort_keys=True))
         return d
 
     def load_adapter(self, directory: str | Path, trainable: bool = False) -> None:

@@ -134,7 +134,8 @@ class RayJobRunner:
             import mosear
 
             env.setdefault("py_modules", []).append(str(Path(mosear.__file__).parent))
-        env_vars = {"RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+        # No RAY_AUTH_MODE here: the job runs under the cluster's own auth settings (never disabled by us).
+        env_vars = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
         env_vars.update(env.get("env_vars", {}))
         env["env_vars"] = env_vars
         submission_id = f"mosear-{spec.name}-{uuid.uuid4().hex[:10]}"

@@ -51,6 +51,11 @@ class ShardConfig(StageConfig):
     progress: bool = Field(True, json_schema_extra=SCHEDULING, description="show a progress bar")
     allow_partial: bool = Field(False, json_schema_extra=SCHEDULING, description="a shard that fails to build leaves the stage failed "
                                 "(exit 1) unless this is true: then the others are committed with status partial")
+    max_item_error_fraction: float = Field(
+        0.0, ge=0, le=1, json_schema_extra=SCHEDULING,
+        description="largest share of inputs that may be quarantined (data errors: bad clips, names, labels) "
+        "before the stage fails (exit 1, counts by reason; shards, quarantine and run.json are kept, no "
+        "commit.json); 0: any quarantined input fails the stage")
     overwrite: bool = Field(False, json_schema_extra=SCHEDULING, description="delete an output written by another config instead of stopping")
 
     @field_validator("corpus")

@@ -7,6 +7,12 @@
 ``ShardIterableDataset`` (:mod:`mosear.shards.torch_dataset`, also ``mosear.shards.ShardIterableDataset``;
 it imports torch, this module never does) is a torch ``IterableDataset`` over them that splits shards
 by distributed rank and by DataLoader worker. Tars are read as a stream (``tarfile`` "r|"): one sample in memory.
+
+Consumers never trust a shard's record over its bytes: before a committed shard is first read in a
+process, :func:`verify_shard` hashes the tar and compares it with the ``tar_sha256`` its commit marker
+recorded when it was written; a mismatch (a tar changed, truncated or replaced after its commit) is a
+:class:`ShardDigestError` naming the file. The digest is remembered per file stat for the process
+(:class:`mosear.identity.DigestMemo`), so a shard read every epoch is hashed once.
 """
 
 from __future__ import annotations
@@ -20,7 +26,36 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["list_shards", "iter_samples", "ShardIterableDataset", "read_stats", "decode_wav"]
+__all__ = ["list_shards", "iter_samples", "ShardIterableDataset", "read_stats", "decode_wav", "verify_shard",
+           "ShardDigestError"]
+
+_VERIFIED = None  # this process's DigestMemo of tars (in memory only; consumers never write into the input)
+
+
+class ShardDigestError(ValueError):
+    """A shard's bytes do not match the ``tar_sha256`` its commit marker recorded."""
+
+
+def verify_shard(tar: str | Path) -> None:
+    """Check ``tar``'s bytes against its commit marker's ``tar_sha256`` (once per file stat in this process).
+
+    A tar without a commit marker or without a recorded digest is not checked (nothing to compare with).
+    """
+    global _VERIFIED
+    from mosear.identity import DigestMemo
+
+    tar = Path(tar)
+    stats = read_stats(tar)
+    want = (stats or {}).get("tar_sha256")
+    if not want:
+        return
+    if _VERIFIED is None:
+        _VERIFIED = DigestMemo()
+    got = _VERIFIED.digest(tar)
+    if got != want:
+        raise ShardDigestError(f"{tar}: its bytes (sha256 {got[:16]}...) are not those its commit marker records "
+                               f"(tar_sha256 {want[:16]}...): the shard changed after it was written; delete "
+                               f"it (tar and .stats.json) and rerun `mosear shard` to rebuild it")
 
 
 def read_stats(tar: str | Path) -> dict[str, Any] | None:
@@ -98,5 +133,6 @@ def iter_samples(shards: Iterable[str | Path] | str | Path) -> Iterator[dict[str
     elif isinstance(shards, (str, Path)):
         shards = [shards]
     for tar in shards:
+        verify_shard(tar)
         yield from _iter_tar(Path(tar))
 

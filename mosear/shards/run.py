@@ -7,8 +7,10 @@ in flight (decode each clip once with PyAV, write the tar with :class:`~mosear.s
 -> ``quarantine.parquet``, ``run.json`` and, last, ``commit.json`` (the stage's marker: its identity and
 totals).
 
-A shard task that fails (not a clip: a clip that cannot be decoded is quarantined) leaves the stage
-failed (:class:`~mosear.orchestrate.errors.StageFailedError`, exit 1) with the count and first reasons,
+An error is never a result (:mod:`mosear.item_errors`): a clip that cannot be decoded
+(:class:`~mosear.media.decode.MediaError`) is quarantined with its reason; any other exception while
+building a shard (a bug, an OS error) fails that shard, which is not committed. A shard task that fails
+leaves the stage failed (:class:`~mosear.orchestrate.errors.StageFailedError`, exit 1) with the count and first reasons,
 after the other shards are committed; ``allow_partial=true`` commits the rest with status ``partial``
 and names the missing shards.
 
@@ -33,7 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mosear.atomic import atomic_write_json, atomic_write_parquet, remove_stale_temps
-from mosear.identity import DigestMemo, default_memo, digest_json, safe_digest, stage_identity, write_marker
+from mosear.item_errors import check_error_fraction
+from mosear.identity import DigestMemo, code_fingerprint, default_memo, digest_json, safe_digest, stage_identity, write_marker
 from mosear.orchestrate.errors import RefusedResumeError, StageFailedError
 from mosear.shards.config import ShardConfig
 from mosear.shards.plan import CorpusPlan, ShardPlan, plan_corpus, quarantine_row
@@ -131,18 +134,19 @@ _FAIL_FIELDS = ("dataset", "clip_id", "split", "label", "orig_label", "speaker",
 
 
 def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: str,
-                inputs_digest: str | None = None) -> dict[str, Any]:
+                inputs_digest: str | None = None, code: str | None = None) -> dict[str, Any]:
     """Decode every clip of ``plan`` and commit the shard; returns its stats dict.
 
     ``inputs_digest`` (:func:`clips_digest` of the plan's clips) is recorded in the commit marker, so a
-    later run rebuilds the shard exactly when a clip's bytes changed.
+    later run rebuilds the shard exactly when a clip's bytes changed; ``code`` (the driver's
+    :func:`shard_code`) likewise when the stage's source changed.
     """
     from mosear.media.decode import MediaError, decode_clip
     from mosear.media.splice import SPLICE_FORMAT, decode_splice, ffmpeg_version
     from mosear.shards.writer import ShardSample, ShardWriter
 
     cpu0 = time.process_time()
-    extra = {"inputs_digest": inputs_digest} if inputs_digest else None
+    extra = {k: v for k, v in (("inputs_digest", inputs_digest), ("code", code)) if v} or None
     decode = {"num_frames": cfg.num_frames, "height": cfg.height, "width": cfg.width, "resize": cfg.resize,
               "sample_rate": cfg.sample_rate, "threads": cfg.decode_threads,
               "missing_audio": "silence" if cfg.missing_audio == "silence" else "error"}
@@ -164,12 +168,11 @@ def build_shard(plan: ShardPlan, cfg: ShardConfig, out_dir: Path, config_hash: s
                     if cfg.passthrough:
                         ext = Path(clip["path"]).suffix.lower().lstrip(".") or "bin"
                         extra[ext] = Path(clip["path"]).read_bytes()
-            except MediaError as exc:
+            except MediaError as exc:  # a data error of this clip: quarantined with its reason
                 writer.fail(key, exc.reason, exc.message, fail_meta)
                 continue
-            except Exception as exc:  # noqa: BLE001 - an unexpected libav/OS error must not lose the shard
-                writer.fail(key, "worker_error", f"{type(exc).__name__}: {exc}", fail_meta)
-                continue
+            # Any other exception (a bug in the decoder, the disk, memory) is not the clip's fault: it leaves
+            # the writer, which drops the partial shard, and fails the shard, so a rerun after the fix builds it.
             writer.write(ShardSample(key, decoded.frames, decoded.audio, decoded.sample_rate,
                                      _clip_meta(clip, decoded), extra))
             del decoded, extra  # hold one clip at a time
@@ -212,7 +215,7 @@ def _ray_build(plan: dict[str, Any], cfg_json: str, out_dir: str, config_hash: s
     cfg = ShardConfig.model_validate_json(cfg_json)
     shard = ShardPlan(plan["split"], plan["index"], plan["clips"])
     try:
-        return build_shard(shard, cfg, Path(out_dir), config_hash, plan.get("inputs_digest"))
+        return build_shard(shard, cfg, Path(out_dir), config_hash, plan.get("inputs_digest"), plan.get("code"))
     except Exception as exc:  # noqa: BLE001 - the shard is not committed; the driver decides (policy)
         import traceback
 
@@ -248,6 +251,12 @@ def _versions() -> dict[str, str]:
             "ray": ray.__version__, "pyarrow": pa.__version__, "numpy": numpy.__version__}
 
 
+def shard_code() -> str:
+    """The code fingerprint a shard records (:func:`mosear.identity.code_fingerprint` of this module): a
+    shard built by other decode/write code is rebuilt."""
+    return code_fingerprint("mosear.shards.run")["digest"]
+
+
 def _committed(out: Path, shard: ShardPlan, config_hash: str, inputs_digest: str) -> bool:
     """True when the shard's commit marker matches this config, plan and clip contents (and its tar is whole)."""
     stats_p = out / f"{shard.name}.stats.json"
@@ -263,6 +272,9 @@ def _committed(out: Path, shard: ShardPlan, config_hash: str, inputs_digest: str
         return False
     if stats.get("inputs_digest") != inputs_digest:
         log.warning("%s: the content of its clips changed since it was written; rebuilding it", shard.name)
+        return False
+    if stats.get("code") != shard_code():
+        log.warning("%s: written by other mosear code (the shard stage's source changed); rebuilding it", shard.name)
         return False
     index = out / f"{shard.name}.index.parquet"
     return tar.is_file() and tar.stat().st_size == stats.get("tar_bytes") and index.is_file()
@@ -361,7 +373,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
             while todo and len(running) < in_flight:
                 s = todo.pop()
                 running.append(build.remote({"split": s.split, "index": s.index, "clips": s.clips,
-                                             "inputs_digest": digests[s.name]}, *args))
+                                             "inputs_digest": digests[s.name], "code": shard_code()}, *args))
             ready, running = ray.wait(running, num_returns=1)
             stats = ray.get(ready[0])
             if "error" in stats:  # the whole shard failed: nothing of it is committed
@@ -406,6 +418,12 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     status = "partial" if shard_errors else "complete"
     totals = {k: v for k, v in asdict(result).items() if k not in ("output", "failed_shards")} | {
         "clips_per_s": round(result.clips_per_s, 3), "media_hours": round(media / 3600, 5)}
+    if result.quarantined > cfg.max_item_error_fraction * result.inputs:  # data errors beyond the bound
+        run_info.update(status="failed", finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        skipped=plan.skipped_report(first=100), totals=totals, failed_shards=shard_errors)
+        _write_run_json(out, run_info)
+        first = {f"{r['key']} ({r['reason']})": r["error"] or r["reason"] for r in quarantine[:3]}
+        check_error_fraction("mosear shard", result.failures, result.inputs, cfg.max_item_error_fraction, first)
     run_info.update(status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     skipped=plan.skipped_report(first=100), totals=totals, failed_shards=shard_errors,
                     coverage=plan.coverage)

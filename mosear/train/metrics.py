@@ -4,8 +4,10 @@ A row holds ``step`` (optimizer steps done), ``loss`` (mean over micro-batches a
 (the rate the step used), ``samples_per_s`` and ``tokens_per_s`` (all workers, wall time of the
 interval), ``data_share`` (fraction of the interval rank 0 spent waiting for data), ``grad_norm``,
 ``epoch`` and the model's auxiliary scalars (gate load per modality and expert, modality weights,
-the regularizer), each under its own key. Written by rank 0 only; flushed per row so a killed run
-loses nothing it reported, and truncated to the checkpoint's step on resume (no duplicate rows).
+the regularizer), each under its own key. Written by rank 0 only, through the atomic writer
+(:mod:`mosear.atomic`): the whole file is rewritten (fsynced, renamed) per row, so a killed run loses
+nothing it reported and never leaves a torn last line; truncated to the checkpoint's step on resume (no
+duplicate rows).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from mosear.atomic import atomic_write
 
 __all__ = ["MetricsLogger", "read_metrics_file"]
 
@@ -37,9 +41,7 @@ class MetricsLogger:
         self.path = self.dir / "metrics.jsonl"
         self.rows: list[dict[str, Any]] = list(rows or [])
         # Rewrite the file from the rows we resume with: rows past the checkpoint are dropped.
-        with open(self.path, "w", encoding="utf-8") as fh:
-            for row in self.rows:
-                fh.write(json.dumps(row, sort_keys=True) + "\n")
+        self._write()
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -50,14 +52,17 @@ class MetricsLogger:
 
     def log(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
+        self._write()
         if self._tb is not None:
             step = int(row["step"])
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
                     self._tb.add_scalar(k.replace("_", "/", 1) if k.startswith(("gate", "modality")) else k, v, step)
             self._tb.flush()
+
+    def _write(self) -> None:
+        """Rewrite ``metrics.jsonl`` from ``self.rows`` atomically (rows are few: one per logged step)."""
+        atomic_write(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows))
 
     def close(self) -> None:
         if self._tb is not None:

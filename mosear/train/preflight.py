@@ -353,7 +353,15 @@ def run_identity(cfg: TrainConfig, mhash: str | None = None) -> dict[str, Any]:
     features = getattr(cfg, "features", None)
     if features and "://" not in str(features):
         data[os.path.abspath(features)] = digest_paths([features])
+    from mosear.identity import default_memo, model_paths
+
+    memo = default_memo(cfg.output)  # base weights are read once, then only when a file's stat changes
+    for m in model_paths(cfg.model):  # the base model by its bytes, not its path
+        data[str(m)] = digest_paths([m], memo)
+    from mosear.identity import code_fingerprint
+
     return {"model": mhash or model_hash(cfg), "config": cfg.run_hash(), "world_size": cfg.num_workers,
+            "code": code_fingerprint("mosear.train.recipe")["digest"],
             "data_digest": digest_json(data), "inputs": data, "config_fields": output_fields(cfg, resume=True)}
 
 
@@ -367,7 +375,9 @@ def _say_why_new(cfg: TrainConfig, plan: TrainPlan) -> None:
         return
     where, state = runs[-1]
     old = state.identity or {}
-    what = changed({"inputs": old.get("inputs"), "config_fields": old.get("config_fields"), "version": None},
-                   {"inputs": plan.identity["inputs"], "config_fields": plan.identity["config_fields"], "version": None})
+    what = changed({"inputs": old.get("inputs"), "config_fields": old.get("config_fields"), "version": None,
+                    "code": old.get("code")},
+                   {"inputs": plan.identity["inputs"], "config_fields": plan.identity["config_fields"], "version": None,
+                    "code": plan.identity.get("code")})
     log.warning("train: a new run %s starts at step 0: %s differ from the run at %s (step %d), which is kept",
                 plan.run_name, "; ".join(what) or "model config or worker count", where, state.step)

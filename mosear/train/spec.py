@@ -9,10 +9,13 @@ from mosear.orchestrate.spec import PipelinePaths, StageSpec, local_path, paths_
 
 
 def _inputs(cfg: Any) -> list[Path]:
-    """The shard folders (with the spliced shards a mined mix draws on), the mix and the features."""
+    """The shard folders (with the spliced shards a mined mix draws on), the mix, the features and the
+    base model's local folders (``model.model_path``, ``llm_path``, ...: by content, not path)."""
+    from mosear.identity import model_paths
     from mosear.train.preflight import shard_folders
 
-    return [p for f in shard_folders(cfg) if (p := local_path(f)) is not None] + paths_of(cfg, "mix", "features")
+    return ([p for f in shard_folders(cfg) if (p := local_path(f)) is not None] + paths_of(cfg, "mix", "features")
+            + model_paths(getattr(cfg, "model", None)))
 
 
 def _wire(paths: PipelinePaths) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from mosear.atomic import atomic_write
+from mosear.atomic import atomic_open, atomic_write
 from mosear.config import ConfigError
 
 __all__ = [
@@ -90,10 +90,9 @@ def write_checkpoint(
         from mosear.train.keys import write_train_keys
 
         write_train_keys(d / ADAPTER_DIR, *train_keys)
-    torch.save({"optimizer": optim_state, "scheduler": scheduler.state_dict()}, d / OPTIM_FILE)
-    with open(d / METRICS_FILE, "w", encoding="utf-8") as fh:
-        for row in metrics_rows:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
+    with atomic_open(d / OPTIM_FILE, "wb") as fh:
+        torch.save({"optimizer": optim_state, "scheduler": scheduler.state_dict()}, fh)
+    atomic_write(d / METRICS_FILE, "".join(json.dumps(row, sort_keys=True) + "\n" for row in metrics_rows))
     # The state file last: a folder without it is not a checkpoint.
     atomic_write(d / STATE_FILE, state.to_json())
     return d

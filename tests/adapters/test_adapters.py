@@ -45,9 +45,10 @@ def _decode_one(cfg, tmp_path, clip):
 def test_ravdess_codes(samples_dir, tmp_path):
     cfg, plan, clips = _plan(tmp_path, adapter="ravdess", root=str(samples_dir / "ravdess"),
                              options={"test_actors": [5]})
-    assert len(clips) == 14 and plan.quarantine == []
+    assert len(clips) == 27 and plan.quarantine == []  # 7 actors; actor 05 has 14
     c = clips["ravdess__01-01-06-02-01-01-05"]
     assert (c["label"], c["orig_label"], c["split"]) == ("fear", "fearful", "test")
+    assert clips["ravdess__01-01-06-01-01-01-09"]["split"] != "test"  # only actor 05 is pinned to test
     assert c["extra"]["intensity"] == "strong" and c["transcript"] == "Kids are talking by the door"
 
 

@@ -55,12 +55,15 @@ def _check_parts(body: dict) -> str | None:
 class OmniServer:
     """An OpenAI-compatible server that answers "The emotion is happy." to well-formed requests.
 
-    ``script``: a list of behaviours for the next requests ("drop", 500, 400); then it answers.
-    ``reject_audio``: every request with an audio part gets HTTP 400 (as a text-only server would).
+    ``script``: a list of behaviours for the next requests ("drop", 500, 400, 401, "garbage": a 200 that is
+    not a chat completion); then it answers. ``reject_audio``: every request with an audio part gets HTTP
+    400 (as a text-only server would). ``port``: listen there (0: any free port), so a stopped server can
+    come back at the same URL. ``headers``: the headers of every request, in order.
     """
 
-    def __init__(self, script=(), reject_audio=False):
+    def __init__(self, script=(), reject_audio=False, port=0):
         self.script, self.reject_audio = list(script), reject_audio
+        self.headers: list[dict] = []
         self.requests: list[dict] = []
         self.bad: list[str] = []
         outer = self
@@ -72,6 +75,7 @@ class OmniServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)
+                outer.headers.append(dict(self.headers))
                 what = outer.script.pop(0) if outer.script else None
                 if what == "drop":
                     self.close_connection = True
@@ -84,10 +88,16 @@ class OmniServer:
                 if problem:
                     outer.bad.append(problem)
                     what = 400
-                if what in (400, 500):
+                if what in (400, 401, 500):
                     self.send_response(what)
                     self.end_headers()
-                    self.wfile.write(b"audio content is not supported" if what == 400 else b"internal error")
+                    self.wfile.write({400: b"audio content is not supported", 401: b"invalid api key"}.get(what, b"internal error"))
+                    return
+                if what == "garbage":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "9")
+                    self.end_headers()
+                    self.wfile.write(b"not json!")
                     return
                 data = json.dumps({"choices": [{"index": 0, "message": {
                     "role": "assistant", "content": "The emotion is happy."}}]}).encode()
@@ -97,7 +107,7 @@ class OmniServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
@@ -161,6 +171,14 @@ def test_dropped_connection_and_500_are_retried_400_is_not(server, sample, tmp_p
     few = EndpointClient(cfg.model_copy(update={"retries": 1}))
     with pytest.raises(EndpointError, match="after 2 attempts; last error: HTTP 500"):
         few.complete(build_request(sample, cfg, "A third question?"))
+    # a refused key blames the service, not the sample: an EndpointError that fails the unit, not a row
+    srv.script = [401]
+    with pytest.raises(EndpointError, match="HTTP 401") as info:
+        few.complete(build_request(sample, cfg, "A fourth question?"))
+    assert not isinstance(info.value, EndpointRejected)
+    srv.script = ["garbage"]  # an unparseable reply is the item's data error
+    with pytest.raises(EndpointRejected, match="no chat completion"):
+        few.complete(build_request(sample, cfg, "A fifth question?"))
 
 
 def _eval_cfg(url, out, bench, shards, **endpoint):
@@ -192,15 +210,78 @@ def test_mosear_eval_against_an_endpoint(server, tmp_path, camer_bench, eval_sha
     assert meta["backend"] == "endpoint" and "AR" in meta["unavailable"]
     html = (tmp_path / "r" / "report.html").read_text()
     assert "not available: attention shares, AR, label log-likelihood" in html
-    # per-unit failures: the endpoint goes away; items fail with the reason, counted, the unit is written
-    srv.close()
-    dead = run_eval(_eval_cfg(srv.url, tmp_path / "dead", camer_bench, eval_shards, retries=0, preflight=False))
-    assert dead.ok
-    df = pd.read_parquet(next((tmp_path / "dead" / "units").glob("*__ar_off__*.parquet")))
-    assert df["error"].str.startswith("endpoint:").sum() == len(ok) and df["pred_label"].isna().all()
-    m = pd.read_parquet(tmp_path / "dead" / "metrics.parquet")
-    errs = m[(m["metric"] == "errors") & (m["setting"] == "ar_off") & (m["subset"] == "all")]["value"]
-    assert float(errs.iloc[0]) == len(df)
+    # a request the endpoint refuses for one sample (HTTP 400) is that item's data error: a row, counted
+    srv.script = [400]
+    one = run_eval(_eval_cfg(srv.url, tmp_path / "one", camer_bench, eval_shards, retries=0, preflight=False,
+                             system_prompt="Be brief."))
+    assert one.ok
+    errors = sum(pd.read_parquet(f)["error"].str.startswith("endpoint:").sum()
+                 for f in (tmp_path / "one" / "units").glob("*.parquet"))
+    assert errors == 1
+    assert json.loads((tmp_path / "one" / "run.json").read_text())["item_errors"]["endpoint_rejected"] == 1
+
+
+def test_endpoint_outage_fails_the_unit_and_a_rerun_recomputes_it(server, tmp_path, camer_bench, eval_shards):
+    """Catches: an unreachable endpoint turned into error rows of a unit that is written and marked complete
+    (mutation: ``EndpointPredictor.predict`` catching ``EndpointError`` again, or ``run_unit`` writing error
+    rows for any exception). Then the rerun with the endpoint back would serve "Connection refused" rows from
+    the cache; here it fails, writes nothing, and the rerun computes every unit with answers."""
+    from mosear.identity import read_marker
+    from mosear.orchestrate.errors import StageFailedError
+
+    srv = server()
+    port = srv.httpd.server_address[1]
+    srv.close()  # the endpoint is down
+    out = tmp_path / "r"
+    cfg = _eval_cfg(srv.url, out, camer_bench, eval_shards, retries=0, preflight=False)
+    with pytest.raises(StageFailedError, match="Connect"):
+        run_eval(cfg)
+    # only the AR unit is written: it sends no request (an endpoint cannot apply AR, said in its rows)
+    written = [f.name.split("__")[2] for f in (out / "units").glob("*.parquet")]
+    assert written == ["ar_on"], "a unit holding an environment error was cached"
+    assert read_marker(out) is None
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["failed"]) == 2 and all("Connection refused" in v for v in run["failed"].values())
+
+    back = server(port=port)  # the same URL answers again
+    assert back.url == srv.url
+    res = run_eval(cfg)
+    assert res.ok and sorted(res.computed) == sorted(run["failed"]) and len(res.cached) == 1
+    assert read_marker(out)["status"] == "complete"
+    df = pd.read_parquet(next((out / "units").glob("*__ar_off__*.parquet")))
+    assert not df["error"].fillna("").str.startswith("endpoint:").any()
+    assert (df["pred_label"].dropna() == "happy").all() and df["pred_label"].notna().sum() > 0
+
+
+def test_api_key_goes_only_to_https_or_loopback_and_urls_are_stored_without_credentials(
+        server, sample, tmp_path, monkeypatch, camer_bench, eval_shards):
+    """Catches: a key read from any variable a config names (mutation: ``check_key_env`` accepting every
+    name), a key sent over plain http to a remote host (mutation: the scheme check in ``api_key`` removed),
+    and ``user:pass@`` of a base URL saved in unit metadata, ``run.json``, ``commit.json`` or the report
+    (mutation: ``ApiUrl``'s serializer or ``metadata``'s ``redact_url`` removed)."""
+    from mosear.config import ConfigError
+
+    with pytest.raises((ValueError, ConfigError), match="MOSEAR_API_KEY"):
+        EndpointConfig(api_key_env="AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("MOSEAR_API_KEY_TEST", "s3cret-key")
+    remote = EndpointConfig(base_url="http://192.0.2.1:8000/v1", api_key_env="MOSEAR_API_KEY_TEST")
+    with pytest.raises(ValueError, match="only over https or to a loopback host"):
+        EndpointClient(remote)
+    EndpointClient(remote.model_copy(update={"base_url": "https://192.0.2.1/v1"})).close()  # https: allowed
+    srv = server()
+    local = EndpointConfig(base_url=srv.url, api_key_env="MOSEAR_API_KEY_TEST", num_frames=2)
+    EndpointClient(local).complete(build_request(sample, local, "Which emotion?"))
+    assert srv.headers[-1]["Authorization"] == "Bearer s3cret-key"  # loopback over http: sent
+    url = srv.url.replace("http://", "http://alice:pw0rd@")
+    cfg = _eval_cfg(url, tmp_path / "r", camer_bench, eval_shards, api_key_env="MOSEAR_API_KEY_TEST")
+    assert run_eval(cfg).ok
+    for f in [*(tmp_path / "r").glob("*.json"), tmp_path / "r" / "report.html"]:
+        assert "pw0rd" not in f.read_text() and "s3cret" not in f.read_text(), f.name
+    import pyarrow.parquet as pq
+
+    for f in (tmp_path / "r" / "units").glob("*.parquet"):
+        meta = pq.read_schema(f).metadata[b"mosear.unit"].decode()
+        assert "pw0rd" not in meta and json.loads(meta)["endpoint"].startswith("http://127.0.0.1:")
 
 
 def test_endpoint_rejecting_audio_fails_before_any_unit(server, tmp_path, camer_bench, eval_shards):

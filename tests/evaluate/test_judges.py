@@ -71,9 +71,9 @@ def test_lexicon_reasoning_ratings_in_range():
 
 
 def test_chat_judge_against_local_server(monkeypatch, chat_server):
-    monkeypatch.setenv("MOSEAR_TEST_KEY", "sk-test")
+    monkeypatch.setenv("MOSEAR_API_KEY_TEST", "sk-test")
     with chat_server() as srv:
-        j = make_judge(JudgeConfig(kind="openai", base_url=srv.url, model="judge-1", api_key_env="MOSEAR_TEST_KEY"))
+        j = make_judge(JudgeConfig(kind="openai", base_url=srv.url, model="judge-1", api_key_env="MOSEAR_API_KEY_TEST"))
         assert isinstance(j, ChatJudge)
         assert j.emotions("He was furious, then joyful.") == {"angry", "happy"}  # grouped by the table
         assert j.rate_reasoning("a", "b") == {"clue_overlap": 7.0, "label_overlap": 9.0}

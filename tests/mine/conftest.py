@@ -12,7 +12,7 @@ SHARD_OVERRIDES = {"num_frames": 6, "height": 112, "width": 112, "samples_per_sh
 
 @pytest.fixture(scope="session")
 def sample_shards(samples_dir: Path, tmp_path_factory, ray_local) -> Path:
-    """Shards of the whole sample corpus (21 clips, 3 shards)."""
+    """Shards of the whole sample corpus (33 clips, 5 shards)."""
     from mosear.config import load_config
     from mosear.shards.config import ShardConfig
     from mosear.shards.run import run_shard
@@ -21,7 +21,7 @@ def sample_shards(samples_dir: Path, tmp_path_factory, ray_local) -> Path:
     cfg = load_config(ShardConfig, None, {"corpus": str(samples_dir / "corpus.yaml"), "output": str(out),
                                           **SHARD_OVERRIDES})
     res = run_shard(cfg)
-    assert res.written == 21, res
+    assert res.written == 33, res
     return out
 
 

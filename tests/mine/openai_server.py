@@ -2,7 +2,7 @@
 
 It answers ``POST /v1/chat/completions`` by condensing the annotation it is sent into at most four
 sentences, always ending with the true label (a deterministic "model"), and records every request so
-tests can check what the client sent. ``/v1/fail/chat/completions`` answers HTTP 500.
+tests can check what the client sent. ``/v1/fail/chat/completions`` answers HTTP 500, ``/v1/garbage/...`` a 200 that is not JSON.
 """
 
 from __future__ import annotations
@@ -20,6 +20,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+        if self.path.startswith("/v1/garbage"):  # a 200 that is no chat completion
+            self.send_response(200)
+            self.send_header("Content-Length", "7")
+            self.end_headers()
+            self.wfile.write(b"<html>!")
+            return
         if self.path.startswith("/v1/fail"):
             self.send_response(500)
             self.end_headers()

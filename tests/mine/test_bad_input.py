@@ -94,7 +94,7 @@ def test_bad_inputs_are_recorded_and_a_failed_shard_fails_the_stage(bad_corpus, 
     values = {
         "shards": str(shards), "output": str(tmp_path / "mined"), "workers": 1, "progress": False,
         "py_modules": [str(pkg)], "crossfit": {"n_folds": 2},
-        "stages": DEFAULT_STAGES + [{"stage": "faulty_stages:RaisesOn", "params": {"key": "silent__clip"}}],
+        "stages": DEFAULT_STAGES,
     }
     out = tmp_path / "mined"
     with pytest.raises(StageFailedError, match=r"1 of 3 failed \(first: train-000002: ") as info:
@@ -110,19 +110,44 @@ def test_bad_inputs_are_recorded_and_a_failed_shard_fails_the_stage(bad_corpus, 
     df = pd.read_parquet(out / "conflicts.parquet")
     dropped = pd.read_parquet(out / "dropped.parquet").set_index("key")
     assert dropped.loc[missing_key, "reason"] == "missing_member" and "wav" in dropped.loc[missing_key, "detail"]
-    assert dropped.loc["silent__clip", "reason"] == "error"
-    assert "RuntimeError: boom on silent__clip" in dropped.loc["silent__clip", "detail"]
     rows = df.set_index("key")
     assert rows.loc[raise_key, "face_found"] == False  # noqa: E712  black frames: no face, kept
     assert pd.isna(rows.loc[raise_key, "visual_pred"]) and rows.loc[raise_key, "subset"] == "ambiguous"
     assert rows.loc["empty__clip", "audio_silent"] and pd.isna(rows.loc["empty__clip", "audio_pred"])
     s = res.summary
-    assert s["samples_in"] == len(df) + len(dropped) == 8 + 3
+    assert s["samples_in"] == len(df) + len(dropped) == 9 + 2
     assert [f["shard"] for f in s["shards"]["failed"]] == ["train-000002"]
     assert "ReadError" in s["shards"]["failed"][0]["error"] or "tar" in s["shards"]["failed"][0]["error"].lower()
-    assert s["dropped_by_stage_reason"] == {"raises_on:error": 1, "signal_quality:missing_member": 1}
+    assert s["dropped_by_stage_reason"] == {"signal_quality:missing_member": 1}
     stage = {st["name"]: st for st in s["stage_stats"]}
-    assert stage["raises_on"]["errors"] == 1 and stage["signal_quality"]["dropped"] == {"missing_member": 1}
+    assert stage["signal_quality"]["dropped"] == {"missing_member": 1}
+
+
+def test_a_stage_that_raises_fails_its_shard_not_the_sample(bad_corpus, tmp_path, ray_local):
+    """Catches: a stage's exception on one sample turned into ``Drop("error")`` and the shard committed
+    (mutation: the ``raise StageRaisedError`` in ``StagePipeline.run_batch`` back to ``Drop``): the buggy
+    stage's output would be cached and a rerun after the fix would not mine that shard again."""
+    from mosear.identity import read_marker
+    from mosear.mine.run import evidence_hash, run_mine
+    from mosear.mine.worker import is_done
+    from mosear.orchestrate.errors import StageFailedError
+
+    shards, pkg, _, _ = bad_corpus
+    values = {
+        "shards": str(shards), "output": str(tmp_path / "mined"), "workers": 1, "progress": False,
+        "py_modules": [str(pkg)], "crossfit": {"n_folds": 2},
+        "stages": DEFAULT_STAGES + [{"stage": "faulty_stages:RaisesOn", "params": {"key": "silent__clip"}}],
+    }
+    cfg = load_config(MineConfig, None, values)
+    with pytest.raises(StageFailedError) as info:
+        run_mine(cfg)
+    failed = info.value.reasons
+    bad = [k for k, v in failed.items() if "boom on silent__clip" in v]
+    assert len(bad) == 1 and "stage raises_on raised on sample silent__clip" in failed[bad[0]]
+    assert not is_done(cfg.output, shards / f"{bad[0]}.tar", evidence_hash(cfg))  # never cached
+    assert read_marker(cfg.output) is None
+    audits = [pd.read_parquet(p) for p in (tmp_path / "mined" / "evidence").glob("*.audit.parquet")]
+    assert all("error" not in set(a["reason"]) for a in audits if len(a))
 
 
 @pytest.mark.slow
@@ -162,14 +187,14 @@ def test_killed_job_resumes_without_redoing_finished_shards(sample_shards, tmp_p
     cfg = load_config(MineConfig, None, {"shards": str(shards), "output": str(out), "workers": 1,
                                          "progress": False, "batch_size": 2})
     res = run_mine(cfg)
-    assert res.shards_skipped >= len(done_before) and res.shards_mined + res.shards_skipped == 3
+    assert res.shards_skipped >= len(done_before) and res.shards_mined + res.shards_skipped == 5
     for n, t in mtimes.items():  # finished shards were not redone
         assert (out / "evidence" / n).stat().st_mtime_ns == t
     df = pd.read_parquet(out / "conflicts.parquet")
-    assert df["key"].is_unique and len(df) == 21
+    assert df["key"].is_unique and len(df) == 33
     assert read_marker(out)["status"] == "complete"
     ref = run_mine(cfg.model_copy(update={"output": str(tmp_path / "ref")}))
-    assert ref.shards_mined == 3
+    assert ref.shards_mined == 5
     cols = ["key", "label", "subset", "audio_pred", "visual_pred", "margin"]
     ref_df = pd.read_parquet(tmp_path / "ref" / "conflicts.parquet")
     pd.testing.assert_frame_equal(df[cols].sort_values("key").reset_index(drop=True),

@@ -58,6 +58,11 @@ def test_reasoning_keeps_the_misleading_cue_in_its_own_field(subset, audio, visu
 
 
 def test_refiner_uses_the_openai_api_and_falls_back_on_errors():
+    """Catches: a caption endpoint that is down or answers 5xx silently replaced by the template (mutation:
+    ``refine`` catching ``CaptionServiceError``): the mined captions would be cached as complete without the
+    LLM. Such failures raise; only a bad reply is the row's data error (template kept, reason recorded)."""
+    from mosear.mine.captions import CaptionServiceError
+
     with LocalOpenAIServer() as srv:
         ref = LLMCaptionRefiner(srv.base_url, model="tiny-local", api_key="k123")
         text, err = ref.refine(build_caption(ROW), "sad")
@@ -65,11 +70,15 @@ def test_refiner_uses_the_openai_api_and_falls_back_on_errors():
         req = srv.requests[-1]
         assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer k123"
         assert req["body"]["model"] == "tiny-local" and req["body"]["messages"][0]["role"] == "system"
-        bad = LLMCaptionRefiner(srv.base_url + "/fail", model="tiny-local")
-        text, err = bad.refine("original caption", "sad")
-        assert text == "original caption" and "500" in err
+        bad = LLMCaptionRefiner(srv.base_url + "/fail", model="tiny-local", retries=1, backoff_s=0.01)
+        with pytest.raises(CaptionServiceError, match="after 2 attempts; last error: HTTP 500"):
+            bad.refine("original caption", "sad")
+        junk = LLMCaptionRefiner(srv.base_url + "/garbage", model="tiny-local", retries=0)
+        text, err = junk.refine("original caption", "sad")
+        assert text == "original caption" and err.startswith("unparseable_reply:")
         ref.close()
         bad.close()
-    gone = LLMCaptionRefiner(srv.base_url, model="m", timeout_s=2)  # server shut down: connection refused
-    text, err = gone.refine("kept", "sad")
-    assert text == "kept" and err
+        junk.close()
+    gone = LLMCaptionRefiner(srv.base_url, model="m", timeout_s=2, retries=0)  # shut down: connection refused
+    with pytest.raises(CaptionServiceError, match="Connect"):
+        gone.refine("kept", "sad")

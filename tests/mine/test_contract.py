@@ -129,7 +129,7 @@ class Versioned(MiningStage):
 def test_editing_a_stage_version_mines_again(sample_shards, tmp_path, monkeypatch):
     """A third-party stage's ``version`` is part of the mining hash: the same config with the stage's
     version edited no longer matches the committed evidence, and ``mine_shards`` mines it again."""
-    from mosear.mine.run import mine_shards
+    from mosear.mine.run import evidence_hash, mine_shards
     from mosear.shards.reader import list_shards
 
     pkg = tmp_path / "pkgs"
@@ -149,13 +149,13 @@ def test_editing_a_stage_version_mines_again(sample_shards, tmp_path, monkeypatc
     module.write_text(VERSIONED.format(version="2"))
     sys.modules.pop("versioned_stage", None)
     h2 = cfg.stage_hash()
-    assert h2 != h1 and not is_done(cfg.output, shard[0], h2)
+    assert h2 != h1 and not is_done(cfg.output, shard[0], evidence_hash(cfg))
     assert changed({"config_fields": id1}, {"config_fields": output_fields(cfg)}) == ["config fields stage_versions"]
     assert mine_shards(cfg, shard)[:2] == (1, 0)  # edited: mined again
     import json
 
     stats = json.loads((Path(cfg.output) / "evidence" / f"{shard[0].name.removesuffix('.tar')}.stats.json").read_text())
-    assert stats["config_hash"] == h2 and stats["stages"][0]["version"] == "2"
+    assert stats["config_hash"] == evidence_hash(cfg) and stats["stages"][0]["version"] == "2"
     sys.modules.pop("versioned_stage", None)
 
 

@@ -27,7 +27,7 @@ def _run(samples_dir: Path, root: Path, workers: int, hf_audio: Path) -> Path:
     from mosear.shards.run import run_shard
 
     shards = root / "shards"
-    run_shard(load_config(ShardConfig, None, {  # the 14 RAVDESS clips: 3 shards; 6 splices: 2 shards
+    run_shard(load_config(ShardConfig, None, {  # the 27 RAVDESS clips: 6 shards; 6 splices: 2 shards
         "sources": [{"adapter": "ravdess", "root": str(samples_dir / "ravdess")},
                     {"adapter": "splice", "root": str(samples_dir),
                      "options": {"faces": "ravdess", "voices": "ravdess_audio", "max_pairs": 6}}],
@@ -57,11 +57,11 @@ def test_two_runs_with_different_worker_counts_give_the_same_bytes(samples_dir, 
             if name.startswith("spliced-"):  # what made them, for a rebuild elsewhere
                 assert sa["splice_format"] == "mov-pcm16-bitexact" and sa["ffmpeg"].startswith("ffmpeg version")
     evidence = sorted(p.name for p in (a / "mined" / "evidence").glob("*.parquet"))
-    assert len(evidence) == 2 * (3 + 2)  # evidence + audit per shard: 3 natural, 2 spliced
+    assert len(evidence) == 2 * (6 + 2)  # evidence + audit per shard: 6 natural, 2 spliced
     for name in evidence:  # bytes (a table compare would call NaN features unequal)
         assert _sha(a / "mined" / "evidence" / name) == _sha(b / "mined" / "evidence" / name), name
     for name in ("conflicts.parquet", "train_mix.parquet", "dropped.parquet", "consistent.json",
-                 "video_aligned.json", "audio_aligned.json"):
+                 "video_aligned.json", "audio_aligned.json", "spliced.json"):
         assert (a / "mined" / name).read_bytes() == (b / "mined" / name).read_bytes(), name
     conflicts = pd.read_parquet(a / "mined" / "conflicts.parquet")
     assert (conflicts["origin"] == "spliced").sum() == 6 and conflicts["subset"].nunique() >= 2

@@ -164,3 +164,24 @@ def test_bad_inputs_are_clear_errors(make_model, real_samples):
     batch = model.collate([dict(real_samples[0], target="sad")])
     with pytest.raises(ValueError, match="include_target"):
         model.generate(batch)
+
+
+def test_save_adapter_writes_every_file_durably(make_model, tmp_path, monkeypatch):
+    """Catches: ``save_adapter`` writing ``model_config.json``, ``projectors.safetensors`` or the peft
+    ``adapter/`` folder directly (no fsync: a power cut leaves an empty or half file under the final name),
+    and a second save leaving files of the first one behind (the folder is replaced whole)."""
+    import os
+
+    model = make_model(adapter="lora", seed=3)
+    (tmp_path / "a" / "adapter").mkdir(parents=True)
+    (tmp_path / "a" / "adapter" / "stale.bin").write_text("from an earlier save")
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real(fd))[1])
+    d = model.save_adapter(tmp_path / "a")
+    files = [p for p in d.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"model_config.json", "projectors.safetensors", "adapter_model.safetensors"}
+    assert not (d / "adapter" / "stale.bin").exists()
+    for p in files:
+        assert p.stat().st_ino in synced, f"{p.relative_to(tmp_path)} was written without fsync"
+    assert not [p for p in d.iterdir() if p.name.startswith(".")], "a staged temporary was left behind"

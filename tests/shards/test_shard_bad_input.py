@@ -4,6 +4,7 @@ inputs = written + quarantined."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -108,11 +109,32 @@ def _cfg(root, manifest, out, **kw) -> ShardConfig:
         "output": str(out), **SMALL, **kw})
 
 
+def test_quarantined_inputs_beyond_the_bound_fail_the_stage(bad_corpus, ray_local, tmp_path):
+    """Catches: data errors that never fail a stage (mutation: the ``max_item_error_fraction`` check in
+    ``run_shard`` removed): a corpus that is mostly broken would commit as ``complete``. With the default 0
+    the stage fails (exit 1) naming the counts by reason, writes quarantine and ``run.json`` (``failed``) and
+    no ``commit.json``; raising the bound commits the same shards without rebuilding them."""
+    from mosear.identity import read_marker
+    from mosear.orchestrate.errors import StageFailedError, exit_code
+    from mosear.shards.run import run_shard
+
+    root, manifest, _expected, n_rows = bad_corpus
+    out = tmp_path / "out"
+    with pytest.raises(StageFailedError, match=r"more than max_item_error_fraction=0\.0 allows") as info:
+        run_shard(_cfg(root, manifest, out, samples_per_shard=4))
+    assert exit_code(info.value) == 1 and f"of {n_rows} failed" in str(info.value)
+    assert read_marker(out) is None and (out / "quarantine.parquet").is_file()
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "failed" and sum(run["totals"]["failures"].values()) == run["totals"]["quarantined"] > 0
+    again = run_shard(_cfg(root, manifest, out, samples_per_shard=4, max_item_error_fraction=1.0))
+    assert again.shards_skipped == again.shards and read_marker(out)["status"] == "complete"
+
+
 def test_bad_inputs_quarantined(bad_corpus, ray_local, tmp_path):
     from mosear.shards.run import run_shard
 
     root, manifest, expected, n_rows = bad_corpus
-    result = run_shard(_cfg(root, manifest, tmp_path / "out", samples_per_shard=4))
+    result = run_shard(_cfg(root, manifest, tmp_path / "out", samples_per_shard=4, max_item_error_fraction=1.0))
     assert result.inputs == n_rows
     assert result.inputs == result.written + result.quarantined
 

@@ -11,28 +11,31 @@ import pytest
 from mosear.shards import ShardIterableDataset
 from mosear.shards.reader import decode_wav, iter_samples, list_shards
 
-RAVDESS_LABELS = {"01": "neutral", "03": "happy", "04": "sad", "06": "fear", "08": "surprise"}
+RAVDESS_LABELS = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry", "06": "fear", "07": "disgust", "08": "surprise"}
 
 
 def _expected_label(key: str) -> str:
     if key.startswith("ravdess__"):
         return RAVDESS_LABELS[key.split("__")[1].split("-")[2]]
     name = key.split("__")[1]
-    return {"1001_DFA_ANG_XX": "angry"}.get(name) or {"disgusted": "disgust"}.get(name.split("_")[0], name.split("_")[0])
+    crema = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+    if name[:4].isdigit():  # a CREMA-D id: ActorID_Sentence_Emotion_Level
+        return crema[name.split("_")[2]]
+    return {"disgusted": "disgust"}.get(name.split("_")[0], name.split("_")[0])
 
 
 def test_layout_and_counts(sample_shards):
     cfg, result = sample_shards
     out = cfg.output
-    assert result.inputs == 21 and result.written == 21 and result.quarantined == 0
+    assert result.inputs == 33 and result.written == 33 and result.quarantined == 0
     shards = list_shards(out)
-    assert [p.name for p in shards] == [f"train-{i:06d}.tar" for i in range(7)]
+    assert [p.name for p in shards] == [f"train-{i:06d}.tar" for i in range(11)]
     for tar in shards:
         stats = json.loads(tar.with_name(tar.name.replace(".tar", ".stats.json")).read_text())
         assert stats["config_hash"] == cfg.shard_hash() and stats["num_samples"] == 3
         assert tar.stat().st_size == stats["tar_bytes"]
     run = json.loads((out / "run.json").read_text())
-    assert run["status"] == "complete" and run["totals"]["written"] == 21
+    assert run["status"] == "complete" and run["totals"]["written"] == 33
     assert pq.read_table(out / "quarantine.parquet").num_rows == 0
     assert not list(out.glob(".*tmp*"))
 
@@ -40,7 +43,7 @@ def test_layout_and_counts(sample_shards):
 def test_own_reader(sample_shards):
     cfg, _ = sample_shards
     samples = list(iter_samples(list_shards(cfg.output)))
-    assert len(samples) == 21
+    assert len(samples) == 33
     assert [s["key"] for s in samples] == sorted(s["key"] for s in samples)
     for s in samples:
         meta = s["meta"]
@@ -86,7 +89,7 @@ def test_upstream_webdataset(sample_shards):
         assert rate == 16000 and abs(len(audio) / rate - meta["duration_s"]) < 0.15
         assert meta["label"] == _expected_label(sample["__key__"])
         n += 1
-    assert n == 21
+    assert n == 33
 
 
 def test_ray_read_webdataset(sample_shards, ray_local):
@@ -95,7 +98,7 @@ def test_ray_read_webdataset(sample_shards, ray_local):
     cfg, _ = sample_shards
     ds = ray.data.read_webdataset([str(p) for p in list_shards(cfg.output)])
     rows = ds.take_all()
-    assert len(rows) == 21
+    assert len(rows) == 33
     for row in rows:
         frames = row["frames.npy"]
         assert np.asarray(frames).shape == (4, 32, 48, 3)
@@ -112,13 +115,13 @@ def test_iterable_dataset_splits_workers(sample_shards):
     ds = ShardIterableDataset(cfg.output)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
     keys = [s["key"] for s in loader]
-    assert sorted(keys) == sorted(set(keys)) and len(keys) == 21
+    assert sorted(keys) == sorted(set(keys)) and len(keys) == 33
     first = next(iter(ds))
     assert isinstance(first["frames"], torch.Tensor) and first["frames"].shape == (4, 32, 48, 3)
     # two ranks read disjoint shards that together are all of them
     r0 = [s["key"] for s in ShardIterableDataset(cfg.output, rank=0, world_size=2)]
     r1 = [s["key"] for s in ShardIterableDataset(cfg.output, rank=1, world_size=2)]
-    assert not set(r0) & set(r1) and len(r0) + len(r1) == 21
+    assert not set(r0) & set(r1) and len(r0) + len(r1) == 33
 
 
 def test_list_shards_ignores_uncommitted(sample_shards, tmp_path):

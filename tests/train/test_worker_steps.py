@@ -119,3 +119,21 @@ def test_ge_noise_changes_the_step_and_is_reproducible(train_shards, tmp_path):
     plain, noisy, again = one_step(False), one_step(True), one_step(True)
     assert any(not torch.equal(a, b) for a, b in zip(plain, noisy))
     assert all(torch.equal(a, b) for a, b in zip(noisy, again))
+
+
+def test_metrics_logger_rewrites_whole_files_durably(tmp_path, monkeypatch):
+    """Catches: ``MetricsLogger`` appending with a plain ``open`` (a crash mid-line leaves a torn row that
+    ``read_metrics_file`` cannot parse, nothing fsynced), or not truncating to the resumed rows."""
+    import os
+
+    from mosear.train.metrics import MetricsLogger, read_metrics_file
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n')
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_ino), real(fd))[1])
+    log = MetricsLogger(tmp_path, rows=[{"step": 1}])  # resumed at step 1: rows 2 and 3 are dropped
+    log.log({"step": 2, "loss": 0.5})
+    assert read_metrics_file(tmp_path / "metrics.jsonl") == [{"step": 1}, {"step": 2, "loss": 0.5}]
+    assert (tmp_path / "metrics.jsonl").stat().st_ino in synced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]

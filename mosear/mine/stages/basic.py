@@ -10,13 +10,20 @@ from mosear.mine.stage import Drop, FilterStage, MiningStage
 
 
 class RequireLabelFilter(FilterStage):
-    """Drop samples without a canonical label: mining compares cues with the true label."""
+    """Drop samples without a canonical label: mining compares cues with the true label. A spliced
+    clip has no true label by design (``extra.origin: spliced``); it is kept when it names both of its
+    cues (``face_label``, ``voice_label``)."""
 
     name = "require_label"
+    version = "2"
     drop_reasons = ("no_label",)
 
     def keep(self, sample: dict[str, Any]) -> bool | tuple[bool, str]:
-        return (True if sample.get("meta", {}).get("label") else (False, "no_label"))
+        meta = sample.get("meta", {})
+        extra = meta.get("extra") or {}
+        if extra.get("origin") == "spliced":
+            return True if extra.get("face_label") and extra.get("voice_label") else (False, "no_label")
+        return True if meta.get("label") else (False, "no_label")
 
 
 class SignalQualityStage(MiningStage):
