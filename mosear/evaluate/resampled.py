@@ -110,6 +110,24 @@ def unit_intervals(df: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0, level:
     codes = group_codes(df, resampling_groups(df))
     if not can_resample(codes):  # one group: no spread to measure; NaN bounds, never zero-width ones
         return {}
+
+    def spread(mask: np.ndarray) -> bool:
+        """Whether the rows a statistic reads are made of >= 2 different units (else every resample that
+        defines it gives the same value: a zero-width interval that would pass for certainty)."""
+        return bool(mask.any()) and len(np.unique(codes[mask], axis=0)) >= 2
+
+    varied = {s: spread(lab & sm) for s, sm in subsets.items()}
+    for s, sm in subsets.items():
+        plan = plans[s]
+        if not varied[s]:  # keep the share/set-metric means only where their own rows vary
+            plans[s] = (np.zeros_like(plan[0]), None, None,
+                        {c: v for c, v in plan[3].items() if spread(v[1] > 0)})
+        else:
+            plans[s] = (plan[0], plan[1], plan[2], {c: v for c, v in plan[3].items() if spread(v[1] > 0)})
+    conflicts = [subsets[s] for s in ("audio_aligned", "video_aligned") if s in subsets]
+    gap_ok = len(conflicts) == 2 and spread(lab & (conflicts[0] | conflicts[1]))
+    if pref is not None and not spread(pref[0] > 0):
+        pref = None
     for W in resample_weights(codes, n_boot, seed):
         acc_of: dict[str, np.ndarray] = {}
         for s, (m, Y, P, mean_vecs) in plans.items():
@@ -135,7 +153,7 @@ def unit_intervals(df: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0, level:
             add(("spliced", "voice_rate"), voice)
             add(("spliced", "neither_rate"), 1.0 - face - voice)
             add(("spliced", "preference_index"), voice - face)
-        if "audio_aligned" in acc_of and "video_aligned" in acc_of:
+        if gap_ok and "audio_aligned" in acc_of and "video_aligned" in acc_of:
             add(("all", "conflict_gap"), acc_of["audio_aligned"] - acc_of["video_aligned"])
             add(("all", "conflict_mean"), (acc_of["audio_aligned"] + acc_of["video_aligned"]) / 2)
     units = n_units(codes)
