@@ -121,8 +121,10 @@ def _best_text(top: pd.DataFrame, col: str, what: str) -> str:
     if len(top) == 1:
         return f"{r['method']} has the highest {what}, {_cell(r, col)}"
     same = all(_cell(o, col) == _cell(r, col) for _, o in top.iterrows())
+    note = ("" if not same else ", no interval: too few people or items" if math.isnan(r[f"{col} lo"])
+            else ", identical intervals")
     return (f"{_names(top)} tie for the highest {what} ({_cell(r, col) if same else format_interval(r[col], math.nan, math.nan)}"
-            f"{', identical intervals' if same else ''})")
+            f"{note})")
 
 
 def _bias(lo: float, hi: float, base: float | None, face: str, voice: str) -> tuple[str, bool]:
