@@ -12,7 +12,8 @@ reference; MERTools' Accuracy_s = mean |G∩P|/|P|, Recall_s = mean |G∩P|/|G|,
 ``judge_errors`` (items whose judge reply could not be read: left out of the set metric, not scored 0),
 ``clue_overlap, label_overlap`` (EMER, 1–10), ``share_audio, share_visual, share_text``
 (attention shares), ``calibrated_threshold`` / ``calibrated_fraction`` (settings with ``calibrate``: the
-AR values chosen on the validation split), ``conflict_gap``, ``conflict_mean`` (mean of video-aligned and audio-aligned
+AR values chosen on the validation split), on subset ``spliced`` ``pref_n, face_rate, voice_rate,
+neither_rate, preference_index`` (:func:`mosear.evaluate.metrics.preference`), ``conflict_gap``, ``conflict_mean`` (mean of video-aligned and audio-aligned
 accuracy) and ``flip_rate`` / ``flip_n`` (subset ``all`` only).
 
 Which unit files count: those named in ``units.json`` (written by ``mosear eval``) when it exists,
@@ -107,6 +108,11 @@ def _unit_rows(df: pd.DataFrame, meta: dict) -> list[dict]:
                 add(subset, k, _mean(g[k]))
         for mod, v in M.attention_shares(g).items():
             add(subset, f"share_{mod}", v)
+    pref = M.preference(df)
+    if pref["n"]:  # spliced clips: which cue the answer followed (no truth, no accuracy)
+        add("spliced", "pref_n", float(pref["n"]))
+        for k in M.PREFERENCE_METRICS:
+            add("spliced", k, pref[k])
     cal = meta.get("calibration")
     if cal:  # the AR setting chosen on the validation split, recorded with the unit
         add("all", "calibrated_threshold", cal["threshold"])

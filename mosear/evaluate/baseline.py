@@ -14,7 +14,8 @@ checkpoint without keys) get no row; the record says why. Per benchmark::
     {"label": "sad", "checkpoint": "lora", "train_labelled": 54, "counts": {"sad": 27, ...},
      "subsets": {"consistent": {"value", "ci_low", "ci_high", "n"}, "video_aligned": ..., "audio_aligned": ...,
                  "all": {...}},
-     "conflict_gap": {...}, "conflict_mean": {...}}
+     "conflict_gap": {...}, "conflict_mean": {...},
+     "preference": {"face_rate", "voice_rate", "neither_rate", "preference_index": {...}}}  # when there are splices
 
 Intervals: the group bootstrap of :mod:`mosear.evaluate.intervals` over the evaluated items (groups =
 items sharing a face or voice source), as for the methods.
@@ -33,28 +34,40 @@ __all__ = ["majority_baselines", "baseline_accuracy"]
 CONFLICTS = ("video_aligned", "audio_aligned")
 
 
-def _acc(df: pd.DataFrame, subset: str | None) -> float:
-    part = df if subset is None else df[df["subset"] == subset]
-    return float(part["ok"].mean()) if len(part) else float("nan")
-
-
 def baseline_accuracy(items: list[Any], label: str) -> dict[str, Any]:
-    """Accuracy of always answering ``label`` on ``items`` (``.label``, ``.subset``, ``.group``, ``.key``):
-    per subset, over all, and the conflict gap / conflict-mean, each with its 95 % group-bootstrap interval."""
-    from mosear.evaluate.intervals import bootstrap
+    """Scores of always answering ``label`` on ``items`` (``.key``, ``.label``, ``.subset``, ``.group``; splices
+    with ``.face_label`` / ``.voice_label`` and no label): accuracy per subset and over all, the conflict gap
+    and conflict-mean, and on splices the preference rates, each with its 95 % interval. The answers go
+    through the methods' own code (:mod:`.metrics`, :func:`~mosear.evaluate.resampled.unit_intervals`: the
+    same resampling units and draws), so the row compares like with like."""
+    from mosear.evaluate import metrics as M
+    from mosear.evaluate.resampled import unit_intervals
 
-    rows = [{"ok": it.label == label, "subset": it.subset or "", "group": it.group or it.key}
-            for it in items if it.label is not None]
-    df = pd.DataFrame(rows, columns=["ok", "subset", "group"])
+    df = pd.DataFrame([{"key": it.key, "subset": it.subset, "label": it.label, "pred_label": label,
+                        "group": it.group, "face_label": getattr(it, "face_label", None),
+                        "voice_label": getattr(it, "voice_label", None), "error": None} for it in items],
+                      columns=["key", "subset", "label", "pred_label", "group", "face_label", "voice_label", "error"])
+    if df["group"].isna().all():
+        df = df.drop(columns=["group"])
+    per = M.subset_scores(df) if len(df) else {}
+    bounds = unit_intervals(df) if len(df) else {}
+    nan = float("nan")
+
+    def rec(subset: str, metric: str, value: float, n: int) -> dict[str, float]:
+        lo, hi = bounds.get((subset, metric), (nan, nan))
+        return {"value": float(value), "ci_low": lo, "ci_high": hi, "n": int(n)}
+
     out: dict[str, Any] = {"subsets": {}}
-    for subset in ("consistent", *CONFLICTS, None):
-        part = df if subset is None else df[df["subset"] == subset]
-        iv = bootstrap(part, lambda d: _acc(d, None), groups="group")
-        out["subsets"][subset or "all"] = {"value": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "n": iv.n}
-    for name, stat in (("conflict_gap", lambda d: _acc(d, "audio_aligned") - _acc(d, "video_aligned")),
-                       ("conflict_mean", lambda d: (_acc(d, "audio_aligned") + _acc(d, "video_aligned")) / 2)):
-        iv = bootstrap(df, stat, groups="group")
-        out[name] = {"value": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "n": iv.n}
+    for subset in ("consistent", *CONFLICTS, "all"):
+        sc = per.get(subset, {})
+        n = int(sc.get("n", 0))
+        out["subsets"][subset] = rec(subset, "accuracy", sc.get("accuracy", nan) if n else nan, n)
+    n_conf = out["subsets"]["video_aligned"]["n"] + out["subsets"]["audio_aligned"]["n"]
+    out["conflict_gap"] = rec("all", "conflict_gap", M.conflict_gap(per), n_conf)
+    out["conflict_mean"] = rec("all", "conflict_mean", M.conflict_mean(per), n_conf)
+    pref = M.preference(df) if len(df) else {"n": 0}
+    if pref["n"]:  # splices (no truth, two different cues): how often the constant answer names each cue
+        out["preference"] = {k: rec("spliced", k, pref[k], pref["n"]) for k in M.PREFERENCE_METRICS}
     return out
 
 

@@ -117,6 +117,9 @@ class BenchmarkItem:
     group: str | None = None      # resampling group: items sharing a face or voice source (None: its own)
     split: str | None = None      # mined benchmarks: train | validation | test | unassigned / None
     ov_labels: tuple[str, ...] = ()  # optional open-vocabulary labels (join the label in the reference set)
+    origin: str | None = None     # mined: natural | spliced | human-rated (mosear.evaluate.items) / None
+    face_label: str | None = None   # a splice's two cues (no truth: scored for preference, never accuracy)
+    voice_label: str | None = None
 
 
 @dataclass
@@ -127,6 +130,7 @@ class Benchmark:
     shard_dirs: list[str]         # where the media of the keys are
     files: list[Path]             # the files read (their content enters the cache hash)
     calibration: "Benchmark | None" = None  # the split AR is calibrated on (settings with calibrate)
+    notes: dict = dataclasses.field(default_factory=dict)  # plan-time facts (mosear.evaluate.items, units.plan_units)
 
     @property
     def name(self) -> str:

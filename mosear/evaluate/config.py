@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_SETTINGS",
     "CALIBRATED_SETTING",
     "CalibrationConfig",
+    "ARVariant",
     "BENCHMARK_FORMATS",
 ]
 
@@ -108,6 +109,11 @@ class SettingSpec(_Part):
     ar_threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="audio share above which AR acts (None: model default)"
     )
+    ar_share: Literal["mass", "token"] | None = Field(
+        default=None, description="AR's audio share: attention mass or mass per key (None: the model config's ar.share)")
+    ar_direction: Literal["audio", "both"] | None = Field(
+        default=None, description="AR moves mass from audio keys, or from the dominant modality (None: the model "
+        "config's ar.direction)")
     drop: Literal["audio", "video"] | None = Field(default=None, description="modality removed from the input")
     monitor: bool = Field(default=True, description="record per-modality attention shares (AR monitor mode)")
     calibrate: bool = Field(
@@ -121,8 +127,10 @@ class SettingSpec(_Part):
     def _calibrate_needs_ar(self) -> "SettingSpec":
         if self.calibrate and not self.ar:
             raise ValueError("calibrate: true needs ar: true (it calibrates attention reallocation)")
-        if self.calibrate and (self.ar_fraction is not None or self.ar_threshold is not None):
-            raise ValueError("calibrate: true chooses ar_fraction and ar_threshold itself; leave them unset")
+        if self.calibrate and any(v is not None for v in (self.ar_fraction, self.ar_threshold, self.ar_share,
+                                                          self.ar_direction)):
+            raise ValueError("calibrate: true chooses ar_fraction, ar_threshold, ar_share and ar_direction itself "
+                             "(among calibration.options); leave them unset")
         return self
 
     _name_ok = field_validator("name")(classmethod(lambda cls, v: safe_name(v)))
@@ -139,12 +147,22 @@ DEFAULT_SETTINGS: tuple[SettingSpec, ...] = (
 CALIBRATED_SETTING = SettingSpec(name="ar_calibrated", ar=True, calibrate=True)
 
 
+class ARVariant(_Part):
+    """One AR variant calibration may choose (``share`` and ``direction`` of ``mosear.model.set_attention_mode``)."""
+
+    share: Literal["mass", "token"] = Field(default="mass", description="audio share from attention mass or mass per key")
+    direction: Literal["audio", "both"] = Field(default="audio", description="move mass from audio keys, or from the dominant modality")
+
+
 class CalibrationConfig(_Part):
     """The grid and split AR calibration searches (``settings[].calibrate: true``)."""
 
     split: str = Field(default="validation", description="split of the benchmark to calibrate on (never test)")
     thresholds: list[float] = Field(default_factory=lambda: [0.3, 0.5, 0.7], description="AR thresholds tried")
     fractions: list[float] = Field(default_factory=lambda: [0.25, 0.5, 0.75], description="AR fractions tried (0 = no AR is always a candidate)")
+    options: list[ARVariant] | None = Field(
+        default=None, description="AR variants searched, each over thresholds x fractions (direction 'both' only at "
+        "thresholds >= 0.5); None: the checkpoint's own model config ar.share / ar.direction only")
 
     @field_validator("split")
     @classmethod

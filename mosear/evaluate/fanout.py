@@ -118,6 +118,9 @@ def run_eval(cfg: EvalConfig) -> EvalResult:
     # Before any unit: a checkpoint is never scored on keys it trained on unless the user insists.
     protocol = check_overlap(cfg, benches, {n: b.calibration for n, b in benches.items() if b.calibration})
     protocol["methods"] = dict(cfg.methods)
+    from mosear.evaluate.units import describe_plan
+
+    protocol["evaluated"] = describe_plan(cfg, benches)  # what ran and what was skipped, for the report
     from mosear.evaluate.baseline import majority_baselines
 
     protocol["baselines"] = majority_baselines(protocol, benches)  # the table's training-majority row

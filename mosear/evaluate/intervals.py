@@ -12,21 +12,34 @@
 
 The seed of the resampler is fixed (``seed=0``): the same table gives the same interval on every run.
 
-**Crossed sources** (spliced clips: every face paired with many voices and every voice with many faces).
-Joining every clip that shares a face *or* a voice into one group makes one giant group on a spliced
-split (the sample's test split is a single component), and a bootstrap over one group has no spread: it
-returned zero-width intervals. A group name of the form ``"face=<a>|voice=<b>"`` therefore marks a
-*crossed* design, resampled with the pigeonhole bootstrap (Owen, 2007, *The pigeonhole bootstrap*, Ann.
-Appl. Stat. 1(2)): each resample draws the faces with replacement and, independently, the voices; a row
-is drawn (count of its face) × (count of its voice) times. It is mildly conservative for crossed random
-effects (Owen's result); using it here is our choice, not the paper's. Rows of one table are all
-crossed (every group name holds ``|``) or all one-way. With fewer than two groups (one-way) or fewer
-than two levels in both factors (crossed) the data cannot show any spread: the interval is NaN, never
-zero-width.
+**Shared units: speakers (or source takes) as crossed factors.** On a mined benchmark an item belongs to
+the people (or the recordings) it is made of: a natural clip to its speaker, a spliced clip to the person
+whose face it shows and the person whose voice it plays (the same person in a same-actor splice). A
+group name ``"face=<a>|voice=<b>"`` (:func:`crossed_group`) names those two units; every table of such
+names is resampled over **one pool of units** (all faces and voices together: a RAVDESS actor is one
+person in both roles): each resample draws ``U`` units with replacement out of the ``U`` in the table,
+and an item is drawn (count of its face unit) x (count of its voice unit) times, a unit that is both its
+face and its voice counted **once** (a natural clip, a same-actor splice). With face and voice always
+different this is Owen's pigeonhole bootstrap for crossed factors (2007, Ann. Appl. Stat. 1(2)) over a
+common pool; counting a natural clip's unit once is the fix of issue 21 (it used to be drawn as two
+independent factors, its take twice, which made intervals conservative with no actor effect). Joining
+every item sharing a face *or* a voice into one group instead makes one giant group (no spread).
+Rows of one table are all crossed (every group name holds ``|``) or all one-way.
+
+**Small-sample correction (expanded percentile interval).** With few units a percentile interval is too
+narrow: the bootstrap spread of a mean over ``G`` clusters is ``(G-1)/G`` of its variance, and the normal
+quantile is used where a t quantile with ``G-1`` degrees of freedom belongs. Every percentile interval
+here is therefore taken at the expanded level of Hesterberg (2015, *What teachers should know about the
+bootstrap*, Am. Stat. 69(4)): the tail probability ``alpha' / 2 = 1 - Phi(sqrt(G/(G-1)) * t_{G-1}(1 - alpha/2))``,
+``G`` = units resampled (groups; the pool's size for crossed names). Its use here is our choice (the paper
+reports no intervals); ``benchmarks/interval_coverage.py`` measures the coverage it gives (docs/evaluation.md).
+With fewer than two units, or when every row is made of the same units, the data cannot show any spread:
+the interval is NaN, never zero-width.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["Interval", "bootstrap", "bootstrap_se", "seed_interval", "group_codes", "resample_weights",
-           "percentile_bounds", "crossed_group", "can_resample", "N_BOOT"]
+           "percentile_bounds", "expanded_level", "crossed_group", "can_resample", "n_units", "N_BOOT"]
 
 N_BOOT = 2000  # percentile bootstrap: 2000 resamples keep the 2.5 % / 97.5 % quantiles stable to ~0.005
 
@@ -65,27 +78,36 @@ def crossed_group(face: str, voice: str) -> str:
 
 
 def group_codes(df: pd.DataFrame, groups: str | Sequence | None) -> np.ndarray:
-    """Each row's resampling group: int64 ``[n_rows]`` codes 0..G-1 (sorted group names; ``None``: one per
-    row), or int64 ``[n_rows, 2]`` (face code, voice code) when every name is a :func:`crossed_group`."""
+    """Each row's resampling units: int64 ``[n_rows]`` group codes 0..G-1 (sorted group names; ``None``: one
+    per row), or, when every name is a :func:`crossed_group`, int64 ``[n_rows, 2]``: (face unit, voice unit)
+    codes into **one** pool of units (both roles factorised together), the voice code -1 where it is the
+    same unit as the face (counted once)."""
     if groups is None:
         return np.arange(len(df))
     keys = (df[groups] if isinstance(groups, str) else pd.Series(list(groups), index=df.index)).astype(str)
     if len(keys) and keys.str.contains("|", regex=False).all():
         parts = keys.str.split("|", n=1, expand=True)
-        return np.stack([pd.factorize(parts[0], sort=True)[0], pd.factorize(parts[1], sort=True)[0]], 1)
+        face = parts[0].str.replace("face=", "", n=1, regex=False).to_numpy()
+        voice = parts[1].str.replace("voice=", "", n=1, regex=False).to_numpy()
+        codes, _ = pd.factorize(np.concatenate([face, voice]), sort=True)
+        f, v = codes[: len(face)], codes[len(face):]
+        return np.stack([f, np.where(v == f, -1, v)], 1).astype(np.int64)
     return pd.factorize(keys, sort=True)[0]
 
 
-def _levels(codes: np.ndarray) -> list[int]:
-    """Levels per factor: ``[G]`` one-way, ``[F, V]`` crossed."""
-    if codes.ndim == 1:
-        return [int(codes.max()) + 1 if len(codes) else 0]
-    return [int(codes[:, j].max()) + 1 if len(codes) else 0 for j in range(codes.shape[1])]
+def n_units(codes: np.ndarray) -> int:
+    """How many units a resample draws: the groups (one-way) or the pool of faces and voices (crossed)."""
+    codes = np.asarray(codes)
+    return int(codes.max()) + 1 if codes.size else 0
 
 
 def can_resample(codes: np.ndarray) -> bool:
-    """Whether a bootstrap over these groups can show any spread (>= 2 groups, or >= 2 levels of a factor)."""
-    return max(_levels(np.asarray(codes)), default=0) >= 2
+    """Whether a bootstrap over these units can show any spread: >= 2 units, and (crossed) rows made of
+    different units."""
+    codes = np.asarray(codes)
+    if n_units(codes) < 2:
+        return False
+    return codes.ndim == 1 or len(np.unique(codes, axis=0)) >= 2
 
 
 def _counts(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
@@ -97,37 +119,48 @@ def _counts(rng: np.random.Generator, b: int, n: int) -> np.ndarray:
 
 def resample_weights(codes: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, chunk: int = 256):
     """Yield float64 ``[b, n_rows]`` blocks (``b <= chunk``, ``n_boot`` rows in all): how often each row is
-    drawn in each resample of a group bootstrap (one-way codes) or of the pigeonhole bootstrap (crossed
-    ``[n_rows, 2]`` codes: the product of its face's and its voice's counts).
+    drawn in each resample of a group bootstrap (one-way codes: a row's count is its group's) or of the
+    shared-pool bootstrap (crossed ``[n_rows, 2]`` codes: the product of its face unit's and its voice unit's
+    counts, a unit in both roles counted once).
 
-    The draws are those of :func:`bootstrap` (``rng.integers(0, G, G)`` per resample, same seed; crossed:
-    the faces' draws, then the voices'), so a statistic written as weighted sums over these rows (a
-    vectorised accuracy, F1, mean) gives exactly :func:`bootstrap`'s replicates, at a fraction of the
-    cost: no DataFrame per resample.
+    The draws are those of :func:`bootstrap` (``rng.integers(0, G, G)`` per resample, same seed), so a
+    statistic written as weighted sums over these rows (a vectorised accuracy, F1, mean) gives exactly
+    :func:`bootstrap`'s replicates, at a fraction of the cost: no DataFrame per resample.
     """
     codes = np.asarray(codes, dtype=np.int64)
-    levels = _levels(codes)
+    units = n_units(codes)
     rng = np.random.default_rng(seed)
     done = 0
     while done < n_boot:
         b = min(chunk, n_boot - done)
+        counts = _counts(rng, b, units)
         if codes.ndim == 1:
-            yield _counts(rng, b, levels[0])[:, codes]
+            yield counts[:, codes]
         else:
-            w = np.ones((b, len(codes)))
-            for j, n in enumerate(levels):
-                w *= _counts(rng, b, n)[:, codes[:, j]]
-            yield w
+            with_one = np.hstack([counts, np.ones((b, 1))])  # code -1 (same unit as the face) reads the 1
+            yield counts[:, codes[:, 0]] * with_one[:, codes[:, 1]]
         done += b
 
 
-def percentile_bounds(reps: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of replicates (NaN ones left out); NaN bounds with fewer than 2 usable."""
+def expanded_level(level: float, units: int | None) -> float:
+    """The coverage level at which to take percentiles so that ``level`` holds with ``units`` clusters
+    (Hesterberg's expanded percentile interval, module docstring); ``level`` itself without ``units``."""
+    if not units or units < 2:
+        return level
+    from scipy import stats
+
+    z = math.sqrt(units / (units - 1)) * stats.t.ppf(0.5 + level / 2, units - 1)
+    return float(1 - 2 * stats.norm.sf(z))
+
+
+def percentile_bounds(reps: np.ndarray, level: float = 0.95, units: int | None = None) -> tuple[float, float]:
+    """Percentile interval of replicates (NaN ones left out) at :func:`expanded_level` for ``units``
+    resampled units; NaN bounds with fewer than 2 usable."""
     reps = np.asarray(reps, dtype=float)
     reps = reps[~np.isnan(reps)]
     if len(reps) < 2:
         return float("nan"), float("nan")
-    alpha = (1 - level) / 2
+    alpha = (1 - expanded_level(level, units)) / 2
     lo, hi = np.quantile(reps, [alpha, 1 - alpha])
     return float(lo), float(hi)
 
@@ -135,7 +168,7 @@ def percentile_bounds(reps: np.ndarray, level: float = 0.95) -> tuple[float, flo
 def _replicates(df: pd.DataFrame, statistic: Callable[[pd.DataFrame], float], groups: str | Sequence | None,
                 n_boot: int, seed: int) -> np.ndarray:
     codes = group_codes(df, groups)
-    if codes.ndim == 2:  # crossed: each row repeated (face count) x (voice count) times
+    if codes.ndim == 2:  # crossed: each row repeated (face unit's count) x (voice unit's count) times
         out = []
         for W in resample_weights(codes, n_boot, seed):
             for w in W:
@@ -159,16 +192,16 @@ def bootstrap(df: pd.DataFrame, statistic: Callable[[pd.DataFrame], float], grou
     ``groups``: a column name of ``df`` (or one value per row) naming each row's resampling group.
     """
     value = float(statistic(df)) if len(df) else float("nan")
-    n_groups = int(pd.Series(df[groups] if isinstance(groups, str) else groups).nunique()) if groups is not None and len(df) else len(df)
-    if len(df) == 0 or np.isnan(value) or not can_resample(group_codes(df, groups)):
+    codes = group_codes(df, groups) if len(df) else np.zeros(0, np.int64)
+    n_groups = n_units(codes)
+    if len(df) == 0 or np.isnan(value) or not can_resample(codes):
         return Interval(value, float("nan"), float("nan"), len(df), n_groups, 0)
     reps = _replicates(df, statistic, groups, n_boot, seed)
     reps = reps[~np.isnan(reps)]
     if len(reps) < 2:
         return Interval(value, float("nan"), float("nan"), len(df), n_groups, len(reps))
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(reps, [alpha, 1 - alpha])
-    return Interval(value, float(lo), float(hi), len(df), n_groups, len(reps))
+    lo, hi = percentile_bounds(reps, level, n_groups)
+    return Interval(value, lo, hi, len(df), n_groups, len(reps))
 
 
 def bootstrap_se(df: pd.DataFrame, statistic: Callable[[pd.DataFrame], float], groups: str | Sequence | None = None,

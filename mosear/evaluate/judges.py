@@ -9,7 +9,10 @@ A judge has two methods:
 
 :class:`LexiconJudge` (default) is offline and deterministic: words are matched against the shipped
 synonym table (``synonyms.tsv``); a word preceded within two tokens by a negation ("not happy",
-"never angry") is not counted. :class:`ChatJudge` asks any OpenAI-compatible chat-completions endpoint
+"never angry") is not counted, nor is any word of a sentence that calls a cue misleading ("The voice
+sounds fearful, but that cue is misleading."; it names the emotion the answer rejects) or of quoted
+speech ('The speaker says: "I would like a new alarm clock."': what was said, not the emotion judged),
+so a mined item's own training caption scores precision = recall = 1 against its label. :class:`ChatJudge` asks any OpenAI-compatible chat-completions endpoint
 (``{base_url}/chat/completions``) and groups the words it returns with the same table; it retries
 connection failures, timeouts, HTTP 429 and 5xx with doubling delays and then raises
 :class:`JudgeUnavailable` naming the URL and the last error. Its answers are kept in memory and,
@@ -62,9 +65,15 @@ log = logging.getLogger(__name__)
 
 # Enters every unit's id (mosear/evaluate/units.py): bump it when how an item is judged changes, so
 # prediction files judged the old way are not reused. 2: reference set from the label, judge errors.
-SCORING_VERSION = 2
+# 3: the lexicon judge skips sentences calling a cue misleading; splices scored for preference.
+SCORING_VERSION = 3
 
 _TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?")
+# A sentence that calls a cue misleading names the emotion the answer rejects (mined captions end with one:
+# mosear.mine.captions.build_reasoning's misleading_cue); its emotion words are not the answer's.
+_DISCOUNTED = frozenset({"misleading", "misleads", "mislead", "deceptive", "deceiving"})
+_QUOTED = re.compile(r'"[^"]*"|“[^”]*”')  # quoted speech (a transcript) is what was said, not the judged emotion
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
 _NEGATIONS = frozenset({"not", "no", "never", "without", "nor", "hardly", "isn't", "wasn't", "doesn't",
                         "don't", "didn't", "aren't", "weren't", "isnt", "dont", "didnt"})
 
@@ -172,15 +181,18 @@ class LexiconJudge:
     def emotions(self, text: str | None) -> set[str]:
         if not text:
             return set()
-        tokens = _TOKEN.findall(text.lower())
         out: set[str] = set()
-        for i, tok in enumerate(tokens):
-            group = self.table.group_of.get(tok)
-            if group is None:
+        for sentence in _SENTENCE.split(_QUOTED.sub(" ", text.lower())):
+            tokens = _TOKEN.findall(sentence)
+            if _DISCOUNTED & set(tokens):  # "the voice sounds fearful, but that cue is misleading": not the answer
                 continue
-            if any(t in _NEGATIONS for t in tokens[max(0, i - 2): i]):
-                continue
-            out.add(group)
+            for i, tok in enumerate(tokens):
+                group = self.table.group_of.get(tok)
+                if group is None:
+                    continue
+                if any(t in _NEGATIONS for t in tokens[max(0, i - 2): i]):
+                    continue
+                out.add(group)
         return out
 
     def rate_reasoning(self, prediction: str | None, reference: str | None) -> dict[str, float]:

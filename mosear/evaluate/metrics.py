@@ -16,7 +16,13 @@ Definitions (all over the rows of one subset; values in [0, 1]):
   conflicting items at all (a smaller gap bought by lower audio-aligned accuracy lowers it);
 - flip rate (modality removal) = share of items whose label under the ablated setting differs from
   the label of the same checkpoint and benchmark with nothing removed (AR off);
-- attention share = mean over items of each modality's share of attention mass (AR monitor mode).
+- attention share = mean over items of each modality's share of attention mass (AR monitor mode);
+- **preference** (spliced clips: one recording's face with another's voice, no true emotion; rows with
+  ``face_label`` and ``voice_label`` and no ``label``, the two cues different): ``face_rate`` = share of
+  answers naming the face's emotion, ``voice_rate`` the voice's, ``neither_rate`` neither (an unparsed
+  answer is neither); the **preference index** = voice_rate − face_rate in [−1, 1]: +1 = always follows the
+  voice, −1 = always the face. This is what a splice can measure (issue 21: which cue the answer followed);
+  accuracy, F1 and the conflict subsets are computed only on items with a truth (``label`` set).
 """
 
 from __future__ import annotations
@@ -36,7 +42,12 @@ __all__ = [
     "flip_rate",
     "attention_shares",
     "confusion",
+    "preference",
+    "preference_rows",
+    "PREFERENCE_METRICS",
 ]
+
+PREFERENCE_METRICS = ("face_rate", "voice_rate", "neither_rate", "preference_index")
 
 # Stands in for "no label" in sklearn calls (which need strings); never a real label name.
 UNPARSED = "<unparsed>"
@@ -101,7 +112,7 @@ def flip_rate(base: pd.DataFrame, ablated: pd.DataFrame) -> dict[str, float]:
     Returns ``{"n": items compared, "flip_rate": share, "ci": (low, high)}`` (95 % bootstrap over the
     compared items, groups from the base table's ``group`` column where present).
     """
-    from mosear.evaluate.intervals import group_codes, percentile_bounds, resample_weights
+    from mosear.evaluate.intervals import group_codes, n_units, percentile_bounds, resample_weights
     from mosear.evaluate.resampled import resampling_groups
 
     cols = ["key", "pred_label"] + (["group"] if "group" in base else [])
@@ -113,8 +124,33 @@ def flip_rate(base: pd.DataFrame, ablated: pd.DataFrame) -> dict[str, float]:
         return {"n": 0, "flip_rate": float("nan"), "ci": (float("nan"), float("nan"))}
     j["flip"] = (j["pred_label_base"].fillna(UNPARSED) != j["pred_label_abl"].fillna(UNPARSED)).astype(float)
     flip = j["flip"].to_numpy()
-    reps = np.concatenate([(w @ flip) / w.sum(1) for w in resample_weights(group_codes(j, resampling_groups(j)))])
-    return {"n": int(len(j)), "flip_rate": float(flip.mean()), "ci": percentile_bounds(reps)}
+    codes = group_codes(j, resampling_groups(j))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reps = np.concatenate([(w @ flip) / w.sum(1) for w in resample_weights(codes)])
+    return {"n": int(len(j)), "flip_rate": float(flip.mean()), "ci": percentile_bounds(reps, units=n_units(codes))}
+
+
+def preference_rows(df: pd.DataFrame) -> pd.Series:
+    """Boolean mask of the rows scored for preference: no error, no truth label, two different cues."""
+    if "face_label" not in df or "voice_label" not in df:
+        return pd.Series(False, index=df.index)
+    ok = df["error"].isna() if "error" in df else pd.Series(True, index=df.index)
+    return (ok & df["label"].isna() & df["face_label"].notna() & df["voice_label"].notna()
+            & (df["face_label"] != df["voice_label"]))
+
+
+def preference(df: pd.DataFrame) -> dict[str, float]:
+    """``{"n", "face_rate", "voice_rate", "neither_rate", "preference_index"}`` over :func:`preference_rows`
+    (module docstring); rates NaN when no row qualifies."""
+    g = df[preference_rows(df)]
+    n = len(g)
+    if n == 0:
+        return {"n": 0, **{k: float("nan") for k in PREFERENCE_METRICS}}
+    pred = g["pred_label"].astype(object)
+    face = float((pred == g["face_label"]).mean())
+    voice = float((pred == g["voice_label"]).mean())
+    return {"n": n, "face_rate": face, "voice_rate": voice, "neither_rate": 1.0 - face - voice,
+            "preference_index": voice - face}
 
 
 def attention_shares(df: pd.DataFrame) -> dict[str, float]:

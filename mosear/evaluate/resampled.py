@@ -11,6 +11,8 @@ matrix of how often each row is drawn,
 - weighted F1: ``F1_c = 2 TP_c / (support_c + predicted_c)``, averaged with weights ``support_c``;
 - conflict gap ``acc(audio_aligned) − acc(video_aligned)`` and conflict-mean ``(acc(audio_aligned) +
   acc(video_aligned)) / 2`` on the same resample (their parts are correlated through shared groups);
+- preference on spliced rows (``face_rate``, ``voice_rate``, ``neither_rate``, ``preference_index``):
+  ``W @ [answer = face cue] / W @ [scored]`` and the like, on subset ``spliced``;
 - the open-vocabulary set metric (``ov_precision``, ``ov_recall``, their mean) and attention shares:
   weighted means over the rows that have them.
 
@@ -29,8 +31,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mosear.evaluate.intervals import (N_BOOT, can_resample, crossed_group, group_codes, percentile_bounds,
-                                      resample_weights)
+from mosear.evaluate.intervals import (N_BOOT, can_resample, crossed_group, group_codes, n_units,
+                                      percentile_bounds, resample_weights)
 
 __all__ = ["unit_intervals", "resampling_groups"]
 
@@ -96,9 +98,36 @@ def unit_intervals(df: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0, level:
     def add(key: tuple[str, str], value: np.ndarray) -> None:
         reps.setdefault(key, []).append(value)
 
+    pref = None
+    if "face_label" in df and "voice_label" in df:
+        from mosear.evaluate.metrics import preference_rows
+
+        pm = preference_rows(df).to_numpy()
+        if pm.any():
+            fv = (pm & (p == df["face_label"].astype(str).to_numpy())).astype(np.float64)
+            vv = (pm & (p == df["voice_label"].astype(str).to_numpy())).astype(np.float64)
+            pref = (pm.astype(np.float64), fv, vv)
     codes = group_codes(df, resampling_groups(df))
     if not can_resample(codes):  # one group: no spread to measure; NaN bounds, never zero-width ones
         return {}
+
+    def spread(mask: np.ndarray) -> bool:
+        """Whether the rows a statistic reads are made of >= 2 different units (else every resample that
+        defines it gives the same value: a zero-width interval that would pass for certainty)."""
+        return bool(mask.any()) and len(np.unique(codes[mask], axis=0)) >= 2
+
+    varied = {s: spread(lab & sm) for s, sm in subsets.items()}
+    for s, sm in subsets.items():
+        plan = plans[s]
+        if not varied[s]:  # keep the share/set-metric means only where their own rows vary
+            plans[s] = (np.zeros_like(plan[0]), None, None,
+                        {c: v for c, v in plan[3].items() if spread(v[1] > 0)})
+        else:
+            plans[s] = (plan[0], plan[1], plan[2], {c: v for c, v in plan[3].items() if spread(v[1] > 0)})
+    conflicts = [subsets[s] for s in ("audio_aligned", "video_aligned") if s in subsets]
+    gap_ok = len(conflicts) == 2 and spread(lab & (conflicts[0] | conflicts[1]))
+    if pref is not None and not spread(pref[0] > 0):
+        pref = None
     for W in resample_weights(codes, n_boot, seed):
         acc_of: dict[str, np.ndarray] = {}
         for s, (m, Y, P, mean_vecs) in plans.items():
@@ -117,7 +146,15 @@ def unit_intervals(df: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0, level:
                 add((s, c), _ratio(W @ x, W @ has))
             if "ov_precision" in mean_vecs and "ov_recall" in mean_vecs:
                 add((s, "ov_mean"), (reps[(s, "ov_precision")][-1] + reps[(s, "ov_recall")][-1]) / 2)
-        if "audio_aligned" in acc_of and "video_aligned" in acc_of:
+        if pref is not None:
+            den = W @ pref[0]
+            face, voice = _ratio(W @ pref[1], den), _ratio(W @ pref[2], den)
+            add(("spliced", "face_rate"), face)
+            add(("spliced", "voice_rate"), voice)
+            add(("spliced", "neither_rate"), 1.0 - face - voice)
+            add(("spliced", "preference_index"), voice - face)
+        if gap_ok and "audio_aligned" in acc_of and "video_aligned" in acc_of:
             add(("all", "conflict_gap"), acc_of["audio_aligned"] - acc_of["video_aligned"])
             add(("all", "conflict_mean"), (acc_of["audio_aligned"] + acc_of["video_aligned"]) / 2)
-    return {k: percentile_bounds(np.concatenate(v), level) for k, v in reps.items()}
+    units = n_units(codes)
+    return {k: percentile_bounds(np.concatenate(v), level, units) for k, v in reps.items()}

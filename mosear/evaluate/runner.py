@@ -36,7 +36,8 @@ from mosear.evaluate.judges import Judge, JudgeReplyError, make_judge, reference
 from mosear.evaluate.units import UnitSpec, unit_path, write_table
 from mosear.item_errors import ItemError, count_reasons
 
-__all__ = ["run_unit", "load_model", "resolve_device", "apply_drop", "iter_benchmark_samples", "set_unit_attention"]
+__all__ = ["run_unit", "load_model", "resolve_device", "apply_drop", "iter_benchmark_samples", "set_unit_attention",
+           "ar_variant", "calibration_options"]
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,9 @@ def iter_benchmark_samples(bench: Benchmark) -> Iterator[dict[str, Any]]:
 def set_unit_attention(model, setting: SettingSpec):
     """Switch ``model`` to the attention ``setting`` asks for; returns the AR/monitor controller or None.
 
-    AR uses the setting's fraction/threshold where given, else the model config's ``ar`` values
-    (layers, heads and query rows always come from the model config).
+    AR uses the setting's fraction / threshold / share / direction where given, else the model config's
+    ``ar`` values (layers, heads and query rows always come from the model config): a model configured with
+    ``share: token, direction: both`` is evaluated with them (:func:`ar_variant`).
     """
     from mosear.model import set_attention_mode
 
@@ -169,11 +171,18 @@ def set_unit_attention(model, setting: SettingSpec):
             model, "ar",
             threshold=ar.threshold if setting.ar_threshold is None else setting.ar_threshold,
             fraction=ar.fraction if setting.ar_fraction is None else setting.ar_fraction,
-            layers=ar.layers, heads=ar.heads, queries=ar.queries,
+            layers=ar.layers, heads=ar.heads, queries=ar.queries, **ar_variant(model, setting),
         )
     if setting.monitor:
         return set_attention_mode(model, "monitor", layers=ar.layers, heads=ar.heads, queries=ar.queries)
     return set_attention_mode(model, "sdpa")
+
+
+def ar_variant(model, setting: SettingSpec) -> dict[str, str]:
+    """``{"share", "direction"}`` AR runs with under ``setting``: the setting's, else the model config's."""
+    ar = model.cfg.ar
+    return {"share": setting.ar_share or getattr(ar, "share", "mass"),
+            "direction": setting.ar_direction or getattr(ar, "direction", "audio")}
 
 
 # The last model loaded in this worker process. Ray reuses worker processes across tasks and units
@@ -227,17 +236,28 @@ def calibrate_unit(model, bench: Benchmark, cfg: EvalConfig) -> dict[str, Any]:
         log.warning("calibration split of %s: %d of %d items have no sample in the shards", bench.name,
                     len(items) - seen, len(items))
     ar = model.cfg.ar
+    options = calibration_options(model, cfg)
     with torch.inference_mode():
         res = calibrate_ar(model, batches, labels=tuple(val.labels), thresholds=cfg.calibration.thresholds,
-                           fractions=cfg.calibration.fractions, layers=ar.layers, heads=ar.heads)
+                           fractions=cfg.calibration.fractions, layers=ar.layers, heads=ar.heads, options=options)
     counts: dict[str, int] = {}
     for _b, _g, subs in batches:
         for sub in subs:
             counts[sub] = counts.get(sub, 0) + 1
     return {"split": cfg.calibration.split, "threshold": res.threshold, "fraction": res.fraction,
+            "share": res.options["share"], "direction": res.options["direction"], "options": options,
             "items": counts, "table": res.table,
             "rule": "highest conflict-mean among settings whose consistent accuracy is within one bootstrap SE "
                     "of the no-AR value (mosear.model.calibrate.choose_setting)"}
+
+
+def calibration_options(model, cfg: EvalConfig) -> list[dict[str, str]]:
+    """The AR variants calibration searches: ``calibration.options`` when the config lists them, else the
+    checkpoint's own ``ar.share`` / ``ar.direction`` (never silently ``mass`` / ``audio``)."""
+    if cfg.calibration.options:
+        return [o.model_dump() for o in cfg.calibration.options]
+    ar = model.cfg.ar
+    return [{"share": getattr(ar, "share", "mass"), "direction": getattr(ar, "direction", "audio")}]
 
 
 class _Predictor:
@@ -255,7 +275,8 @@ class _Predictor:
         if unit.setting.calibrate:  # chosen on validation, applied to the evaluated split
             self.calibration = calibrate_unit(self.model, bench, cfg)
             self.setting = unit.setting.model_copy(update={
-                "ar_threshold": float(self.calibration["threshold"]), "ar_fraction": float(self.calibration["fraction"])})
+                "ar_threshold": float(self.calibration["threshold"]), "ar_fraction": float(self.calibration["fraction"]),
+                "ar_share": self.calibration["share"], "ar_direction": self.calibration["direction"]})
         self.controller = set_unit_attention(self.model, self.setting)
         self.parse_label = parse_label
         self.generate = (cfg.prediction == "generate" or cfg.generate_reasoning == "always"
@@ -378,14 +399,19 @@ def run_unit(cfg: EvalConfig, unit: UnitSpec, bench: Benchmark) -> dict[str, Any
         row = {"unit_id": unit.unit_id, "checkpoint": unit.checkpoint_name, "benchmark": bench.name,
                "setting": setting.name, "ar": setting.ar, "ar_fraction": used_fraction, "ar_threshold": used_threshold,
                "drop": setting.drop, "key": key, "group": it.group, "subset": it.subset, "label": it.label, "reference": it.reference,
-               "labels": list(bench.labels), **r}
+               "labels": list(bench.labels), "origin": it.origin, "face_label": it.face_label,
+               "voice_label": it.voice_label, **r}
         if "error" not in r:
             row.update(judge_item(judge, it, r.get("text"), rate=bench.spec.format == "emer"))
         rows.append(row)
     seconds = time.perf_counter() - t0
     meta = {"unit_id": unit.unit_id, "checkpoint": unit.checkpoint_name, "checkpoint_path": unit.checkpoint,
             "benchmark": bench.name, "format": bench.spec.format, "labels": list(bench.labels),
-            "setting": {**setting.model_dump(mode="json"), "ar_fraction": used_fraction, "ar_threshold": used_threshold},
+            "setting": {**setting.model_dump(mode="json"), "ar_fraction": used_fraction, "ar_threshold": used_threshold,
+                        **({f"ar_{k}": v for k, v in ar_variant(pred.model, setting).items()}
+                           if setting.ar and hasattr(pred, "model") else {})},
+            "bench_notes": {k: v for k, v in bench.notes.items() if k != "skipped"},
+            "label_scoring": getattr(getattr(pred, "model", None), "label_scoring", None),  # sum | mean log-prob
             "calibration": pred.calibration, "split": bench.spec.split, "seconds": round(seconds, 3),
             "judge": judge.name, "device": pred.device, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **(pred.metadata() if hasattr(pred, "metadata") else {})}

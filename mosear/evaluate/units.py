@@ -21,13 +21,22 @@ per benchmark label, or None), ``share_audio, share_visual, share_text`` (attent
 metric per item, None without a reference), ``clue_overlap, label_overlap`` (EMER, None elsewhere),
 ``ref_source`` (where the reference set came from: ``label`` (label + open-vocabulary labels) or
 ``text`` (reasoning-only items)), ``judge_error`` (the judge's reply could not be read: not scored),
-``error`` (why the item could not be evaluated, e.g. its sample is in no shard; None when it was).
+``error`` (why the item could not be evaluated, e.g. its sample is in no shard; None when it was),
+``origin`` (mined: natural | human-rated | spliced), ``face_label, voice_label`` (a splice's two cues: its
+``label`` is None and it is scored for preference; :mod:`mosear.evaluate.items`).
+
+**Settings that cannot run** (:func:`plan_units`): a calibrated setting whose calibration split cannot
+calibrate (the mining summary's ``cannot_run`` names it, or the split has an empty subset) is skipped on
+that benchmark, with the reason in ``bench.notes["skipped"]`` (``protocol.json``, the report and the
+terminal say it), instead of failing after training; a config that asks for such settings alone is an
+error (exit 2).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +50,9 @@ from mosear.evaluate.benchmark_files import Benchmark, load_benchmark
 from mosear.evaluate.config import BenchmarkSpec, EvalConfig, SettingSpec
 from mosear.identity import DigestMemo, code_fingerprint, digest_paths, file_digest, model_paths, shard_folder_digest
 
-__all__ = ["UnitSpec", "checkpoint_names", "fingerprint_checkpoint", "fingerprint_benchmark",
+log = logging.getLogger(__name__)
+
+__all__ = ["UnitSpec", "cannot_run", "describe_plan", "describe_setting", "checkpoint_names", "fingerprint_checkpoint", "fingerprint_benchmark",
            "plan_units", "unit_path", "write_table", "PREDICTION_SCHEMA"]
 
 PREDICTION_SCHEMA = pa.schema([
@@ -56,6 +67,7 @@ PREDICTION_SCHEMA = pa.schema([
     ("clue_overlap", pa.float64()), ("label_overlap", pa.float64()),
     ("ref_source", pa.string()), ("judge_error", pa.string()),
     ("error", pa.string()),
+    ("origin", pa.string()), ("face_label", pa.string()), ("voice_label", pa.string()),
 ])
 
 
@@ -142,13 +154,13 @@ def plan_units(cfg: EvalConfig, memo: DigestMemo | None = None) -> tuple[list[Un
     import mosear
     from mosear.evaluate import judges
 
-    benches = {b.name: load_benchmark(b) for b in cfg.benchmarks}
+    from mosear.evaluate.items import annotate
+
+    benches = {b.name: annotate(load_benchmark(b)) for b in cfg.benchmarks}
     calibrating = [s.name for s in cfg.all_settings() if s.calibrate]
     if calibrating:
-        from mosear.evaluate.benchmark_files import load_calibration_split
-
         for b in benches.values():
-            b.calibration = load_calibration_split(b.spec, cfg.calibration.split, calibrating[0])
+            _attach_calibration(cfg, b, calibrating)
     for b in benches.values():
         if not b.shard_dirs:
             raise FileNotFoundError(f"benchmark {b.name}: no shard folder holds its media (set benchmarks[].shards)")
@@ -162,12 +174,98 @@ def plan_units(cfg: EvalConfig, memo: DigestMemo | None = None) -> tuple[list[Un
         ck_fp = fingerprint_checkpoint(path, _endpoint_identity(cfg) if path == "endpoint" else cfg.model, memo)
         for b in cfg.benchmarks:
             for s in cfg.all_settings():
+                if s.name in benches[b.name].notes.get("skipped", {}):
+                    continue
                 payload = {"checkpoint": ck_fp, "benchmark": bench_fp[b.name], "setting": s.model_dump(mode="json", exclude={"name"}),
                            "eval": outputs, "version": getattr(mosear, "__version__", "0"), "code": code,
                            "scoring": judges.SCORING_VERSION}
                 uid = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
                 units.append(UnitSpec(name, path, b, s, uid, ck_fp))
     return units, benches
+
+
+def cannot_run(bench: Benchmark) -> list[dict[str, str]]:
+    """The mining summary's ``cannot_run`` entries (``{setting, split, reason}``) for a mined benchmark
+    (``{path}/summary.json``); empty for other formats or without a summary."""
+    path = Path(bench.spec.path) / "summary.json"
+    if bench.spec.format != "mined" or not path.is_file():
+        return []
+    try:
+        entries = json.loads(path.read_text()).get("cannot_run") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [e for e in entries if isinstance(e, dict) and e.get("setting")]
+
+
+def _attach_calibration(cfg: EvalConfig, bench: Benchmark, calibrating: list[str]) -> None:
+    """Load ``bench``'s calibration split, or mark its calibrated settings skipped with the reason: the
+    mining summary says they cannot run on that split, or the split cannot calibrate (a subset empty, no
+    such split). Raises when the config asks for nothing but calibrated settings (the user's request
+    cannot be met at all: an error, exit 2)."""
+    from mosear.evaluate.benchmark_files import CAMER_SUBSETS, BenchmarkFormatError, load_calibration_split
+    from mosear.evaluate.items import annotate
+
+    split = cfg.calibration.split
+    told = [e for e in cannot_run(bench) if e.get("split") in (None, split)
+            and (e["setting"] in calibrating or e["setting"] == "ar_calibrated")]
+    reason = (f"the mining summary says it cannot run on the {split} split: {told[0].get('reason', '')}".rstrip(": ")
+              if told else None)
+    if reason is None:
+        try:
+            cal = annotate(load_calibration_split(bench.spec, split, calibrating[0]))
+            counts = {s: sum(1 for it in cal.items if it.subset == s and it.label) for s in CAMER_SUBSETS}
+            if all(counts.values()):
+                bench.calibration = cal
+                return
+            reason = (f"setting {calibrating[0]} calibrates AR on the {split} split of benchmark {bench.name}, whose "
+                      f"subsets hold {counts} items with a truth (splices have none), so the rule cannot be applied")
+        except BenchmarkFormatError as exc:
+            reason = str(exc)
+    alone = all(s.calibrate for s in cfg.all_settings())
+    if alone:
+        if told:
+            raise BenchmarkFormatError(f"setting {calibrating[0]} on benchmark {bench.name}: {reason}")
+        raise BenchmarkFormatError(reason)
+    log.warning("benchmark %s: skipping setting(s) %s: %s", bench.name, ", ".join(calibrating), reason)
+    bench.notes["skipped"] = {s: reason for s in calibrating}
+
+
+def describe_setting(s: SettingSpec) -> str:
+    """A setting in words (the report's "what was evaluated")."""
+    if s.drop:
+        what = f"{'audio' if s.drop == 'audio' else 'video'} removed"
+    elif s.calibrate:
+        what = "AR chosen on validation"
+    elif s.ar:
+        what = "AR" + "".join(f" {k} {v}" for k, v in (("fraction", s.ar_fraction), ("threshold", s.ar_threshold),
+                                                      ("share", s.ar_share), ("direction", s.ar_direction)) if v is not None)
+    else:
+        what = "AR off"
+    return f"{s.name} ({what})"
+
+
+def describe_plan(cfg: EvalConfig, benches: dict[str, Benchmark]) -> dict[str, Any]:
+    """What this evaluation covers, for ``protocol.json``'s ``evaluated`` (the report and the terminal say it):
+    checkpoints, settings in words, per benchmark its split, item counts per subset and origin, its people,
+    how intervals resample, settings skipped with their reasons, and the mining summary's other warnings."""
+    out: dict[str, Any] = {"checkpoints": dict(checkpoint_names(cfg.checkpoints)),
+                           "settings": [describe_setting(s) for s in cfg.all_settings()], "benchmarks": {}}
+    from collections import Counter
+
+    for name, b in benches.items():
+        notes = b.notes
+        calibrating = {s.name for s in cfg.all_settings() if s.calibrate}
+        other = [e for e in cannot_run(b) if not (e.get("split") in (None, cfg.calibration.split)
+                                                   and (e["setting"] in calibrating or e["setting"] == "ar_calibrated"))]
+        out["benchmarks"][name] = {
+            "format": b.spec.format, "path": b.spec.path, "split": b.spec.split or ("test" if b.spec.format == "mined" else None),
+            "items": len(b.items), "subsets": dict(Counter(it.subset or "none" for it in b.items)),
+            "origins": notes.get("origins") or {}, "people": notes.get("people") or [],
+            "resampled_by": notes.get("resampled_by", "items"), "moved_splices": notes.get("moved_splices", 0),
+            "skipped": notes.get("skipped") or {},
+            "warnings": [f"{e['setting']} cannot run on the {e.get('split', '?')} split: {e.get('reason', '')}" for e in other],
+        }
+    return out
 
 
 def unit_path(output: str | Path, unit: UnitSpec) -> Path:

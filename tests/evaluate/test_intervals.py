@@ -91,3 +91,28 @@ def test_mined_source_groups_are_crossed_face_and_voice(tmp_path):
                   "voice_take": ["A", "V1", None]}).to_parquet(tmp_path / "conflicts.parquet")
     assert source_groups(tmp_path / "conflicts.parquet") == {
         "n1": "face=A|voice=A", "s1": "face=A|voice=V1", "s2": "face=B|voice=s2"}
+
+
+def test_the_percentile_level_expands_with_few_units():
+    """The bug (issue 21): with 8 actors the plain 95 % percentile interval covered 0.88. The level is expanded
+    for G units (Hesterberg): wider with few units, the nominal level with many, and a wider interval from the
+    same resamples."""
+    from mosear.evaluate.intervals import expanded_level, percentile_bounds
+
+    assert expanded_level(0.95, 8) > 0.985 and expanded_level(0.95, 3) > expanded_level(0.95, 8)
+    assert abs(expanded_level(0.95, 10_000) - 0.95) < 1e-3 and expanded_level(0.95, None) == 0.95
+    reps = np.random.default_rng(0).normal(size=4000)
+    lo8, hi8 = percentile_bounds(reps, units=8)
+    lo, hi = percentile_bounds(reps)
+    assert lo8 < lo and hi8 > hi
+
+
+def test_a_table_of_one_unit_pattern_has_no_interval():
+    """Every row made of the same two people: each resample weights all rows alike, so there is no spread to
+    measure: NaN, never a zero-width interval."""
+    from mosear.evaluate.intervals import can_resample, crossed_group, group_codes
+
+    df = pd.DataFrame({"g": [crossed_group("a", "b")] * 5, "hit": [1, 0, 1, 1, 0]})
+    assert not can_resample(group_codes(df, "g"))
+    iv = bootstrap(df, lambda d: d["hit"].mean(), groups="g")
+    assert np.isnan(iv.ci_low) and iv.value == 0.6

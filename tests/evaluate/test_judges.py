@@ -225,3 +225,35 @@ def test_unreadable_judge_replies_are_judge_errors_not_empty_sets(tmp_path, chat
     write_table(rows, tmp_path / "res" / "units" / "ck__b__ar_off__u.parquet", {"mosear.unit": _json.dumps(meta)})
     m = compute_metrics(tmp_path / "res").query("subset == 'all'").set_index("metric")["value"]
     assert m["judge_errors"] == 2 and m["ov_items"] == 1 and m["ov_precision"] == 1.0  # not averaged in as 0
+
+
+def test_a_mined_items_own_training_caption_scores_one():
+    """The bug (issue 21): the set metric scored the project's own target caption at precision 0.5, because
+    the lexicon judge counted the emotion words of the misleading-cue sentence ("The voice sounds fearful, but
+    that cue is misleading.") and of the quoted transcript. Every subset x label x cue of the caption builder,
+    judged against the item's label: precision = recall = 1."""
+    from mosear.evaluate.judges import LexiconJudge, reference_set, set_precision_recall
+    from mosear.labels import CANONICAL_LABELS
+    from mosear.mine.captions import build_caption
+
+    judge = LexiconJudge()
+    checked = 0
+    for subset in ("consistent", "video_aligned", "audio_aligned"):
+        for label in CANONICAL_LABELS:
+            for other in CANONICAL_LABELS:
+                if (subset == "consistent") != (other == label):
+                    continue
+                face, voice = (label, other) if subset != "audio_aligned" else (other, label)
+                for transcript in ("I would like a new alarm clock.", "Dogs are sitting by the door", None):
+                    row = {"label": label, "subset": subset,
+                           "face_cue": {"label": face, "score": 0.8, "source": "cross-fitted face classifier"},
+                           "voice_cue": {"label": voice, "score": 0.7, "source": "visual-only human ratings"},
+                           "visual_desc": {"face": True, "intensity": 0.7},
+                           "audio_desc": {"pitch_var": 0.25, "loudness": 1.7, "rate": 4.5, "hnr_db": 3.0},
+                           "text_desc": {"transcript": transcript} if transcript else None}
+                    caption = build_caption(row)
+                    g, _src = reference_set(judge.table, label)
+                    p, r = set_precision_recall(judge.emotions(caption), g)
+                    assert (p, r) == (1.0, 1.0), (caption, judge.emotions(caption), g)
+                    checked += 1
+    assert checked > 300

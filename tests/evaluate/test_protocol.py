@@ -57,6 +57,8 @@ def test_allowed_overlap_is_said_first_and_disjoint_split_runs(tmp_path, trained
     res = run_eval(_cfg(tmp_path / "o", trained_on, bench, eval_shards, allow_overlap=True))
     assert res.ok
     body = res.report.read_text().split("<body>", 1)[1].lstrip()
+    assert body.startswith("<h1>mosear evaluation report</h1>")  # the title, then the warning first
+    body = body.split("</h1>", 1)[1].lstrip()
     assert body.startswith('<p class="protocol-warning">WARNING: evaluated with allow_overlap: true')
     assert "trained on 4 of the 10 evaluated items" in body.split("</p>", 1)[0]
     # keys it did not train on: evaluated, nothing to warn about

@@ -122,12 +122,12 @@ def test_report_renders_in_chromium(results, tmp_path):
                     "camer_flip_rate.png", "camer_gap_vs_ar.png"]
     text = html.read_text()
     assert "http://" not in text and "https://" not in text  # self-contained: nothing to fetch
-    # the first thing on the page: the method x subset table with intervals, then its sentence
+    # the page opens with its title, then what was evaluated, then the accuracy table and its sentence
     body = text.split("<body>", 1)[1].lstrip()
-    assert body.startswith("<h2>camer: methods × subsets"), body[:200]
+    assert body.startswith("<h1>mosear evaluation report</h1>"), body[:200]
+    assert body.index("What was evaluated") < body.index('<table class="methods">') < body.index('class="headline">On this split')
     first = body.split("</table>", 1)[0]
     assert '<table class="methods">' in first and "video-aligned" in first and "[" in first
-    assert 'class="headline">On this split' in body.split("<h1>", 1)[0]
     assert body.index("<details>") > body.index("<img")  # every number collapsed, below the plots
     check_rendered(open_in_chromium(html, tmp_path), expected_plots=len(pngs))
     # the table holds every number of metrics.parquet
@@ -161,5 +161,49 @@ def test_real_eval_report_renders(tmp_path, checkpoints, camer_bench, eval_shard
     assert main(["report", str(tmp_path / "r")]) == 0
     html = tmp_path / "r" / "report.html"
     n = len(list((tmp_path / "r" / "plots").glob("*.png")))
-    assert n >= 4
+    left_out = html.read_text().count('class="plot-left-out"')  # plots with no information, each said so
+    assert n >= 2 and n + left_out == 5
     check_rendered(open_in_chromium(html, tmp_path), expected_plots=n)
+
+
+def test_plots_without_information_are_left_out_with_a_line(tmp_path):
+    """The bug: a gap-vs-AR plot of a single point on a +-0.04 axis, and identical bars, were drawn as if they
+    said something. One AR setting per checkpoint and equal accuracies: both left out, each with a line."""
+    same = ["angry", "sad", "happy", "angry", "sad", "neutral"]
+    _unit(tmp_path, "mose", "ar_off", same)
+    _unit(tmp_path, "lora", "ar_off", same)
+    page = build_report(tmp_path).read_text()
+    pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert "camer_gap_vs_ar.png" not in pngs and "camer_accuracy.png" not in pngs and "camer_confusion.png" in pngs
+    assert "gap vs ar: left out: one AR setting per checkpoint" in page
+    assert "accuracy: left out: every value is 1.000" in page
+    # ties are called ties: two identical rows are not "LoRA has the highest"
+    assert "has the highest consistent accuracy" not in page and "tie for the highest consistent accuracy" in page
+
+
+def test_confusion_counts_are_readable_on_dark_cells(results):
+    """The bug: dark numbers on navy cells. Counts on the dark half of the colour map are drawn in white."""
+    import matplotlib
+
+    from mosear.evaluate import report
+
+    fig = report._fig_confusions(results, "camer", "ar_off")
+    colours = {t.get_text(): matplotlib.colors.to_hex(t.get_color()) for ax in fig.axes for t in ax.texts}
+    assert colours and set(colours.values()) <= {"#ffffff", "#000000"}
+    assert "#ffffff" in colours.values()  # the largest count sits on the darkest cell
+
+
+def test_calibration_is_said_in_words():
+    """The bug: "MoSE+AR" was AR switched off (fraction 0 chosen) and the page never said so."""
+    from mosear.evaluate.headline import calibration_words
+
+    rows = [{"threshold": 1.0, "fraction": 0.0, "share": "mass", "direction": "audio", "consistent": 0.8,
+             "conflict_mean": 0.5},
+            {"threshold": 0.5, "fraction": 0.5, "share": "token", "direction": "audio", "consistent": 0.6,
+             "conflict_mean": 0.7}]
+    off = calibration_words({"threshold": 1.0, "fraction": 0.0, "table": rows, "items": {"consistent": 4},
+                             "options": [{"share": "mass", "direction": "audio"}, {"share": "token", "direction": "audio"}]})
+    assert off.startswith("AR off: no setting beat it on the validation split") and "variants mass/audio, token/audio" in off
+    on = calibration_words({"threshold": 0.5, "fraction": 0.5, "share": "token", "direction": "audio", "table": rows})
+    assert on.startswith("AR on: threshold 0.5, fraction 0.5, share token, direction audio")
+    assert "conflict-mean 0.70 against 0.50 without AR" in on

@@ -65,11 +65,14 @@ def loop_bounds(table):
         pick = rng.integers(0, len(members), len(members))
         for k, v in _all_stats(table.iloc[np.concatenate([members[g] for g in pick])]).items():
             reps.setdefault(k, []).append(v)
+    from mosear.evaluate.intervals import expanded_level
+
+    alpha = (1 - expanded_level(0.95, len(members))) / 2  # the small-sample expansion for these groups
     out = {}
     for k, v in reps.items():
         v = np.asarray(v, float)
         v = v[~np.isnan(v)]
-        out[k] = tuple(np.quantile(v, [0.025, 0.975])) if len(v) >= 2 else (np.nan, np.nan)
+        out[k] = tuple(np.quantile(v, [alpha, 1 - alpha])) if len(v) >= 2 else (np.nan, np.nan)
     return out
 
 
@@ -103,3 +106,22 @@ def test_groups_move_together():
     alone = unit_intervals(df)[("all", "accuracy")]
     grouped = unit_intervals(df.assign(group=np.repeat(np.arange(10), 8).astype(str)))[("all", "accuracy")]
     assert grouped[1] - grouped[0] > 2 * (alone[1] - alone[0])
+
+
+def test_a_subset_of_one_persons_items_has_no_interval():
+    """The bug (the main job on the many-faces sample): a subset holding one item (or items of one person only)
+    got the interval [v, v] (every resample that defines it gives the same value), and the sentence then
+    called a gap of -1.00 [-1.00, -1.00] from one item per subset a bias. Such statistics have no interval
+    (NaN); subsets whose rows come from several people keep theirs."""
+    from mosear.evaluate.intervals import crossed_group
+
+    rows = [{"key": f"s{i}", "subset": "consistent", "label": "sad", "pred_label": "sad" if i % 4 < 2 else "happy",
+             "group": crossed_group(f"p{i % 4}", f"p{i % 4}"), "error": None} for i in range(12)]
+    rows += [{"key": "v0", "subset": "video_aligned", "label": "sad", "pred_label": "sad", "group": crossed_group("p0", "p0"),
+              "error": None},
+             {"key": "a0", "subset": "audio_aligned", "label": "sad", "pred_label": "happy", "group": crossed_group("p1", "p1"),
+              "error": None}]
+    iv = unit_intervals(pd.DataFrame(rows), n_boot=200)
+    assert ("consistent", "accuracy") in iv and iv[("consistent", "accuracy")][0] < iv[("consistent", "accuracy")][1]
+    for key in (("video_aligned", "accuracy"), ("audio_aligned", "accuracy"), ("all", "conflict_gap")):
+        assert key not in iv, key

@@ -121,12 +121,13 @@ def test_pipeline_wiring(tmp_path, samples_dir):
         assert t["shards"] == [str(w / "shards")] and t["max_steps"] == 30
         assert t["mix"] == str(w / "mined" / "train_mix.parquet")  # train rows only (mine writes it so)
         assert t["output"] == str(w / "train" / m) and t["model"]["adapter"] == m
-    # evaluation: both checkpoints on the test split, AR calibrated on validation, three methods first
+    # evaluation: both checkpoints on the test split, AR calibrated on validation for both, four methods first
     ev = by["eval"]
     assert ev["checkpoints"] == [f"lora={w / 'train' / 'lora' / 'adapter'}", f"mose={w / 'train' / 'mose' / 'adapter'}"]
     assert ev["benchmarks"][0]["split"] == "test"
     assert {"name": "ar_calibrated", "ar": True, "calibrate": True} in ev["settings"]
-    assert ev["methods"] == {"LoRA": "lora/ar_off", "MoSE": "mose/ar_off", "MoSE+AR": "mose/ar_calibrated"}
+    assert ev["methods"] == {"LoRA": "lora/ar_off", "LoRA+AR": "lora/ar_calibrated", "MoSE": "mose/ar_off",
+                             "MoSE+AR": "mose/ar_calibrated"}
     from mosear.orchestrate.dispatch import prepare_all
 
     prepare_all(reqs)  # every section is a valid config

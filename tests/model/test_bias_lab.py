@@ -73,6 +73,7 @@ def _rec(cell, method, gap, cm, cons):
 
 
 def test_criterion_as_stated():
+    """AR's effect on MoSE, as first stated (MoSE+AR against LoRA): a rule change would flip one of these."""
     recs = [_rec("a", "lora", (0.8, 0.7, 0.9), (0.6, 0.55, 0.65), (1.0, 1.0, 1.0)),
             _rec("a", "mose+ar", (0.3, 0.2, 0.4), (0.75, 0.7, 0.8), (0.995, 0.99, 1.0)),
             _rec("b", "lora", (0.8, 0.7, 0.9), (0.6, 0.55, 0.65), (1.0, 1.0, 1.0)),
@@ -81,5 +82,28 @@ def test_criterion_as_stated():
             _rec("c", "mose+ar", (0.0, -0.1, 0.1), (0.9, 0.85, 0.95), (1.0, 1.0, 1.0)),
             _rec("d", "lora", (0.8, 0.7, 0.9), (0.6, 0.55, 0.65), (1.0, 1.0, 1.0)),
             _rec("d", "mose+ar", (0.3, 0.2, 0.4), (0.75, 0.7, 0.8), (0.98, 0.97, 0.99))]  # consistent -2 points
-    got = {c["cell_name"]: c["met"] for c in lab.criterion(recs)}
+    got = {c["cell_name"]: c["met_vs_lora"] for c in lab.criterion(recs)}
     assert got == {"a": True, "b": False, "c": False, "d": False}
+
+
+def _run(method, seed, gap, cm, cons):
+    return {"cell_name": "a", "method": method, "seed": seed, "gap": gap, "conflict_mean": cm, "consistent": cons}
+
+
+def test_criterion_compares_mose_ar_with_lora_ar_paired_by_seed():
+    """The bug: the criterion compared MoSE+AR with LoRA *without* AR, crediting MoSE with AR's effect. Here
+    MoSE+AR meets the old rule against LoRA, but LoRA+AR does as well as MoSE+AR seed by seed: not met.
+    When MoSE+AR is above LoRA+AR on every seed (a paired difference clear of 0 though the unpaired
+    intervals overlap), it is met."""
+    recs = [_rec("a", "lora", (0.8, 0.7, 0.9), (0.6, 0.55, 0.65), (1.0, 1.0, 1.0)),
+            _rec("a", "mose+ar", (0.3, 0.2, 0.4), (0.75, 0.7, 0.8), (1.0, 1.0, 1.0)),
+            _rec("a", "lora+ar", (0.3, 0.2, 0.4), (0.75, 0.7, 0.8), (1.0, 1.0, 1.0))]
+    same = [_run(m, s, 0.3, 0.7 + 0.02 * s, 1.0) for s in range(5) for m in ("mose+ar", "lora+ar")]
+    (row,) = lab.criterion(recs, same)
+    assert row["met_vs_lora"] and not row["met"]
+    assert row["vs_lora_ar"]["conflict_mean"]["mean"] == 0.0 and row["vs_lora_ar"]["conflict_mean"]["n"] == 5
+    better = [_run("lora+ar", s, 0.3, 0.6 + 0.05 * s, 1.0) for s in range(5)]
+    better += [_run("mose+ar", s, 0.2, 0.62 + 0.05 * s, 1.0) for s in range(5)]
+    (row,) = lab.criterion(recs, better)
+    assert row["met"] and row["vs_lora_ar"]["conflict_mean"]["ci_low"] > 0
+    assert abs(row["vs_lora_ar"]["gap"]["mean"] + 0.1) < 1e-9
