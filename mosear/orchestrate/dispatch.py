@@ -38,7 +38,7 @@ from mosear.orchestrate.errors import BadInputError, StageError, classify
 from mosear.orchestrate.registry import StageName, get_stage
 from mosear.orchestrate.spec import StageSpec
 
-__all__ = ["StageRequest", "StageOutcome", "PreparedStage", "prepare", "prepare_all", "request_name",
+__all__ = ["StageRequest", "StageOutcome", "PreparedStage", "prepare", "prepare_all", "check_inputs", "request_name",
            "cache_key", "run_stage", "summarize"]
 
 log = logging.getLogger(__name__)
@@ -136,13 +136,74 @@ class PreparedStage:
 
 
 def prepare(req: StageRequest) -> PreparedStage:
-    """Validate the request's config now; raise :class:`BadInputError` naming the stage's command."""
+    """Validate the request's config now; raise :class:`BadInputError` naming the stage's command.
+
+    In cluster mode the config is first read as the job will read it (file + overrides, its path fields
+    made absolute here, where relative paths mean something): the identity computed here and the one
+    the job records in its marker then come from the same values.
+    """
     spec = get_stage(req.stage)
     try:
+        if req.mode == "cluster":
+            from mosear.orchestrate.ray_jobs import absolutize_paths, raw_config
+
+            try:
+                raw = raw_config(req.config, req.overrides)
+            except OSError as exc:
+                raise ConfigError(f"config file {req.config}: {exc.strerror or exc}") from None
+            req = req.model_copy(update={"config": None, "overrides": absolutize_paths(raw, spec.path_fields)})
         cfg = load_config(spec.config_cls(), req.config, dict(req.overrides) or None)
     except ConfigError as exc:  # the stage's own validation message, never retried
         raise BadInputError(f"mosear {spec.name}: bad config: {exc}") from None
     return PreparedStage(request=req, config=cfg)
+
+
+def _path_values(spec: StageSpec, cfg: StageConfig) -> list[tuple[str, str]]:
+    """``(field, value)`` of every path field of the config (``benchmarks[0].path``; ``name=`` stripped)."""
+    data = cfg.model_dump(mode="json")
+    out: list[tuple[str, str]] = []
+
+    def add(name: str, value: Any) -> None:
+        for i, v in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(v, str) and v:
+                out.append((f"{name}[{i}]" if isinstance(value, list) else name, v.split("=", 1)[-1] if "=" in v else v))
+
+    for field in (f.rstrip("!") for f in spec.path_fields):
+        if "[]." in field:
+            outer, inner = field.split("[].", 1)
+            for i, item in enumerate(data.get(outer) or []):
+                if isinstance(item, dict):
+                    add(f"{outer}[{i}].{inner}", item.get(inner))
+        else:
+            node: Any = data
+            for part in field.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            add(field, node)
+    return out
+
+
+def check_inputs(stages: list[PreparedStage]) -> None:
+    """Every input path of every stage exists now, unless an earlier stage of ``stages`` writes it.
+
+    Run before anything starts (no Prefect, no Ray, nothing written), so a misspelled path fails in a
+    second with one line naming the stage, the config field and the path.
+    Raises :class:`BadInputError`.
+    """
+    produced: list[Path] = []
+    for stage in stages:
+        spec = stage.spec
+        try:
+            inputs = spec.inputs(stage.config)
+        except (OSError, ValueError, ConfigError) as exc:  # a source's root that is not a folder, ...
+            raise BadInputError(f"mosear {spec.name}: bad input: {exc}") from None
+        fields = {str(Path(v).resolve()): f for f, v in _path_values(spec, stage.config) if "://" not in v}
+        for path in inputs:
+            p = Path(path).resolve()
+            if p.exists() or any(p == o or o in p.parents for o in produced):
+                continue
+            field = fields.get(str(p), "input")
+            raise BadInputError(f"mosear {spec.name}: {field}: {p} does not exist")
+        produced.append(stage.output.resolve())
 
 
 def prepare_all(requests: list[StageRequest]) -> list[PreparedStage]:
@@ -206,7 +267,7 @@ def run_stage(stage: PreparedStage | StageRequest,
 
         if not req.ray_address:
             raise BadInputError(f"{spec.name}: cluster mode needs ray_address (the Jobs API URL)")
-        runner = RayJobRunner(req.ray_address, logger=logger)
+        runner = RayJobRunner(req.ray_address, logger=logger, result_dir=stage.cache_dir / "jobs")
         job_id = runner.run(spec, raw_config(req.config, req.overrides), stage.cache_key,
                             runtime_env=req.runtime_env, ship_package=req.ship_package)
         summary = {}
