@@ -40,6 +40,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         log.info("connecting to Ray cluster at %s", address)
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=True, **kwargs)
     else:
+        # Ray Train's PreemptionWatcher actor watches for spot nodes being taken away, which a Ray living in
+        # this process cannot have; started, it makes Ray's core worker log an ERROR line about its own
+        # restartable actor ("core_worker.cc ... 'PreemptionWatcher' ... max_restarts > 0") on every run.
+        # Ray Train's own switch turns it off (read by the train controller, which inherits this env).
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         ray.init(
             address="local",
             num_cpus=num_cpus,

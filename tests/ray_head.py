@@ -32,15 +32,23 @@ def free_ports(n: int) -> list[int]:
 
 
 @contextmanager
-def local_ray_cluster(num_cpus: int = 2, timeout_s: float = 90.0):
-    """Yield the Jobs API address (``http://127.0.0.1:PORT``) of a fresh single-node cluster."""
+def local_ray_cluster(num_cpus: int = 2, timeout_s: float = 90.0, temp_dir: Path | None = None):
+    """Yield the Jobs API address (``http://127.0.0.1:PORT``) of a fresh single-node cluster.
+
+    ``temp_dir``: the head's ``--temp-dir`` (default: a fresh ``/tmp/rayf-*``); ``ray start`` writes its
+    ``ray_current_cluster`` file there, which is what ``ray.init()`` without an address looks for (in
+    ``$RAY_TMPDIR/ray``): a test that wants a "stranger's" cluster passes ``Path(RAY_TMPDIR) / "ray"``.
+    """
     ports = free_ports(9)
     gcs, dash, agent_http, agent_grpc, client, node_mgr, obj_mgr, metrics, rtenv = ports
     # the workers' port range must not hold any of the ports above (ray start refuses to start)
     worker_lo = free_ports(1)[0]
     while any(worker_lo <= p <= worker_lo + 200 for p in ports) or worker_lo + 200 > 65000:
         worker_lo = free_ports(1)[0]
-    temp_dir = Path(tempfile.mkdtemp(prefix="rayf-", dir="/tmp"))  # short: socket paths are limited
+    own_dir = temp_dir is None
+    if temp_dir is None:
+        temp_dir = Path(tempfile.mkdtemp(prefix="rayf-", dir="/tmp"))  # short: socket paths are limited
+    temp_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     cmd = [
@@ -81,7 +89,8 @@ def local_ray_cluster(num_cpus: int = 2, timeout_s: float = 90.0):
                 pass
         _kill_leftovers(temp_dir)
         log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        if own_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _kill_leftovers(temp_dir: Path) -> None:

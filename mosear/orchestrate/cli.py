@@ -283,6 +283,8 @@ def _timings(result: dict[str, Any], t_end: float) -> dict[str, Any]:
 
 
 def _print_outputs(result: dict[str, Any], stages: list[str]) -> None:
+    from mosear.orchestrate.registry import STAGES
+
     out = result["outputs"]
     rows = [("shard", "shards", out["shard"]), ("mine", "mined benchmark", out["mine"])]
     rows += [("train", f"checkpoint {k.split(':', 1)[1]}", v) for k, v in out.items() if k.startswith("checkpoint:")]
@@ -295,3 +297,8 @@ def _print_outputs(result: dict[str, Any], stages: list[str]) -> None:
             if o is not None and o.partial:
                 mark += f"  (PARTIAL: {len(o.missing)} missing: {', '.join(o.missing[:3])})"
             print(f"  {label:<16} {path}{mark}")
+            spec = STAGES.get(stage)
+            for what, rel in (spec.rejects.items() if spec and o is not None else []):
+                if o.summary.get(what):
+                    print(f"  {'':<16} {o.summary[what]} {what}, first: {'; '.join(o.summary.get(f'first {what}', []))}"
+                          f" (all: {Path(path) / rel})")

@@ -36,7 +36,7 @@ from mosear.config import ConfigError, StageConfig, load_config
 from mosear.identity import identity_digest, read_marker, stage_identity
 from mosear.orchestrate.errors import BadInputError, StageError, classify
 from mosear.orchestrate.registry import StageName, get_stage
-from mosear.orchestrate.spec import StageSpec
+from mosear.orchestrate.spec import StageSpec, first_rejects
 
 __all__ = ["StageRequest", "StageOutcome", "PreparedStage", "prepare", "prepare_all", "check_inputs", "request_name",
            "cache_key", "run_stage", "summarize"]
@@ -257,10 +257,10 @@ def run_stage(stage: PreparedStage | StageRequest,
         logger.info("%s: running in-process -> %s", spec.name, output)
         try:
             result = spec.run_fn()(cfg)
-        except StageError:
-            raise
+        except StageError as exc:
+            raise _with_rejects(exc, spec, output)
         except Exception as exc:  # the same classes as a cluster job's exit code (errors.EXIT_CODES)
-            raise classify(exc, f"mosear {spec.name}") from exc
+            raise _with_rejects(classify(exc, f"mosear {spec.name}"), spec, output) from exc
         summary, job_id = summarize(result), None
     else:
         from mosear.orchestrate.ray_jobs import RayJobRunner, raw_config
@@ -268,8 +268,11 @@ def run_stage(stage: PreparedStage | StageRequest,
         if not req.ray_address:
             raise BadInputError(f"{spec.name}: cluster mode needs ray_address (the Jobs API URL)")
         runner = RayJobRunner(req.ray_address, logger=logger, result_dir=stage.cache_dir / "jobs")
-        job_id = runner.run(spec, raw_config(req.config, req.overrides), stage.cache_key,
-                            runtime_env=req.runtime_env, ship_package=req.ship_package)
+        try:
+            job_id = runner.run(spec, raw_config(req.config, req.overrides), stage.cache_key,
+                                runtime_env=req.runtime_env, ship_package=req.ship_package)
+        except StageError as exc:
+            raise _with_rejects(exc, spec, output)
         summary = {}
         run_json = output / "run.json"
         if run_json.is_file():  # outputs on shared storage: read the stage's own record
@@ -284,6 +287,11 @@ def run_stage(stage: PreparedStage | StageRequest,
 
         why = "; ".join(changed(marker.get("identity"), stage.identity)) if marker else "no commit.json"
         raise StageError(f"{spec.name} finished but {output} holds no committed result of this run ({why})")
+    for label, count, first, path in first_rejects(spec, output):
+        summary[label] = count
+        if count:
+            summary[f"first {label}"] = first
+            logger.warning("%s: %d %s, first: %s; the full list: %s", spec.name, count, label, "; ".join(first), path)
     partial = marker["status"] == "partial"
     if partial:
         logger.warning("%s: PARTIAL output (allow_partial): %d missing, first: %s", spec.name,
@@ -293,6 +301,15 @@ def run_stage(stage: PreparedStage | StageRequest,
         summary=summary, job_id=job_id, ray_startup_s=ray_startup_s, partial=partial,
         missing=list(marker.get("missing", []))[:20],
     )
+
+
+def _with_rejects(exc: StageError, spec: StageSpec, output: Path) -> StageError:
+    """``exc`` with the first set-aside inputs and their reasons added, when its message points at the
+    stage's reject file (mine's "no sample survived mining (1 dropped; see .../dropped.parquet)")."""
+    for label, count, first, path in first_rejects(spec, output):
+        if count and path.name in str(exc):
+            exc.args = (f"{exc}; first {label}: {'; '.join(first)}",)
+    return exc
 
 
 def _start_embedded_ray(address: str | None, logger: Any) -> float:

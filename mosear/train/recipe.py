@@ -304,9 +304,12 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     window = MetricWindow(restored.state.samples_seen if restored.state else 0)
     bar = None
     if rank == 0 and cfg.progress:
-        from tqdm import tqdm
+        # Ray's distributed tqdm: the worker sends its state to the driver, which draws the one bar (a
+        # plain tqdm here would be relayed as one "(RayTrainWorker pid=...)" line per refresh).
+        from ray.experimental.tqdm_ray import tqdm
 
-        bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step")
+        bar = tqdm(total=cfg.max_steps, desc="train", unit="step")
+        bar.update(step)
     reliance_every = getattr(inner, "reliance_every", None)
     while step < cfg.max_steps:
         stats = train_step(model, streams, opt, sched, grad_accum_steps=cfg.grad_accum_steps, device=device,
@@ -316,8 +319,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         loss, n_samples, n_tokens = _reduce(stats, world)
         window.add(n_samples, n_tokens, stats.data_s)
         if bar is not None:
+            bar.set_description(f"train loss={loss:.4f}")
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
         do_ckpt = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
         do_report = do_ckpt or step % cfg.report_every == 0
         if not (do_report or step % cfg.log_every == 0):
@@ -349,7 +352,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     plan = preflight(cfg)  # raises ConfigError / CheckpointMismatchError before anything expensive
     identity = stage_identity(SPEC, cfg)  # the inputs as they are now, recorded in the marker at the end
     import ray.train
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from mosear.ray_utils import init_ray
@@ -372,6 +375,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             name=plan.run_name,
             storage_path=cfg.resolved_storage_path,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
+            # Ray Train's own INFO lines (one "Reporting training result N: TrainingReport(...)" dump per
+            # report, controller state changes) stay in its log files; warnings and errors still show.
+            logging_config=LoggingConfig(log_level="WARNING"),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             # Workers inherit the driver's view of the offline / auth settings.
             worker_runtime_env={"env_vars": {k: os.environ[k] for k in (
