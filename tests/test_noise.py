@@ -48,3 +48,21 @@ def test_c_stderr_filter_loses_nothing_when_the_process_dies_in_the_block(death)
     assert p.returncode != 0
     assert "ERROR: the last words" in p.stderr.splitlines(), p.stderr
     assert "XNNPACK delegate" not in p.stderr
+
+
+def test_decoder_warnings_are_kept_at_any_thread_count(samples_dir, tmp_path):
+    """A clip with damaged packets gives the same decoder warnings with 1, 2 and 4 libav threads. Catches:
+    capturing libav's log on the calling thread only (its decoder threads' messages were lost: 57 warnings
+    at 1 thread, 17 at 2)."""
+    import numpy as np
+
+    from mosear.media.decode import decode_clip
+
+    data = bytearray((samples_dir / "ravdess" / "01-01-03-01-01-02-05.mp4").read_bytes())
+    rng = np.random.default_rng(0)
+    for off in range(len(data) // 3, len(data) // 3 + 40000, 4000):  # damage packets, keep the index
+        data[off:off + 200] = rng.integers(0, 256, 200, dtype=np.uint8).tobytes()
+    clip = tmp_path / "damaged.mp4"
+    clip.write_bytes(bytes(data))
+    counts = {t: decode_clip(clip, num_frames=8, height=32, width=32, threads=t).num_warnings for t in (1, 2, 4)}
+    assert counts[1] > 0 and counts[2] == counts[1] and counts[4] == counts[1], counts
