@@ -31,6 +31,12 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+class JobsAddress(str):
+    """The Jobs API address (a ``str``); ``.gcs`` is the head's GCS address (``ip:port``, for ``ray.init``)."""
+
+    gcs: str = ""
+
+
 @contextmanager
 def local_ray_cluster(num_cpus: int = 2, timeout_s: float = 90.0, temp_dir: Path | None = None):
     """Yield the Jobs API address (``http://127.0.0.1:PORT``) of a fresh single-node cluster.
@@ -62,7 +68,8 @@ def local_ray_cluster(num_cpus: int = 2, timeout_s: float = 90.0, temp_dir: Path
     ]
     log = open(temp_dir / "head.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"http://127.0.0.1:{dash}"
+    address = JobsAddress(f"http://127.0.0.1:{dash}")
+    address.gcs = f"127.0.0.1:{gcs}"
     try:
         from ray.job_submission import JobSubmissionClient
 

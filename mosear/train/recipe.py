@@ -380,9 +380,11 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             logging_config=LoggingConfig(log_level="WARNING"),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             # Workers inherit the driver's view of the offline / auth settings.
-            worker_runtime_env={"env_vars": {k: os.environ[k] for k in (
+            # Ray Train's print patch (print -> its logger, which adds a newline) would turn every progress
+            # update of the worker's bar into a blank relayed "(RayTrainWorker pid=...)" line: off.
+            worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", **{k: os.environ[k] for k in (
                 "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "RAY_AUTH_MODE", "TOKENIZERS_PARALLELISM",
-            ) if k in os.environ}},
+            ) if k in os.environ}}},
         ),
     )
     log.info("training %s: %d worker(s), %s, storage %s/%s%s", cfg.model.get("adapter", "mose"),

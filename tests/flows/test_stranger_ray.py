@@ -12,9 +12,11 @@ sees it); the embedded command must finish on its own Ray, while the head lives 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -44,7 +46,17 @@ def test_embedded_command_runs_on_its_own_ray_beside_a_live_and_a_stale_ray_star
     root = Path(tempfile.mkdtemp(prefix="fh-", dir="/tmp"))  # short: Ray's socket paths are limited
     address_file = root / "ray" / "ray_current_cluster"
     with local_ray_cluster(num_cpus=1, temp_dir=root / "ray") as address:
-        assert address_file.is_file(), "ray start did not leave its address where ray.init() looks"
+        deadline = time.time() + 30  # ray start writes it once its head is up
+        while not address_file.is_file() and time.time() < deadline:
+            time.sleep(0.5)
+        if not address_file.is_file():  # what `ray start` writes there (a slow start writes it later)
+            address_file.write_text(address.gcs)
+        # the trap is set: a plain ray.init() in this environment joins the stranger's head
+        env = dict(os.environ, RAY_TMPDIR=str(root))
+        env.pop("RAY_ADDRESS", None)
+        probe = subprocess.run([sys.executable, "-c", "import ray; ray.init(); print(ray.get_runtime_context().gcs_address)"],
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert probe.stdout.strip().splitlines()[-1].endswith(address.gcs.split(":")[1]), probe.stdout + probe.stderr
         before = {j.job_id for j in JobSubmissionClient(address).list_jobs()}
         live = _embedded_shard(root, samples_dir, tmp_path / "live")
         assert live.returncode == 0, live.stderr[-3000:]
@@ -58,3 +70,4 @@ def test_embedded_command_runs_on_its_own_ray_beside_a_live_and_a_stale_ray_star
     assert dead.returncode == 0, dead.stderr[-3000:]
     assert "Failed to connect to GCS" not in dead.stderr
     assert (tmp_path / "stale" / "commit.json").is_file()
+    shutil.rmtree(root, ignore_errors=True)
