@@ -182,7 +182,7 @@ def _start_temporary_server() -> None:
         server.start()
 
 
-def _stop_runtime() -> None:
+def _stop_runtime(drain_s: float = 5.0) -> None:
     """Stop the in-process Ray and the temporary Prefect server now, so that the printed total is the
     wall time (otherwise they stop at interpreter exit, after it)."""
     import sys as _sys
@@ -193,8 +193,17 @@ def _stop_runtime() -> None:
         if ray.is_initialized():
             ray.shutdown()
     if "prefect.server.api.server" in _sys.modules:
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
         from prefect.server.api.server import SubprocessASGIServer
 
+        # hand the run's last log lines and events to the server while it is up (at exit they would be
+        # retried against a stopped server for seconds)
+        for worker in (APILogWorker, EventsWorker):
+            try:
+                worker.drain_all(timeout=drain_s)
+            except Exception:  # noqa: BLE001 - best effort; the run's outcome is already decided
+                pass
         for server in list(SubprocessASGIServer._instances.values()):
             server.stop()
 
@@ -231,7 +240,7 @@ def main(args: argparse.Namespace) -> int:
     if interrupted() or state is None:
         print(f"\nmosear run: interrupted; the same command resumes (finished stages and units are kept)",
               file=sys.stderr)
-        _stop_runtime()
+        _stop_runtime(drain_s=1.0)
         return 130
     if not state.is_completed():
         from mosear.orchestrate.errors import exit_code

@@ -23,7 +23,7 @@ import pytest
 from mosear.orchestrate.registry import stage_available
 
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.slow, pytest.mark.timeout(2400),  # five runs of mosear run
     pytest.mark.skipif(not all(stage_available(s) for s in ("shard", "mine", "train", "eval")), reason="needs all stages"),
 ]
 
