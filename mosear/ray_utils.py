@@ -55,3 +55,18 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
             **kwargs,
         )
     return ray
+
+
+def wait_one(refs: list, poll_s: float = 0.5) -> tuple[list, list]:
+    """``ray.wait(refs, num_returns=1)`` that Ctrl-C can interrupt: ``(ready, not_ready)``.
+
+    Without a timeout ``ray.wait`` blocks inside Ray's C++ core until a task ends, and Python runs no
+    signal handler meanwhile: a Ctrl-C during a stage whose units take minutes went unanswered until the
+    next unit finished. Waiting in slices of ``poll_s`` seconds lets the handler run between them.
+    """
+    import ray
+
+    while True:
+        ready, rest = ray.wait(list(refs), num_returns=1, timeout=poll_s)
+        if ready:
+            return ready, rest

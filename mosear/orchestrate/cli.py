@@ -252,8 +252,9 @@ def main(args: argparse.Namespace) -> int:
         try:
             state.result()
         except Exception as exc:
-            print(f"\nmosear run: {state.name}: {exc}", file=sys.stderr)
+            logging.getLogger("prefect").setLevel(logging.WARNING)  # its "Stopping temporary server" line
             _stop_runtime()
+            print(f"\nmosear run: {state.name}: {exc}", file=sys.stderr)  # the last line: the cause
             return exit_code(exc)  # the failed stage's class: 1 failed units, 2 bad input, 3 refused, 75 transient
         return 1
     result = state.result()

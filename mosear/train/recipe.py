@@ -278,6 +278,10 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     plan = TrainPlan.from_dict(loop_cfg["plan"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    # Ray Train's INFO records on this worker ("Reporting training result N: TrainingReport(...)" per
+    # report) reach the driver through Ray's own "ray" logger whatever the LoggingConfig says: its
+    # "ray.train" logger is set to WARNING here (its warnings and errors still show).
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     device = ray.train.torch.get_device()
