@@ -255,12 +255,18 @@ def run_stage(stage: PreparedStage | StageRequest,
     if req.mode == "embedded":
         ray_startup_s = _start_embedded_ray(getattr(cfg, "ray_address", None) or getattr(cfg, "address", None), logger)
         logger.info("%s: running in-process -> %s", spec.name, output)
+        sigint = _sigint_handler()
         try:
             result = spec.run_fn()(cfg)
         except StageError as exc:
             raise _with_rejects(exc, spec, output)
         except Exception as exc:  # the same classes as a cluster job's exit code (errors.EXIT_CODES)
             raise _with_rejects(classify(exc, f"mosear {spec.name}"), spec, output) from exc
+        finally:
+            # A stage's libraries may take over Ctrl-C and keep it: Ray Train's fit() installs its own
+            # SIGINT handler and leaves it there, so a Ctrl-C in the next stage was swallowed. Put back
+            # the process's handler (mosear run's: exit 130).
+            _restore_sigint(sigint)
         summary, job_id = summarize(result), None
     else:
         from mosear.orchestrate.ray_jobs import RayJobRunner, raw_config
@@ -301,6 +307,23 @@ def run_stage(stage: PreparedStage | StageRequest,
         summary=summary, job_id=job_id, ray_startup_s=ray_startup_s, partial=partial,
         missing=list(marker.get("missing", []))[:20],
     )
+
+
+def _sigint_handler() -> Any:
+    """The current SIGINT handler, when this is the main thread (else None: nothing to restore)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.getsignal(signal.SIGINT)
+
+
+def _restore_sigint(handler: Any) -> None:
+    import signal
+
+    if handler is not None and signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
 
 
 def _with_rejects(exc: StageError, spec: StageSpec, output: Path) -> StageError:

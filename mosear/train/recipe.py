@@ -278,10 +278,18 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     plan = TrainPlan.from_dict(loop_cfg["plan"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    # Ray Train's INFO records on this worker ("Reporting training result N: TrainingReport(...)" per
-    # report) reach the driver through Ray's own "ray" logger whatever the LoggingConfig says: its
-    # "ray.train" logger is set to WARNING here (its warnings and errors still show).
+    # Ray Train's INFO records on this worker stay out of the driver's terminal; warnings and errors
+    # still show. The "Reporting training result N: TrainingReport(...)" dump per report comes from a
+    # logger Ray Train names after its file (logging.getLogger(__file__) in ray 2.60's
+    # train/v2/_internal/execution/context.py), outside "ray.train", so LoggingConfig does not reach it:
+    # that logger's level is set too.
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:
+        from ray.train.v2._internal.execution import context as _train_context
+
+        logging.getLogger(_train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # another Ray Train layout
+        pass
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     device = ray.train.torch.get_device()
