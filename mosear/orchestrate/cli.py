@@ -149,9 +149,30 @@ def _help_config(stages: list[str]) -> int:
     return 0
 
 
-def _on_sigint(signum: int, frame: Any) -> None:
-    from mosear.orchestrate.errors import mark_interrupted
+_CLEANING_UP: list[bool] = []  # set once the interrupted run is stopping: no more re-interrupts
 
+
+def _keep_interrupting(every_s: float = 3.0) -> None:
+    """Raise KeyboardInterrupt in the main thread again every ``every_s`` until the clean-up starts.
+
+    A KeyboardInterrupt raised while the main thread runs a finaliser (a weakref callback, ``__del__``)
+    is printed as "Exception ignored" and lost; the run then went on to its end.
+    """
+    import _thread
+
+    while not _CLEANING_UP:
+        time.sleep(every_s)
+        if not _CLEANING_UP:
+            _thread.interrupt_main()
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    from mosear.orchestrate.errors import interrupted, mark_interrupted
+
+    if not interrupted():
+        import threading
+
+        threading.Thread(target=_keep_interrupting, name="mosear-interrupt", daemon=True).start()
     mark_interrupted()  # nothing is retried from now on (prefect_tasks._retry_if_transient)
     raise KeyboardInterrupt
 
@@ -235,6 +256,7 @@ def main(args: argparse.Namespace) -> int:
     from mosear.orchestrate.errors import interrupted
 
     if interrupted() or state is None:
+        _CLEANING_UP.append(True)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not break the clean-up
         print("\nmosear run: interrupted; the same command resumes (finished stages and units are kept)",
               file=sys.stderr)
