@@ -15,10 +15,17 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 PY="${PYTHON:-python3}"
-# A distribution Python outside a virtual environment (PEP 668 "externally managed", e.g. Debian 12)
-# refuses pip installs; this script installs into whatever python3 is given, as asked.
-if "$PY" -c 'import sys, sysconfig, pathlib; sys.exit(not (sys.prefix == sys.base_prefix and (pathlib.Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED").exists()))'; then
-  export PIP_BREAK_SYSTEM_PACKAGES=1
+# Where the packages go: the active virtual environment (or $PYTHON), else the system python3. A
+# distribution Python outside a virtual environment (PEP 668 "externally managed", e.g. Debian 12)
+# refuses pip installs; this script then installs into it anyway, as asked, and says so. For an
+# isolated install: python3 -m venv .venv && . .venv/bin/activate && bash .ci/install.sh
+if "$PY" -c 'import sys; sys.exit(sys.prefix != sys.base_prefix)'; then
+  echo "install.sh: no virtual environment active: installing into the system Python $("$PY" -c 'import sys; print(sys.prefix)')" >&2
+  echo "install.sh: (for an isolated install: python3 -m venv .venv && . .venv/bin/activate, then run this again)" >&2
+  if "$PY" -c 'import sys, sysconfig, pathlib; sys.exit(not (pathlib.Path(sysconfig.get_path("stdlib")) / "EXTERNALLY-MANAGED").exists())'; then
+    echo "install.sh: that Python is externally managed (PEP 668): installing with PIP_BREAK_SYSTEM_PACKAGES=1" >&2
+    export PIP_BREAK_SYSTEM_PACKAGES=1
+  fi
 fi
 "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
 "$PY" -m pip install -q --disable-pip-version-check -e ".[all]"

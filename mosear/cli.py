@@ -7,6 +7,8 @@ subcommand runs, so ``mosear --help`` stays quick.
 
 Exit codes are the classes of :mod:`mosear.orchestrate.errors` (0 ok, 1 failed shards/units, 2 bad
 input, 3 refused resume, 75 transient: retry, 130 interrupted), the same in embedded and cluster mode.
+A failure prints one line naming its cause; ``--debug`` adds the traceback. ``--result-file PATH``
+(what a cluster job is given) also writes the verdict as JSON (:func:`mosear.orchestrate.errors.result_record`).
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ def _load(name: str):
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: global flags and the list of subcommands (for ``--help``)."""
-    parser = argparse.ArgumentParser(prog="mosear", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mosear", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of a failure (default: one line)")
+    parser.add_argument("--result-file", default=None, metavar="PATH",
+                        help="also write the verdict (class, exit code, message, counts) to this JSON file")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, description=help_text, add_help=False)
@@ -46,13 +51,27 @@ def build_command_parser(name: str) -> argparse.ArgumentParser:
     """The parser of one subcommand, filled by its module's ``add_arguments``."""
     parser = argparse.ArgumentParser(prog=f"mosear {name}", description=COMMANDS[name][1])
     _load(name).add_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="print the traceback of a failure (default: one line)")
     return parser
+
+
+def _command_index(argv: list[str]) -> int | None:
+    """Where the subcommand is in ``argv`` (global flags and their values come before it)."""
+    skip = False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+        elif a == "--result-file":
+            skip = True
+        elif not a.startswith("-"):
+            return i
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = build_parser()
-    idx = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    idx = _command_index(argv)
     if idx is None or argv[idx] not in COMMANDS:
         top.parse_args(argv)  # --help, or argparse's own error for an unknown command
         top.print_help()
@@ -67,30 +86,53 @@ def main(argv: list[str] | None = None) -> int:
     # intermixed: `key=value` overrides may come before or after flags (`mosear train --check a=1`)
     args = parser.parse_intermixed_args(argv[idx + 1:])
     args.command, args.verbose = command, global_args.verbose
+    args.debug = args.debug or global_args.debug
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from mosear.orchestrate.errors import StageFailedError, exit_code
+    code, exc = _run(command, args)
+    if global_args.result_file:
+        from pathlib import Path
+
+        from mosear.atomic import atomic_write_json
+        from mosear.orchestrate.errors import result_record
+
+        Path(global_args.result_file).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(global_args.result_file, result_record(code, exc))
+    return code
+
+
+def _one_line(exc: BaseException) -> str:
+    """A validation message (a header and one line per field) joined into one line."""
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+def _run(command: str, args: argparse.Namespace) -> tuple[int, BaseException | None]:
+    """Run the subcommand; return its exit code and the exception it failed with (printed in one line)."""
+    from mosear.orchestrate.errors import BadInputError, StageFailedError, exit_code
 
     try:
-        return int(_load(command).main(args) or 0)
-    except KeyboardInterrupt:
+        return int(_load(command).main(args) or 0), None
+    except KeyboardInterrupt as exc:
         print(f"mosear {command}: interrupted", file=sys.stderr)
-        return 130
-    except ConfigError as exc:
-        code = exit_code(exc)  # 3 for a refused resume (a ConfigError subclass), else 2
-        print(f"mosear {command}: {'refused' if code == 3 else 'bad config'}: {exc}", file=sys.stderr)
-        return code
+        return 130, exc
     except Exception as exc:  # noqa: BLE001 - every failure leaves with its class's exit code
         code = exit_code(exc)
-        if not isinstance(exc, StageFailedError):
+        if args.debug:
             import traceback
 
             traceback.print_exc()
-        label = {1: "failed", 3: "refused", 75: "transient failure (retry)"}.get(code, "error")
-        print(f"mosear {command}: {label}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return code
+        if isinstance(exc, ConfigError):  # 3 for a refused resume (a ConfigError subclass), else 2
+            print(f"mosear {command}: {'refused' if code == 3 else 'bad config'}: {_one_line(exc)}", file=sys.stderr)
+        elif isinstance(exc, BadInputError) and str(exc).startswith("mosear "):  # names its stage already
+            print(f"{'' if str(exc).startswith(f'mosear {command}') else f'mosear {command}: '}{_one_line(exc)}",
+                  file=sys.stderr)
+        else:
+            label = {1: "failed", 3: "refused", 75: "transient failure (retry)", 130: "interrupted"}.get(code, "error")
+            name = "" if isinstance(exc, StageFailedError) else f"{type(exc).__name__}: "
+            print(f"mosear {command}: {label}: {name}{exc}", file=sys.stderr)
+        return code, exc
 
 
 if __name__ == "__main__":

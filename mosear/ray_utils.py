@@ -40,6 +40,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         log.info("connecting to Ray cluster at %s", address)
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=True, **kwargs)
     else:
+        # Ray Train's PreemptionWatcher actor watches for spot nodes being taken away, which a Ray living in
+        # this process cannot have; started, it makes Ray's core worker log an ERROR line about its own
+        # restartable actor ("core_worker.cc ... 'PreemptionWatcher' ... max_restarts > 0") on every run.
+        # Ray Train's own switch turns it off (read by the train controller, which inherits this env).
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -50,3 +55,18 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
             **kwargs,
         )
     return ray
+
+
+def wait_one(refs: list, poll_s: float = 0.5) -> tuple[list, list]:
+    """``ray.wait(refs, num_returns=1)`` that Ctrl-C can interrupt: ``(ready, not_ready)``.
+
+    Without a timeout ``ray.wait`` blocks inside Ray's C++ core until a task ends, and Python runs no
+    signal handler meanwhile: a Ctrl-C during a stage whose units take minutes went unanswered until the
+    next unit finished. Waiting in slices of ``poll_s`` seconds lets the handler run between them.
+    """
+    import ray
+
+    while True:
+        ready, rest = ray.wait(list(refs), num_returns=1, timeout=poll_s)
+        if ready:
+            return ready, rest

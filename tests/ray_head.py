@@ -31,16 +31,30 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+class JobsAddress(str):
+    """The Jobs API address (a ``str``); ``.gcs`` is the head's GCS address (``ip:port``, for ``ray.init``)."""
+
+    gcs: str = ""
+
+
 @contextmanager
-def local_ray_cluster(num_cpus: int = 2, timeout_s: float = 90.0):
-    """Yield the Jobs API address (``http://127.0.0.1:PORT``) of a fresh single-node cluster."""
+def local_ray_cluster(num_cpus: int = 2, timeout_s: float = 90.0, temp_dir: Path | None = None):
+    """Yield the Jobs API address (``http://127.0.0.1:PORT``) of a fresh single-node cluster.
+
+    ``temp_dir``: the head's ``--temp-dir`` (default: a fresh ``/tmp/rayf-*``); ``ray start`` writes its
+    ``ray_current_cluster`` file there, which is what ``ray.init()`` without an address looks for (in
+    ``$RAY_TMPDIR/ray``): a test that wants a "stranger's" cluster passes ``Path(RAY_TMPDIR) / "ray"``.
+    """
     ports = free_ports(9)
     gcs, dash, agent_http, agent_grpc, client, node_mgr, obj_mgr, metrics, rtenv = ports
     # the workers' port range must not hold any of the ports above (ray start refuses to start)
     worker_lo = free_ports(1)[0]
     while any(worker_lo <= p <= worker_lo + 200 for p in ports) or worker_lo + 200 > 65000:
         worker_lo = free_ports(1)[0]
-    temp_dir = Path(tempfile.mkdtemp(prefix="rayf-", dir="/tmp"))  # short: socket paths are limited
+    own_dir = temp_dir is None
+    if temp_dir is None:
+        temp_dir = Path(tempfile.mkdtemp(prefix="rayf-", dir="/tmp"))  # short: socket paths are limited
+    temp_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     cmd = [
@@ -54,7 +68,8 @@ def local_ray_cluster(num_cpus: int = 2, timeout_s: float = 90.0):
     ]
     log = open(temp_dir / "head.log", "w")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"http://127.0.0.1:{dash}"
+    address = JobsAddress(f"http://127.0.0.1:{dash}")
+    address.gcs = f"127.0.0.1:{gcs}"
     try:
         from ray.job_submission import JobSubmissionClient
 
@@ -81,7 +96,8 @@ def local_ray_cluster(num_cpus: int = 2, timeout_s: float = 90.0):
                 pass
         _kill_leftovers(temp_dir)
         log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        if own_dir:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _kill_leftovers(temp_dir: Path) -> None:

@@ -189,7 +189,7 @@ def _read_json(path: Path):
 
 
 def _run_ray(cfg: EvalConfig, todo: list[UnitSpec], benches: dict, result: EvalResult) -> None:
-    from mosear.ray_utils import init_ray
+    from mosear.ray_utils import init_ray, wait_one
 
     ray = init_ray(cfg.ray_address, num_cpus=cfg.num_workers)
     task = ray.remote(_unit_task).options(
@@ -205,7 +205,7 @@ def _run_ray(cfg: EvalConfig, todo: list[UnitSpec], benches: dict, result: EvalR
 
         bar = tqdm(total=len(pending), desc="eval units", unit="unit")
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
+        done, _ = wait_one(list(pending))  # interruptible by Ctrl-C (ray_utils.wait_one)
         for ref in done:
             unit = pending.pop(ref)
             try:

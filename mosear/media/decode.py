@@ -259,21 +259,19 @@ def _orientation(frame: av.VideoFrame, warnings: list[str]) -> _Orientation:
 
 
 @contextlib.contextmanager
-def _libav_warnings(enabled: bool):
-    """Collect libav's log lines at WARNING or worse on this thread (``(level, name, message)`` tuples).
+def _libav_warnings(this_thread_only: bool):
+    """Collect libav's log lines at WARNING or worse (``(level, name, message)`` tuples).
 
     PyAV ignores libav's log unless a level is set; it is set for the duration of the block and put back.
-    Only this thread's messages are captured: with decoder threads (``threads != 1``) libav's worker
-    threads' messages are not (packets that fail to decode are still reported, as exceptions).
+    ``this_thread_only``: with one decoder thread every message comes from the calling thread; with
+    decoder threads (``threads != 1``) libav's own worker threads log too, so every thread's messages are
+    captured (a shard worker decodes one clip at a time, so they are this clip's).
     """
-    if not enabled:
-        yield []
-        return
     prev = av.logging.get_level()
     if prev is None or prev < av.logging.WARNING:
         av.logging.set_level(av.logging.WARNING)
     try:
-        with av.logging.Capture(local=True) as logs:
+        with av.logging.Capture(local=this_thread_only) as logs:
             yield logs
     finally:
         av.logging.set_level(prev)

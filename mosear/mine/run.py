@@ -92,7 +92,7 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int, dict[str
 
     from tqdm import tqdm
 
-    from mosear.ray_utils import init_ray
+    from mosear.ray_utils import init_ray, wait_one
 
     out = Path(cfg.output)
     chash = evidence_hash(cfg)
@@ -124,7 +124,7 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int, dict[str
             give(actor)
         with tqdm(total=len(todo), desc="mine", unit="shard", disable=not cfg.progress) as bar:
             while running:
-                (ref,), _ = ray.wait(list(running), num_returns=1)
+                (ref,), _ = wait_one(list(running))  # interruptible by Ctrl-C (ray_utils.wait_one)
                 actor, shard = running.pop(ref)
                 try:
                     st = ray.get(ref)

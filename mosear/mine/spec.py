@@ -31,4 +31,5 @@ SPEC = StageSpec(
     wire=_wire,
     path_fields=("shards", "output"),
     artifacts={"conflicts": "conflicts.parquet", "training mix": "train_mix.parquet"},
+    rejects={"dropped": "dropped.parquet"},
 )

@@ -36,9 +36,9 @@ from mosear.config import ConfigError, StageConfig, load_config
 from mosear.identity import identity_digest, read_marker, stage_identity
 from mosear.orchestrate.errors import BadInputError, StageError, classify
 from mosear.orchestrate.registry import StageName, get_stage
-from mosear.orchestrate.spec import StageSpec
+from mosear.orchestrate.spec import StageSpec, first_rejects
 
-__all__ = ["StageRequest", "StageOutcome", "PreparedStage", "prepare", "prepare_all", "request_name",
+__all__ = ["StageRequest", "StageOutcome", "PreparedStage", "prepare", "prepare_all", "check_inputs", "request_name",
            "cache_key", "run_stage", "summarize"]
 
 log = logging.getLogger(__name__)
@@ -136,13 +136,74 @@ class PreparedStage:
 
 
 def prepare(req: StageRequest) -> PreparedStage:
-    """Validate the request's config now; raise :class:`BadInputError` naming the stage's command."""
+    """Validate the request's config now; raise :class:`BadInputError` naming the stage's command.
+
+    In cluster mode the config is first read as the job will read it (file + overrides, its path fields
+    made absolute here, where relative paths mean something): the identity computed here and the one
+    the job records in its marker then come from the same values.
+    """
     spec = get_stage(req.stage)
     try:
+        if req.mode == "cluster":
+            from mosear.orchestrate.ray_jobs import absolutize_paths, raw_config
+
+            try:
+                raw = raw_config(req.config, req.overrides)
+            except OSError as exc:
+                raise ConfigError(f"config file {req.config}: {exc.strerror or exc}") from None
+            req = req.model_copy(update={"config": None, "overrides": absolutize_paths(raw, spec.path_fields)})
         cfg = load_config(spec.config_cls(), req.config, dict(req.overrides) or None)
     except ConfigError as exc:  # the stage's own validation message, never retried
         raise BadInputError(f"mosear {spec.name}: bad config: {exc}") from None
     return PreparedStage(request=req, config=cfg)
+
+
+def _path_values(spec: StageSpec, cfg: StageConfig) -> list[tuple[str, str]]:
+    """``(field, value)`` of every path field of the config (``benchmarks[0].path``; ``name=`` stripped)."""
+    data = cfg.model_dump(mode="json")
+    out: list[tuple[str, str]] = []
+
+    def add(name: str, value: Any) -> None:
+        for i, v in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(v, str) and v:
+                out.append((f"{name}[{i}]" if isinstance(value, list) else name, v.split("=", 1)[-1] if "=" in v else v))
+
+    for field in (f.rstrip("!") for f in spec.path_fields):
+        if "[]." in field:
+            outer, inner = field.split("[].", 1)
+            for i, item in enumerate(data.get(outer) or []):
+                if isinstance(item, dict):
+                    add(f"{outer}[{i}].{inner}", item.get(inner))
+        else:
+            node: Any = data
+            for part in field.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            add(field, node)
+    return out
+
+
+def check_inputs(stages: list[PreparedStage]) -> None:
+    """Every input path of every stage exists now, unless an earlier stage of ``stages`` writes it.
+
+    Run before anything starts (no Prefect, no Ray, nothing written), so a misspelled path fails in a
+    second with one line naming the stage, the config field and the path.
+    Raises :class:`BadInputError`.
+    """
+    produced: list[Path] = []
+    for stage in stages:
+        spec = stage.spec
+        try:
+            inputs = spec.inputs(stage.config)
+        except (OSError, ValueError, ConfigError) as exc:  # a source's root that is not a folder, ...
+            raise BadInputError(f"mosear {spec.name}: bad input: {exc}") from None
+        fields = {str(Path(v).resolve()): f for f, v in _path_values(spec, stage.config) if "://" not in v}
+        for path in inputs:
+            p = Path(path).resolve()
+            if p.exists() or any(p == o or o in p.parents for o in produced):
+                continue
+            field = fields.get(str(p), "input")
+            raise BadInputError(f"mosear {spec.name}: {field}: {p} does not exist")
+        produced.append(stage.output.resolve())
 
 
 def prepare_all(requests: list[StageRequest]) -> list[PreparedStage]:
@@ -194,21 +255,30 @@ def run_stage(stage: PreparedStage | StageRequest,
     if req.mode == "embedded":
         ray_startup_s = _start_embedded_ray(getattr(cfg, "ray_address", None) or getattr(cfg, "address", None), logger)
         logger.info("%s: running in-process -> %s", spec.name, output)
+        sigint = _sigint_handler()
         try:
             result = spec.run_fn()(cfg)
-        except StageError:
-            raise
+        except StageError as exc:
+            raise _with_rejects(exc, spec, output)
         except Exception as exc:  # the same classes as a cluster job's exit code (errors.EXIT_CODES)
-            raise classify(exc, f"mosear {spec.name}") from exc
+            raise _with_rejects(classify(exc, f"mosear {spec.name}"), spec, output) from exc
+        finally:
+            # A stage's libraries may take over Ctrl-C and keep it: Ray Train's fit() installs its own
+            # SIGINT handler and leaves it there, so a Ctrl-C in the next stage was swallowed. Put back
+            # the process's handler (mosear run's: exit 130).
+            _restore_sigint(sigint)
         summary, job_id = summarize(result), None
     else:
         from mosear.orchestrate.ray_jobs import RayJobRunner, raw_config
 
         if not req.ray_address:
             raise BadInputError(f"{spec.name}: cluster mode needs ray_address (the Jobs API URL)")
-        runner = RayJobRunner(req.ray_address, logger=logger)
-        job_id = runner.run(spec, raw_config(req.config, req.overrides), stage.cache_key,
-                            runtime_env=req.runtime_env, ship_package=req.ship_package)
+        runner = RayJobRunner(req.ray_address, logger=logger, result_dir=stage.cache_dir / "jobs")
+        try:
+            job_id = runner.run(spec, raw_config(req.config, req.overrides), stage.cache_key,
+                                runtime_env=req.runtime_env, ship_package=req.ship_package)
+        except StageError as exc:
+            raise _with_rejects(exc, spec, output)
         summary = {}
         run_json = output / "run.json"
         if run_json.is_file():  # outputs on shared storage: read the stage's own record
@@ -223,6 +293,11 @@ def run_stage(stage: PreparedStage | StageRequest,
 
         why = "; ".join(changed(marker.get("identity"), stage.identity)) if marker else "no commit.json"
         raise StageError(f"{spec.name} finished but {output} holds no committed result of this run ({why})")
+    for label, count, first, path in first_rejects(spec, output):
+        summary[label] = count
+        if count:
+            summary[f"first {label}"] = first
+            logger.warning("%s: %d %s, first: %s; the full list: %s", spec.name, count, label, "; ".join(first), path)
     partial = marker["status"] == "partial"
     if partial:
         logger.warning("%s: PARTIAL output (allow_partial): %d missing, first: %s", spec.name,
@@ -232,6 +307,32 @@ def run_stage(stage: PreparedStage | StageRequest,
         summary=summary, job_id=job_id, ray_startup_s=ray_startup_s, partial=partial,
         missing=list(marker.get("missing", []))[:20],
     )
+
+
+def _sigint_handler() -> Any:
+    """The current SIGINT handler, when this is the main thread (else None: nothing to restore)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.getsignal(signal.SIGINT)
+
+
+def _restore_sigint(handler: Any) -> None:
+    import signal
+
+    if handler is not None and signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
+
+
+def _with_rejects(exc: StageError, spec: StageSpec, output: Path) -> StageError:
+    """``exc`` with the first set-aside inputs and their reasons added, when its message points at the
+    stage's reject file (mine's "no sample survived mining (1 dropped; see .../dropped.parquet)")."""
+    for label, count, first, path in first_rejects(spec, output):
+        if count and path.name in str(exc):
+            exc.args = (f"{exc}; first {label}: {'; '.join(first)}",)
+    return exc
 
 
 def _start_embedded_ray(address: str | None, logger: Any) -> float:

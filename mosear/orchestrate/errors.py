@@ -10,9 +10,11 @@ the last exception printed by a Ray job's driver, where only the name is known).
 counts as bad input.
 
 Both modes share one set of exit-code classes (:data:`EXIT_CODES`): the ``mosear`` CLI exits with
-them (:func:`exit_code`), a cluster job's driver exit code is read back with them
-(:func:`error_for_exit_code`), and an embedded stage's exception is mapped to the same classes
-(:func:`classify`):
+them (:func:`exit_code`) and, given ``--result-file``, writes its verdict there (:func:`result_record`:
+class, code, message, failed/total counts, first reasons); a cluster job's driver reads that file back
+(:func:`error_from_result`, the same exception class in both modes) and falls back to the job's exit
+code (:func:`error_for_exit_code`) only when the file is missing; an embedded stage's exception is
+mapped to the same classes (:func:`classify`):
 
 ====  ==================  ==================================================  ========
 code  class               meaning                                             retried
@@ -23,7 +25,7 @@ code  class               meaning                                             re
 2     bad input           bad config, missing or malformed input              no
 3     refused resume      the output / checkpoint belongs to another config   no
 75    transient           lost worker, lost connection, Ray died (EX_TEMPFAIL) yes
-130   interrupted         Ctrl-C                                              no
+130   interrupted         Ctrl-C (SIGINT)                                     no
 ====  ==================  ==================================================  ========
 """
 
@@ -37,7 +39,13 @@ __all__ = [
     "BadInputError",
     "RefusedResumeError",
     "StageFailedError",
+    "InterruptedStageError",
     "EXIT_CODES",
+    "CLASS_OF_CODE",
+    "mark_interrupted",
+    "interrupted",
+    "result_record",
+    "error_from_result",
     "exit_code",
     "classify",
     "error_for_exit_code",
@@ -75,9 +83,35 @@ class StageFailedError(StageError):
         first = "; ".join(f"{k}: {(v or '').strip().splitlines()[-1][:200] if v else ''}" for k, v in list(reasons.items())[:3])
         super().__init__(f"{stage}: {count} of {total} failed (first: {first}){hint}")
 
+    @classmethod
+    def from_message(cls, message: str) -> StageFailedError:
+        """A failed-units error known only by its message (a job that left no result file)."""
+        exc = cls.__new__(cls)
+        exc.count, exc.total, exc.reasons = 0, 0, {}
+        StageError.__init__(exc, message)
+        return exc
+
+
+class InterruptedStageError(StageError):
+    """The stage (or the job running it) was interrupted (Ctrl-C / SIGINT); never retried."""
+
 
 EXIT_CODES: dict[str, int] = {"ok": 0, "failed": 1, "bad_input": 2, "refused_resume": 3, "transient": 75,
                               "interrupted": 130}
+CLASS_OF_CODE: dict[int, str] = {v: k for k, v in EXIT_CODES.items()}
+
+_INTERRUPTED: list[bool] = []  # set by the first Ctrl-C this process received
+
+
+def mark_interrupted() -> None:
+    """Record that this process got SIGINT: from now on no failure counts as transient (never retried)."""
+    if not _INTERRUPTED:
+        _INTERRUPTED.append(True)
+
+
+def interrupted() -> bool:
+    """True once :func:`mark_interrupted` ran in this process."""
+    return bool(_INTERRUPTED)
 
 
 def _refused(exc: BaseException) -> bool:
@@ -99,7 +133,7 @@ def classify(exc: BaseException, where: str = "") -> StageError:
 
 def exit_code(exc: BaseException) -> int:
     """The CLI exit code of an exception (see the table in the module docstring)."""
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, (KeyboardInterrupt, InterruptedStageError)):
         return EXIT_CODES["interrupted"]
     if isinstance(exc, StageFailedError):
         return EXIT_CODES["failed"]
@@ -111,18 +145,45 @@ def exit_code(exc: BaseException) -> int:
 
 
 def error_for_exit_code(code: int | None, message: str, exc_name: str | None = None) -> StageError:
-    """The error a cluster job's driver exit ``code`` stands for (``None``/signals: the job died)."""
+    """The error a cluster job's driver exit ``code`` stands for, when it left no result file
+    (``None``/negative/other signals: the job died)."""
     if code == EXIT_CODES["failed"]:
-        return StageError(message)  # failed units: their own errors, already retried by Ray
+        return StageFailedError.from_message(message)
     if code == EXIT_CODES["bad_input"]:
         return BadInputError(message)
     if code == EXIT_CODES["refused_resume"]:
         return RefusedResumeError(message)
+    if code == EXIT_CODES["interrupted"]:
+        return InterruptedStageError(message)
     if code == EXIT_CODES["transient"] or code is None or code < 0 or code > 128:
         return TransientStageError(message)  # killed by a signal, lost, or said so itself
     if exc_name is not None and is_transient_name(exc_name):
         return TransientStageError(message)
     return BadInputError(message)  # any other exit: an uncaught error in the stage's own code
+
+
+def result_record(code: int, exc: BaseException | None = None) -> dict:
+    """What a stage command writes to its ``--result-file``: its class, exit code and one-line message;
+    for failed units also ``failed`` / ``total`` and the first ``reasons`` (unit -> error)."""
+    rec: dict = {"class": CLASS_OF_CODE.get(code, "bad_input"), "code": code,
+                 "message": " ".join(ln.strip() for ln in str(exc or "").splitlines() if ln.strip())[:4000],
+                 "exception": type(exc).__name__ if exc is not None else None}
+    if isinstance(exc, StageFailedError):
+        rec.update(failed=exc.count, total=exc.total, reasons=dict(list(exc.reasons.items())[:10]))
+    return rec
+
+
+def error_from_result(rec: dict, where: str) -> StageError | None:
+    """The exception a cluster job's result record stands for (None when it says ``ok``); the same
+    class an embedded run of the stage raises, so both modes exit with the same code."""
+    cls = rec.get("class")
+    msg = f"{where}: {rec.get('message', '')}"
+    if cls == "ok":
+        return None
+    if cls == "failed" and "failed" in rec:
+        return StageFailedError(where, int(rec["failed"]), int(rec.get("total", 0)), rec.get("reasons") or {})
+    return {"failed": StageFailedError.from_message, "refused_resume": RefusedResumeError,
+            "transient": TransientStageError, "interrupted": InterruptedStageError}.get(cls, BadInputError)(msg)
 
 
 # Qualified (or bare) names of exceptions that mean "the machinery failed", not "the input is bad".
@@ -169,8 +230,9 @@ def _names(exc_type: type) -> set[str]:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True when ``exc`` (or, for Ray task errors, its cause) is a failure worth retrying."""
-    if isinstance(exc, BadInputError):
+    """True when ``exc`` (or, for Ray task errors, its cause) is a failure worth retrying; never after
+    a Ctrl-C (the connection errors an interruption causes are not the machinery failing)."""
+    if isinstance(exc, (BadInputError, InterruptedStageError, KeyboardInterrupt)) or interrupted():
         return False
     if _names(type(exc)) & TRANSIENT_EXCEPTIONS:
         return True

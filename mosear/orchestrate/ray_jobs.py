@@ -6,6 +6,12 @@ validated config, shipped as the job's (tiny) ``working_dir``; the package itsel
 visible to the cluster (shared storage or object-storage URIs): relative paths are made absolute
 here, which is right for a cluster on this machine or one mounting the same file system.
 
+Each job runs with ``--result-file`` pointing into the request's cache folder (beside the outputs, on
+the same shared storage): the stage command writes its verdict there (class, exit code, message,
+failed/total counts and first reasons) and :meth:`RayJobRunner.wait` raises the same exception class
+an embedded run would (:func:`mosear.orchestrate.errors.error_from_result`); only a job that died
+before writing it is judged by its exit code and the last exception line of its log.
+
 Every job carries metadata naming the cache key and the Prefect flow run. A retry first looks for a
 job with the same cache key that is still running (the connection was lost, not the job) and follows
 it instead of submitting a duplicate; the flow's cancellation hook stops every running job of its
@@ -19,6 +25,8 @@ import collections
 import copy
 import logging
 import os
+import re
+import shlex
 import shutil
 import tempfile
 import threading
@@ -30,7 +38,7 @@ from typing import Any
 import yaml
 
 from mosear.config import _deep_merge
-from mosear.orchestrate.errors import TransientStageError, error_for_exit_code, last_exception_line
+from mosear.orchestrate.errors import TransientStageError, error_for_exit_code, error_from_result, last_exception_line
 from mosear.orchestrate.spec import StageSpec
 
 __all__ = ["RayJobRunner", "stop_flow_run_jobs", "absolutize_paths", "raw_config"]
@@ -49,12 +57,18 @@ def _client(address: str):
         raise TransientStageError(f"cannot reach the Ray Jobs API at {address}: {exc}") from exc
 
 
+_NAMED = re.compile(r"^([A-Za-z0-9_.-]+)=(.+)$")  # eval's "name=path" checkpoints keep their name
+
+
 def _abs(value: Any) -> Any:
     if isinstance(value, list):
         return [_abs(v) for v in value]
-    if isinstance(value, str) and value and "://" not in value and value != "base" and not os.path.isabs(value):
-        return os.path.abspath(value)
-    return value
+    if not isinstance(value, str) or not value or "://" in value or value in ("base", "endpoint"):
+        return value
+    m = _NAMED.match(value)
+    if m and "/" not in m.group(1):
+        return f"{m.group(1)}={_abs(m.group(2))}"
+    return value if os.path.isabs(value) else os.path.abspath(value)
 
 
 def absolutize_paths(data: dict[str, Any], path_fields: tuple[str, ...]) -> dict[str, Any]:
@@ -111,10 +125,17 @@ class RayJobRunner:
 
     poll_s: float = 1.0
 
-    def __init__(self, address: str, logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
+    def __init__(self, address: str, logger: logging.Logger | logging.LoggerAdapter | None = None,
+                 result_dir: str | os.PathLike | None = None) -> None:
         self.address = address
         self.logger = logger or log
         self.client = _client(address)
+        # where jobs write their verdict (--result-file): shared storage the cluster sees, absolute
+        self.result_dir = Path(result_dir).resolve() if result_dir else None
+
+    def result_file(self, job_id: str) -> Path | None:
+        """The verdict file of ``job_id`` (None when this runner gives jobs none)."""
+        return self.result_dir / f"{job_id}.json" if self.result_dir else None
 
     # -- submission ------------------------------------------------------------------------------
     def _running_job(self, key: str) -> str | None:
@@ -139,12 +160,14 @@ class RayJobRunner:
         env_vars.update(env.get("env_vars", {}))
         env["env_vars"] = env_vars
         submission_id = f"mosear-{spec.name}-{uuid.uuid4().hex[:10]}"
+        result = self.result_file(submission_id)
+        flag = f"--result-file {shlex.quote(str(result))} " if result else ""
         metadata = {"mosear_stage": spec.name, "mosear_cache_key": key}
         if fr := _flow_run_id():
             metadata["prefect_flow_run_id"] = fr
         try:  # the client uploads working_dir and py_modules during the call
             self.client.submit_job(
-                entrypoint=f"python -m mosear.cli {spec.name} --config stage.yaml",
+                entrypoint=f"python -m mosear.cli {flag}{spec.name} --config stage.yaml",
                 submission_id=submission_id,
                 runtime_env=env,
                 metadata=metadata,
@@ -202,11 +225,28 @@ class RayJobRunner:
             return
         self._raise(spec, job_id, status, "\n".join(tail))
 
+    def _verdict(self, job_id: str) -> dict | None:
+        """The job's own result record, or None when it wrote none (it died first, or no shared storage)."""
+        path = self.result_file(job_id)
+        if path is None or not path.is_file():
+            return None
+        try:
+            import json
+
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
     def _raise(self, spec: StageSpec, job_id: str, status: str, logs: str) -> None:
         info = self.client.get_job_info(job_id)
         code = getattr(info, "driver_exit_code", None)
         if status == "STOPPED":
             raise TransientStageError(f"{spec.name}: Ray job {job_id} was stopped before it finished")
+        verdict = self._verdict(job_id)
+        if verdict is not None:  # the job's own words and class: no log scraping
+            err = error_from_result(verdict, f"mosear {spec.name} (Ray job {job_id})")
+            if err is not None:
+                raise err
         # The CLI's own one-line verdict (`mosear shard: bad config: ...`) beats a traceback's last line.
         own = [ln for ln in logs.splitlines() if ln.startswith(f"mosear {spec.name}:")]
         exc = last_exception_line(logs)

@@ -24,7 +24,7 @@ from typing import Any
 
 from mosear.identity import marker_matches, read_marker
 
-__all__ = ["StageSpec", "PipelinePaths", "committed", "local_path", "paths_of"]
+__all__ = ["StageSpec", "PipelinePaths", "committed", "local_path", "paths_of", "first_rejects"]
 
 
 def _import(ref: str) -> Any:
@@ -89,6 +89,9 @@ class StageSpec:
       :func:`mosear.orchestrate.ray_jobs.absolutize_paths`): ``"a[].b"`` is field b of each item of
       list a; a trailing ``"!"`` fills a missing value with the current folder;
     - ``artifacts``: the outputs worth a link, label -> path relative to the output folder;
+    - ``rejects``: what the stage set aside, label -> a Parquet file under the output folder with a ``key``
+      and a ``reason`` column (e.g. ``{"quarantined": "quarantine.parquet"}``): the pipeline prints and
+      records the count and the first few with their reasons (:func:`first_rejects`);
     - ``complete(output, identity)``: the completion rule (default :func:`committed`).
     """
 
@@ -102,6 +105,7 @@ class StageSpec:
     wire: Callable[[PipelinePaths], dict[str, Any]]
     path_fields: tuple[str, ...] = ()
     artifacts: dict[str, str] = field(default_factory=dict)
+    rejects: dict[str, str] = field(default_factory=dict)
     complete: Callable[[Path, dict[str, Any] | None], bool] = committed
 
     def output(self, cfg: Any) -> Path:
@@ -119,3 +123,30 @@ class StageSpec:
     def is_complete(self, output: Path, identity: dict[str, Any] | None = None) -> bool:
         """True when ``output`` holds a complete result (of ``identity``, when given)."""
         return self.complete(Path(output), identity)
+
+
+def first_rejects(spec: StageSpec, output: Path, n: int = 3) -> list[tuple[str, int, list[str], Path]]:
+    """Per reject file of ``spec`` under ``output``: ``(label, count, first n "key: reason (detail)", path)``.
+
+    Files that are absent or unreadable are left out (a reject list is a report, never a reason to fail).
+    """
+    out = []
+    for label, rel in spec.rejects.items():
+        path = Path(output) / rel
+        if not path.is_file():
+            continue
+        try:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        except Exception:  # noqa: BLE001 - see the docstring
+            continue
+        cols = set(table.column_names)
+        rows = table.slice(0, n).to_pylist()
+        first = []
+        for r in rows:
+            detail = next((str(r[c]) for c in ("error", "detail") if c in cols and r.get(c)), "")
+            detail = detail.strip().splitlines()[-1][:160] if detail.strip() else ""
+            first.append(f"{r.get('key')}: {r.get('reason')}" + (f" ({detail})" if detail else ""))
+        out.append((label, table.num_rows, first, path))
+    return out

@@ -323,7 +323,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
     """Run (or resume) the shard stage; see the module docstring. Raises OutputConflictError, ConfigError."""
     from tqdm.auto import tqdm
 
-    from mosear.ray_utils import init_ray
+    from mosear.ray_utils import init_ray, wait_one
 
     t0 = time.time()
     config_hash = cfg.shard_hash()
@@ -374,7 +374,7 @@ def run_shard(cfg: ShardConfig) -> ShardResult:
                 s = todo.pop()
                 running.append(build.remote({"split": s.split, "index": s.index, "clips": s.clips,
                                              "inputs_digest": digests[s.name], "code": shard_code()}, *args))
-            ready, running = ray.wait(running, num_returns=1)
+            ready, running = wait_one(running)  # interruptible by Ctrl-C (ray_utils.wait_one)
             stats = ray.get(ready[0])
             if "error" in stats:  # the whole shard failed: nothing of it is committed
                 log.error("shard %s failed: %s", stats["shard"], stats["error"])

@@ -35,4 +35,5 @@ SPEC = StageSpec(
     # inline sources resolve root/manifest against base_dir; "!" pins a missing one to the cwd
     path_fields=("corpus", "output", "sources[].base_dir!"),
     artifacts={"run summary": "run.json", "quarantine": "quarantine.parquet"},
+    rejects={"quarantined": "quarantine.parquet"},
 )

@@ -279,6 +279,18 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     plan = TrainPlan.from_dict(loop_cfg["plan"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    # Ray Train's INFO records on this worker stay out of the driver's terminal; warnings and errors
+    # still show. The "Reporting training result N: TrainingReport(...)" dump per report comes from a
+    # logger Ray Train names after its file (logging.getLogger(__file__) in ray 2.60's
+    # train/v2/_internal/execution/context.py), outside "ray.train", so LoggingConfig does not reach it:
+    # that logger's level is set too.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    try:
+        from ray.train.v2._internal.execution import context as _train_context
+
+        logging.getLogger(_train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # another Ray Train layout
+        pass
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     device = ray.train.torch.get_device()
@@ -305,9 +317,12 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
     window = MetricWindow(restored.state.samples_seen if restored.state else 0)
     bar = None
     if rank == 0 and cfg.progress:
-        from tqdm import tqdm
+        # Ray's distributed tqdm: the worker sends its state to the driver, which draws the one bar (a
+        # plain tqdm here would be relayed as one "(RayTrainWorker pid=...)" line per refresh).
+        from ray.experimental.tqdm_ray import tqdm
 
-        bar = tqdm(total=cfg.max_steps, initial=step, desc="train", unit="step")
+        bar = tqdm(total=cfg.max_steps, desc="train", unit="step")
+        bar.update(step)
     reliance_every = getattr(inner, "reliance_every", None)
     while step < cfg.max_steps:
         stats = train_step(model, streams, opt, sched, grad_accum_steps=cfg.grad_accum_steps, device=device,
@@ -317,8 +332,8 @@ def train_loop_per_worker(loop_cfg: dict[str, Any]) -> None:
         loss, n_samples, n_tokens = _reduce(stats, world)
         window.add(n_samples, n_tokens, stats.data_s)
         if bar is not None:
+            bar.set_description(f"train loss={loss:.4f}")
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
         do_ckpt = step % cfg.checkpoint_every == 0 or step == cfg.max_steps
         do_report = do_ckpt or step % cfg.report_every == 0
         if not (do_report or step % cfg.log_every == 0):
@@ -350,7 +365,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     plan = preflight(cfg)  # raises ConfigError / CheckpointMismatchError before anything expensive
     identity = stage_identity(SPEC, cfg)  # the inputs as they are now, recorded in the marker at the end
     import ray.train
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from mosear.ray_utils import init_ray
@@ -373,11 +388,16 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             name=plan.run_name,
             storage_path=cfg.resolved_storage_path,
             failure_config=FailureConfig(max_failures=cfg.max_failures),
+            # Ray Train's own INFO lines (one "Reporting training result N: TrainingReport(...)" dump per
+            # report, controller state changes) stay in its log files; warnings and errors still show.
+            logging_config=LoggingConfig(log_level="WARNING"),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
             # Workers inherit the driver's view of the offline / auth settings.
-            worker_runtime_env={"env_vars": {k: os.environ[k] for k in (
+            # Ray Train's print patch (print -> its logger, which adds a newline) would turn every progress
+            # update of the worker's bar into a blank relayed "(RayTrainWorker pid=...)" line: off.
+            worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", **{k: os.environ[k] for k in (
                 "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "RAY_AUTH_MODE", "TOKENIZERS_PARALLELISM",
-            ) if k in os.environ}},
+            ) if k in os.environ}}},
         ),
     )
     log.info("training %s: %d worker(s), %s, storage %s/%s%s", cfg.model.get("adapter", "mose"),

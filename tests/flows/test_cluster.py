@@ -96,6 +96,10 @@ def test_cluster_bad_input_fails_with_stage_message(ray_head, tmp_path):
     assert "BadInputError" in type(info.value).__name__
     [run] = [r for r in task_runs_of(state.state_details.flow_run_id) if r.name == "shard"]
     assert run.run_count == 1  # not retried
+    # the class came from the job's own verdict file, not from its log (issue 22 item 5)
+    [verdict] = (tmp_path / ".mosear-cache" / "jobs").glob("mosear-shard-*.json")
+    rec = __import__("json").loads(verdict.read_text())
+    assert rec["class"] == "bad_input" and rec["code"] == 2 and "is not a folder" in rec["message"], rec
 
 
 def test_terminated_flow_stops_its_ray_job(ray_head, tmp_path, samples_dir):

@@ -218,10 +218,56 @@ def test_exit_code_classes(exc, code):
 
         exc = CheckpointMismatchError("other model")
     assert exit_code(exc) == code
-    if code in (1, 2, 3, 75):  # a cluster job's exit code maps back to the same class
-        back = error_for_exit_code(code, "msg")
-        assert is_transient(back) is (code == 75)
-        assert isinstance(back, BadInputError) is (code in (2, 3))
+    # a cluster job that died before writing its result file: its exit code maps back to the same class
+    back = error_for_exit_code(code, "msg")
+    assert exit_code(back) == code
+    assert is_transient(back) is (code == 75)  # 130 is never retried
+    assert isinstance(back, BadInputError) is (code in (2, 3))
+
+
+@pytest.mark.parametrize("exc", [
+    "StageFailedError", ConfigError("bad"), ValueError("x"), "OutputConflictError", ConnectionError("x"),
+    TransientStageError("lost"), KeyboardInterrupt(),
+])
+def test_exit_code_round_trips_through_the_result_record(exc, tmp_path):
+    """A cluster job's verdict file (written by ``mosear --result-file``) gives back the class the
+    embedded run raised. Catches: failed units read back as bad input (exit 2), 130 read back as
+    transient (retried, exit 75), the counts and reasons lost on the way."""
+    import json
+
+    from mosear.orchestrate.errors import StageFailedError, error_from_result, exit_code, result_record
+
+    if exc == "StageFailedError":
+        exc = StageFailedError("mosear mine", 2, 5, {"train-000001": "ValueError: boom", "train-000002": "KeyError: k"})
+    elif exc == "OutputConflictError":
+        from mosear.shards.run import OutputConflictError
+
+        exc = OutputConflictError("other config")
+    code = exit_code(exc)
+    rec = json.loads(json.dumps(result_record(code, exc)))  # through the file's JSON
+    back = error_from_result(rec, "mosear mine (Ray job x)")
+    assert exit_code(back) == code and is_transient(back) is is_transient(exc)
+    if code == 1:
+        assert (back.count, back.total) == (2, 5) and "train-000002: KeyError: k" in str(back)
+    assert error_from_result(result_record(0), "x") is None
+
+
+def test_cli_writes_its_verdict_to_the_result_file(tmp_path):
+    """``python -m mosear.cli --result-file F <stage> ...`` (a cluster job's entrypoint) leaves its class
+    and message in F, and prints one line without a traceback. Catches: the file not written on a
+    failure, a traceback printed without --debug."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "jobs" / "r.json"
+    p = subprocess.run([sys.executable, "-m", "mosear.cli", "--result-file", str(out), "shard",
+                        f"corpus={tmp_path / 'none.yaml'}", f"output={tmp_path / 's'}"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    rec = json.loads(out.read_text())
+    assert rec["class"] == "bad_input" and rec["code"] == 2 and "none.yaml" in rec["message"]
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
 
 
 def test_cache_key_rejects_bad_config(tmp_path):
@@ -233,13 +279,16 @@ def test_cache_key_rejects_bad_config(tmp_path):
 def test_absolutize_paths_for_cluster_jobs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     raw = {"corpus": "c.yaml", "output": "s3://b/out", "sources": [{"root": "r"}], "splice": {"faces": "f"},
-           "checkpoints": ["base", "ck"], "num_frames": 4}
+           "checkpoints": ["base", "ck", "lora=runs/lora/adapter", "mose=/abs/mose/adapter", "endpoint"],
+           "num_frames": 4}
     out = absolutize_paths(raw, ("corpus", "output", "sources[].base_dir!", "splice.faces", "checkpoints"))
     assert out["corpus"] == str(tmp_path / "c.yaml")
     assert out["output"] == "s3://b/out"  # object storage stays as it is
     assert out["sources"][0] == {"root": "r", "base_dir": str(tmp_path)}  # root stays relative to base_dir
     assert out["splice"]["faces"] == str(tmp_path / "f")
-    assert out["checkpoints"] == ["base", str(tmp_path / "ck")]
+    # named checkpoints keep their names (issue 24: "lora=..." became one absolute path, the names lost)
+    assert out["checkpoints"] == ["base", str(tmp_path / "ck"), f"lora={tmp_path}/runs/lora/adapter",
+                                  "mose=/abs/mose/adapter", "endpoint"]
     assert raw["corpus"] == "c.yaml"  # the input is not modified
 
 
