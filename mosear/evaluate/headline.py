@@ -293,17 +293,24 @@ def render_pref_html(p: pd.DataFrame) -> str:
     return f'<table class="methods preference"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _heads(t: pd.DataFrame) -> list[str]:
+    """Column headings: the titles, "all with a truth" with its item count (``n = 18``) when the rows agree."""
+    ns = {int(v) for v in t.get(f"n {ALL_TRUTH}", pd.Series(dtype=int)) if v == v}
+    n = f" (n = {ns.pop()})" if len(ns) == 1 else ""
+    return [f"{c[2]}{n}" if c[2] == ALL_TRUTH else c[2] for c in COLUMNS]
+
+
 def render_text(t: pd.DataFrame) -> str:
     """The table as fixed-width text (the terminal's last lines)."""
     titles = [c[2] for c in COLUMNS]
-    return _fixed([["method", *titles]] + [[r["method"], *[_cell(r, c) for c in titles]] for _, r in t.iterrows()])
+    return _fixed([["method", *_heads(t)]] + [[r["method"], *[_cell(r, c) for c in titles]] for _, r in t.iterrows()])
 
 
 def render_html(t: pd.DataFrame) -> str:
     import html
 
     titles = [c[2] for c in COLUMNS]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method", *titles])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method", *_heads(t)])
     body = "".join(
         "<tr>" + f"<td>{html.escape(str(r['method']))}</td>" + "".join(f"<td>{html.escape(_cell(r, c))}</td>" for c in titles) + "</tr>"
         for _, r in t.iterrows())

@@ -220,7 +220,7 @@ def test_ambiguous_items_with_a_truth_are_scored_but_stay_out_of_the_conflict_me
     they were."""
     from mosear.evaluate.aggregate import _unit_rows
     from mosear.evaluate.baseline import baseline_accuracy
-    from mosear.evaluate.headline import ALL_TRUTH, headline_sentence, method_table
+    from mosear.evaluate.headline import ALL_TRUTH, headline_sentence, method_table, render_text
 
     without = _bench(_mined(tmp_path / "without"))
     bench = _bench(_mined(tmp_path / "with", ambiguous=True))
@@ -249,10 +249,12 @@ def test_ambiguous_items_with_a_truth_are_scored_but_stay_out_of_the_conflict_me
                       for (s, k), (v, lo, hi) in wrong_on_amb.items()])
     base = {"label": "sad", **baseline_accuracy(bench.items, "sad")}
     assert base["subsets"]["all"]["n"] == 13 and base["subsets"]["all"]["value"] == 3 / 13  # 2 consistent + 1 amb
+    assert base["weighted_f1"]["n"] == 13 and 0 < base["weighted_f1"]["value"] < 3 / 13
     t = method_table(m, "m", {"LoRA": "lora/ar_off"}, base)
     assert list(t[f"n {ALL_TRUTH}"]) == [13, 13]
     assert t[ALL_TRUTH].tolist() == [10 / 13, 3 / 13]
     s = headline_sentence(t, n_labels=11)
+    assert f"{ALL_TRUTH} (n = 13)" in render_text(t).splitlines()[0]
     assert "13 with a truth in all" in s and "LoRA has the highest accuracy on all 13 items with a truth, 0.77" in s
 
 
