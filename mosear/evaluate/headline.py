@@ -6,15 +6,16 @@ accuracy on the consistent, video-aligned and audio-aligned subsets, accuracy on
 item of the split with a truth: the three subsets plus a mined split's ``ambiguous`` items, natural and
 human-rated; splices never), the conflict gap (audio-aligned − video-aligned), the conflict-mean
 ((video-aligned + audio-aligned) / 2; ambiguous items are in neither), weighted F1 (over the same items as
-"all with a truth") and the open-vocabulary set metric (mean of set precision and recall, all items). Rows: the ``methods`` of the eval config
-(``name -> checkpoint/setting``), else every checkpoint × setting without a modality removed; then, when
-the protocol record has one, the training-majority baseline (:mod:`mosear.evaluate.baseline`).
+"all with a truth") and the open-vocabulary set metric (mean of set precision and recall, all items).
+Rows: the ``methods`` of the eval config (``name -> checkpoint/setting``), else every checkpoint × setting
+without a modality removed; then, when the protocol record has one, the training-majority baseline
+(:mod:`mosear.evaluate.baseline`).
 
 The sentence states only comparisons the intervals support: above chance when the lower bound is above
 ``1 / #labels`` (and clear of the training-majority answer when above its value; said for the consistent
-column and for "all with a truth"), one method better than another when their intervals do not overlap, a modality bias when
-the gap's interval excludes 0; otherwise it says the difference is not resolved at this n. A subset with
-no scored items is named first, in a warning (nothing silently empty).
+column and for "all with a truth"), one method better than another when their intervals do not overlap,
+a modality bias when the gap's interval excludes 0; otherwise it says the difference is not resolved at
+this n. A subset with no scored items is named first, in a warning (nothing silently empty).
 """
 
 from __future__ import annotations
@@ -186,8 +187,8 @@ def headline_sentence(t: pd.DataFrame, n_labels: int, pref: pd.DataFrame | None 
     parts = []
     parts.append(_accuracy_verdict(t, b, "consistent", "consistent accuracy", chance, n_labels))
     if int(r0[f"n {ALL_TRUTH}"]) > 0:
-        parts.append(_accuracy_verdict(t, b, ALL_TRUTH, f"accuracy on all {int(r0[f'n {ALL_TRUTH}'])} items with a truth",
-                                       chance, n_labels))
+        what = f"accuracy on all {int(r0[f'n {ALL_TRUTH}'])} items with a truth"
+        parts.append(_accuracy_verdict(t, b, ALL_TRUTH, what, chance, n_labels))
     cm = t.dropna(subset=["conflict-mean"])
     if len(cm) >= 1:
         top = _top(cm, "conflict-mean")
