@@ -13,7 +13,8 @@ listed and anything else is an error naming the file and row):
   ``split: all`` reads the top-level files of every split; a mined folder's ``ambiguous.json``, when present,
   gives subset ``ambiguous``: items with a truth that count in ``all`` only); each maps a sample name to
   ``{"reason": text, "label": str, ...}`` (a bare string is taken as the reason;
-  ``reasoning``/``caption``/``smp_reason_caption`` also name the reason, ``emo``/``emotion`` the label, ``ov_labels``/``openset`` optional open-vocabulary labels, a
+  ``reasoning``/``caption``/``smp_reason_caption`` also name the reason, ``emo``/``emotion`` the label,
+  ``ov_labels``/``openset`` optional open-vocabulary labels, a
   list or a comma-separated string; mined exports also carry ``split`` and ``misleading_cue``), or is a
   list of such objects with a ``name``/``key`` field. The set metric's reference is the label plus the
   open-vocabulary labels, never the reasoning (:func:`mosear.evaluate.judges.reference_set`).
