@@ -4,7 +4,8 @@
 subset, metric, value, ci_low, ci_high, unit_id``. ``ci_low`` / ``ci_high`` bound the 95 % group-bootstrap
 interval (2000 resamples of the unit's items, clips sharing a face or voice source resampled together;
 :mod:`.resampled`) of every score; counts (``items, n, unparsed, errors, ov_items, flip_n``) have none
-(NaN). ``subset`` is ``all`` or a CA-MER subset. Metrics:
+(NaN). ``subset`` is ``all`` (every item with a truth), a CA-MER subset, ``ambiguous`` (a mined split's
+items with a truth outside the three) or ``spliced``. Metrics:
 ``items`` (rows, every benchmark item), ``n, unparsed, errors, accuracy, war, uar, weighted_f1``
 (closed set over labelled rows, see :mod:`.metrics`),
 ``ov_precision, ov_recall, ov_mean, ov_items`` (open-vocabulary set metric over items with a

@@ -13,7 +13,8 @@ checkpoint without keys) get no row; the record says why. Per benchmark::
 
     {"label": "sad", "checkpoint": "lora", "train_labelled": 54, "counts": {"sad": 27, ...},
      "subsets": {"consistent": {"value", "ci_low", "ci_high", "n"}, "video_aligned": ..., "audio_aligned": ...,
-                 "all": {...}},
+                 "all": {...}},  # "all": every item with a truth (a mined split's ambiguous ones too)
+     "weighted_f1": {...},  # over the items of "all"
      "conflict_gap": {...}, "conflict_mean": {...},
      "preference": {"face_rate", "voice_rate", "neither_rate", "preference_index": {...}}}  # when there are splices
 
@@ -36,7 +37,8 @@ CONFLICTS = ("video_aligned", "audio_aligned")
 
 def baseline_accuracy(items: list[Any], label: str) -> dict[str, Any]:
     """Scores of always answering ``label`` on ``items`` (``.key``, ``.label``, ``.subset``, ``.group``; splices
-    with ``.face_label`` / ``.voice_label`` and no label): accuracy per subset and over all, the conflict gap
+    with ``.face_label`` / ``.voice_label`` and no label): accuracy per subset and over all (every item with a
+    truth; weighted F1 over the same items), the conflict gap
     and conflict-mean, and on splices the preference rates, each with its 95 % interval. The answers go
     through the methods' own code (:mod:`.metrics`, :func:`~mosear.evaluate.resampled.unit_intervals`: the
     same resampling units and draws), so the row compares like with like."""
@@ -62,6 +64,8 @@ def baseline_accuracy(items: list[Any], label: str) -> dict[str, Any]:
         sc = per.get(subset, {})
         n = int(sc.get("n", 0))
         out["subsets"][subset] = rec(subset, "accuracy", sc.get("accuracy", nan) if n else nan, n)
+    n_all = out["subsets"]["all"]["n"]  # every item with a truth: the "all with a truth" column's items
+    out["weighted_f1"] = rec("all", "weighted_f1", per.get("all", {}).get("weighted_f1", nan) if n_all else nan, n_all)
     n_conf = out["subsets"]["video_aligned"]["n"] + out["subsets"]["audio_aligned"]["n"]
     out["conflict_gap"] = rec("all", "conflict_gap", M.conflict_gap(per), n_conf)
     out["conflict_mean"] = rec("all", "conflict_mean", M.conflict_mean(per), n_conf)

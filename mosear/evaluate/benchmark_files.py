@@ -10,9 +10,11 @@ listed and anything else is an error naming the file and row):
 
 - ``camer`` / ``mined``: a folder with ``video_aligned.json``, ``audio_aligned.json``,
   ``consistent.json`` (a mined benchmark: its split folder, ``{path}/{split}/``, ``test`` by default;
-  ``split: all`` reads the top-level files of every split); each maps a sample name to ``{"reason": text, "label": str, ...}`` (a bare
-  string is taken as the reason; ``reasoning``/``caption``/``smp_reason_caption`` also name the
-  reason, ``emo``/``emotion`` the label, ``ov_labels``/``openset`` optional open-vocabulary labels, a
+  ``split: all`` reads the top-level files of every split; a mined folder's ``ambiguous.json``, when present,
+  gives subset ``ambiguous``: items with a truth that count in ``all`` only); each maps a sample name to
+  ``{"reason": text, "label": str, ...}`` (a bare string is taken as the reason;
+  ``reasoning``/``caption``/``smp_reason_caption`` also name the reason, ``emo``/``emotion`` the label,
+  ``ov_labels``/``openset`` optional open-vocabulary labels, a
   list or a comma-separated string; mined exports also carry ``split`` and ``misleading_cue``), or is a
   list of such objects with a ``name``/``key`` field. The set metric's reference is the label plus the
   open-vocabulary labels, never the reasoning (:func:`mosear.evaluate.judges.reference_set`).
@@ -64,10 +66,13 @@ from mosear.evaluate.config import BenchmarkSpec
 from mosear.labels import CANONICAL_LABELS, MER2023_LABELS, canonical_label
 
 __all__ = ["BenchmarkItem", "Benchmark", "BenchmarkFormatError", "load_benchmark", "split_folder", "source_groups",
-           "CAMER_SUBSETS",
+           "CAMER_SUBSETS", "AMBIGUOUS",
            "DFEW_LABELS", "MAFW_LABELS", "read_npz_safely"]
 
 CAMER_SUBSETS = ("video_aligned", "audio_aligned", "consistent")
+# A mined split's items with a truth whose cues decided no subset (``ambiguous.json``, issue 21): scored for
+# accuracy (the "all with a truth" column), never in the conflict gap or conflict-mean, never calibrated on.
+AMBIGUOUS = "ambiguous"
 # The class tables and split-file parsing are the shard adapters' (one definition, mosear.adapters):
 # DFEW numbers its classes 1..7 in DFEW_LABELS order; MAFW's eleven single labels in MAFW_RAW order,
 # scored under their canonical names (those without one keep their own).
@@ -266,6 +271,10 @@ def _read_camer(spec: BenchmarkSpec, mined: bool) -> tuple[list[BenchmarkItem], 
         p = root / f"{s}.json"
         files.append(p)
         items += _read_subset_json(p, s, prefix or None, space)
+    if mined and (root / f"{AMBIGUOUS}.json").is_file():  # older mined folders lack it: their 3 subsets only
+        p = root / f"{AMBIGUOUS}.json"
+        files.append(p)
+        items += _read_subset_json(p, AMBIGUOUS, prefix or None, space)
     if mined:  # the intervals resample faces and voices (crossed factors), not clips
         groups = source_groups(Path(spec.path) / "conflicts.parquet")
         if groups:
@@ -425,6 +434,7 @@ def load_calibration_split(spec: BenchmarkSpec, split: str, setting: str) -> Ben
         bench = load_benchmark(spec.model_copy(update={"split": split, "limit": None}))
     except BenchmarkFormatError as exc:
         raise BenchmarkFormatError(f"setting {setting} needs a {split} split of benchmark {spec.name}: {exc}") from None
+    bench.items = [it for it in bench.items if it.subset != AMBIGUOUS]  # the rule reads the three subsets only
     counts = {s: sum(1 for it in bench.items if it.subset == s and it.label) for s in CAMER_SUBSETS}
     empty = [s for s, n in counts.items() if n == 0]
     if empty:

@@ -2,16 +2,20 @@
 one sentence computed from it.
 
 Columns (per benchmark; every value with its 95 % group-bootstrap interval from ``metrics.parquet``):
-accuracy on the consistent, video-aligned and audio-aligned subsets, the conflict gap (audio-aligned −
-video-aligned), the conflict-mean ((video-aligned + audio-aligned) / 2) and the open-vocabulary set
-metric (mean of set precision and recall, all items). Rows: the ``methods`` of the eval config
-(``name -> checkpoint/setting``), else every checkpoint × setting without a modality removed; then, when
-the protocol record has one, the training-majority baseline (:mod:`mosear.evaluate.baseline`).
+accuracy on the consistent, video-aligned and audio-aligned subsets, accuracy on *all with a truth* (every
+item of the split with a truth: the three subsets plus a mined split's ``ambiguous`` items, natural and
+human-rated; splices never), the conflict gap (audio-aligned − video-aligned), the conflict-mean
+((video-aligned + audio-aligned) / 2; ambiguous items are in neither), weighted F1 (over the same items as
+"all with a truth") and the open-vocabulary set metric (mean of set precision and recall, all items).
+Rows: the ``methods`` of the eval config (``name -> checkpoint/setting``), else every checkpoint × setting
+without a modality removed; then, when the protocol record has one, the training-majority baseline
+(:mod:`mosear.evaluate.baseline`).
 
 The sentence states only comparisons the intervals support: above chance when the lower bound is above
-``1 / #labels``, one method better than another when their intervals do not overlap, a modality bias when
-the gap's interval excludes 0; otherwise it says the difference is not resolved at this n. A subset with
-no scored items is named first, in a warning (nothing silently empty).
+``1 / #labels`` (and clear of the training-majority answer when above its value; said for the consistent
+column and for "all with a truth"), one method better than another when their intervals do not overlap,
+a modality bias when the gap's interval excludes 0; otherwise it says the difference is not resolved at
+this n. A subset with no scored items is named first, in a warning (nothing silently empty).
 """
 
 from __future__ import annotations
@@ -22,16 +26,23 @@ import pandas as pd
 
 __all__ = ["COLUMNS", "method_table", "headline_sentence", "format_interval", "render_text"]
 
-# (subset, metric) -> column title
+# Accuracy over every item with a truth of the split (consistent + video-aligned + audio-aligned + ambiguous;
+# natural and human-rated): metrics' subset ``all`` (labelled rows; splices have no label). Weighted F1 too.
+ALL_TRUTH = "all with a truth"
+
+# (subset, metric) -> column title; the first three are CA-MER's subsets
 COLUMNS: list[tuple[str, str, str]] = [
     ("consistent", "accuracy", "consistent"),
     ("video_aligned", "accuracy", "video-aligned"),
     ("audio_aligned", "accuracy", "audio-aligned"),
+    ("all", "accuracy", ALL_TRUTH),
     ("all", "conflict_gap", "gap (A-V)"),
     ("all", "conflict_mean", "conflict-mean"),
     ("all", "weighted_f1", "weighted F1"),
     ("all", "ov_mean", "set metric"),
 ]
+
+_N_COLUMNS = [c for c in COLUMNS if c[1] == "accuracy"]  # the columns that show their item count ``n {title}``
 
 
 def _rows(m: pd.DataFrame, bench: str, methods: dict[str, str] | None) -> list[tuple[str, str, str]]:
@@ -56,7 +67,7 @@ def _baseline_record(baseline: dict) -> dict[str, object]:
         v = baseline["subsets"].get(subset) if metric == "accuracy" else baseline.get(metric)
         for suffix, key in (("", "value"), (" lo", "ci_low"), (" hi", "ci_high")):
             rec[f"{title}{suffix}"] = float(v[key]) if v and v.get(key) is not None else math.nan
-    for subset, _m, title in COLUMNS[:3]:
+    for subset, _m, title in _N_COLUMNS:
         rec[f"n {title}"] = int(baseline["subsets"].get(subset, {}).get("n", 0))
     return rec
 
@@ -64,7 +75,8 @@ def _baseline_record(baseline: dict) -> dict[str, object]:
 def method_table(m: pd.DataFrame, bench: str, methods: dict[str, str] | None = None,
                  baseline: dict | None = None) -> pd.DataFrame:
     """One row per method: ``method, checkpoint, setting`` and per column ``{title}``, ``{title} lo``,
-    ``{title} hi``, plus ``n consistent / n video-aligned / n audio-aligned`` (items scored). With a
+    ``{title} hi``, plus ``n consistent / n video-aligned / n audio-aligned / n all with a truth`` (items
+    scored). With a
     ``baseline`` record (``protocol.json``'s ``baselines[bench]``), a last row for the training-majority
     answer, flagged ``baseline=True`` (the set metric does not apply to it: n/a)."""
     records = []
@@ -78,7 +90,7 @@ def method_table(m: pd.DataFrame, bench: str, methods: dict[str, str] | None = N
             rec[title] = float(v["value"]) if v is not None else math.nan
             rec[f"{title} lo"] = float(v["ci_low"]) if v is not None and "ci_low" in r else math.nan
             rec[f"{title} hi"] = float(v["ci_high"]) if v is not None and "ci_high" in r else math.nan
-        for subset, _m, title in COLUMNS[:3]:
+        for subset, _m, title in _N_COLUMNS:
             r = u[(u["subset"] == subset) & (u["metric"] == "n")]
             rec[f"n {title}"] = int(r["value"].iloc[0]) if len(r) else 0
         rec["baseline"] = False
@@ -138,6 +150,22 @@ def _bias(lo: float, hi: float, base: float | None, face: str, voice: str) -> tu
     return side, False
 
 
+def _accuracy_verdict(t: pd.DataFrame, b, col: str, what: str, chance: float, n_labels: int) -> str:
+    """The best method on accuracy column ``col``: above chance or not (its lower bound against
+    ``chance``), and clear of the training-majority row ``b`` or not (its lower bound against b's value)."""
+    top = _top(t, col)
+    if top.empty:
+        return f"no method has a {what}"
+    r = top.iloc[0]
+    verdict = "above chance" if r[f"{col} lo"] > chance else "not distinguishable from chance"
+    text = _best_text(top, col, what) + f", {verdict} ({chance:.2f} for {n_labels} labels)"
+    if b is not None and not math.isnan(b[col]):
+        beats = r[f"{col} lo"] > b[col]
+        text += (f", and {'clear of' if beats else 'not clear of'} the {b['method']} answer "
+                 f"({_cell(b, col)}{'' if beats else ': the label prior alone explains it'})")
+    return text
+
+
 def headline_sentence(t: pd.DataFrame, n_labels: int, pref: pd.DataFrame | None = None) -> str:
     """The sentence under the tables (module docstring): every verdict made against the training-majority row
     when the table has one; ties called ties. ``pref``: :func:`preference_table` (splices), optional."""
@@ -147,7 +175,8 @@ def headline_sentence(t: pd.DataFrame, n_labels: int, pref: pd.DataFrame | None 
         return "No method has scores on this benchmark."
     b = base.iloc[0] if len(base) else None
     r0 = t.iloc[0]
-    n = f"n = {r0['n consistent']}/{r0['n video-aligned']}/{r0['n audio-aligned']} consistent/video-/audio-aligned items"
+    n = (f"n = {r0['n consistent']}/{r0['n video-aligned']}/{r0['n audio-aligned']} consistent/video-/audio-aligned "
+         f"items, {r0[f'n {ALL_TRUTH}']} with a truth in all")
     if pref is not None and len(pref):
         n += f", {int(pref.iloc[0]['n'])} splices"
     empty = [title for _s, _m, title in COLUMNS[:3] if int(r0[f"n {title}"]) == 0]
@@ -156,18 +185,10 @@ def headline_sentence(t: pd.DataFrame, n_labels: int, pref: pd.DataFrame | None 
             f"{'it' if len(empty) == 1 else 'them'}. ") if empty else ""
     chance = 1.0 / max(1, n_labels)
     parts = []
-    top = _top(t, "consistent")
-    if top.empty:
-        parts.append("no method has a consistent-subset accuracy")
-    else:
-        r = top.iloc[0]
-        verdict = ("above chance" if r["consistent lo"] > chance else "not distinguishable from chance")
-        text = _best_text(top, "consistent", "consistent accuracy") + f", {verdict} ({chance:.2f} for {n_labels} labels)"
-        if b is not None and not math.isnan(b["consistent"]):
-            beats = r["consistent lo"] > b["consistent"]
-            text += (f", and {'clear of' if beats else 'not clear of'} the {b['method']} answer "
-                     f"({_cell(b, 'consistent')}{'' if beats else ': the label prior alone explains it'})")
-        parts.append(text)
+    parts.append(_accuracy_verdict(t, b, "consistent", "consistent accuracy", chance, n_labels))
+    if int(r0[f"n {ALL_TRUTH}"]) > 0:
+        what = f"accuracy on all {int(r0[f'n {ALL_TRUTH}'])} items with a truth"
+        parts.append(_accuracy_verdict(t, b, ALL_TRUTH, what, chance, n_labels))
     cm = t.dropna(subset=["conflict-mean"])
     if len(cm) >= 1:
         top = _top(cm, "conflict-mean")
@@ -273,17 +294,24 @@ def render_pref_html(p: pd.DataFrame) -> str:
     return f'<table class="methods preference"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _heads(t: pd.DataFrame) -> list[str]:
+    """Column headings: the titles, "all with a truth" with its item count (``n = 18``) when the rows agree."""
+    ns = {int(v) for v in t.get(f"n {ALL_TRUTH}", pd.Series(dtype=int)) if v == v}
+    n = f" (n = {ns.pop()})" if len(ns) == 1 else ""
+    return [f"{c[2]}{n}" if c[2] == ALL_TRUTH else c[2] for c in COLUMNS]
+
+
 def render_text(t: pd.DataFrame) -> str:
     """The table as fixed-width text (the terminal's last lines)."""
     titles = [c[2] for c in COLUMNS]
-    return _fixed([["method", *titles]] + [[r["method"], *[_cell(r, c) for c in titles]] for _, r in t.iterrows()])
+    return _fixed([["method", *_heads(t)]] + [[r["method"], *[_cell(r, c) for c in titles]] for _, r in t.iterrows()])
 
 
 def render_html(t: pd.DataFrame) -> str:
     import html
 
     titles = [c[2] for c in COLUMNS]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method", *titles])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["method", *_heads(t)])
     body = "".join(
         "<tr>" + f"<td>{html.escape(str(r['method']))}</td>" + "".join(f"<td>{html.escape(_cell(r, c))}</td>" for c in titles) + "</tr>"
         for _, r in t.iterrows())

@@ -242,15 +242,29 @@ def _export_entry(r: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def has_truth(r: dict[str, Any]) -> bool:
+    """Whether a conflicts row's ``label`` is a truth: a natural clip's acted label, or a human-rated clip's
+    audio-visual vote. A splice has none, nor a human-rated clip whose audio-visual vote is tied (its row
+    keeps the acted label, ``rating_ties`` names ``audio_visual``)."""
+    if _text(r.get("label")) is None:
+        return False
+    if r.get("origin") == "natural":
+        return True
+    return r.get("origin") == "human-rated" and "audio_visual" not in (_text(r.get("rating_ties")) or "").split(",")
+
+
 def write_exports(out: Path, conflicts: pd.DataFrame) -> None:
     """The CA-MER-style subset files: ``{split}/{subset}.json`` for each split (the release's layout,
     ``test/video_aligned.json``, ...), and ``{subset}.json`` at the top holding every split's rows, each
     entry naming its ``split`` (unassigned rows appear only there). The three accuracy subsets hold only
-    rows with a truth (natural, human-rated); the counterfactual splices are in ``spliced.json`` of their
-    own (``label`` null; ``face_label``, ``voice_label``, ``conflict``: what preference is scored from).
-    Files of every split are written, empty ones too, so a split folder always has its four files."""
-    for s in (*SUBSETS[:3], SPLICED):
-        part = conflicts[conflicts["subset"] == s]
+    rows with a truth (natural, human-rated); ``ambiguous.json`` the rows with a truth (:func:`has_truth`)
+    whose cues decided no subset (scored for accuracy, never in the conflict gap or conflict-mean); the
+    counterfactual splices are in ``spliced.json`` of their own (``label`` null; ``face_label``,
+    ``voice_label``, ``conflict``: what preference is scored from). Files of every split are written, empty
+    ones too, so a split folder always has its five files."""
+    truth = pd.Series([has_truth(r) for r in conflicts.to_dict("records")], index=conflicts.index, dtype=bool)
+    for s in (*SUBSETS, SPLICED):
+        part = conflicts[(conflicts["subset"] == s) & (truth if s == "ambiguous" else True)]
         atomic_write_json(out / f"{s}.json", {r["key"]: _export_entry(r) for r in part.to_dict("records")},
                           indent=1, ensure_ascii=False)
         for split in SPLITS:

@@ -17,12 +17,20 @@ from mosear.evaluate.config import BenchmarkSpec
 SUBSETS = ("video_aligned", "audio_aligned", "consistent")
 
 
-def _mined(root: Path, *, old_style: bool = False) -> Path:
+def _mined(root: Path, *, old_style: bool = False, ambiguous: bool = False) -> Path:
     """A mined folder: test actors 03 and 09 (natural clips, same-actor splices), CREMA-D 1001/1002 (a
     human-rated conflict and a face x voice swap). ``old_style``: splices listed in the accuracy subsets with
-    a coin-flip label, as mined before issue 21."""
+    a coin-flip label, as mined before issue 21. ``ambiguous``: ``test/ambiguous.json`` with three more items
+    with a truth whose cues decided no subset (two natural clips, one human-rated)."""
     rows = []
-    files: dict[str, dict] = {s: {} for s in (*SUBSETS, "spliced")}
+    files: dict[str, dict] = {s: {} for s in (*SUBSETS, "spliced", *(("ambiguous",) if ambiguous else ()))}
+    if ambiguous:
+        for k, origin, lab, who in (("ravdess__03-amb", "natural", "neutral", "03"),
+                                    ("ravdess__09-amb", "natural", "sad", "09"),
+                                    ("crema_d__1001_IEO_ANG", "human-rated", "angry", "1001")):
+            rows.append({"key": k, "origin": origin, "label": lab, "face_label": lab, "voice_label": lab,
+                         "speaker": who, "subset": "ambiguous", "split": "test"})
+            files["ambiguous"][k] = {"label": lab, "reason": "The cues are weak or mixed.", "origin": origin}
     emo = ["happy", "sad", "angry", "fear"]
     for a in ("03", "09"):
         for i, lab in enumerate(emo):  # natural clips: face and voice agree
@@ -202,3 +210,63 @@ def test_a_validation_split_whose_conflicts_are_all_splices_cannot_calibrate(tmp
     units, benches = plan_units(cfg)
     assert [u.setting.name for u in units] == ["ar_off"]
     assert "items with a truth (splices have none)" in benches["m"].notes["skipped"]["ar_calibrated"]
+
+
+def test_ambiguous_items_with_a_truth_are_scored_but_stay_out_of_the_conflict_measures(tmp_path):
+    """The bug (issue 21): 15 of the test split's 18 natural clips were mined ``ambiguous`` (weak cross-person
+    cue classifiers) and eval never read them, so the accuracy table rested on 1 item per subset. Read from
+    ``ambiguous.json``, they count in "all with a truth" (accuracy and weighted F1, methods and the
+    training-majority row alike) and leave the conflict gap and conflict-mean, values and intervals, as
+    they were."""
+    from mosear.evaluate.aggregate import _unit_rows
+    from mosear.evaluate.baseline import baseline_accuracy
+    from mosear.evaluate.headline import ALL_TRUTH, headline_sentence, method_table, render_text
+
+    without = _bench(_mined(tmp_path / "without"))
+    bench = _bench(_mined(tmp_path / "with", ambiguous=True))
+    amb = [it for it in bench.items if it.subset == "ambiguous"]
+    assert sorted(it.key for it in amb) == ["crema_d__1001_IEO_ANG", "ravdess__03-amb", "ravdess__09-amb"]
+    assert {it.origin for it in amb} == {"natural", "human-rated"} and all(it.label for it in amb)
+    assert bench.notes["subsets"]["ambiguous"] == 3 and any(f.name == "ambiguous.json" for f in bench.files)
+
+    def rows(b, answer):
+        t = _table(b, answer).assign(ov_precision=np.nan, ov_recall=np.nan, clue_overlap=np.nan, label_overlap=np.nan)
+        out = _unit_rows(t, {"checkpoint": "lora", "benchmark": "m", "unit_id": "u",
+                                             "setting": {"name": "ar_off"}})
+        return {(r["subset"], r["metric"]): (r["value"], r["ci_low"], r["ci_high"]) for r in out}
+
+    got, before = rows(bench, _truth_rule), rows(without, _truth_rule)
+    assert got[("all", "n")][0] == 8 + 1 + 1 + 3 and before[("all", "n")][0] == 10  # splices never counted
+    assert got[("ambiguous", "accuracy")][0] == 1.0 and got[("ambiguous", "n")][0] == 3
+    for metric in ("conflict_gap", "conflict_mean"):
+        assert got[("all", metric)] == before[("all", metric)], metric
+    wrong_on_amb = rows(bench, lambda it: "disgust" if it.subset == "ambiguous" else _truth_rule(it))
+    assert wrong_on_amb[("all", "accuracy")][0] == 10 / 13 and wrong_on_amb[("all", "weighted_f1")][0] < 1.0
+    assert wrong_on_amb[("all", "conflict_mean")] == before[("all", "conflict_mean")]
+
+    m = pd.DataFrame([{"checkpoint": "lora", "benchmark": "m", "setting": "ar_off", "drop": None, "subset": s,
+                       "metric": k, "value": v, "ci_low": lo, "ci_high": hi}
+                      for (s, k), (v, lo, hi) in wrong_on_amb.items()])
+    base = {"label": "sad", **baseline_accuracy(bench.items, "sad")}
+    assert base["subsets"]["all"]["n"] == 13 and base["subsets"]["all"]["value"] == 3 / 13  # 2 consistent + 1 amb
+    assert base["weighted_f1"]["n"] == 13 and 0 < base["weighted_f1"]["value"] < 3 / 13
+    t = method_table(m, "m", {"LoRA": "lora/ar_off"}, base)
+    assert list(t[f"n {ALL_TRUTH}"]) == [13, 13]
+    assert t[ALL_TRUTH].tolist() == [10 / 13, 3 / 13]
+    s = headline_sentence(t, n_labels=11)
+    assert f"{ALL_TRUTH} (n = 13)" in render_text(t).splitlines()[0]
+    assert "13 with a truth in all" in s and "LoRA has the highest accuracy on all 13 items with a truth, 0.77" in s
+
+
+def test_calibration_reads_the_three_subsets_only(tmp_path):
+    """Catches: ``ambiguous.json`` items entering AR calibration (the rule reads consistent and the two
+    conflict subsets; extra items would change nothing but cost validation passes under every grid setting)."""
+    import shutil
+
+    from mosear.evaluate.benchmark_files import load_calibration_split
+
+    root = _mined(tmp_path / "mined", ambiguous=True)
+    shutil.copytree(root / "test", root / "validation")
+    spec = BenchmarkSpec(name="m", format="mined", path=str(root), shards=str(root), split="test")
+    cal = load_calibration_split(spec, "validation", "ar_calibrated")
+    assert {it.subset for it in cal.items if it.label} == {"consistent", "video_aligned", "audio_aligned"}

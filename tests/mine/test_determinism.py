@@ -61,7 +61,7 @@ def test_two_runs_with_different_worker_counts_give_the_same_bytes(samples_dir, 
     for name in evidence:  # bytes (a table compare would call NaN features unequal)
         assert _sha(a / "mined" / "evidence" / name) == _sha(b / "mined" / "evidence" / name), name
     for name in ("conflicts.parquet", "train_mix.parquet", "dropped.parquet", "consistent.json",
-                 "video_aligned.json", "audio_aligned.json", "spliced.json"):
+                 "video_aligned.json", "audio_aligned.json", "ambiguous.json", "spliced.json"):
         assert (a / "mined" / name).read_bytes() == (b / "mined" / name).read_bytes(), name
     conflicts = pd.read_parquet(a / "mined" / "conflicts.parquet")
     assert (conflicts["origin"] == "spliced").sum() == 6 and conflicts["subset"].nunique() >= 2

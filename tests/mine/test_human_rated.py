@@ -22,6 +22,9 @@ RATINGS = {
 
 
 def test_ratings_decide_subsets_in_mined_output(real_samples, tmp_path):
+    """Catches: per-modality ratings not deciding the subset; a rated item with a truth whose cues decided no
+    subset left out of ``ambiguous.json`` (eval could not score it), or a tied audio-visual vote (no truth,
+    the acted label kept) exported there as if it had one."""
     from mosear.shards.writer import ShardSample, ShardWriter
 
     base = real_samples[0]
@@ -31,11 +34,15 @@ def test_ratings_decide_subsets_in_mined_output(real_samples, tmp_path):
                         extra={"ratings": {"audio": {"votes": audio, "levels": None},
                                            "visual": {"votes": visual, "levels": None}}})
             w.write(ShardSample(f"rated__{subset}", base["frames"], base["audio"], 16000, meta))
+        tied = {"audio": {"votes": ["angry"] * 3}, "visual": {"votes": ["happy"] * 3},
+                "audio_visual": {"votes": ["angry", "happy"]}}  # no truth: the AV vote is tied
+        w.write(ShardSample("rated__av_tie", base["frames"], base["audio"], 16000,
+                            dict(base["meta"], key="rated__av_tie", label="angry", extra={"ratings": tied})))
     cfg = load_config(MineConfig, None, {"output": str(tmp_path / "mined"), "stages": ["signal_quality"],
                                          "margin": 0.1, "progress": False})
     stats = mine_shard(tmp_path / "shards" / "train-000000.tar", cfg.output,
                        StagePipeline.from_spec(cfg.stages), batch_size=2, config_hash=cfg.stage_hash())
-    assert stats["status"] == "ok" and stats["samples_out"] == 4
+    assert stats["status"] == "ok" and stats["samples_out"] == 5
     summary = assemble(cfg, StagePipeline.from_spec(cfg.stages))
     df = pd.read_parquet(tmp_path / "mined" / "conflicts.parquet").set_index("key")
     for subset in RATINGS:
@@ -43,6 +50,12 @@ def test_ratings_decide_subsets_in_mined_output(real_samples, tmp_path):
         assert df.loc[f"rated__{subset}", "origin"] == "human-rated"
     assert summary["subsets_by_origin"]["human-rated"]["video_aligned"] == 1
     assert set(json.loads((tmp_path / "mined" / "video_aligned.json").read_text())) == {"rated__video_aligned"}
+    assert df.loc["rated__av_tie", "subset"] == "ambiguous" and df.loc["rated__av_tie", "rating_ties"] == "audio_visual"
+    ambiguous = json.loads((tmp_path / "mined" / "ambiguous.json").read_text())
+    assert set(ambiguous) == {"rated__ambiguous"} and ambiguous["rated__ambiguous"]["label"] == "angry"
+    split = df.loc["rated__ambiguous", "split"]
+    if split != "unassigned":
+        assert set(json.loads((tmp_path / "mined" / split / "ambiguous.json").read_text())) == {"rated__ambiguous"}
 
 
 SAMPLE_TABLE = "processedResults/summaryTable.csv"

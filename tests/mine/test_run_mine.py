@@ -90,6 +90,13 @@ def test_outputs_follow_the_contract(mined):
     # the face sentence names the reading that assigned the subset (template captions: first sentence)
     for r in df[df["subset"].isin(["consistent", "video_aligned"]) & (df["origin"] != "human-rated")].to_dict("records"):
         assert f"reads as {r['visual_pred']} (cross-fitted face classifier" in r["reasoning"], r["reasoning"]
+    from mosear.mine.assemble import has_truth
+
+    truth = df[[has_truth(r) for r in df.to_dict("records")]]
+    for split in ("train", "validation", "test"):  # items with a truth whose cues decided no subset: scored too
+        amb = json.loads((out / split / "ambiguous.json").read_text())
+        assert set(amb) == set(truth.loc[(truth["subset"] == "ambiguous") & (truth["split"] == split), "key"])
+        assert all(v["label"] and v["origin"] in ("natural", "human-rated") for v in amb.values())
     spliced = json.loads((out / "test" / "spliced.json").read_text())  # preference items, apart
     assert set(spliced) == set(df.loc[(df["subset"] == "spliced") & (df["split"] == "test"), "key"])
     assert all(v["label"] is None and v["face_label"] and v["voice_label"] for v in spliced.values())
