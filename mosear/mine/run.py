@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,7 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int, dict[str
             shard = queue.popleft()
             running[actor.mine.remote(str(shard))] = (actor, shard)
 
-    mined, failed = 0, {}
+    mined, failed, tries = 0, {}, Counter()
     try:
         for actor in actors:
             give(actor)
@@ -128,6 +129,19 @@ def mine_shards(cfg: MineConfig, shards: list[Path]) -> tuple[int, int, dict[str
                 actor, shard = running.pop(ref)
                 try:
                     st = ray.get(ref)
+                except ray.exceptions.ActorUnavailableError as exc:
+                    # the actor died under this shard or was still restarting when it was handed over (the
+                    # shard may never have run): one more try on the restarted actor; a shard that kills its
+                    # actor twice fails with the reason
+                    tries[shard] += 1
+                    if tries[shard] < 2:
+                        log.warning("shard %s: mining worker unavailable (%s); retrying it once",
+                                    shard_name(shard), type(exc).__name__)
+                        queue.appendleft(shard)
+                        time.sleep(1.0)  # let Ray finish restarting the actor
+                        give(actor)
+                        continue
+                    st = {"shard": shard_name(shard), "status": "failed", "error": _actor_failure(exc)}
                 except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
                     st = {"shard": shard_name(shard), "status": "failed", "error": _actor_failure(exc)}
                 if st["status"] != "ok":
