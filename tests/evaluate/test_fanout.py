@@ -201,7 +201,10 @@ def test_evaluates_a_real_mosear_mine_output(tmp_path, eval_shards, checkpoints)
     cfg = cfg.model_copy(update={"benchmarks": [cfg.benchmarks[0].model_copy(update={"shards": str(eval_shards)})]})
     res = run_eval(cfg)
     assert res.ok and len(res.computed) == 2
-    exported = sum(len(json.loads((mined / f"{s}.json").read_text())) for s in ("video_aligned", "audio_aligned", "consistent"))
+    # every exported item is evaluated: the three CA-MER subsets, the items with a truth no cue decided
+    # (ambiguous.json) and the splices (spliced.json, scored for preference)
+    exported = sum(len(json.loads((mined / f"{s}.json").read_text()))
+                   for s in ("video_aligned", "audio_aligned", "consistent", "ambiguous", "spliced"))
     for f in (res.output / "units").glob("*.parquet"):
         df = pd.read_parquet(f)
         assert len(df) == exported and df["error"].isna().all()
