@@ -52,6 +52,8 @@ def write_features(out_dir: str | Path, shards: list[str] | None = None) -> Path
         if not path.is_file() or not path.stat().st_size:
             continue
         have = set(pq.read_schema(path).names)
+        if "key" not in have:  # every sample of the shard was dropped: an evidence table with no columns
+            continue
         vcols = [c for c in VISUAL_COLUMNS if c in have] if set(VISUAL_COLUMNS) <= have else []
         acols = [c for c in AUDIO_COLUMNS if c in have]
         for m, cols in (("visual", vcols), ("audio", acols)):

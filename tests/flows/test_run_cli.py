@@ -130,7 +130,9 @@ def test_quarantined_and_dropped_inputs_are_named_with_their_reasons(samples_dir
     env.pop("RAY_ADDRESS", None)
     p = subprocess.run([sys.executable, "-m", "mosear.cli", "run", "--corpus", str(corpus), "--workdir",
                         str(tmp_path / "w"), "--stages", "shard,mine", "shard.num_frames=2", "shard.height=32",
-                        "shard.width=32", "mine.crossfit.n_folds=2"],
+                        # one corrupt clip of two is a data error the shard stage would fail on by default
+                        # (max_item_error_fraction=0): allowed here so that mine's reasons are reached too
+                        "shard.width=32", "shard.max_item_error_fraction=1", "mine.crossfit.n_folds=2"],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     out = p.stdout + p.stderr
     assert p.returncode == 2, out[-4000:]
