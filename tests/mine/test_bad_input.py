@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -50,6 +51,8 @@ def _copy_shard(src: Path, dst_dir: Path, name: str, drop_member: str | None = N
                 continue
             tout.addfile(m, io.BytesIO(tin.extractfile(m).read()))
     stats = json.loads((src.parent / f"{base}.stats.json").read_text())
+    # the marker records the bytes of the tar as written (a consumer checks them on first read)
+    stats["tar_sha256"] = hashlib.sha256((dst_dir / f"{name}.tar").read_bytes()).hexdigest()
     (dst_dir / f"{name}.stats.json").write_text(json.dumps(stats))
 
 
