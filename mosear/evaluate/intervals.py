@@ -47,7 +47,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["Interval", "bootstrap", "bootstrap_se", "seed_interval", "group_codes", "resample_weights",
-           "percentile_bounds", "expanded_level", "crossed_group", "can_resample", "n_units", "N_BOOT"]
+           "percentile_bounds", "expanded_level", "crossed_group", "can_resample", "n_units", "N_BOOT",
+           "resampling_groups"]
 
 N_BOOT = 2000  # percentile bootstrap: 2000 resamples keep the 2.5 % / 97.5 % quantiles stable to ~0.005
 
@@ -226,3 +227,15 @@ def seed_interval(values: Sequence[float], level: float = 0.95) -> Interval:
         return Interval(mean, float("nan"), float("nan"), 1)
     half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
     return Interval(mean, mean - half, mean + half, len(x))
+
+
+def resampling_groups(df: pd.DataFrame) -> pd.Series:
+    """One resampling group name per row: ``group`` where set, else the row's key (in a crossed table,
+    :func:`~mosear.evaluate.intervals.crossed_group` of the key with itself: its own face and voice)."""
+    keys = df["key"].astype(str) if "key" in df else pd.Series([str(i) for i in range(len(df))], index=df.index)
+    if "group" in df:
+        g = df["group"]
+        if g.notna().any() and g.dropna().astype(str).str.contains("|", regex=False).all():
+            keys = keys.map(lambda k: crossed_group(k, k))
+        return g.where(g.notna(), keys).astype(str)
+    return keys

@@ -112,8 +112,7 @@ def flip_rate(base: pd.DataFrame, ablated: pd.DataFrame) -> dict[str, float]:
     Returns ``{"n": items compared, "flip_rate": share, "ci": (low, high)}`` (95 % bootstrap over the
     compared items, groups from the base table's ``group`` column where present).
     """
-    from mosear.evaluate.intervals import group_codes, n_units, percentile_bounds, resample_weights
-    from mosear.evaluate.resampled import resampling_groups
+    from mosear.evaluate.intervals import group_codes, n_units, percentile_bounds, resample_weights, resampling_groups
 
     cols = ["key", "pred_label"] + (["group"] if "group" in base else [])
     b = base[base["error"].isna()][cols] if "error" in base else base[cols]

@@ -32,23 +32,11 @@ import numpy as np
 import pandas as pd
 
 from mosear.evaluate.intervals import (N_BOOT, can_resample, crossed_group, group_codes, n_units,
-                                      percentile_bounds, resample_weights)
+                                      percentile_bounds, resample_weights, resampling_groups)
 
 __all__ = ["unit_intervals", "resampling_groups"]
 
 UNPARSED = "<unparsed>"  # same stand-in as mosear.evaluate.metrics.UNPARSED
-
-
-def resampling_groups(df: pd.DataFrame) -> pd.Series:
-    """One resampling group name per row: ``group`` where set, else the row's key (in a crossed table,
-    :func:`~mosear.evaluate.intervals.crossed_group` of the key with itself: its own face and voice)."""
-    keys = df["key"].astype(str) if "key" in df else pd.Series([str(i) for i in range(len(df))], index=df.index)
-    if "group" in df:
-        g = df["group"]
-        if g.notna().any() and g.dropna().astype(str).str.contains("|", regex=False).all():
-            keys = keys.map(lambda k: crossed_group(k, k))
-        return g.where(g.notna(), keys).astype(str)
-    return keys
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

@@ -55,7 +55,8 @@ class ShardConfig(StageConfig):
         0.0, ge=0, le=1, json_schema_extra=SCHEDULING,
         description="largest share of inputs that may be quarantined (data errors: bad clips, names, labels) "
         "before the stage fails (exit 1, counts by reason; shards, quarantine and run.json are kept, no "
-        "commit.json); 0: any quarantined input fails the stage")
+        "commit.json); 0: any quarantined input fails the stage. A label row whose clip is not there (a partial "
+        "download, reason missing) is coverage, reported as 'N of M label rows have a clip', not counted here")
     overwrite: bool = Field(False, json_schema_extra=SCHEDULING, description="delete an output written by another config instead of stopping")
 
     @field_validator("corpus")
