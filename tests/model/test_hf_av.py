@@ -393,21 +393,21 @@ def test_ar_moves_mass_only_between_audio_and_video_keys(mose, clips, share, dir
     assert diff.masked_fill(key == AUDIO, 0).masked_fill(key == VISUAL, 0).abs().max() == 0  # text/pad keys
     not_text = (mods != TEXT)[:, None, :, None]
     assert diff.masked_fill(~not_text, 0).abs().max() == 0  # only text query rows change
-    torch.testing.assert_close(after.sum(-1), before.sum(-1))
+    torch.testing.assert_close(after.sum(-1), before.sum(-1), atol=1e-6, rtol=1e-6)
     a = (before * (key == AUDIO)).sum(-1)
     v = (before * (key == VISUAL)).sum(-1)
     da = (diff * (key == AUDIO)).sum(-1)
     text_rows = (mods == TEXT)[:, None, :].expand_as(a)
     if share == "mass":
         hit = text_rows & (a / (a + v) > 0.5)
-        torch.testing.assert_close(da[hit], -f * a[hit])
+        torch.testing.assert_close(da[hit], -f * a[hit], atol=1e-6, rtol=1e-6)
         assert hit.any() and (da[text_rows & ~hit] == 0).all()
     else:  # per-key shares; rows lose audio or video mass, whichever dominates per key
         na, nv = (mods == AUDIO).sum(1)[:, None, None], (mods == VISUAL).sum(1)[:, None, None]
         s = (a / na) / (a / na + v / nv)
         up, down = text_rows & (s > 0.5), text_rows & (1 - s > 0.5)
-        torch.testing.assert_close(da[up], -f * a[up])
-        torch.testing.assert_close(da[down], f * v[down])
+        torch.testing.assert_close(da[up], -f * a[up], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(da[down], f * v[down], atol=1e-6, rtol=1e-6)
         assert (up | down).any()
 
 
