@@ -15,6 +15,8 @@ from mosear.config import ConfigError, load_config
 from mosear.shards.config import ShardConfig
 from mosear.shards.plan import ShardPlan, plan_corpus
 
+from release_files import copy_clips
+
 SMALL = {"num_frames": 2, "height": 16, "width": 16, "progress": False}
 
 
@@ -24,13 +26,6 @@ def _plan(tmp_path, **source):
     clips = {c["dataset"] + "__" + c["clip_id"]: c for s in plan.shards for c in s.clips}
     return cfg, plan, clips
 
-
-def _videos(samples_dir, root, names):
-    """Copy real clips under the dataset's own names."""
-    srcs = sorted((samples_dir / "ravdess").glob("*.mp4")) + sorted((samples_dir / "crema_d_extra").glob("*.mp4"))
-    root.mkdir(parents=True, exist_ok=True)
-    for name, src in zip(names, srcs):
-        shutil.copy(src, root / name)
 
 
 def _decode_one(cfg, tmp_path, clip):
@@ -97,7 +92,7 @@ def test_generic_jsonl_and_parquet(samples_dir, tmp_path):
 
 def test_mer2023_npz_and_subtitles(samples_dir, tmp_path):
     names = ["sample_00000001", "sample_00000002", "sample_00000003"]
-    _videos(samples_dir, tmp_path / "video", [n + ".mp4" for n in names[:2]] + [names[2] + ".avi"])
+    copy_clips(samples_dir, tmp_path / "video", [n + ".mp4" for n in names[:2]] + [names[2] + ".avi"])
     np.savez(tmp_path / "label-6way.npz",
              train_corpus=np.array({names[0]: {"emo": "worried", "val": -1.2}, names[1]: {"emo": "happy", "val": 2.0}}),
              test3_corpus=np.array({names[2]: {"emo": "surprise", "val": -10}, "sample_99999999": {"emo": "sad", "val": 0}}))
@@ -122,7 +117,7 @@ def test_mer2023_npz_and_subtitles(samples_dir, tmp_path):
 
 
 def test_dfew_folds(samples_dir, tmp_path):
-    _videos(samples_dir, tmp_path / "Clip" / "original", ["00001.mp4", "00002.mp4", "00003.mp4"])
+    copy_clips(samples_dir, tmp_path / "Clip" / "original", ["00001.mp4", "00002.mp4", "00003.mp4"])
     split_dir = tmp_path / "EmoLabel_DataSplit"
     for split, rows in (("train", [("1", "4"), ("2", "7")]), ("test", [("3", "1"), ("4", "9")])):
         (split_dir / f"{split}(single-labeled)").mkdir(parents=True)
@@ -141,7 +136,7 @@ def test_dfew_folds(samples_dir, tmp_path):
 
 
 def test_mafw_folds(samples_dir, tmp_path):
-    _videos(samples_dir, tmp_path / "clips", ["00025.mp4", "00026.mp4", "00027.mp4"])
+    copy_clips(samples_dir, tmp_path / "clips", ["00025.mp4", "00026.mp4", "00027.mp4"])
     base = tmp_path / "single" / "no_caption" / "set_1"
     base.mkdir(parents=True)
     (base / "train.txt").write_text("00025.mp4 anxiety\n00026.mp4 helplessness\n")
@@ -155,7 +150,7 @@ def test_mafw_folds(samples_dir, tmp_path):
 
 
 def test_ca_mer_subsets(samples_dir, tmp_path):
-    _videos(samples_dir, tmp_path / "mer", ["sample_00000010.mp4", "sample_00000011.mp4", "sample_00000012.mp4"])
+    copy_clips(samples_dir, tmp_path / "mer", ["sample_00000010.mp4", "sample_00000011.mp4", "sample_00000012.mp4"])
     gt = tmp_path / "ca_mer"
     gt.mkdir()
     (gt / "video_aligned.json").write_text(json.dumps(
@@ -184,7 +179,7 @@ def test_generic_manifest_rows_without_a_file_and_files_without_a_row(samples_di
     """Catches: a manifest row whose file is absent planned into a shard (to fail at decode, or leave an
     empty tar), and videos under the root that no row names ignored silently (issue 23 items 7, 8)."""
     root = tmp_path / "clips"
-    _videos(samples_dir, root, ["a.mp4", "b.mp4", "c.mp4"])
+    copy_clips(samples_dir, root, ["a.mp4", "b.mp4", "c.mp4"])
     (root / "m.csv").write_text("path,label\na.mp4,happy\nb.mp4,sad\ngone.mp4,angry\n")
     cfg, plan, clips = _plan(tmp_path, adapter="generic", root=str(root), manifest=str(root / "m.csv"), dataset="d")
     assert sorted(clips) == ["d__a", "d__b"]

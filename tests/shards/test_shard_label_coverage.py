@@ -6,7 +6,6 @@ partial download."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -16,32 +15,27 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from release_files import write_csv
+
 MER_TRAIN = [f"sample_{i:08d}" for i in range(1, 21)]
 MER_TEST1 = [f"sample_{i:08d}" for i in range(101, 111)]
 
-
-def _csv(path, header, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
 
 
 def _corpus(tmp_path, samples_dir):
     clips = sorted((samples_dir / "ravdess").glob("*.mp4"))
     emos = ["happy", "sad", "angry", "worried", "surprise", "neutral"]
-    _csv(tmp_path / "MER2024" / "train-label.csv", ["name", "discrete", "valence"],
+    write_csv(tmp_path / "MER2024" / "train-label.csv", ["name", "discrete", "valence"],
          [[n, emos[i % 6], "0.5"] for i, n in enumerate(MER_TRAIN)])
-    _csv(tmp_path / "MER2024" / "test1-label.csv", ["name", "discrete", "valence"],
+    write_csv(tmp_path / "MER2024" / "test1-label.csv", ["name", "discrete", "valence"],
          [[n, emos[i % 6], "-10"] for i, n in enumerate(MER_TEST1)])
     (tmp_path / "MER2024" / "README.txt").write_text("MER2024 release notes\n")  # not a clip: skipped once
     video = tmp_path / "MER2024"  # the label files sit beside the videos, as unpacked
     for name, src in zip([MER_TRAIN[0], MER_TRAIN[5], MER_TEST1[2], "sample_99999999"], clips):
         shutil.copy(src, video / f"{name}.mp4")  # sample_99999999: a video no label row names
     split = tmp_path / "DFEW" / "EmoLabel_DataSplit"
-    _csv(split / "train(single-labeled)" / "set_1.csv", ["video_name", "label"], [[str(i), str(i % 7 + 1)] for i in range(1, 9)])
-    _csv(split / "test(single-labeled)" / "set_1.csv", ["video_name", "label"], [[str(i), str(i % 7 + 1)] for i in range(9, 13)])
+    write_csv(split / "train(single-labeled)" / "set_1.csv", ["video_name", "label"], [[str(i), str(i % 7 + 1)] for i in range(1, 9)])
+    write_csv(split / "test(single-labeled)" / "set_1.csv", ["video_name", "label"], [[str(i), str(i % 7 + 1)] for i in range(9, 13)])
     (tmp_path / "DFEW" / "Clip").mkdir()
     for name, src in zip(["2.mp4", "10.mp4"], clips[4:]):  # unpadded, as the release names them
         shutil.copy(src, tmp_path / "DFEW" / "Clip" / name)
