@@ -178,23 +178,28 @@ def _label(raw, space: tuple[str, ...], where: str, *, outside: str | None = Non
 
 
 # ----------------------------------------------------------------------------------- CA-MER / mined
-def _read_subset_json(path: Path, subset: str, prefix: str | None, space: tuple[str, ...]) -> list[BenchmarkItem]:
+def read_json_entries(path: Path) -> list[tuple[str, object]]:
+    """``(sample name, entry)`` pairs of a CA-MER-style JSON file: an object keyed by sample, or a list of
+    objects naming their sample (one of ``_NAME_FIELDS``); anything else is a :class:`BenchmarkFormatError`."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise BenchmarkFormatError(f"{path}: not valid JSON: {exc}") from None
-    rows: list[tuple[str, object]]
     if isinstance(data, dict):
-        rows = list(data.items())
-    elif isinstance(data, list):
-        rows = []
-        for i, r in enumerate(data):
-            name = _first(r, _NAME_FIELDS) if isinstance(r, dict) else None
-            if name is None:
-                raise BenchmarkFormatError(f"{path}: row {i}: no sample name (one of {list(_NAME_FIELDS)})")
-            rows.append((str(name), r))
-    else:
+        return [(str(k), v) for k, v in data.items()]
+    if not isinstance(data, list):
         raise BenchmarkFormatError(f"{path}: expected an object keyed by sample or a list, got {type(data).__name__}")
+    rows = []
+    for i, r in enumerate(data):
+        name = _first(r, _NAME_FIELDS) if isinstance(r, dict) else None
+        if name is None:
+            raise BenchmarkFormatError(f"{path}: row {i}: no sample name (one of {list(_NAME_FIELDS)})")
+        rows.append((str(name), r))
+    return rows
+
+
+def _read_subset_json(path: Path, subset: str, prefix: str | None, space: tuple[str, ...]) -> list[BenchmarkItem]:
+    rows = read_json_entries(path)
     items = []
     for name, val in rows:
         where = f"{path}: row {name!r}"

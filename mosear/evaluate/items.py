@@ -23,12 +23,12 @@ says so. :func:`annotate` records this in ``bench.notes``: ``resampled_by`` (``p
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mosear.evaluate.benchmark_files import Benchmark, BenchmarkFormatError, BenchmarkItem, split_folder
+from mosear.evaluate.benchmark_files import (Benchmark, BenchmarkFormatError, BenchmarkItem, read_json_entries,
+                                             split_folder)
 from mosear.evaluate.intervals import crossed_group
 
 __all__ = ["annotate", "SPLICED", "SPLICED_FILE", "read_people", "TRUTH_ORIGINS"]
@@ -69,21 +69,7 @@ def _read_spliced(path: Path, rows: dict[str, dict[str, str | None]]) -> list[Be
     each needs its two cues, from the entry (``face_label``/``voice_label``) or ``conflicts.parquet``."""
     from mosear.labels import canonical_label
 
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BenchmarkFormatError(f"{path}: not valid JSON: {exc}") from None
-    if isinstance(data, dict):
-        entries = [(str(k), v if isinstance(v, dict) else {}) for k, v in data.items()]
-    elif isinstance(data, list):
-        entries = []
-        for i, v in enumerate(data):
-            name = (v.get("key") or v.get("name")) if isinstance(v, dict) else None
-            if not name:
-                raise BenchmarkFormatError(f"{path}: row {i}: no sample name (key or name)")
-            entries.append((str(name), v))
-    else:
-        raise BenchmarkFormatError(f"{path}: expected an object keyed by sample or a list, got {type(data).__name__}")
+    entries = [(k, v if isinstance(v, dict) else {}) for k, v in read_json_entries(path)]
     items = []
     for key, v in entries:
         meta = rows.get(key, {})
